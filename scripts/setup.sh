@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Set up cnnbench from nothing: .venv, the project with its dependencies, and Horovod 0.28.1
+# built from source against TensorFlow 2.21 (with the one patch it needs), cached as a wheel.
+#
+# Usage: bash scripts/setup.sh [--gpu]
+#   --gpu            install tensorflow[and-cuda] instead of tensorflow-cpu (extra "gpu")
+# Environment:
+#   CNNBENCH_VENV    where the venv goes (default: .venv in the repo)
+#   CNNBENCH_CACHE   where the built Horovod wheel is cached (default: ~/.cache/cnnbench)
+#   PYTHON           the interpreter to build the venv from (default: python3.11, else python3)
+#   HOROVOD_*        passed through to Horovod's build; defaults below give a CPU build with
+#                    Gloo. On a GPU cluster set e.g. HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_WITH_MPI=1.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${CNNBENCH_VENV:-$repo/.venv}"
+cache="${CNNBENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnbench}"
+hvd_version="0.28.1"
+extra=""
+[ "${1:-}" = "--gpu" ] && extra="[gpu]"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+run_logged() { # run a step quietly; on failure show the tail of its log and stop
+  local name="$1"; shift
+  local logf="$cache/logs/$name.log"
+  mkdir -p "$cache/logs"
+  if ! "$@" >"$logf" 2>&1; then
+    printf '[setup] ERROR: step "%s" failed: %s\n--- last 40 lines of %s ---\n' "$name" "$*" "$logf" >&2
+    tail -n 40 "$logf" >&2
+    exit 1
+  fi
+}
+
+py="${PYTHON:-}"
+if [ -z "$py" ]; then
+  py="$(command -v python3.11 || command -v python3 || true)"
+fi
+[ -n "$py" ] || die "no python3 found; install Python 3.11"
+"$py" -c 'import sys; assert sys.version_info[:2] >= (3, 10)' 2>/dev/null \
+  || die "Python >= 3.10 needed, $py is $("$py" --version 2>&1)"
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating $venv"
+  run_logged venv "$py" -m venv "$venv"
+fi
+vpy="$venv/bin/python"
+run_logged pip-upgrade "$vpy" -m pip install -q --upgrade pip setuptools wheel
+
+log "installing cnnbench${extra} and its dependencies (TensorFlow, pandas, pytest, ...)"
+if [ -n "$extra" ]; then
+  # the gpu extra replaces tensorflow-cpu with tensorflow[and-cuda]
+  run_logged install "$vpy" -m pip install -q -e "$repo" --no-deps
+  run_logged install-deps "$vpy" -m pip install -q "tensorflow[and-cuda]==2.21.*" \
+    $("$vpy" -c 'import tomllib,sys; d=tomllib.load(open(sys.argv[1],"rb")); print(" ".join(x for x in d["project"]["dependencies"] if not x.startswith("tensorflow")))' "$repo/pyproject.toml")
+else
+  run_logged install "$vpy" -m pip install -q -e "$repo"
+fi
+
+# ---- Horovod -------------------------------------------------------------------------
+if "$vpy" -c "import horovod.tensorflow" >/dev/null 2>&1 \
+   && [ "$("$vpy" -c 'import horovod; print(horovod.__version__)')" = "$hvd_version" ]; then
+  log "horovod $hvd_version already installed"
+else
+  export HOROVOD_WITH_TENSORFLOW="${HOROVOD_WITH_TENSORFLOW:-1}"
+  export HOROVOD_WITH_GLOO="${HOROVOD_WITH_GLOO:-1}"
+  export HOROVOD_WITHOUT_PYTORCH="${HOROVOD_WITHOUT_PYTORCH:-1}"
+  export HOROVOD_WITHOUT_MXNET="${HOROVOD_WITHOUT_MXNET:-1}"
+  # MPI only when the user asks for it; the default CPU build uses Gloo alone.
+  if [ -z "${HOROVOD_WITH_MPI:-}" ]; then export HOROVOD_WITHOUT_MPI="${HOROVOD_WITHOUT_MPI:-1}"; fi
+  # The cache key covers everything that changes the binary.
+  tfver="$("$vpy" -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)" \
+    || die "TensorFlow did not import in $venv"
+  key="$(env | grep '^HOROVOD_' | sort | tr '\n' ' ')py$("$vpy" -c 'import sys;print("%d%d"%sys.version_info[:2])')-tf$tfver-$(uname -m)"
+  keyhash="$(printf '%s' "$key" | sha256sum | cut -c1-16)"
+  wheeldir="$cache/horovod-$hvd_version-$keyhash"
+  whl="$(ls "$wheeldir"/horovod-*.whl 2>/dev/null | head -n1 || true)"
+  if [ -z "$whl" ]; then
+    log "building horovod $hvd_version from source for TF $tfver (about 2-3 minutes; log: $cache/logs/)"
+    command -v cmake >/dev/null || die "cmake not found (apt-get install cmake)"
+    command -v g++ >/dev/null || die "g++ not found (apt-get install g++)"
+    work="$(mktemp -d)"
+    trap 'rm -rf "$work"' EXIT
+    run_logged horovod-download "$vpy" -m pip download -q --no-deps --no-binary :all: \
+      "horovod==$hvd_version" -d "$work"
+    tar -xzf "$work"/horovod-"$hvd_version".tar.gz -C "$work"
+    src="$work/horovod-$hvd_version"
+    # The one patch: xla_mpi_ops.cc (GPU-only XLA custom calls) includes XLA headers whose own
+    # dependencies are not in TF 2.21's wheel. Dropping it from the build loses nothing on CPU.
+    cml="$src/horovod/tensorflow/CMakeLists.txt"
+    grep -q 'xla_mpi_ops.cc' "$cml" || die "expected xla_mpi_ops.cc in $cml; the sdist changed"
+    sed -i '/xla_mpi_ops\.cc/d' "$cml"
+    run_logged horovod-deps "$vpy" -m pip install -q cmake 'packaging' 'cloudpickle' 'psutil' 'pyyaml'
+    mkdir -p "$wheeldir"
+    MAKEFLAGS="-j$(nproc)" run_logged horovod-build "$vpy" -m pip wheel -v --no-deps \
+      --no-build-isolation "$src" -w "$wheeldir"
+    whl="$(ls "$wheeldir"/horovod-*.whl | head -n1)"
+    log "cached $whl"
+  else
+    log "using cached horovod wheel $whl"
+  fi
+  run_logged horovod-install "$vpy" -m pip install -q "$whl"
+fi
+
+run_logged horovod-check "$venv/bin/horovodrun" --check-build
+if ! grep -q '\[X\] TensorFlow' "$cache/logs/horovod-check.log" \
+   || ! grep -q '\[X\] Gloo' "$cache/logs/horovod-check.log"; then
+  cat "$cache/logs/horovod-check.log" >&2
+  die "horovodrun --check-build does not list TensorFlow and Gloo"
+fi
+log "ready: $venv (activate with: source $venv/bin/activate)"
