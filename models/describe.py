@@ -8,13 +8,13 @@ well under 1% for these networks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING, Any
 
 from .registry import build_model
 from .shapes import conv_output_size, pool_output_size, upsample_output_size
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,10 @@ def _pair(v: Any) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _spatial(layer: layers.Layer, in_shape: tuple[int, ...]) -> tuple[int, int] | None:
+def _spatial(layer: "keras.layers.Layer", in_shape: tuple[int, ...]) -> tuple[int, int] | None:
     """Output (H, W) predicted by the shape helper, or None for layers it does not model."""
+    from keras import layers
+
     if len(in_shape) != 3:
         return None
     h, w = in_shape[0], in_shape[1]
@@ -76,7 +78,9 @@ def _spatial(layer: layers.Layer, in_shape: tuple[int, ...]) -> tuple[int, int] 
     return None
 
 
-def _flops(layer: layers.Layer, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+def _flops(layer: "keras.layers.Layer", in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
+    from keras import layers
+
     if isinstance(layer, layers.DepthwiseConv2D):
         kh, kw = _pair(layer.kernel_size)
         macs = kh * kw * out_shape[0] * out_shape[1] * out_shape[2]
@@ -98,8 +102,10 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def describe_model(model: keras.Model, *, name: str | None = None, width: float = 1.0) -> ModelDescription:
+def describe_model(model: "keras.Model", *, name: str | None = None, width: float = 1.0) -> ModelDescription:
     """Describe a built (functional) Keras model layer by layer."""
+    from keras import layers
+
     infos: list[LayerInfo] = []
     for layer in model.layers:
         if isinstance(layer, layers.InputLayer):

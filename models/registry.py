@@ -4,11 +4,12 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import keras
+if TYPE_CHECKING:  # keras is imported lazily so that `list_models()` and CLIs stay instant
+    import keras
 
-Builder = Callable[..., keras.Model]
+Builder = Callable[..., "keras.Model"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def build_model(name: str, *, num_classes: int = 100, input_shape: tuple[int, int, int] = (32, 32, 3),
-                width: float = 1.0, **overrides: Any) -> keras.Model:
+                width: float = 1.0, **overrides: Any) -> "keras.Model":
     """Build a registered model. `overrides` replace the registered defaults (e.g. batch_norm)."""
     entry = get_entry(name)
     if not isinstance(num_classes, int) or num_classes < 1:

@@ -1,11 +1,13 @@
 """ResNet (He et al. 2016) from BasicBlocks and Bottlenecks, with stage depths as data."""
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from .common import resolve_variant, scale_channels
 from .registry import register_model
+
+if TYPE_CHECKING:
+    import keras
 
 # depth -> (block type, blocks per stage). Stage widths are STAGE_FILTERS.
 RESNET_SPECS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -20,6 +22,8 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
 def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool):
+    from keras import layers
+
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                       name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
@@ -28,6 +32,8 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool):
 
 def _block(x, kind: str, filters: int, stride: int, name: str):
     """BasicBlock (3x3, 3x3) or Bottleneck (1x1 reduce, 3x3, 1x1 expand x4), plus shortcut."""
+    from keras import layers
+
     out_channels = filters * EXPANSION[kind]
     if kind == "basic":
         y = _conv_bn(x, filters, 3, stride, f"{name}_1", relu=True)
@@ -44,12 +50,15 @@ def _block(x, kind: str, filters: int, stride: int, name: str):
 
 
 def build_resnet(depth: int, *, num_classes: int, input_shape: tuple[int, int, int], width: float,
-                 name: str, stem: str = "auto") -> keras.Model:
+                 name: str, stem: str = "auto") -> "keras.Model":
     """Build ResNet-`depth` (a key of RESNET_SPECS).
 
     stem='auto' picks the course's CIFAR stem (3x3/1 conv, 2x2/1 max-pool) below 64x64 inputs,
     else the paper's (7x7/2 conv, 3x3/2 max-pool).
     """
+    import keras
+    from keras import layers
+
     kind, depths = RESNET_SPECS[depth]
     stem = resolve_variant(stem, input_shape, "stem")
     inputs = keras.Input(shape=input_shape, name="input")

@@ -5,13 +5,14 @@ Table entries: an int is a 3x3 conv with that many filters, ("1x1", n) a 1x1 con
 """
 from __future__ import annotations
 
-from typing import Union
-
-import keras
-from keras import layers
+import functools
+from typing import TYPE_CHECKING, Union
 
 from .common import resolve_variant, scale_channels
 from .registry import register_model
+
+if TYPE_CHECKING:
+    import keras
 
 Spec = Union[int, str, tuple]
 
@@ -30,31 +31,43 @@ VGG_CONFIGS: dict[str, list[Spec]] = {
 VGG_HEADS: dict[str, tuple[int, ...]] = {"imagenet": (4096, 4096), "cifar": (256, 128)}
 
 
-class LocalResponseNorm(layers.Layer):
-    """Krizhevsky et al. LRN (n=5, k=2, alpha=1e-4, beta=0.75), as used by VGG config A-LRN."""
+@functools.cache
+def local_response_norm_layer() -> type:
+    """The LRN layer class, defined on first use so that importing the zoo needs no Keras."""
+    import keras
+    import tensorflow as tf  # Keras has no LRN op; this layer is TensorFlow-backend only
 
-    def __init__(self, depth_radius: int = 2, bias: float = 2.0, alpha: float = 1e-4,
-                 beta: float = 0.75, **kwargs):
-        super().__init__(**kwargs)
-        self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
+    @keras.saving.register_keras_serializable("cnnbench")
+    class LocalResponseNorm(keras.layers.Layer):
+        """Krizhevsky et al. LRN (n=5, k=2, alpha=1e-4, beta=0.75), as in VGG config A-LRN."""
 
-    def call(self, x):
-        import tensorflow as tf  # Keras has no LRN op; this layer is TensorFlow-backend only
-        return tf.nn.local_response_normalization(x, self.depth_radius, self.bias, self.alpha, self.beta)
+        def __init__(self, depth_radius: int = 2, bias: float = 2.0, alpha: float = 1e-4,
+                     beta: float = 0.75, **kwargs):
+            super().__init__(**kwargs)
+            self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
 
-    def get_config(self):
-        return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
-                "alpha": self.alpha, "beta": self.beta}
+        def call(self, x):
+            return tf.nn.local_response_normalization(x, self.depth_radius, self.bias, self.alpha,
+                                                      self.beta)
+
+        def get_config(self):
+            return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
+                    "alpha": self.alpha, "beta": self.beta}
+
+    return LocalResponseNorm
 
 
 def build_vgg(config: str, *, num_classes: int, input_shape: tuple[int, int, int], width: float,
               name: str, batch_norm: bool = False, head: str = "auto", dropout: float | None = None
-              ) -> keras.Model:
+              ) -> "keras.Model":
     """Build VGG configuration `config` (a key of VGG_CONFIGS).
 
     head='auto' picks the course's CIFAR head (256-128) below 64x64 inputs, else the paper's
     4096-4096 head with dropout 0.5. With batch_norm, each conv is conv -> BN -> ReLU.
     """
+    import keras
+    from keras import layers
+
     head = resolve_variant(head, input_shape, "head")
     if dropout is None:
         dropout = 0.5 if head == "imagenet" else 0.0
@@ -67,7 +80,7 @@ def build_vgg(config: str, *, num_classes: int, input_shape: tuple[int, int, int
             unit, conv_i = unit + 1, 0
             continue
         if spec == "LRN":
-            x = LocalResponseNorm(name=f"unit{unit}_lrn")(x)
+            x = local_response_norm_layer()(name=f"unit{unit}_lrn")(x)
             continue
         kernel, filters = (1, spec[1]) if isinstance(spec, tuple) else (3, spec)
         conv_i += 1

@@ -1,0 +1,263 @@
+"""Input data: synthetic (fixed, on device), CIFAR-100 (official python format) and sklearn digits.
+
+Every source yields uint8 NHWC images and int labels, validated here so that bad data is a
+clear BenchInputError instead of a crash deep inside TensorFlow. The tf.data pipelines are
+built per shard: each worker reads its own shard of the training split.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from .errors import BenchInputError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+    from .config import RunConfig
+
+log = logging.getLogger(__name__)
+
+CIFAR_DIR = "cifar-100-python"
+CIFAR_ARCHIVE = "cifar-100-python.tar.gz"
+CIFAR_SIDE = 32
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # fixed, so the split never depends on --seed
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # uint8, N x H x W x 3
+    labels: np.ndarray  # int32, N
+
+
+@dataclass
+class DataSource:
+    """A data set ready to be turned into per-shard tf.data pipelines."""
+    name: str
+    num_classes: int
+    image_size: int
+    train: Split | None = None        # None for synthetic
+    test: Split | None = None
+    normalize: bool = False
+    augment: bool = False
+    seed: int = 0
+
+    @property
+    def fixed(self) -> bool:
+        """Synthetic data: one batch made once and reused every step."""
+        return self.train is None
+
+    @property
+    def train_size(self) -> int:
+        return 0 if self.train is None else len(self.train.labels)
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        x = self.train.images.reshape(-1, 3).astype(np.float64) / 255.0
+        return x.mean(axis=0).astype(np.float32), np.maximum(x.std(axis=0), 1e-3).astype(np.float32)
+
+    def train_dataset(self, num_shards: int, shard_index: int, batch_size: int) -> "tf.data.Dataset":
+        """Infinite, shuffled, batched (drop_remainder) training pipeline for one shard."""
+        import tensorflow as tf
+
+        if self.fixed:
+            return _synthetic_batch(batch_size, self.image_size, self.num_classes,
+                                    self.seed * 1000 + shard_index)
+        ds = tf.data.Dataset.from_tensor_slices((self.train.images, self.train.labels))
+        ds = ds.shard(num_shards, shard_index).cache()
+        shard_len = len(range(shard_index, self.train_size, num_shards))
+        ds = ds.shuffle(shard_len, seed=self.seed + shard_index, reshuffle_each_iteration=True).repeat()
+        if self.augment:
+            # Augmentation is per image; the rest of the preprocessing runs per batch (cheaper).
+            ds = ds.map(_augment_fn(self.seed + shard_index), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.map(self._preprocess_fn(), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def test_dataset(self, batch_size: int) -> "tf.data.Dataset":
+        """The whole test split, in order, for evaluation."""
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.from_tensor_slices((self.test.images, self.test.labels)).cache()
+        ds = ds.batch(batch_size).map(self._preprocess_fn(), num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _preprocess_fn(self) -> Callable:
+        """uint8 -> float32 /255 (the course's scaling), optional per-channel normalisation."""
+        import tensorflow as tf
+
+        mean, std = self.mean_std() if self.normalize else (None, None)
+
+        def preprocess(images, labels):
+            x = tf.cast(images, tf.float32) / 255.0
+            if mean is not None:
+                x = (x - mean) / std
+            return x, labels
+        return preprocess
+
+
+def _augment_fn(seed: int) -> Callable:
+    """Standard CIFAR augmentation: 4-pixel zero pad, random crop back, random horizontal flip."""
+    import tensorflow as tf
+
+    def augment(image, label):
+        h, w = image.shape[0], image.shape[1]
+        image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+        image = tf.image.random_crop(image, [h, w, 3])
+        image = tf.image.random_flip_left_right(image)
+        return image, label
+    return augment
+
+
+def _synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int) -> "tf.data.Dataset":
+    """One fixed batch (made once; the harness keeps it on the device and reuses it)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch_size, image_size, image_size, 3), dtype=np.float32)
+    labels = rng.integers(0, num_classes, size=batch_size).astype(np.int32)
+    return tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+
+# ---- CIFAR-100 ------------------------------------------------------------------------------
+def _read_pickle(blob: bytes, where: str) -> dict:
+    try:
+        obj = pickle.loads(blob, encoding="bytes")
+    except Exception as e:  # truncated or not a pickle
+        raise BenchInputError(f"corrupt CIFAR-100 split {where}: {type(e).__name__}: {e}") from None
+    if not isinstance(obj, dict) or b"data" not in obj or b"fine_labels" not in obj:
+        raise BenchInputError(f"{where} is not a cifar-100-python split (no b'data'/b'fine_labels')")
+    return obj
+
+
+def _decode_cifar(obj: dict, where: str) -> Split:
+    """N x 3072 channel-major rows (R plane, G plane, B plane) -> N x 32 x 32 x 3."""
+    data = np.asarray(obj[b"data"])
+    labels = np.asarray(obj[b"fine_labels"])
+    if data.ndim != 2 or data.shape[1] != 3 * CIFAR_SIDE * CIFAR_SIDE:
+        raise BenchInputError(f"{where}: data has shape {data.shape}, expected (N, 3072)")
+    if data.dtype != np.uint8:
+        raise BenchInputError(f"{where}: data has dtype {data.dtype}, expected uint8")
+    if labels.ndim != 1 or len(labels) != len(data):
+        raise BenchInputError(f"{where}: {len(labels)} labels for {len(data)} images")
+    images = data.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE).transpose(0, 2, 3, 1)
+    return Split(np.ascontiguousarray(images), labels.astype(np.int32))
+
+
+def _cifar_from_archive(path: Path) -> tuple[Split, Split]:
+    splits = {}
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                base = member.name.rsplit("/", 1)[-1]
+                if base in ("train", "test") and member.isfile():
+                    splits[base] = _decode_cifar(_read_pickle(tar.extractfile(member).read(),
+                                                              f"{path}:{member.name}"), f"{path}:{member.name}")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise BenchInputError(f"corrupt or truncated CIFAR-100 archive {path}: {e}") from None
+    missing = {"train", "test"} - splits.keys()
+    if missing:
+        raise BenchInputError(f"CIFAR-100 archive {path} has no {'/'.join(sorted(missing))} split")
+    return splits["train"], splits["test"]
+
+
+def _cifar_from_folder(folder: Path) -> tuple[Split, Split]:
+    out = []
+    for split in ("train", "test"):
+        f = folder / split
+        if not f.is_file():
+            raise BenchInputError(f"CIFAR-100 folder {folder} has no '{split}' file")
+        out.append(_decode_cifar(_read_pickle(f.read_bytes(), str(f)), str(f)))
+    return out[0], out[1]
+
+
+def find_cifar100(data_dir: str | None) -> Path | None:
+    """The archive or extracted folder to read, searching data_dir, then Keras' cache."""
+    roots = [Path(data_dir)] if data_dir else [Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"]
+    for root in roots:
+        if root.is_file():
+            return root
+        for cand in (root, root / CIFAR_DIR):
+            if (cand / "train").is_file() or (cand / "test").is_file():
+                return cand
+        if (root / CIFAR_ARCHIVE).is_file():
+            return root / CIFAR_ARCHIVE
+    if data_dir:
+        raise BenchInputError(f"no CIFAR-100 data in data_dir={data_dir} (expected {CIFAR_ARCHIVE}, "
+                              f"or a folder with 'train' and 'test')")
+    return None
+
+
+def load_cifar100(data_dir: str | None) -> tuple[Split, Split]:
+    """Train and test splits from a local copy; with none, Keras' downloader (needs network)."""
+    path = find_cifar100(data_dir)
+    if path is None:
+        try:
+            import keras
+            (xtr, ytr), (xte, yte) = keras.datasets.cifar100.load_data(label_mode="fine")
+        except Exception as e:
+            raise BenchInputError(f"CIFAR-100 not found locally (pass --data-dir) and the download "
+                                  f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        return Split(xtr, ytr.reshape(-1).astype(np.int32)), Split(xte, yte.reshape(-1).astype(np.int32))
+    return _cifar_from_archive(path) if path.is_file() else _cifar_from_folder(path)
+
+
+# ---- digits --------------------------------------------------------------------------------
+def load_digits_splits(image_size: int) -> tuple[Split, Split]:
+    """scikit-learn's bundled 8x8 digits, resized to image_size, grey replicated to RGB."""
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) * (255.0 / 16.0))[..., None]  # 0..16 -> 0..255
+    x = tf.image.resize(x, (image_size, image_size), method="bilinear").numpy()
+    x = np.repeat(np.clip(np.rint(x), 0, 255).astype(np.uint8), 3, axis=-1)
+    y = d.target.astype(np.int32)
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
+    n_test = int(round(len(y) * DIGITS_TEST_FRACTION))
+    test, train = order[:n_test], order[n_test:]
+    return Split(x[train], y[train]), Split(x[test], y[test])
+
+
+def _resize(split: Split, size: int) -> Split:
+    import tensorflow as tf
+
+    if split.images.shape[1] == size and split.images.shape[2] == size:
+        return split
+    x = tf.image.resize(split.images, (size, size), method="bilinear").numpy()
+    return Split(np.clip(np.rint(x), 0, 255).astype(np.uint8), split.labels)
+
+
+def _check_labels(split: Split, num_classes: int, where: str) -> None:
+    if len(split.labels) == 0:
+        raise BenchInputError(f"{where} split is empty")
+    lo, hi = int(split.labels.min()), int(split.labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise BenchInputError(f"{where} labels out of range: found labels in [{lo}, {hi}] "
+                              f"but num_classes={num_classes}")
+
+
+def load_data(cfg: "RunConfig") -> DataSource:
+    """Load and validate the configured data set (cfg must be resolved)."""
+    src = DataSource(cfg.data, cfg.num_classes, cfg.image_size, normalize=cfg.normalize,
+                     augment=cfg.augment, seed=cfg.seed)
+    if cfg.data == "synthetic":
+        return src
+    if cfg.data == "cifar100":
+        train, test = load_cifar100(cfg.data_dir)
+        train, test = _resize(train, cfg.image_size), _resize(test, cfg.image_size)
+    elif cfg.data == "digits":
+        train, test = load_digits_splits(cfg.image_size)
+    else:
+        raise BenchInputError(f"unknown data set: data={cfg.data!r}")
+    _check_labels(train, cfg.num_classes, f"{cfg.data} train")
+    _check_labels(test, cfg.num_classes, f"{cfg.data} test")
+    src.train, src.test = train, test
+    return src

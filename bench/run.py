@@ -1,0 +1,52 @@
+"""`python bench/run.py MODEL [options]`: one benchmark run, one CSV row (see --help)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # Run as a script: put the repo root, not bench/, first on the path (bench/ holds modules
+    # named data, config, ... that must not shadow other packages).
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, append the row (chief only), print a summary. Bad input: one line, exit 2."""
+    import logging
+
+    from bench.config import parse_args
+    from bench.errors import BenchInputError
+
+    try:
+        cfg = parse_args(argv)
+        if cfg.summary:
+            import models
+            print(models.describe(cfg.model, num_classes=cfg.num_classes or 100, width=cfg.width,
+                                  input_shape=(cfg.image_size, cfg.image_size, 3)).table())
+            return 0
+        from bench.results import append_row, check_writable
+        try:
+            check_writable(cfg.output)
+        except OSError as e:
+            raise BenchInputError(f"cannot write results to output={cfg.output}: {e}") from None
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        from bench.runner import execute, summary_text
+        outcome = execute(cfg)
+    except BenchInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if outcome.is_chief:
+        try:
+            append_row(cfg.output, outcome.row)
+        except OSError as e:
+            print(f"error: could not write the result row to {cfg.output}: {e}", file=sys.stderr)
+            return 1
+        print(summary_text(outcome.row, cfg.output))
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""One benchmark run, end to end: distribution -> model -> data -> timed steps -> result row."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+import time
+from typing import Any, Callable, Iterator
+
+from .config import RunConfig
+from .errors import BenchInputError
+from .results import CONFIG, provenance
+from .stats import slowest_rank_per_step, step_stats, throughput
+from .timing import NonFiniteLoss, Timing, run_steps
+
+log = logging.getLogger("cnnbench")
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    row: dict[str, Any]
+    is_chief: bool
+    exit_code: int
+
+
+def _progress(enabled: bool) -> Callable[[str, int], Iterator[int]]:
+    def bar(desc: str, n: int):
+        if not enabled or n == 0:
+            return range(n)
+        from tqdm import tqdm
+        return tqdm(range(n), desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return bar
+
+
+def configure_tensorflow(cfg: RunConfig) -> None:
+    """Process-wide TensorFlow settings that must precede the first op."""
+    import tensorflow as tf
+
+    if cfg.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
+
+
+def base_row(cfg: RunConfig, gpu_names: list[str] = ()) -> dict[str, Any]:
+    row = provenance(gpu_names, source=cfg.source)
+    row.update({k: getattr(cfg, k) for k in CONFIG})
+    return row
+
+
+def execute(cfg: RunConfig) -> RunOutcome:
+    """Run one benchmark. Bad input raises BenchInputError before any row exists; every other
+    failure becomes a row with status nan/oom/failed (exit code 1)."""
+    import tensorflow as tf
+
+    import models
+    from launch import make_distribution
+
+    from .data import load_data
+    from .train import Trainer, apply_precision_policy, make_optimizer
+
+    configure_tensorflow(cfg)
+    dist = make_distribution(cfg)
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu_names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    cfg = cfg.resolved(has_gpu=bool(gpus))
+    row = base_row(cfg, gpu_names)
+    per_replica = cfg.batch_size
+    global_batch = per_replica * dist.num_replicas
+    row.update(workers=dist.workers, replicas=dist.num_replicas, per_replica_batch=per_replica,
+               global_batch=global_batch)
+
+    source = load_data(cfg)  # BenchInputError on bad data: no row
+    steps_per_epoch = None
+    if cfg.accuracy_mode:
+        steps_per_epoch = source.train_size // global_batch
+        if steps_per_epoch < 1:
+            raise BenchInputError(f"global batch {global_batch} exceeds the {cfg.data} training split "
+                                  f"({source.train_size} images). Received: batch_size={per_replica}")
+    progress = _progress(cfg.progress and dist.is_chief)
+    started = time.perf_counter()
+    try:
+        apply_precision_policy(cfg.precision)
+        import keras
+        keras.utils.set_random_seed(cfg.seed)
+        with dist.scope():
+            model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
+                                       input_shape=(cfg.image_size, cfg.image_size, 3))
+            optimizer = make_optimizer(cfg, dist.num_replicas, steps_per_epoch)
+            # Keras 3 optimizers must be built inside the scope before a custom loop's first step.
+            optimizer.build(model.trainable_variables)
+        dist.broadcast_initial_state(model, optimizer)
+        desc = models.describe_model(model, name=cfg.model, width=cfg.width)
+        row.update(params=desc.params, gflops_per_image=desc.gflops)
+        trainer = Trainer(model, optimizer, dist, global_batch=global_batch, xla=cfg.xla)
+        batches = iter(dist.distribute(source.train_dataset, per_replica))
+        if source.fixed:
+            fixed = next(batches)  # made once, held on the device, reused every step
+            step = lambda: trainer.step(fixed)  # noqa: E731
+        else:
+            step = lambda: trainer.step(next(batches))  # noqa: E731
+        device_sync = tf.experimental.sync_devices if gpus else None
+
+        if cfg.accuracy_mode:
+            timing = _train_epochs(cfg, step, trainer, source, dist, steps_per_epoch, global_batch,
+                                   progress, device_sync, row, started)
+        else:
+            timing = run_steps(step, warmup=cfg.warmup_steps, timed=cfg.steps, global_batch=global_batch,
+                               progress=progress, device_sync=device_sync)
+        _timing_columns(row, timing, dist, global_batch, desc.flops)
+        row.update(status="ok", error="")
+        code = 0
+    except NonFiniteLoss as e:
+        row.update(status="nan", error=str(e))
+        code = 1
+    except (tf.errors.ResourceExhaustedError, MemoryError) as e:
+        row.update(status="oom", error=_one_line(e))
+        code = 1
+    except BenchInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure becomes a 'failed' row, never a silent one
+        log.exception("run failed")
+        row.update(status="failed", error=_one_line(e))
+        code = 1
+    row["wall_s"] = time.perf_counter() - started
+    is_chief = dist.is_chief
+    dist.shutdown()
+    return RunOutcome(row, is_chief, code)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
+
+
+def _train_epochs(cfg, step, trainer, source, dist, steps_per_epoch, global_batch, progress,
+                  device_sync, row, started) -> Timing:
+    """Accuracy mode: whole epochs, test-split evaluation after each, stop at the target."""
+    import numpy as np
+
+    timing = Timing()
+    test = source.test_dataset(max(global_batch, 256))
+    warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
+    top1 = top5 = math.nan
+    row.update(target_reached=False if cfg.target_accuracy else None)
+    for epoch in progress("epochs", cfg.epochs):
+        first = epoch == 0
+        run_steps(step, warmup=warmup if first else 0,
+                  timed=steps_per_epoch - (1 + warmup if first else 0), global_batch=global_batch,
+                  timing=timing, first_is_compile=first, device_sync=device_sync)
+        # every rank evaluates its own weights on the whole test split; metrics are averaged
+        top1, top5 = dist.gather(trainer.evaluate(test)).mean(axis=0)
+        row.update(top1=float(top1), top5=float(top5), epochs_run=epoch + 1)
+        log.info("epoch %d: test top-1 %.4f top-5 %.4f", epoch + 1, top1, top5)
+        if cfg.target_accuracy and top1 >= cfg.target_accuracy:
+            row.update(target_reached=True, time_to_target_s=time.perf_counter() - started)
+            break
+    return timing
+
+
+def _timing_columns(row: dict, timing: Timing, dist, global_batch: int, flops: float) -> None:
+    per_rank = dist.gather(timing.step_times)
+    compile_s = float(dist.gather([timing.compile_s]).max())
+    stats = step_stats(slowest_rank_per_step(per_rank))
+    row.update(compile_s=compile_s, **stats.as_dict(),
+               **throughput(stats, global_batch=global_batch, replicas=dist.num_replicas,
+                            flops_per_image=flops))
+    row.update(final_loss=timing.losses[-1] if timing.losses else None,
+               train_accuracy=timing.correct / timing.images if timing.images else None)
+
+
+def summary_text(row: dict, output: str) -> str:
+    """A short human summary of the row just written."""
+    if row.get("status") != "ok":
+        return f"{row['model']}: status {row.get('status')}: {row.get('error')}"
+    ms = lambda k: 1000 * row[k]  # noqa: E731
+    lines = [
+        f"{row['model']} | {row['strategy']} | {row['workers']} worker(s), {row['replicas']} replica(s) | "
+        f"batch {row['per_replica_batch']}x{row['replicas']}={row['global_batch']} | {row['data']} | "
+        f"{row['precision']}{' xla' if row['xla'] else ''} | width {row['width']:g}",
+        f"  images/sec  {row['images_per_sec']:.1f} mean  (95% CI {row['images_per_sec_ci95_low']:.1f}-"
+        f"{row['images_per_sec_ci95_high']:.1f}), {row['images_per_sec_median']:.1f} median "
+        f"+/- {row['images_per_sec_jitter']:.1f} jitter, {row['images_per_sec_per_replica']:.1f} per replica",
+        f"  step time   {ms('step_time_mean_s'):.1f} ms mean, {ms('step_time_median_s'):.1f} median, "
+        f"{ms('step_time_p90_s'):.1f} p90, {ms('step_time_min_s'):.1f} min, std {ms('step_time_std_s'):.1f}"
+        f" over {row['timed_steps']} timed steps",
+        f"  compile     {row['compile_s']:.2f} s    TFLOP/s {row['tflops']:.3f}    "
+        f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    final loss {row['final_loss']:.4f}",
+    ]
+    if row.get("top1") is not None:
+        ttt = row.get("time_to_target_s")
+        lines.append(f"  accuracy    top-1 {row['top1']:.4f}, top-5 {row['top5']:.4f} after {row['epochs_run']} "
+                     f"epoch(s)" + (f"; target reached in {ttt:.1f} s" if ttt else ""))
+    lines.append(f"  row appended to {output}")
+    return "\n".join(lines)

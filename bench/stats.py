@@ -1,0 +1,86 @@
+"""Step-time statistics and the throughput figures derived from them. Pure numpy/scipy."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+MAD_TO_SIGMA = 1.4826  # makes the median absolute deviation estimate sigma for normal data
+
+
+@dataclass(frozen=True)
+class StepStats:
+    timed_steps: int
+    step_time_mean_s: float
+    step_time_median_s: float
+    step_time_p90_s: float
+    step_time_min_s: float
+    step_time_max_s: float
+    step_time_std_s: float
+    step_time_ci95_low_s: float
+    step_time_ci95_high_s: float
+    step_time_jitter_s: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def ci95_halfwidth(values: Sequence[float]) -> float:
+    """Half-width of the two-sided 95% Student-t confidence interval of the mean."""
+    x = np.asarray(values, dtype=float)
+    if x.size < 2:
+        return math.nan
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+
+
+def jitter(values: Sequence[float]) -> float:
+    """Robust spread: 1.4826 x the median absolute deviation from the median."""
+    x = np.asarray(values, dtype=float)
+    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))))
+
+
+def slowest_rank_per_step(per_rank: Sequence[Sequence[float]]) -> np.ndarray:
+    """A synchronous step lasts as long as its slowest rank: the max over ranks, step by step."""
+    arr = np.asarray(per_rank, dtype=float)
+    if arr.ndim == 1:
+        return arr
+    return arr.max(axis=0)
+
+
+def step_stats(step_times: Sequence[float]) -> StepStats:
+    """Summary statistics of per-step seconds (std is the sample std, ddof=1)."""
+    x = np.asarray(step_times, dtype=float)
+    if x.size == 0:
+        raise ValueError("no step times to summarise")
+    mean = float(x.mean())
+    half = ci95_halfwidth(x)
+    return StepStats(
+        timed_steps=int(x.size), step_time_mean_s=mean, step_time_median_s=float(np.median(x)),
+        step_time_p90_s=float(np.percentile(x, 90)), step_time_min_s=float(x.min()),
+        step_time_max_s=float(x.max()), step_time_std_s=float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        step_time_ci95_low_s=mean - half, step_time_ci95_high_s=mean + half,
+        step_time_jitter_s=jitter(x))
+
+
+def throughput(stats: StepStats, *, global_batch: int, replicas: int, flops_per_image: float) -> dict:
+    """images/sec (mean- and median-based, with a 95% CI and per replica) and achieved TFLOP/s.
+
+    A training step costs about 3x the forward FLOPs (forward, plus backward for activations
+    and for weights).
+    """
+    ips_mean = global_batch / stats.step_time_mean_s
+    ips_median = global_batch / stats.step_time_median_s
+    lo, hi = stats.step_time_ci95_high_s, stats.step_time_ci95_low_s  # slower step -> fewer images
+    return {
+        "images_per_sec": ips_mean,
+        "images_per_sec_median": ips_median,
+        "images_per_sec_ci95_low": global_batch / lo if lo > 0 else math.nan,
+        "images_per_sec_ci95_high": global_batch / hi if hi > 0 else math.nan,
+        "images_per_sec_per_replica": ips_mean / replicas,
+        "images_per_sec_jitter": ips_median * stats.step_time_jitter_s / stats.step_time_median_s,
+        "tflops": 3.0 * flops_per_image * ips_mean / 1e12,
+    }

@@ -1,0 +1,67 @@
+"""Warmup (untimed) then timed steps, each synchronised before its clock stops."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the run ends with status 'nan'."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"non-finite loss {loss} at step {step}")
+        self.step, self.loss = step, loss
+
+
+@dataclass
+class Timing:
+    compile_s: float = math.nan
+    step_times: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    correct: float = 0.0
+    images: int = 0
+
+
+def sync_step(step: Callable[[], tuple], index: int,
+              device_sync: Callable[[], None] | None = None) -> tuple[float, float, float]:
+    """Run one step and wait for it. Fetching the loss to the host waits for the step's
+    function (tf.function runs all its stateful ops before returning); on accelerators
+    `device_sync` (tf.experimental.sync_devices) also drains the device queues, so no
+    asynchronous work escapes the timer."""
+    t0 = time.perf_counter()
+    loss, correct = step()
+    loss = float(loss)
+    if device_sync is not None:
+        device_sync()
+    dt = time.perf_counter() - t0
+    if not math.isfinite(loss):
+        raise NonFiniteLoss(index, loss)
+    return dt, loss, float(correct)
+
+
+def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batch: int,
+              progress: Callable[[str, int], Iterator[int]] | None = None, timing: Timing | None = None,
+              first_is_compile: bool = True, device_sync: Callable[[], None] | None = None) -> Timing:
+    """The first step (trace + compile) is timed apart as compile_s; then `warmup` untimed
+    steps; then `timed` steps whose seconds are kept."""
+    timing = timing or Timing()
+    bar = progress or (lambda desc, n: range(n))
+    index = 0
+    if first_is_compile:
+        timing.compile_s, loss, _ = sync_step(step, index, device_sync)
+        timing.losses.append(loss)
+        index += 1
+    for _ in bar("warmup", warmup):
+        _, loss, _ = sync_step(step, index, device_sync)
+        timing.losses.append(loss)
+        index += 1
+    for _ in bar("timed steps", timed):
+        dt, loss, correct = sync_step(step, index, device_sync)
+        timing.step_times.append(dt)
+        timing.losses.append(loss)
+        timing.correct += correct
+        timing.images += global_batch
+        index += 1
+    return timing

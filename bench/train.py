@@ -1,0 +1,115 @@
+"""The one training step (and evaluation) for every strategy, as the seed course writes it:
+tf.function + GradientTape + sparse categorical cross-entropy from logits."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
+    from launch.base import Distribution
+    from .config import RunConfig
+
+
+def apply_precision_policy(precision: str) -> None:
+    """Set Keras' global dtype policy before the model is built."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(
+        {"fp32": "float32", "mixed_bf16": "mixed_bfloat16", "mixed_fp16": "mixed_float16"}[precision])
+
+
+def make_learning_rate(cfg: "RunConfig", num_replicas: int, steps_per_epoch: int | None):
+    """cfg.lr, or with --scale-lr: lr x replicas, reached by a linear warmup (Goyal et al.)."""
+    import keras
+
+    if not cfg.scale_lr or num_replicas == 1:
+        return cfg.lr
+    target = cfg.lr * num_replicas
+    if cfg.lr_warmup_epochs is not None and steps_per_epoch:
+        warmup = max(1, int(cfg.lr_warmup_epochs * steps_per_epoch))
+    elif steps_per_epoch:
+        warmup = 5 * steps_per_epoch
+    else:  # throughput mode: warm up over the first 10% of the run
+        warmup = max(1, (cfg.warmup_steps + cfg.steps) // 10)
+
+    class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            import tensorflow as tf
+            frac = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / warmup)
+            return cfg.lr + (target - cfg.lr) * frac
+
+        def get_config(self):
+            return {"base": cfg.lr, "target": target, "warmup_steps": warmup}
+
+    return LinearWarmup()
+
+
+def make_optimizer(cfg: "RunConfig", num_replicas: int = 1, steps_per_epoch: int | None = None):
+    """Adam (default 1e-3) or SGD with momentum; weight decay via Keras' decoupled decay."""
+    import keras
+
+    lr = make_learning_rate(cfg, num_replicas, steps_per_epoch)
+    wd = cfg.weight_decay or None
+    if cfg.optimizer == "adam":
+        opt = keras.optimizers.Adam(learning_rate=lr, weight_decay=wd)
+    else:
+        opt = keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, weight_decay=wd)
+    if cfg.precision == "mixed_fp16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+class Trainer:
+    """Owns the compiled step and evaluation functions for one model under one distribution."""
+
+    def __init__(self, model: "keras.Model", optimizer, dist: "Distribution", *, global_batch: int,
+                 xla: bool):
+        import tensorflow as tf
+
+        self.model, self.optimizer, self.dist = model, optimizer, dist
+        self.global_batch = global_batch
+        variables = model.trainable_variables
+
+        def replica_step(images, labels):
+            with tf.GradientTape() as tape:
+                logits = tf.cast(model(images, training=True), tf.float32)
+                per_example = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+                # Scaled by the *global* batch: summing over replicas then gives the global mean.
+                loss = tf.reduce_sum(per_example) / global_batch
+                scaled = optimizer.scale_loss(loss)
+            grads = dist.allreduce_gradients(tape.gradient(scaled, variables))
+            optimizer.apply_gradients(zip(grads, variables))
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                                     tf.cast(labels, tf.int32)), tf.float32))
+            return loss, correct
+
+        def replica_eval(images, labels):
+            logits = tf.cast(model(images, training=False), tf.float32)
+            labels = tf.cast(labels, tf.int32)
+            k5 = min(5, logits.shape[-1])
+            top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
+            top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k5), tf.float32))
+            return top1, top5, tf.cast(tf.shape(labels)[0], tf.float32)
+
+        # Like Keras' own trainer: XLA compiles the per-replica step, the strategy wraps it.
+        compiled_step = tf.function(replica_step, jit_compile=xla)
+
+        def distributed_step(images, labels):
+            return dist.run(compiled_step, (images, labels))
+
+        self._step = tf.function(distributed_step)
+        self._eval = tf.function(replica_eval, jit_compile=False)
+
+    def step(self, batch) -> tuple:
+        """One synchronous-data-parallel training step; returns (global mean loss, #correct)."""
+        images, labels = batch
+        return self._step(images, labels)
+
+    def evaluate(self, dataset) -> tuple[float, float]:
+        """Top-1 and top-5 accuracy of this replica's weights on `dataset` (BN in inference mode)."""
+        top1 = top5 = n = 0.0
+        for images, labels in dataset:
+            a, b, c = self._eval(images, labels)
+            top1, top5, n = top1 + float(a), top5 + float(b), n + float(c)
+        return (top1 / n, top5 / n) if n else (math.nan, math.nan)

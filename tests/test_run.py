@@ -1,0 +1,134 @@
+"""bench/run.py end to end: one row per run for each data mode, accuracy mode, bad input."""
+import subprocess
+import sys
+
+import pytest
+
+from bench.results import COLUMNS, read_rows
+from conftest import REPO, run_cli, write_cifar100
+
+TINY = ["--width", "0.125", "--steps", "4", "--warmup-steps", "1", "--batch-size", "8", "--no-progress"]
+
+
+def _one_row(csv):
+    df = read_rows(csv)
+    assert list(df.columns) == COLUMNS and len(df) == 1
+    return df.iloc[0]
+
+
+def _check_ok_row(row, model, data):
+    assert row["status"] == "ok", row["error"]
+    assert row["model"] == model and row["data"] == data and row["strategy"] == "single"
+    assert row["timed_steps"] == 4 and row["global_batch"] == 8 and row["replicas"] == 1
+    assert row["images_per_sec"] > 0 and row["step_time_mean_s"] > 0 and row["compile_s"] > 0
+    assert row["images_per_sec"] == pytest.approx(8 / row["step_time_mean_s"])
+    assert row["step_time_min_s"] <= row["step_time_median_s"] <= row["step_time_max_s"]
+    assert row["params"] > 0 and row["gflops_per_image"] > 0 and row["tflops"] > 0
+    assert row["tf_version"].startswith("2.21") and isinstance(row["git_commit"], str)
+
+
+@pytest.mark.parametrize("data", ["synthetic", "digits", "cifar100"])
+def test_tiny_run_writes_one_well_formed_row(tmp_path, data):
+    out = tmp_path / "runs.csv"
+    extra = []
+    if data == "cifar100":
+        write_cifar100(tmp_path / "cifar-100-python.tar.gz", n_train=64, n_test=16)
+        extra = ["--data-dir", str(tmp_path)]
+    r = run_cli("vgg11", "--data", data, *extra, *TINY, "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    _check_ok_row(_one_row(out), "vgg11", data)
+    assert "images/sec" in r.stdout
+
+
+def test_loss_falls_on_the_fixed_synthetic_batch(tmp_path):
+    from bench.config import parse_args
+    from bench.runner import execute
+
+    cfg = parse_args(["resnet18", "--width", "0.125", "--steps", "15", "--warmup-steps", "0",
+                      "--batch-size", "8", "--no-progress", "--output", str(tmp_path / "r.csv")])
+    row = execute(cfg).row
+    assert row["status"] == "ok"
+    assert row["final_loss"] < 4.0  # ln(100) = 4.6 at the start
+
+
+def test_accuracy_mode_on_digits_beats_chance(tmp_path):
+    out = tmp_path / "runs.csv"
+    r = run_cli("vgg13", "--data", "digits", "--width", "0.25", "--epochs", "4", "--target-accuracy", "0.6",
+                "--no-progress", "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = _one_row(out)
+    assert row["status"] == "ok"
+    assert row["top1"] >= 0.6 and row["top5"] >= row["top1"]  # chance is 0.1
+    assert bool(row["target_reached"]) and 0 < row["time_to_target_s"] <= row["wall_s"]
+    assert 1 <= row["epochs_run"] <= 4
+
+
+def test_nonfinite_loss_gives_a_nan_row(tmp_path):
+    out = tmp_path / "runs.csv"
+    r = run_cli("resnet18", *TINY, "--lr", "1e30", "--output", str(out))
+    assert r.returncode == 1
+    row = _one_row(out)
+    assert row["status"] == "nan" and "non-finite" in row["error"]
+
+
+def test_summary_prints_the_layer_table(tmp_path):
+    r = run_cli("resnet18", "--summary", "--width", "0.5", "--output", str(tmp_path / "x.csv"))
+    assert r.returncode == 0 and "stage4_block2_add" in r.stdout
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_help_and_arg_errors_do_not_import_tensorflow():
+    code = ("import sys; sys.argv=['run.py','--help']; import runpy\n"
+            "try:\n  runpy.run_path('bench/run.py', run_name='__main__')\n"
+            "except SystemExit as e: assert e.code == 0\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+            "from bench.run import main\n"
+            "assert main(['resnet18', '--batch-size', '0']) == 2\n"
+            "assert 'tensorflow' not in sys.modules\nprint('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr
+
+
+BAD_ARGS = [
+    (["resnet19"], "resnet19"),
+    (["resnet18", "--batch-size", "-3"], "batch_size=-3"),
+    (["resnet18", "--batch-size", "0"], "batch_size=0"),
+    (["resnet18", "--width", "0"], "width=0"),
+    (["resnet18", "--steps", "abc"], "steps='abc'"),
+    (["resnet18", "--data", "imagenet"], "imagenet"),
+    (["resnet18", "--precision", "fp8"], "fp8"),
+    (["resnet18", "--data", "cifar100", "--data-dir", "/nonexistent/cifar"], "/nonexistent/cifar"),
+    (["resnet18", "--target-accuracy", "0.5"], "target_accuracy=0.5"),
+    (["resnet18", "--target-accuracy", "1.5", "--epochs", "1", "--data", "digits"], "target_accuracy=1.5"),
+    (["resnet18", "--lr", "-1"], "lr=-1"),
+    (["resnet18", "--epochs", "2"], "data=synthetic"),
+    (["resnet18", "--output", "/etc/hostname/runs.csv"], "/etc/hostname/runs.csv"),
+]
+
+
+@pytest.mark.parametrize("args,named", BAD_ARGS, ids=[" ".join(a) for a, _ in BAD_ARGS])
+def test_bad_arguments_exit_2_with_one_line_and_no_row(tmp_path, args, named):
+    out = tmp_path / "runs.csv"
+    out.write_text("sentinel\n")
+    if "--output" not in args:
+        args = [*args, "--output", str(out)]
+    r = run_cli(*args)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert out.read_text() == "sentinel\n"
+
+
+@pytest.mark.parametrize("case", ["truncated", "bad_shape", "labels"])
+def test_bad_data_exits_2_with_one_line_and_no_row(tmp_path, case):
+    out = tmp_path / "runs.csv"
+    write_cifar100(tmp_path / "c.tar.gz", truncate=case == "truncated", bad_shape=case == "bad_shape")
+    args = ["--data", "cifar100", "--data-dir", str(tmp_path / "c.tar.gz"), "--output", str(out), *TINY]
+    if case == "labels":
+        args += ["--num-classes", "10"]
+    r = run_cli("resnet18", *args)
+    assert r.returncode == 2, r.stderr[-1500:]
+    errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr
+    assert not out.exists()

@@ -1,0 +1,51 @@
+"""Statistics against hand-computed values."""
+import math
+
+import numpy as np
+import pytest
+
+from bench.stats import ci95_halfwidth, jitter, slowest_rank_per_step, step_stats, throughput
+
+TIMES = [0.10, 0.12, 0.11, 0.13, 0.09]  # mean 0.11, median 0.11
+
+
+def test_step_stats_by_hand():
+    s = step_stats(TIMES)
+    assert s.timed_steps == 5
+    assert s.step_time_mean_s == pytest.approx(0.11)
+    assert s.step_time_median_s == pytest.approx(0.11)
+    assert s.step_time_min_s == pytest.approx(0.09) and s.step_time_max_s == pytest.approx(0.13)
+    # sample std: sqrt(sum(d^2)/(n-1)) = sqrt((1+1+0+4+4)e-4 / 4) = sqrt(2.5e-4)
+    assert s.step_time_std_s == pytest.approx(math.sqrt(2.5e-4))
+    # p90 with linear interpolation: sorted .09 .10 .11 .12 .13, rank 0.9*4 = 3.6 -> .12 + .6*.01
+    assert s.step_time_p90_s == pytest.approx(0.126)
+    # 95% CI: t(0.975, 4) = 2.7764451
+    half = 2.7764451 * math.sqrt(2.5e-4) / math.sqrt(5)
+    assert s.step_time_ci95_low_s == pytest.approx(0.11 - half, rel=1e-6)
+    assert s.step_time_ci95_high_s == pytest.approx(0.11 + half, rel=1e-6)
+    # jitter: |d| from median = .01 .01 0 .02 .02 -> MAD .01 -> 1.4826 * .01
+    assert s.step_time_jitter_s == pytest.approx(0.014826)
+
+
+def test_ci_of_a_single_value_is_undefined():
+    assert math.isnan(ci95_halfwidth([1.0]))
+    assert jitter([1.0, 1.0, 1.0]) == 0.0
+
+
+def test_throughput_by_hand():
+    s = step_stats(TIMES)
+    t = throughput(s, global_batch=64, replicas=2, flops_per_image=1e9)
+    assert t["images_per_sec"] == pytest.approx(64 / 0.11)
+    assert t["images_per_sec_median"] == pytest.approx(64 / 0.11)
+    assert t["images_per_sec_per_replica"] == pytest.approx(32 / 0.11)
+    assert t["images_per_sec_ci95_low"] == pytest.approx(64 / s.step_time_ci95_high_s)
+    assert t["images_per_sec_ci95_high"] == pytest.approx(64 / s.step_time_ci95_low_s)
+    # training ~ 3x forward FLOPs
+    assert t["tflops"] == pytest.approx(3 * 1e9 * 64 / 0.11 / 1e12)
+
+
+def test_every_rank_counts_the_slowest_per_step():
+    per_rank = [[0.1, 0.3, 0.1], [0.2, 0.1, 0.1]]
+    np.testing.assert_allclose(slowest_rank_per_step(per_rank), [0.2, 0.3, 0.1])
+    s = step_stats(slowest_rank_per_step(per_rank))
+    assert s.step_time_mean_s == pytest.approx(0.2)  # not rank 0's 0.1667
