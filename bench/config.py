@@ -48,6 +48,7 @@ class RunConfig:
     scale_lr: bool = False
     lr_warmup_epochs: float | None = None   # with scale_lr; None -> automatic
     threads: int = 0                       # 0 -> TensorFlow's default
+    collective_timeout: float = 300.0      # seconds a collective may wait for a peer
     output: str = DEFAULT_OUTPUT
     summary: bool = False
     progress: bool = True
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --scale-lr: linear warmup length (default 5 epochs, or 10%% of steps)")
     g.add_argument("--threads", type=_nonneg_int("threads"), default=0,
                    help="intra-op threads (0: TensorFlow's default)")
+    g.add_argument("--collective-timeout", type=_float_in("collective_timeout", 0.0, lo_open=True),
+                   default=300.0, help="seconds a collective waits for a peer before the run fails "
+                   "(MultiWorkerMirroredStrategy timeout; Horovod stall shutdown)")
     g = p.add_argument_group("output")
     g.add_argument("--output", default=DEFAULT_OUTPUT, help="CSV to append the result row to")
     g.add_argument("--summary", action="store_true", help="print the model's layer table and exit")
@@ -210,4 +214,4 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         momentum=args.momentum, weight_decay=args.weight_decay, augment=args.augment,
         normalize=args.normalize, seed=args.seed, strategy=strategy, cpu_replicas=args.cpu_replicas,
         scale_lr=args.scale_lr, lr_warmup_epochs=args.lr_warmup_epochs,
-        threads=args.threads, output=args.output, summary=args.summary, progress=args.progress)
+        threads=args.threads, collective_timeout=args.collective_timeout, output=args.output, summary=args.summary, progress=args.progress)

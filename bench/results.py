@@ -30,12 +30,12 @@ PROVENANCE = ["schema_version", "run_id", "timestamp_utc", "source", "git_commit
 CONFIG = ["model", "strategy", "data", "batch_size", "num_classes", "image_size", "steps",
           "warmup_steps", "epochs", "target_accuracy", "width", "precision", "xla", "optimizer", "lr",
           "momentum", "weight_decay", "augment", "normalize", "seed", "scale_lr", "lr_warmup_epochs",
-          "threads", "cpu_replicas"]
+          "threads", "cpu_replicas", "collective_timeout"]
 MODEL = ["params", "gflops_per_image"]
 TOPOLOGY = ["workers", "replicas", "per_replica_batch", "global_batch"]
 TIMING = ["compile_s", "timed_steps", "step_time_mean_s", "step_time_median_s", "step_time_p90_s",
           "step_time_min_s", "step_time_max_s", "step_time_std_s", "step_time_ci95_low_s",
-          "step_time_ci95_high_s", "step_time_jitter_s", "images_per_sec", "images_per_sec_median",
+          "step_time_ci95_high_s", "step_time_jitter_s", "rank_step_time_means_s", "images_per_sec", "images_per_sec_median",
           "images_per_sec_ci95_low", "images_per_sec_ci95_high", "images_per_sec_per_replica",
           "images_per_sec_jitter", "tflops"]
 ACCURACY = ["final_loss", "train_accuracy", "top1", "top5", "epochs_run", "target_reached",

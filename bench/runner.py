@@ -128,9 +128,14 @@ def execute(cfg: RunConfig) -> RunOutcome:
     return RunOutcome(row, is_chief, code)
 
 
+_NOISE = ("Graph execution error", "Detected at node", "File ", "[[{{node", "^")
+
+
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
+    """The exception's most telling line (TensorFlow wraps the cause in a graph traceback)."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    useful = [l for l in lines if not l.startswith(_NOISE)]
+    return f"{type(e).__name__}: {(useful or lines or [''])[0]}"[:500]
 
 
 def _train_epochs(cfg, step, trainer, source, dist, steps_per_epoch, global_batch, progress,
@@ -163,6 +168,7 @@ def _timing_columns(row: dict, timing: Timing, dist, global_batch: int, flops: f
     compile_s = float(dist.gather([timing.compile_s]).max())
     stats = step_stats(slowest_rank_per_step(per_rank))
     row.update(compile_s=compile_s, **stats.as_dict(),
+               rank_step_time_means_s=";".join(f"{m:.6g}" for m in per_rank.mean(axis=1)),
                **throughput(stats, global_batch=global_batch, replicas=dist.num_replicas,
                             flops_per_image=flops))
     row.update(final_loss=timing.losses[-1] if timing.losses else None,

@@ -71,17 +71,26 @@ class Trainer:
         self.global_batch = global_batch
         variables = model.trainable_variables
 
-        def replica_step(images, labels):
+        def forward_backward(images, labels):
             with tf.GradientTape() as tape:
                 logits = tf.cast(model(images, training=True), tf.float32)
                 per_example = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
                 # Scaled by the *global* batch: summing over replicas then gives the global mean.
                 loss = tf.reduce_sum(per_example) / global_batch
                 scaled = optimizer.scale_loss(loss)
-            grads = dist.allreduce_gradients(tape.gradient(scaled, variables))
-            optimizer.apply_gradients(zip(grads, variables))
+            grads = tape.gradient(scaled, variables)
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                                      tf.cast(labels, tf.int32)), tf.float32))
+            return loss, correct, grads
+
+        # Like Keras' own trainer, XLA compiles the whole per-replica step (below) - unless the
+        # adapter's all-reduce cannot live inside XLA: then only forward and backward are.
+        split_xla = xla and not dist.jit_collectives
+        fb = tf.function(forward_backward, jit_compile=True) if split_xla else forward_backward
+
+        def replica_step(images, labels):
+            loss, correct, grads = fb(images, labels)
+            optimizer.apply_gradients(zip(dist.allreduce_gradients(grads), variables))
             return loss, correct
 
         def replica_eval(images, labels):
@@ -92,8 +101,7 @@ class Trainer:
             top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k5), tf.float32))
             return top1, top5, tf.cast(tf.shape(labels)[0], tf.float32)
 
-        # Like Keras' own trainer: XLA compiles the per-replica step, the strategy wraps it.
-        compiled_step = tf.function(replica_step, jit_compile=xla)
+        compiled_step = tf.function(replica_step, jit_compile=xla and not split_xla)
 
         def distributed_step(images, labels):
             return dist.run(compiled_step, (images, labels))

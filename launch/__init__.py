@@ -11,10 +11,18 @@ if TYPE_CHECKING:
 
 def make_distribution(cfg: "RunConfig") -> Distribution:
     """The adapter for cfg.strategy. Call before TensorFlow creates any op (it configures devices)."""
+    from . import strategies
+
     if cfg.strategy == "single":
         return Distribution()
+    if cfg.strategy == "mirrored":
+        return strategies.Mirrored(cfg.cpu_replicas)
+    if cfg.strategy == "multiworker":
+        return strategies.MultiWorker(cfg.collective_timeout)
+    if cfg.strategy == "horovod":
+        return strategies.Horovod(cfg.collective_timeout)
     from bench.errors import BenchInputError
-    raise BenchInputError(f"strategy {cfg.strategy!r} is not available yet")
+    raise BenchInputError(f"unknown strategy: strategy={cfg.strategy!r}")
 
 
 __all__ = ["Distribution", "make_distribution"]

@@ -26,6 +26,7 @@ class Distribution:
     size = 1              # processes
     local_rank = 0
     num_replicas = 1      # model replicas in total (devices x processes)
+    jit_collectives = True  # may the gradient all-reduce sit inside an XLA-compiled step?
 
     @property
     def is_chief(self) -> bool:
@@ -60,6 +61,7 @@ class Distribution:
 
     def barrier(self) -> None:
         """Wait for every process."""
+        self.gather([0.0])
 
     def shutdown(self) -> None:
         """Release the strategy's resources."""

@@ -1,0 +1,154 @@
+"""Harness overhead benchmark: the harness's step against plain Keras `model.fit`, and the real
+CIFAR-100 input pipeline against synthetic data, alternated round by round in one process.
+
+    python bench/overhead.py [--models vgg13,resnet18] [--batch-sizes 32,128] [--width 1.0]
+                             [--steps 10] [--rounds 3] [--xla/--no-xla] [--data-dir PATH]
+
+Each round times `--steps` steps of every contender on the same model, batch, precision and XLA
+setting, after an untimed warmup. The ratios use the median over rounds of images/sec, where
+a contender's images/sec for a round is steps x batch / wall time of those steps.
+- harness/fit: bench.train.Trainer + bench.timing.run_steps (what bench/run.py times) on a
+  fixed synthetic batch, against model.fit on a dataset that repeats the same batch.
+- cifar/synthetic: the harness on the real cifar100 tf.data pipeline (shuffle, batch, map,
+  prefetch) against the harness on the fixed synthetic batch. Without --data-dir, a
+  cifar-100-python archive of random pixels (10,000 train images) is written to a temp dir.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _write_random_cifar(folder: Path, n_train: int = 10000, n_test: int = 1000) -> Path:
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = folder / "cifar-100-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for split, n in (("train", n_train), ("test", n_test)):
+            blob = pickle.dumps({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                                 b"fine_labels": rng.integers(0, 100, n).tolist()})
+            info = tarfile.TarInfo(f"cifar-100-python/{split}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="vgg13,resnet18")
+    p.add_argument("--batch-sizes", default="32,128")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup-steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--data-dir")
+    args = p.parse_args(argv)
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import models
+    from bench.config import RunConfig
+    from bench.data import load_data
+    from bench.timing import run_steps
+    from bench.train import Trainer, make_optimizer
+    from launch.base import Distribution
+
+    tmp = tempfile.TemporaryDirectory()
+    data_dir = args.data_dir or str(_write_random_cifar(Path(tmp.name)))
+    dist = Distribution()
+    print(f"# overhead: width {args.width:g}, {args.steps} steps x {args.rounds} rounds, "
+          f"xla={args.xla}, TF {tf.__version__}, {os.cpu_count()} CPUs")
+    print("| model | batch | harness img/s | model.fit img/s | harness/fit | cifar img/s | synthetic img/s | cifar/synthetic |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    worst = {"fit": np.inf, "data": np.inf}
+    for name in args.models.split(","):
+        for batch in map(int, args.batch_sizes.split(",")):
+            cfg = RunConfig(model=name, batch_size=batch, width=args.width, xla=args.xla,
+                            data="cifar100", data_dir=data_dir).resolved(has_gpu=False)
+
+            def build():
+                keras.utils.set_random_seed(0)
+                return models.build_model(name, num_classes=100, width=args.width)
+
+            # harness on a fixed synthetic batch
+            synth = load_data(RunConfig(model=name, batch_size=batch).resolved(has_gpu=False))
+            fixed = next(iter(synth.train_dataset(1, 0, batch)))
+            m_h = build()
+            opt = make_optimizer(cfg)
+            opt.build(m_h.trainable_variables)
+            tr = Trainer(m_h, opt, dist, global_batch=batch, xla=args.xla)
+            harness_step = lambda: tr.step(fixed)  # noqa: E731
+            # harness on the real pipeline (same trainer: same compiled step, fresh batches)
+            it = iter(load_data(cfg).train_dataset(1, 0, batch))
+            cifar_step = lambda: tr.step(next(it))  # noqa: E731
+            # model.fit on the same fixed batch
+            m_f = build()
+            m_f.compile(optimizer=make_optimizer(cfg), jit_compile=args.xla,
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            ds = tf.data.Dataset.from_tensors(fixed).repeat()
+
+            def timed(fn):
+                t0 = time.perf_counter()
+                seconds = fn()
+                if not isinstance(seconds, float):
+                    seconds = time.perf_counter() - t0
+                return batch * args.steps / seconds
+
+            run_h = lambda: run_steps(harness_step, warmup=0, timed=args.steps, global_batch=batch,  # noqa: E731
+                                      first_is_compile=False)
+            run_c = lambda: run_steps(cifar_step, warmup=0, timed=args.steps, global_batch=batch,  # noqa: E731
+                                      first_is_compile=False)
+            class EpochClock(keras.callbacks.Callback):
+                """Times fit's epoch loop only (its logs are fetched at epoch end), not fit's setup."""
+                def on_epoch_begin(self, epoch, logs=None):
+                    self.t0 = time.perf_counter()
+
+                def on_epoch_end(self, epoch, logs=None):
+                    float(logs["loss"])
+                    self.seconds = time.perf_counter() - self.t0
+
+            clock = EpochClock()
+
+            def run_f():
+                m_f.fit(ds, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False, callbacks=[clock])
+                return clock.seconds
+            # untimed warmup of every contender (tracing, compilation, pipeline fill)
+            run_steps(harness_step, warmup=args.warmup_steps, timed=0, global_batch=batch)
+            run_steps(cifar_step, warmup=args.warmup_steps, timed=0, global_batch=batch, first_is_compile=False)
+            m_f.fit(ds, epochs=1, steps_per_epoch=args.warmup_steps + 1, verbose=0, shuffle=False)
+            res = {"h": [], "f": [], "c": []}
+            for r in range(args.rounds):
+                order = [("h", run_h), ("f", run_f), ("c", run_c)]
+                if r % 2:
+                    order.reverse()  # alternate the order so drift hits every contender alike
+                for key, fn in order:
+                    res[key].append(timed(fn))
+            h, f, c = (float(np.median(res[k])) for k in "hfc")
+            worst["fit"], worst["data"] = min(worst["fit"], h / f), min(worst["data"], c / h)
+            print(f"| {name} | {batch} | {h:.1f} | {f:.1f} | {h / f:.3f} | {c:.1f} | {h:.1f} | {c / h:.3f} |",
+                  flush=True)
+            del m_h, m_f, tr
+            keras.backend.clear_session()
+    print(f"\nworst harness/fit ratio {worst['fit']:.3f} (target >= 1.0); "
+          f"worst cifar/synthetic ratio {worst['data']:.3f} (target >= 0.95)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Start N MultiWorkerMirroredStrategy workers on this machine, each with its own TF_CONFIG.
+
+    python -m launch.local_cluster -n 2 [--timeout 600] -- python bench/run.py resnet18 --strategy multiworker
+
+Workers get free loopback ports. Their output is streamed with a `[worker i]` prefix. If any
+worker fails, the others are stopped and the launcher exits non-zero naming it; past
+--timeout, every worker is stopped and the launcher exits 124.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+GRACE_S = 10.0
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on loopback (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tf_config(ports: list[int], index: int) -> str:
+    """TF_CONFIG for worker `index` of a loopback cluster."""
+    return json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+                       "task": {"type": "worker", "index": index}})
+
+
+def _pump(stream, prefix: str, out) -> None:
+    for line in iter(stream.readline, ""):
+        out.write(f"{prefix}{line}")
+        out.flush()
+    stream.close()
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def launch(n: int, command: list[str], timeout: float | None = None) -> int:
+    """Run `command` as n workers; return 0 if all succeed, else non-zero (124 on timeout)."""
+    ports = free_ports(n)
+    procs, pumps = [], []
+    for i in range(n):
+        env = {**os.environ, "TF_CONFIG": tf_config(ports, i), "PYTHONUNBUFFERED": "1"}
+        p = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, bufsize=1, start_new_session=True)
+        procs.append(p)
+        t = threading.Thread(target=_pump, args=(p.stdout, f"[worker {i}] ", sys.stdout), daemon=True)
+        t.start()
+        pumps.append(t)
+    start = time.monotonic()
+    code = 0
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            if failed:
+                for i, c in failed:
+                    print(f"local_cluster: worker {i} failed with exit code {c}; stopping the others",
+                          file=sys.stderr, flush=True)
+                code = failed[0][1] if failed[0][1] > 0 else 1
+                break
+            if all(c == 0 for c in codes):
+                break
+            if timeout and time.monotonic() - start > timeout:
+                running = [i for i, c in enumerate(codes) if c is None]
+                print(f"local_cluster: timeout after {timeout:g} s; workers {running} still running; "
+                      f"stopping them", file=sys.stderr, flush=True)
+                code = 124
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        _stop(procs)
+        for t in pumps:
+            t.join(5)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" in argv:
+        split = argv.index("--")
+        own, command = argv[:split], argv[split + 1:]
+    else:
+        own, command = argv, []
+    p = argparse.ArgumentParser(prog="python -m launch.local_cluster", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--num-workers", type=int, required=True)
+    p.add_argument("--timeout", type=float, default=None, help="seconds before every worker is stopped")
+    args = p.parse_args(own)
+    if args.num_workers < 1:
+        print(f"error: --num-workers must be >= 1. Received: num_workers={args.num_workers}", file=sys.stderr)
+        return 2
+    if not command:
+        print("error: no command given after --", file=sys.stderr)
+        return 2
+    return launch(args.num_workers, command, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""tf.distribute (mirrored, multiworker) and Horovod adapters. See launch.base for the contract."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .base import DatasetFn, Distribution
+
+
+class TFDistribution(Distribution):
+    """Common ground of the tf.distribute strategies. Keras 3 optimizers SUM-all-reduce the
+    gradients themselves in a replica context, so allreduce_gradients stays the identity."""
+
+    strategy: Any
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def distribute(self, dataset_fn: DatasetFn, per_replica_batch: int) -> Iterable:
+        def fn(ctx):
+            return dataset_fn(ctx.num_input_pipelines, ctx.input_pipeline_id, per_replica_batch)
+        return self.strategy.distribute_datasets_from_function(fn)
+
+    def run(self, fn: Callable, args: Sequence) -> Any:
+        import tensorflow as tf
+
+        out = self.strategy.run(fn, args=tuple(args))
+        return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in out)
+
+    def gather(self, values: Sequence[float]) -> np.ndarray:
+        import tensorflow as tf
+
+        local = tf.constant(np.asarray(values, dtype=np.float64)[None, :])
+
+        @tf.function
+        def all_gather():
+            return self.strategy.run(
+                lambda: tf.distribute.get_replica_context().all_gather(local, axis=0))
+
+        # Each local replica contributes the same row; duplicates do not change a max or a mean.
+        gathered = self.strategy.experimental_local_results(all_gather())[0]
+        return gathered.numpy()
+
+    def replica_values(self, variable) -> list[np.ndarray]:
+        """Each local replica's copy of a variable (for equivalence checks)."""
+        tf_var = getattr(variable, "value", variable)  # a Keras 3 Variable wraps the tf.Variable
+        return [np.asarray(v) for v in self.strategy.experimental_local_results(tf_var)]
+
+
+class Mirrored(TFDistribution):
+    """tf.distribute.MirroredStrategy over the GPUs, or over N logical CPU devices."""
+
+    name = "mirrored"
+
+    def __init__(self, cpu_replicas: int = 1):
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            self.strategy = tf.distribute.MirroredStrategy()
+        else:
+            # Split the CPU into logical devices so the real strategy runs on CPU-only machines.
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+            self.strategy = tf.distribute.MirroredStrategy(
+                devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+        self.num_replicas = self.strategy.num_replicas_in_sync
+
+
+class MultiWorker(TFDistribution):
+    """tf.distribute.MultiWorkerMirroredStrategy, configured by TF_CONFIG."""
+
+    name = "multiworker"
+
+    def __init__(self, collective_timeout: float):
+        import tensorflow as tf
+
+        from bench.errors import BenchInputError
+
+        try:
+            tf_config = json.loads(os.environ.get("TF_CONFIG", ""))
+            cluster = tf_config["cluster"]
+            task = tf_config["task"]
+        except (ValueError, KeyError, TypeError):
+            raise BenchInputError("--strategy multiworker needs TF_CONFIG with 'cluster' and 'task' "
+                                  "(use `python -m launch.local_cluster -n N -- ...` on one machine)") from None
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
+        self.size = len(workers)
+        self.rank = task["index"] + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
+        self.local_rank = 0
+        self.num_replicas = self.strategy.num_replicas_in_sync
+
+    def shutdown(self) -> None:
+        # A last barrier keeps the chief from exiting (and tearing down its gRPC server) while
+        # a peer still needs it for a collective.
+        self.barrier()
+
+
+class Horovod(Distribution):
+    """horovod.tensorflow, launched by horovodrun (Gloo on CPU; NCCL/MPI where built).
+
+    Every Horovod call of cnnbench is in this class. Keras 3 breaks
+    hvd.DistributedGradientTape and hvd.broadcast_variables, so gradients go through
+    hvd.grouped_allreduce and the initial state through one hvd.broadcast per variable."""
+
+    name = "horovod"
+    jit_collectives = False  # Horovod's ops have no XLA kernels in this build
+
+    def __init__(self, collective_timeout: float):
+        # Horovod: stall detection and shutdown, so a hung rank cannot block the job forever.
+        os.environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(max(5, int(collective_timeout // 4))))
+        os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(int(collective_timeout)))
+        os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(int(collective_timeout)))
+        import horovod.tensorflow as hvd
+        import tensorflow as tf
+
+        hvd.init()  # Horovod: initialise
+        self.hvd = hvd
+        self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
+        self.num_replicas = self.size
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:  # Horovod: pin one GPU per local rank
+            gpu = gpus[self.local_rank % len(gpus)]
+            tf.config.experimental.set_memory_growth(gpu, True)
+            tf.config.set_visible_devices(gpu, "GPU")
+
+    def distribute(self, dataset_fn: DatasetFn, per_replica_batch: int) -> Iterable:
+        return dataset_fn(self.size, self.rank, per_replica_batch)  # Horovod: one shard per rank
+
+    def run(self, fn: Callable, args: Sequence) -> Any:
+        out = fn(*args)
+        # Horovod: metrics summed over ranks (each rank's loss is already over the global batch)
+        return tuple(self.hvd.allreduce(o, op=self.hvd.Sum, name=f"metric{i}") for i, o in enumerate(out))
+
+    def allreduce_gradients(self, grads: list) -> list:
+        # Horovod: SUM, since each rank's loss is divided by the global batch
+        return self.hvd.grouped_allreduce(grads, op=self.hvd.Sum)
+
+    def broadcast_initial_state(self, model, optimizer) -> None:
+        # Horovod: rank 0's weights and optimizer state to every rank
+        for i, v in enumerate([*model.variables, *optimizer.variables]):
+            v.assign(self.hvd.broadcast(v.value, root_rank=0, name=f"init.{i}"))
+
+    def gather(self, values: Sequence[float]) -> np.ndarray:
+        import tensorflow as tf
+
+        local = tf.constant(np.asarray(values, dtype=np.float64)[None, :])
+        return self.hvd.allgather(local, name=f"gather.{len(values)}").numpy()  # Horovod
+
+    def shutdown(self) -> None:
+        self.hvd.shutdown()

@@ -1,0 +1,206 @@
+"""Distribution: the same training math under single, mirrored, multiworker and Horovod,
+proven with real processes on loopback (horovodrun, launch.local_cluster). Nothing mocked."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.results import read_rows
+from conftest import REPO
+
+pytestmark = pytest.mark.distributed
+PY = sys.executable
+HOROVODRUN = str(Path(PY).with_name("horovodrun"))
+ONE_STEP = str(REPO / "tests" / "dist" / "one_step.py")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+
+def launcher(strategy: str, n: int = 2) -> list[str]:
+    """The real launcher command prefix for a strategy."""
+    if strategy == "horovod":
+        return [HOROVODRUN, "-np", str(n), "-H", f"localhost:{n}", "--gloo"]
+    if strategy == "multiworker":
+        return [PY, "-m", "launch.local_cluster", "-n", str(n), "--timeout", "240", "--"]
+    return []
+
+
+def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return r
+
+
+def one_step(strategy: str, out: Path, model: str = "vgg11", steps: int = 2) -> list[dict]:
+    """Every replica's weights after `steps` steps: [{key: array}] over all ranks and replicas."""
+    extra = ["--cpu-replicas", "2"] if strategy == "mirrored" else []
+    run([*launcher(strategy), PY, ONE_STEP, "--strategy", strategy, "--out", str(out), "--model", model,
+         "--steps", str(steps), *extra])
+    replicas = []
+    for f in sorted(out.glob("rank*.npz")):
+        z = np.load(f)
+        n = len({k.split("/")[0] for k in z.files if k.startswith("r")})
+        for r in range(n):
+            replicas.append({k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(f"r{r}/")}
+                            | {"losses": z["losses"]})
+    return replicas
+
+
+@pytest.fixture(scope="module")
+def single_reference(tmp_path_factory):
+    return one_step("single", tmp_path_factory.mktemp("single"))[0]
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "multiworker", "horovod"])
+def test_one_step_matches_single_device(strategy, single_reference, tmp_path):
+    """BN-free vgg11: two SGD+momentum steps on a fixed global batch of 8 split over 2 replicas,
+    from rank-dependent seeds, give the single-device weights within float32 tolerance."""
+    replicas = one_step(strategy, tmp_path)
+    assert len(replicas) == 2
+    weights = [k for k in single_reference if k.startswith("T/")]
+    assert len(weights) == 22  # 8 conv + 3 dense layers, kernel and bias each
+    assert not [k for k in single_reference if k.startswith("N/")]  # BN-free: no statistics
+    for rep in replicas:
+        np.testing.assert_allclose(rep["losses"], single_reference["losses"], rtol=1e-5)
+        for k in weights:
+            np.testing.assert_allclose(rep[k], single_reference[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    # the steps really moved the weights, so agreement is not trivial
+    init_gap = max(np.abs(single_reference[k]).max() for k in weights)
+    assert init_gap > 0 and single_reference["losses"][1] != single_reference["losses"][0]
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "multiworker", "horovod"])
+def test_batchnorm_model_replicas_end_identical(strategy, tmp_path):
+    """resnet18 (BatchNorm): after 3 steps every replica holds identical trainable weights.
+    BN moving statistics are per replica (see README), so only their shapes are compared."""
+    replicas = one_step(strategy, tmp_path, model="resnet18", steps=3)
+    assert len(replicas) == 2
+    base = replicas[0]
+    trainable = [k for k in base if k.startswith("T/")]
+    assert any("_bn/gamma" in k for k in trainable)
+    for rep in replicas[1:]:
+        for k in trainable:
+            np.testing.assert_array_equal(rep[k], base[k], err_msg=k)
+        for k in base:
+            if k.startswith("N/"):
+                assert rep[k].shape == base[k].shape
+
+
+TINY = ["--width", "0.125", "--steps", "6", "--warmup-steps", "1", "--batch-size", "8", "--no-progress",
+        "--threads", "1"]
+
+
+@pytest.mark.parametrize("strategy", ["multiworker", "horovod"])
+def test_multi_process_run_writes_one_row_from_all_ranks(strategy, tmp_path):
+    out = tmp_path / "runs.csv"
+    args = [PY, "bench/run.py", "resnet18", *TINY, "--output", str(out)]
+    if strategy == "multiworker":
+        args += ["--strategy", "multiworker"]  # under horovodrun the strategy is implied
+    r = run([*launcher(strategy), *args])
+    df = read_rows(out)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row["status"] == "ok" and row["strategy"] == strategy
+    assert row["workers"] == 2 and row["replicas"] == 2 and row["global_batch"] == 16
+    rank_means = [float(x) for x in row["rank_step_time_means_s"].split(";")]
+    assert len(rank_means) == 2
+    # steps last as long as their slowest rank: the mean of per-step maxima >= every rank's mean
+    assert row["step_time_mean_s"] >= max(rank_means) - 1e-9
+    assert row["images_per_sec"] == pytest.approx(16 / row["step_time_mean_s"])
+    assert r.stdout.count("images/sec") == 1  # only the chief prints the summary
+
+
+def test_mirrored_run_on_cpu_replicas(tmp_path):
+    out = tmp_path / "runs.csv"
+    run([PY, "bench/run.py", "vgg11", *TINY, "--strategy", "mirrored", "--cpu-replicas", "2",
+         "--output", str(out)])
+    row = read_rows(out).iloc[0]
+    assert row["status"] == "ok" and row["workers"] == 1 and row["replicas"] == 2
+    assert row["global_batch"] == 16 and row["images_per_sec_per_replica"] == pytest.approx(
+        row["images_per_sec"] / 2)
+
+
+def _pids_of_rank(rank: int) -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "bench/run.py" in " ".join(p.info["cmdline"] or []) and \
+                    p.environ().get("HOROVOD_RANK") == str(rank):
+                found.append(p)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def test_killing_a_horovod_rank_ends_the_job_without_an_ok_row(tmp_path):
+    out = tmp_path / "runs.csv"
+    cmd = [*launcher("horovod"), PY, "bench/run.py", "resnet18", "--width", "0.125", "--steps", "100000",
+           "--warmup-steps", "1", "--batch-size", "8", "--no-progress", "--threads", "1",
+           "--collective-timeout", "30", "--output", str(out)]
+    job = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        victims = []
+        while not victims and time.monotonic() < deadline:
+            time.sleep(1)
+            victims = _pids_of_rank(1)
+        assert victims, "rank 1 never started"
+        time.sleep(12)  # let it get past model building, into the timed steps
+        assert job.poll() is None, "the job ended before the kill"
+        for v in victims:
+            v.kill()
+        killed_at = time.monotonic()
+        output, _ = job.communicate(timeout=90)
+        elapsed = time.monotonic() - killed_at
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode != 0
+    assert elapsed < 60, f"the job took {elapsed:.0f} s to end after the kill"
+    assert "Process 1 exit with status code" in output or "process 1" in output.lower(), output[-3000:]
+    if out.exists():
+        assert "ok" not in set(read_rows(out)["status"])
+
+
+def test_local_cluster_names_the_failed_worker_and_stops_the_rest():
+    code = ("import json, os, sys, time\n"
+            "i = json.loads(os.environ['TF_CONFIG'])['task']['index']\n"
+            "print('hello from', i, flush=True)\n"
+            "sys.exit(3) if i == 1 else time.sleep(120)")
+    t0 = time.monotonic()
+    r = subprocess.run([PY, "-m", "launch.local_cluster", "-n", "2", "--", PY, "-c", code], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3
+    assert "worker 1 failed with exit code 3" in r.stderr
+    assert "[worker 0] hello from 0" in r.stdout and "[worker 1] hello from 1" in r.stdout
+    assert time.monotonic() - t0 < 30
+
+
+def test_local_cluster_timeout_stops_hung_workers():
+    t0 = time.monotonic()
+    r = subprocess.run([PY, "-m", "launch.local_cluster", "-n", "2", "--timeout", "2", "--",
+                        PY, "-c", "import time; time.sleep(120)"], cwd=REPO, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 124 and "timeout after 2 s" in r.stderr
+    assert time.monotonic() - t0 < 20
+
+
+def test_local_cluster_gives_each_worker_its_tf_config():
+    code = "import os; print(os.environ['TF_CONFIG'])"
+    r = subprocess.run([PY, "-m", "launch.local_cluster", "-n", "2", "--", PY, "-c", code], cwd=REPO,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    import json
+    configs = {int(l.split("]")[0].split()[-1]): json.loads(l.split("] ", 1)[1])
+               for l in r.stdout.splitlines() if l.startswith("[worker")}
+    assert configs[0]["cluster"] == configs[1]["cluster"]
+    assert [configs[i]["task"] for i in (0, 1)] == [{"type": "worker", "index": 0}, {"type": "worker", "index": 1}]
+    ports = {a.split(":")[1] for a in configs[0]["cluster"]["worker"]}
+    assert len(ports) == 2
