@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"run": "bench.run"}
+COMMANDS = {"run": "bench.run", "sweep": "bench.sweep", "report": "bench.report"}
 
 
 def main(argv: list[str] | None = None) -> int:

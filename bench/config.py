@@ -53,6 +53,7 @@ class RunConfig:
     summary: bool = False
     progress: bool = True
     source: str = "cli"
+    run_id: str | None = None              # set by sweeps to find the child's row
 
     @property
     def accuracy_mode(self) -> bool:
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--summary", action="store_true", help="print the model's layer table and exit")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="progress bars on stderr")
+    # set by bench/sweep.py and the pytest suite, not by people
+    g.add_argument("--run-id", help=argparse.SUPPRESS)
+    g.add_argument("--source", choices=("cli", "sweep", "pytest"), default="cli", help=argparse.SUPPRESS)
     return p
 
 
@@ -214,4 +218,5 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
         momentum=args.momentum, weight_decay=args.weight_decay, augment=args.augment,
         normalize=args.normalize, seed=args.seed, strategy=strategy, cpu_replicas=args.cpu_replicas,
         scale_lr=args.scale_lr, lr_warmup_epochs=args.lr_warmup_epochs,
-        threads=args.threads, collective_timeout=args.collective_timeout, output=args.output, summary=args.summary, progress=args.progress)
+        threads=args.threads, collective_timeout=args.collective_timeout, output=args.output, summary=args.summary, progress=args.progress,
+        source=args.source, run_id=args.run_id)

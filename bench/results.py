@@ -39,7 +39,7 @@ TIMING = ["compile_s", "timed_steps", "step_time_mean_s", "step_time_median_s", 
           "images_per_sec_ci95_low", "images_per_sec_ci95_high", "images_per_sec_per_replica",
           "images_per_sec_jitter", "tflops"]
 ACCURACY = ["final_loss", "train_accuracy", "top1", "top5", "epochs_run", "target_reached",
-            "time_to_target_s", "wall_s"]
+            "time_to_target_s", "top1_by_epoch", "epoch_end_s", "wall_s"]
 OUTCOME = ["status", "error"]
 COLUMNS = PROVENANCE + CONFIG + MODEL + TOPOLOGY + TIMING + ACCURACY + OUTCOME
 STATUSES = ("ok", "nan", "failed", "oom", "timeout")
@@ -81,9 +81,13 @@ def _static_provenance() -> dict[str, Any]:
             "horovod_version": _version("horovod")}
 
 
-def provenance(gpu_names: Iterable[str] = (), source: str = "cli") -> dict[str, Any]:
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def provenance(gpu_names: Iterable[str] = (), source: str = "cli", run_id: str | None = None) -> dict[str, Any]:
     """Where, when and with what a result was produced."""
-    return {"schema_version": SCHEMA_VERSION, "run_id": uuid.uuid4().hex[:12],
+    return {"schema_version": SCHEMA_VERSION, "run_id": run_id or new_run_id(),
             "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "source": source, **_static_provenance(), "gpu_names": ";".join(gpu_names)}
 

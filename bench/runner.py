@@ -43,9 +43,82 @@ def configure_tensorflow(cfg: RunConfig) -> None:
 
 
 def base_row(cfg: RunConfig, gpu_names: list[str] = ()) -> dict[str, Any]:
-    row = provenance(gpu_names, source=cfg.source)
+    row = provenance(gpu_names, source=cfg.source, run_id=cfg.run_id)
     row.update({k: getattr(cfg, k) for k in CONFIG})
     return row
+
+
+@dataclasses.dataclass
+class Session:
+    """Everything one run needs, built the same way for bench/run.py and the pytest suite."""
+    cfg: RunConfig                # resolved
+    dist: Any
+    source: Any
+    global_batch: int
+    steps_per_epoch: int | None
+    gpu_names: list[str]
+    model: Any = None
+    optimizer: Any = None
+    trainer: Any = None
+    desc: Any = None
+    step: Callable[[], tuple] | None = None
+    device_sync: Callable[[], None] | None = None
+
+    def build(self) -> "Session":
+        """Model, optimizer (built in scope), initial-state broadcast, and the step callable."""
+        import keras
+        import tensorflow as tf
+
+        import models
+
+        from .train import Trainer, apply_precision_policy, make_optimizer
+
+        cfg, dist = self.cfg, self.dist
+        apply_precision_policy(cfg.precision)
+        keras.utils.set_random_seed(cfg.seed)
+        with dist.scope():
+            self.model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
+                                            input_shape=(cfg.image_size, cfg.image_size, 3))
+            self.optimizer = make_optimizer(cfg, dist.num_replicas, self.steps_per_epoch)
+            # Keras 3 optimizers must be built inside the scope before a custom loop's first step.
+            self.optimizer.build(self.model.trainable_variables)
+        dist.broadcast_initial_state(self.model, self.optimizer)
+        self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
+        self.trainer = trainer = Trainer(self.model, self.optimizer, dist, global_batch=self.global_batch,
+                                         xla=cfg.xla, track_accuracy=cfg.accuracy_mode)
+        batches = iter(dist.distribute(self.source.train_dataset, cfg.batch_size))
+        if self.source.fixed:
+            fixed = next(batches)  # made once, held on the device, reused every step
+            self.step = lambda: trainer.step(fixed)
+        else:
+            self.step = lambda: trainer.step(next(batches))
+        self.device_sync = tf.experimental.sync_devices if self.gpu_names else None
+        return self
+
+
+def open_session(cfg: RunConfig) -> Session:
+    """Configure TensorFlow and the distribution, resolve the config and load the data.
+    Bad input raises BenchInputError here, before anything is built."""
+    import tensorflow as tf
+
+    from launch import make_distribution
+
+    from .data import load_data
+
+    configure_tensorflow(cfg)
+    dist = make_distribution(cfg)
+    gpus = tf.config.list_physical_devices("GPU")
+    gpu_names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    cfg = cfg.resolved(has_gpu=bool(gpus))
+    global_batch = cfg.batch_size * dist.num_replicas
+    source = load_data(cfg)
+    steps_per_epoch = None
+    if cfg.accuracy_mode:
+        steps_per_epoch = source.train_size // global_batch
+        if steps_per_epoch < 1:
+            raise BenchInputError(f"global batch {global_batch} exceeds the {cfg.data} training split "
+                                  f"({source.train_size} images). Received: batch_size={cfg.batch_size}")
+    return Session(cfg, dist, source, global_batch, steps_per_epoch, gpu_names)
 
 
 def execute(cfg: RunConfig) -> RunOutcome:
@@ -53,61 +126,24 @@ def execute(cfg: RunConfig) -> RunOutcome:
     failure becomes a row with status nan/oom/failed (exit code 1)."""
     import tensorflow as tf
 
-    import models
-    from launch import make_distribution
-
-    from .data import load_data
-    from .train import Trainer, apply_precision_policy, make_optimizer
-
-    configure_tensorflow(cfg)
-    dist = make_distribution(cfg)
-    gpus = tf.config.list_physical_devices("GPU")
-    gpu_names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-    cfg = cfg.resolved(has_gpu=bool(gpus))
-    row = base_row(cfg, gpu_names)
-    per_replica = cfg.batch_size
-    global_batch = per_replica * dist.num_replicas
-    row.update(workers=dist.workers, replicas=dist.num_replicas, per_replica_batch=per_replica,
+    session = open_session(cfg)
+    cfg, dist, global_batch = session.cfg, session.dist, session.global_batch
+    row = base_row(cfg, session.gpu_names)
+    row.update(workers=dist.workers, replicas=dist.num_replicas, per_replica_batch=cfg.batch_size,
                global_batch=global_batch)
-
-    source = load_data(cfg)  # BenchInputError on bad data: no row
-    steps_per_epoch = None
-    if cfg.accuracy_mode:
-        steps_per_epoch = source.train_size // global_batch
-        if steps_per_epoch < 1:
-            raise BenchInputError(f"global batch {global_batch} exceeds the {cfg.data} training split "
-                                  f"({source.train_size} images). Received: batch_size={per_replica}")
     progress = _progress(cfg.progress and dist.is_chief)
     started = time.perf_counter()
     try:
-        apply_precision_policy(cfg.precision)
-        import keras
-        keras.utils.set_random_seed(cfg.seed)
-        with dist.scope():
-            model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
-                                       input_shape=(cfg.image_size, cfg.image_size, 3))
-            optimizer = make_optimizer(cfg, dist.num_replicas, steps_per_epoch)
-            # Keras 3 optimizers must be built inside the scope before a custom loop's first step.
-            optimizer.build(model.trainable_variables)
-        dist.broadcast_initial_state(model, optimizer)
-        desc = models.describe_model(model, name=cfg.model, width=cfg.width)
-        row.update(params=desc.params, gflops_per_image=desc.gflops)
-        trainer = Trainer(model, optimizer, dist, global_batch=global_batch, xla=cfg.xla)
-        batches = iter(dist.distribute(source.train_dataset, per_replica))
-        if source.fixed:
-            fixed = next(batches)  # made once, held on the device, reused every step
-            step = lambda: trainer.step(fixed)  # noqa: E731
-        else:
-            step = lambda: trainer.step(next(batches))  # noqa: E731
-        device_sync = tf.experimental.sync_devices if gpus else None
-
+        session.build()
+        row.update(params=session.desc.params, gflops_per_image=session.desc.gflops)
         if cfg.accuracy_mode:
-            timing = _train_epochs(cfg, step, trainer, source, dist, steps_per_epoch, global_batch,
-                                   progress, device_sync, row, started)
+            timing = _train_epochs(cfg, session.step, session.trainer, session.source, dist,
+                                   session.steps_per_epoch, global_batch, progress, session.device_sync,
+                                   row, started)
         else:
-            timing = run_steps(step, warmup=cfg.warmup_steps, timed=cfg.steps, global_batch=global_batch,
-                               progress=progress, device_sync=device_sync)
-        _timing_columns(row, timing, dist, global_batch, desc.flops)
+            timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
+                               global_batch=global_batch, progress=progress, device_sync=session.device_sync)
+        row.update(timing_columns(timing, dist, global_batch, session.desc.flops, cfg.accuracy_mode))
         row.update(status="ok", error="")
         code = 0
     except NonFiniteLoss as e:
@@ -124,7 +160,8 @@ def execute(cfg: RunConfig) -> RunOutcome:
         code = 1
     row["wall_s"] = time.perf_counter() - started
     is_chief = dist.is_chief
-    dist.shutdown()
+    if code == 0:  # after a failure a peer may be gone: a closing barrier would only wait for it
+        dist.shutdown()
     return RunOutcome(row, is_chief, code)
 
 
@@ -147,6 +184,7 @@ def _train_epochs(cfg, step, trainer, source, dist, steps_per_epoch, global_batc
     test = source.test_dataset(max(global_batch, 256))
     warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
     top1 = top5 = math.nan
+    history, ends = [], []
     row.update(target_reached=False if cfg.target_accuracy else None)
     for epoch in progress("epochs", cfg.epochs):
         first = epoch == 0
@@ -155,7 +193,10 @@ def _train_epochs(cfg, step, trainer, source, dist, steps_per_epoch, global_batc
                   timing=timing, first_is_compile=first, device_sync=device_sync)
         # every rank evaluates its own weights on the whole test split; metrics are averaged
         top1, top5 = dist.gather(trainer.evaluate(test)).mean(axis=0)
-        row.update(top1=float(top1), top5=float(top5), epochs_run=epoch + 1)
+        history.append(f"{top1:.6g}")
+        ends.append(f"{time.perf_counter() - started:.6g}")
+        row.update(top1=float(top1), top5=float(top5), epochs_run=epoch + 1,
+                   top1_by_epoch=";".join(history), epoch_end_s=";".join(ends))
         log.info("epoch %d: test top-1 %.4f top-5 %.4f", epoch + 1, top1, top5)
         if cfg.target_accuracy and top1 >= cfg.target_accuracy:
             row.update(target_reached=True, time_to_target_s=time.perf_counter() - started)
@@ -163,7 +204,9 @@ def _train_epochs(cfg, step, trainer, source, dist, steps_per_epoch, global_batc
     return timing
 
 
-def _timing_columns(row: dict, timing: Timing, dist, global_batch: int, flops: float) -> None:
+def timing_columns(timing: Timing, dist, global_batch: int, flops: float, accuracy_mode: bool) -> dict:
+    """The row's timing and throughput columns, from every rank's step times."""
+    row: dict[str, Any] = {}
     per_rank = dist.gather(timing.step_times)
     compile_s = float(dist.gather([timing.compile_s]).max())
     stats = step_stats(slowest_rank_per_step(per_rank))
@@ -172,7 +215,8 @@ def _timing_columns(row: dict, timing: Timing, dist, global_batch: int, flops: f
                **throughput(stats, global_batch=global_batch, replicas=dist.num_replicas,
                             flops_per_image=flops))
     row.update(final_loss=timing.losses[-1] if timing.losses else None,
-               train_accuracy=timing.correct / timing.images if timing.images else None)
+               train_accuracy=timing.correct / timing.images if timing.images and accuracy_mode else None)
+    return row
 
 
 def summary_text(row: dict, output: str) -> str:

@@ -38,7 +38,7 @@ def sync_step(step: Callable[[], tuple], index: int,
     dt = time.perf_counter() - t0
     if not math.isfinite(loss):
         raise NonFiniteLoss(index, loss)
-    return dt, loss, float(correct)
+    return dt, loss, correct if isinstance(correct, float) else float(correct)
 
 
 def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batch: int,

@@ -5,7 +5,7 @@ import pytest
 from bench.config import RunConfig
 from bench.data import load_cifar100, load_data
 from bench.errors import BenchInputError
-from conftest import write_cifar100
+from helpers import write_cifar100
 
 
 def _cfg(**kw) -> RunConfig:

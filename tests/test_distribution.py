@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bench.results import read_rows
-from conftest import REPO
+from helpers import REPO
 
 pytestmark = pytest.mark.distributed
 PY = sys.executable

@@ -5,7 +5,7 @@ import tensorflow as tf
 from keras import layers
 
 import models
-from conftest import cached_describe
+from helpers import cached_describe
 
 
 # ---- registry ---------------------------------------------------------------------------

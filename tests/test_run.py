@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from bench.results import COLUMNS, read_rows
-from conftest import REPO, run_cli, write_cifar100
+from helpers import REPO, run_cli, write_cifar100
 
 TINY = ["--width", "0.125", "--steps", "4", "--warmup-steps", "1", "--batch-size", "8", "--no-progress"]
 

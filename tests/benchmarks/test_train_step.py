@@ -1,0 +1,75 @@
+"""Training-step benchmarks (model x batch size x precision), timed by pytest-benchmark.
+
+They run only under `pytest --benchmark`. Each one opens a harness session exactly as
+bench/run.py does (same config, data path, model build and compiled step) and times
+session.step, which fetches the loss, so each timed round is one synchronised step.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+
+@pytest.fixture
+def harness_session(request, model, batch_size, precision):
+    import keras
+
+    from bench.config import RunConfig
+    from bench.runner import open_session
+
+    opt = request.config.getoption
+    cfg = RunConfig(model=model, batch_size=batch_size, precision=precision,
+                    width=opt("--benchmark-width"), source="pytest", progress=False)
+    session = open_session(cfg).build()
+    yield session
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+
+
+def test_train_step(benchmark, request, harness_session, model, batch_size, precision):
+    from bench.timing import Timing
+
+    s = harness_session
+    opt = request.config.getoption
+    losses: list[float] = []
+
+    def step():
+        loss, _ = s.step()
+        losses.append(float(loss))  # the synchronisation point
+
+    t0 = time.perf_counter()
+    step()  # trace and compile: never timed by pytest-benchmark
+    compile_s = time.perf_counter() - t0
+    benchmark.group = model
+    benchmark.extra_info.update(model=model, batch_size=batch_size, precision=precision,
+                                width=s.cfg.width, global_batch=s.global_batch, params=s.desc.params,
+                                gflops_per_image=s.desc.gflops, compile_s=compile_s)
+    benchmark.pedantic(step, rounds=opt("--benchmark-rounds"), iterations=1,
+                       warmup_rounds=opt("--benchmark-warmup-rounds"))
+
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None and stats.stats.data:  # absent under --benchmark-disable
+        from bench.runner import timing_columns
+
+        cols = timing_columns(Timing(compile_s=compile_s, step_times=list(stats.stats.data), losses=losses),
+                              s.dist, s.global_batch, s.desc.flops, accuracy_mode=False)
+        benchmark.extra_info.update(images_per_sec=cols["images_per_sec_median"], tflops=cols["tflops"],
+                                    images_per_sec_mean=cols["images_per_sec"])
+        csv_path = opt("--benchmark-csv")
+        if csv_path:
+            from bench.results import append_row
+            from bench.runner import base_row
+
+            row = base_row(s.cfg, s.gpu_names)
+            row.update(cols, workers=s.dist.workers, replicas=s.dist.num_replicas,
+                       per_replica_batch=s.cfg.batch_size, global_batch=s.global_batch,
+                       params=s.desc.params, gflops_per_image=s.desc.gflops, status="ok", error="",
+                       steps=len(stats.stats.data), warmup_steps=opt("--benchmark-warmup-rounds"))
+            append_row(csv_path, row)
+
+    # the result must be right, not only fast: finite, and falling on the one fixed batch
+    assert all(math.isfinite(x) for x in losses)
+    assert len(losses) >= 4
+    assert min(losses[-3:]) < losses[0], f"loss did not fall: {losses[0]:.4f} -> {losses[-3:]}"

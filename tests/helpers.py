@@ -1,0 +1,67 @@
+"""Helpers shared by the tests (kept out of conftest.py, whose name tests/benchmarks/ reuses)."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=None)
+def cached_describe(name: str, num_classes: int = 100, image_size: int = 32, width: float = 1.0):
+    """describe() is pure, and the 224x224 models are slow to build: build each once per session."""
+    import models
+    return models.describe(name, num_classes=num_classes, input_shape=(image_size, image_size, 3),
+                           width=width)
+
+
+def write_cifar100(path: Path, n_train: int = 64, n_test: int = 32, *, seed: int = 0,
+                   label_max: int = 99, as_folder: bool = False, truncate: bool = False,
+                   bad_shape: bool = False):
+    """Write a small data set in the official cifar-100-python format (tar.gz, or extracted).
+
+    Returns {split: (images_nhwc_uint8, labels)} as the loader should decode them.
+    """
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    expected, blobs = {}, {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        nhwc = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, label_max + 1, size=n).tolist()
+        data = nhwc.transpose(0, 3, 1, 2).reshape(n, 3072)  # channel-major rows, as published
+        if bad_shape:
+            data = data[:, :1024]
+        blobs[split] = pickle.dumps({b"data": data, b"fine_labels": labels,
+                                     b"coarse_labels": [0] * n, b"filenames": [b"x"] * n}, protocol=2)
+        expected[split] = (nhwc, np.asarray(labels))
+    if as_folder:
+        root = path / "cifar-100-python"
+        root.mkdir(parents=True)
+        for split, blob in blobs.items():
+            (root / split).write_bytes(blob)
+        return expected
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for split, blob in blobs.items():
+            info = tarfile.TarInfo(f"cifar-100-python/{split}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    raw = buf.getvalue()
+    path.write_bytes(raw[: len(raw) // 2] if truncate else raw)
+    return expected
+
+
+def run_cli(*args: str, timeout: float = 300, env: dict | None = None):
+    """Run `python bench/run.py ARGS` in a subprocess from the repo root."""
+    import subprocess
+
+    e = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env=e)

@@ -1,0 +1,43 @@
+"""`pytest --benchmark`: the suite runs, records extra_info, writes CSV rows; plain pytest skips it."""
+import json
+import os
+import subprocess
+import sys
+
+from bench.report import load_results
+from bench.results import read_rows
+from helpers import REPO
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _pytest(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=REPO,
+                          env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_benchmark_flag_runs_the_suite_with_extra_info_and_csv_rows(tmp_path):
+    js, csv = tmp_path / "bench.json", tmp_path / "rows.csv"
+    r = _pytest("tests/benchmarks", "--benchmark", "--benchmark-models", "vgg11", "--benchmark-batch-sizes",
+                "4", "--benchmark-width", "0.125", "--benchmark-rounds", "5", "--benchmark-warmup-rounds", "1",
+                f"--benchmark-json={js}", "--benchmark-csv", str(csv), "-q")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "1 passed" in r.stdout
+    (b,) = json.loads(js.read_text())["benchmarks"]
+    assert b["group"] == "vgg11" and b["stats"]["rounds"] == 5
+    extra = b["extra_info"]
+    for key in ("images_per_sec", "tflops", "global_batch", "params", "gflops_per_image"):
+        assert extra[key] > 0, key
+    assert extra["global_batch"] == 4
+    assert extra["images_per_sec"] == __import__("pytest").approx(4 / b["stats"]["median"], rel=1e-6)
+    rows = read_rows(csv)
+    assert len(rows) == 1 and rows.iloc[0]["source"] == "pytest" and rows.iloc[0]["status"] == "ok"
+    assert rows.iloc[0]["timed_steps"] == 5 and rows.iloc[0]["model"] == "vgg11"
+    assert load_results([csv])["images_per_sec_median"].iloc[0] == extra["images_per_sec"]
+
+
+def test_plain_pytest_skips_the_benchmarks():
+    r = _pytest("tests/benchmarks", "-q", "-rs")
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert "4 skipped" in r.stdout and "passed" not in r.stdout
+    assert "benchmarks run only with `pytest --benchmark`" in r.stdout

@@ -1,0 +1,247 @@
+"""Sweeps: grid expansion, real child processes per configuration, failures as rows, resume,
+Ctrl-C, and CSV reliability under concurrent writers, kills and a full disk."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.results import COLUMNS, append_row, read_rows
+from helpers import REPO
+
+PY = sys.executable
+TINY = ["--width", "0.125", "--steps", "3", "--warmup-steps", "1"]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "bench/sweep.py", "--no-progress", *args], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ---- grid, dry run and bad input (no TensorFlow involved) -------------------------------------
+def test_dry_run_lists_configurations_and_launchers(tmp_path):
+    r = sweep("--models", "vgg13,resnet18", "--batch-sizes", "32,64", "--strategies",
+              "single,mirrored,horovod,multiworker", "--workers", "1,2", "--dry-run", *TINY,
+              "--output", str(tmp_path / "r.csv"))
+    assert r.returncode == 0, r.stderr
+    runs = [l for l in r.stdout.splitlines() if l.startswith("run: ")]
+    # single once per model x batch, the others at 1 and 2 workers: 2 x 2 x (1 + 3 x 2)
+    assert len(runs) == 28
+    assert "28 configuration(s): 28 to run, 0 to skip" in r.stdout
+    assert "horovodrun -np 2 -H localhost:2 --gloo" in r.stdout
+    assert "launch.local_cluster -n 2" in r.stdout and "--cpu-replicas 2" in r.stdout
+    assert "--threads 1" in r.stdout  # two processes share two cores
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_toml_config_with_shared_run_options(tmp_path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('models = ["vgg11"]\nbatch_sizes = [8, 16]\nstrategies = ["single"]\ntimeout = 60\n'
+                   '[run]\nwidth = 0.125\nsteps = 3\nxla = false\ndata = "digits"\n')
+    r = sweep("--config", str(cfg), "--dry-run", "--output", str(tmp_path / "r.csv"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("run: vgg11") == 2
+    assert "--width 0.125 --steps 3 --no-xla --data digits" in r.stdout
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--models", "vgg13", "--batch-sizes", "32", "--strategies", "ring"], "ring"),
+    (["--models", "vgg13", "--batch-sizes", "32", "--batch-size", "8"], "--batch-size"),
+    (["--models", "vgg13", "--batch-sizes", "32", "--width", "0"], "width=0"),
+    (["--models", "vgg99", "--batch-sizes", "32"], "vgg99"),
+    (["--models", "vgg13", "--batch-sizes", "0"], "batch_size=0"),
+    (["--models", "vgg13"], "--batch-sizes"),
+    (["--config", "/nonexistent/sweep.toml"], "/nonexistent/sweep.toml"),
+])
+def test_bad_sweep_input_is_one_line_exit_2(tmp_path, args, named):
+    r = sweep(*args, "--output", str(tmp_path / "r.csv"))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and named in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r.csv").exists()
+
+
+# ---- real sweeps ------------------------------------------------------------------------------
+def test_real_sweep_then_resume_skips_what_is_done(tmp_path):
+    out = tmp_path / "runs.csv"
+    grid = ["--models", "vgg11,resnet18", "--batch-sizes", "4,8", "--strategies", "single,horovod",
+            "--workers", "2", *TINY, "--output", str(out)]
+    r = sweep(*grid)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    df = read_rows(out)
+    assert len(df) == 8 and (df["status"] == "ok").all(), df[["status", "error"]]
+    assert (df["source"] == "sweep").all() and df["run_id"].nunique() == 8
+    assert sorted(zip(df["strategy"], df["workers"])).count(("horovod", 2)) == 4
+    assert sorted(zip(df["strategy"], df["workers"])).count(("single", 1)) == 4
+    assert set(df["global_batch"]) == {4, 8, 16}
+    assert "8 ran ok, 0 skipped" in r.stdout
+    again = sweep(*grid)
+    assert again.returncode == 0 and "0 ran ok, 8 skipped" in again.stdout
+    assert len(read_rows(out)) == 8
+    forced = sweep(*grid[:-2], "--models", "vgg11", "--batch-sizes", "4", "--strategies", "single",
+                   "--output", str(out), "--force")
+    assert "1 ran ok, 0 skipped" in forced.stdout and len(read_rows(out)) == 9
+
+
+def test_failures_become_rows_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "runs.csv"
+    # an impossible batch size: larger than the digits training split in accuracy mode
+    r = sweep("--models", "vgg11", "--batch-sizes", "4096,8", "--data", "digits", "--epochs", "1",
+              "--width", "0.125", "--output", str(out))
+    assert r.returncode == 1
+    df = read_rows(out)
+    assert len(df) == 2
+    bad = df[df["batch_size"] == 4096].iloc[0]
+    assert bad["status"] == "failed" and "exceeds the digits training split" in bad["error"]
+    assert df[df["batch_size"] == 8].iloc[0]["status"] == "ok"
+    # a configuration that runs past its timeout
+    t0 = time.monotonic()
+    r = sweep("--models", "resnet18", "--batch-sizes", "8", *TINY, "--steps", "100000", "--timeout", "8",
+              "--output", str(out))
+    assert r.returncode == 1 and time.monotonic() - t0 < 60
+    row = read_rows(out).iloc[-1]
+    assert row["status"] == "timeout" and "timed out after 8 s" in row["error"]
+    assert (Path(out).parent / "logs").is_dir()
+
+
+def test_ctrl_c_keeps_finished_rows_and_the_next_run_resumes(tmp_path):
+    out = tmp_path / "runs.csv"
+    grid = ["--models", "vgg11", "--batch-sizes", "2,4,6,8", "--strategies", "single", *TINY,
+            "--output", str(out)]
+    p = subprocess.Popen([PY, "bench/sweep.py", "--no-progress", *grid], cwd=REPO, env=ENV,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and len(read_rows(out)) >= 1):
+        time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    stdout, _ = p.communicate(timeout=60)
+    assert p.returncode == 130
+    assert "interrupted; rerun to resume" in stdout
+    done = read_rows(out)
+    assert list(done.columns) == COLUMNS and 1 <= len(done) < 4 and (done["status"] == "ok").all()
+    r = sweep(*grid)
+    assert r.returncode == 0
+    final = read_rows(out)
+    assert len(final) == 4 and sorted(final["batch_size"]) == [2, 4, 6, 8]
+    assert f"{len(done)} skipped" in r.stdout
+
+
+def test_two_sweeps_appending_at_once(tmp_path):
+    out = tmp_path / "runs.csv"
+    procs = [subprocess.Popen([PY, "bench/sweep.py", "--no-progress", "--models", m, "--batch-sizes", "2,4",
+                               *TINY, "--threads", "1", "--output", str(out)], cwd=REPO, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for m in ("vgg11", "resnet18")]
+    assert [p.wait(300) for p in procs] == [0, 0]
+    df = read_rows(out)
+    assert len(df) == 4 and (df["status"] == "ok").all()
+    assert sorted(df["model"]) == ["resnet18", "resnet18", "vgg11", "vgg11"]
+
+
+# ---- CSV reliability ---------------------------------------------------------------------------
+WRITER = """
+import sys
+sys.path.insert(0, {repo!r})
+from bench.results import append_row
+i = 0
+while True:
+    append_row({out!r}, {{"schema_version": 1, "model": "m%d" % i, "status": "ok", "error": "x" * 20000}})
+    i += 1
+"""
+
+
+def test_a_writer_killed_mid_row_never_leaves_a_torn_row(tmp_path):
+    out = tmp_path / "runs.csv"
+    code = WRITER.format(repo=str(REPO), out=str(out))
+    for k in range(6):
+        p = subprocess.Popen([PY, "-c", code])
+        time.sleep(0.3 + 0.17 * k)
+        p.kill()
+        p.wait()
+        df = read_rows(out)
+        assert list(df.columns) == COLUMNS
+        assert (df["status"] == "ok").all() and (df["error"].str.len() == 20000).all()
+    assert len(read_rows(out)) > 0
+
+
+class TinyDisk:
+    """A real 'no space' condition: a small tmpfs where we may mount one (root), else a
+    file-size limit (RLIMIT_FSIZE, EFBIG) applied to the child processes that write."""
+
+    def __init__(self, path: Path, size_kb: int):
+        self.path, self.limit_bytes = path, size_kb * 1024
+        path.mkdir()
+        self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                                      capture_output=True).returncode == 0
+
+    def preexec(self):
+        if not self.mounted:
+            import resource
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write instead of killing
+            resource.setrlimit(resource.RLIMIT_FSIZE, (self.limit_bytes, self.limit_bytes))
+
+    def fill(self, keep: Path) -> None:
+        """Leave no room for `keep` to grow by even one byte."""
+        if self.mounted:
+            with contextlib.suppress(OSError), open(self.path / "ballast", "wb") as f:
+                while True:
+                    f.write(b"\0" * 512)
+                    f.flush()
+        else:
+            self.limit_bytes = keep.stat().st_size
+
+
+@contextlib.contextmanager
+def tiny_disk(path: Path, size_kb: int = 96):
+    disk = TinyDisk(path, size_kb)
+    try:
+        yield disk
+    finally:
+        if disk.mounted:
+            subprocess.run(["umount", str(path)], check=False)
+
+
+FILLER = """
+import errno, sys
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from bench.results import append_row
+out, good = Path({out!r}), None
+try:
+    for i in range(10000):
+        append_row(out, {{"schema_version": 1, "model": "m%d" % i, "status": "ok", "error": "y" * 3000}})
+        good = out.read_bytes()
+except OSError as e:
+    assert e.errno in (errno.ENOSPC, errno.EFBIG), e
+    assert good is not None and out.read_bytes() == good, "the CSV changed on a failed append"
+    print("full after", i, "rows")
+    sys.exit(0)
+sys.exit("the disk never filled")
+"""
+
+
+def test_a_full_disk_leaves_every_row_whole(tmp_path):
+    disk = tmp_path / "disk"
+    with tiny_disk(disk) as d:
+        out = disk / "runs.csv"
+        r = subprocess.run([PY, "-c", FILLER.format(repo=str(REPO), out=str(out))], preexec_fn=d.preexec,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and "full after" in r.stdout, r.stderr[-2000:]
+        good = out.read_bytes()
+        assert not [p for p in disk.iterdir() if p.name.endswith(".tmp")]
+        df = read_rows(out)
+        assert len(df) >= 1 and (df["status"] == "ok").all() and (df["error"].str.len() == 3000).all()
+        # the CLI: the run completes, its row cannot be written, the CSV stays as it was
+        d.fill(keep=out)
+        r = subprocess.run([PY, "bench/run.py", "vgg11", *TINY, "--batch-size", "2", "--no-progress",
+                            "--output", str(out)], cwd=REPO, env=ENV, capture_output=True, text=True,
+                           timeout=300, preexec_fn=d.preexec)
+        assert r.returncode == 1 and "could not write the result row" in r.stderr, r.stderr[-2000:]
+        assert out.read_bytes() == good

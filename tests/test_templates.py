@@ -1,0 +1,59 @@
+"""Cluster templates parse, and the command line each runs is a valid bench/run.py invocation."""
+import shlex
+from pathlib import Path
+
+import yaml
+
+from bench.config import parse_args
+from helpers import REPO
+
+TEMPLATES = REPO / "launch" / "templates"
+
+
+def _bench_args(argv: list[str]) -> list[str]:
+    """The arguments after bench/run.py in a launcher command line."""
+    i = next(i for i, a in enumerate(argv) if a.endswith("bench/run.py"))
+    return argv[i + 1:]
+
+
+def _containers(doc: dict) -> list[dict]:
+    specs = doc["spec"].get("mpiReplicaSpecs") or doc["spec"].get("tfReplicaSpecs")
+    return [(role, spec, c) for role, spec in specs.items() for c in spec["template"]["spec"]["containers"]]
+
+
+def test_slurm_script_runs_a_valid_horovod_command():
+    text = (TEMPLATES / "slurm.sbatch").read_text()
+    directives = dict(l[len("#SBATCH --"):].split("=", 1) for l in text.splitlines() if l.startswith("#SBATCH --"))
+    assert int(directives["nodes"]) * int(directives["ntasks-per-node"]) == 8
+    assert directives["gpus-per-node"] == directives["ntasks-per-node"]  # one rank per GPU
+    joined = text.replace("\\\n", " ")
+    line = next(l for l in joined.splitlines() if l.strip().startswith("horovodrun"))
+    argv = shlex.split(line)
+    assert argv[argv.index("-np") + 1] == "$SLURM_NTASKS"
+    cfg = parse_args(_bench_args(argv))
+    assert cfg.strategy in ("single", "horovod")  # horovodrun implies horovod at run time
+    assert cfg.model == "resnet50" and cfg.xla is True
+
+
+def test_mpijob_runs_a_valid_horovod_command():
+    doc = yaml.safe_load((TEMPLATES / "mpijob.yaml").read_text())
+    assert doc["kind"] == "MPIJob"
+    launcher = [c for role, _, c in _containers(doc) if role == "Launcher"][0]
+    argv = launcher["command"] + launcher.get("args", [])
+    assert argv[0] == "horovodrun"
+    workers = doc["spec"]["mpiReplicaSpecs"]["Worker"]
+    slots = doc["spec"]["slotsPerWorker"]
+    assert int(argv[argv.index("-np") + 1]) == workers["replicas"] * slots
+    gpus = workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+    assert gpus == slots
+    cfg = parse_args(_bench_args(argv))
+    assert cfg.model == "resnet50" and cfg.batch_size == 128
+
+
+def test_tfjob_runs_a_valid_multiworker_command():
+    doc = yaml.safe_load((TEMPLATES / "tfjob.yaml").read_text())
+    assert doc["kind"] == "TFJob"
+    (role, spec, c), = _containers(doc)
+    assert role == "Worker" and spec["replicas"] >= 2
+    cfg = parse_args(_bench_args(c["command"] + c["args"]))
+    assert cfg.strategy == "multiworker"
