@@ -76,28 +76,25 @@ class _Parser(argparse.ArgumentParser):
         raise BenchInputError(message)
 
 
-def _positive_int(name: str):
+def _int_at_least(name: str, lo: int):
+    """An argparse type: an integer >= lo, with an error naming the value."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be an integer. Received: {name}={text!r}")
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 1. Received: {name}={value}")
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"{name} must be >= {lo}. Received: {name}={value}")
         return value
     return parse
+
+
+def _positive_int(name: str):
+    return _int_at_least(name, 1)
 
 
 def _nonneg_int(name: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer. Received: {name}={text!r}")
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{name} must be >= 0. Received: {name}={value}")
-        return value
-    return parse
+    return _int_at_least(name, 0)
 
 
 def _float_in(name: str, lo: float, hi: float | None = None, lo_open: bool = False):

@@ -245,6 +245,17 @@ def _plt():
     return plt
 
 
+def _finish(fig, ax, path: Path, has_lines: bool) -> Path:
+    """Legend (if anything was drawn), grid, save as PNG, close."""
+    if has_lines:
+        ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
 def plot_throughput(df: pd.DataFrame, path: Path) -> Path:
     plt = _plt()
     groups = list(_groups(latest_ok(df)))
@@ -255,7 +266,7 @@ def plot_throughput(df: pd.DataFrame, path: Path) -> Path:
         ax.set(title=title, xlabel="per-replica batch size", ylabel="images/sec (median)", xscale="log")
         ax.set_xticks(sorted(g["batch_size"].astype(int).unique()))
         ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
-        ax.legend()
+        ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -271,13 +282,7 @@ def plot_scaling(df: pd.DataFrame, path: Path) -> Path:
         ax.plot(g["replicas"], g["efficiency"], marker="o", label=f"{model} {strategy} b{batch}")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="replicas (workers)", ylabel="scaling efficiency", title="images/sec(N) / (N x images/sec(1))")
-    if not eff.empty:
-        ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, not eff.empty)
 
 
 def plot_accuracy(df: pd.DataFrame, path: Path) -> Path:
@@ -290,13 +295,7 @@ def plot_accuracy(df: pd.DataFrame, path: Path) -> Path:
         t = [float(x) for x in str(r["epoch_end_s"]).split(";")]
         ax.plot(t, top1, marker="o", label=f"{r['model']} {r['strategy']} x{r['replicas']} b{r['batch_size']}")
     ax.set(xlabel="wall time (s)", ylabel="test top-1", title="accuracy against wall time")
-    if not acc.empty:
-        ax.legend(fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, not acc.empty)
 
 
 # ---- rendering -----------------------------------------------------------------------------

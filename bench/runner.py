@@ -86,11 +86,11 @@ class Session:
         self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
         self.trainer = trainer = Trainer(self.model, self.optimizer, dist, global_batch=self.global_batch,
                                          xla=cfg.xla, track_accuracy=cfg.accuracy_mode)
-        batches = iter(dist.distribute(self.source.train_dataset, cfg.batch_size))
-        if self.source.fixed:
-            fixed = next(batches)  # made once, held on the device, reused every step
+        if self.source.fixed:  # made once, held on the device, reused every step
+            fixed = dist.distribute_fixed(self.source.train_dataset, cfg.batch_size)
             self.step = lambda: trainer.step(fixed)
         else:
+            batches = iter(dist.distribute(self.source.train_dataset, cfg.batch_size))
             self.step = lambda: trainer.step(next(batches))
         self.device_sync = tf.experimental.sync_devices if self.gpu_names else None
         return self

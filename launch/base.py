@@ -44,6 +44,11 @@ class Distribution:
         """An iterable of per-replica batches, each worker reading its own shard."""
         return dataset_fn(1, 0, per_replica_batch)
 
+    def distribute_fixed(self, dataset_fn: DatasetFn, per_replica_batch: int) -> Any:
+        """Each replica's first batch of its shard, made once and held on its device, with no
+        iterator left running (for synthetic data, reused every step)."""
+        return next(iter(dataset_fn(self.size, self.rank, per_replica_batch)))
+
     def run(self, fn: Callable, args: Sequence) -> Any:
         """Run the per-replica step on every replica; outputs SUM-reduced over replicas."""
         return fn(*args)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -20,9 +20,39 @@ class TFDistribution(Distribution):
         return self.strategy.scope()
 
     def distribute(self, dataset_fn: DatasetFn, per_replica_batch: int) -> Iterable:
-        def fn(ctx):
-            return dataset_fn(ctx.num_input_pipelines, ctx.input_pipeline_id, per_replica_batch)
-        return self.strategy.distribute_datasets_from_function(fn)
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            # On accelerators the distributed iterator prefetches each replica's batches onto
+            # its device.
+            def fn(ctx):
+                return dataset_fn(ctx.num_input_pipelines, ctx.input_pipeline_id, per_replica_batch)
+            return self.strategy.distribute_datasets_from_function(fn)
+        # On CPUs there is nothing to prefetch onto, and a live distributed iterator slowed
+        # every step by ~17% (vgg13, width 1, one replica): feed each replica from its own
+        # plain tf.data iterator over its shard instead.
+        return self._per_replica_batches(dataset_fn, per_replica_batch)
+
+    def _per_replica_batches(self, dataset_fn: DatasetFn, per_replica_batch: int) -> Iterator:
+        iterators: dict[int, Iterator] = {}
+
+        def value_fn(ctx):
+            rid = ctx.replica_id_in_sync_group
+            if rid not in iterators:
+                iterators[rid] = iter(dataset_fn(ctx.num_replicas_in_sync, rid, per_replica_batch))
+            return next(iterators[rid])
+
+        while True:
+            yield self.strategy.experimental_distribute_values_from_function(value_fn)
+
+    def distribute_fixed(self, dataset_fn: DatasetFn, per_replica_batch: int) -> Any:
+        # Per-replica values, not a distributed iterator, which would keep running (see above).
+        import tensorflow as tf
+
+        def value_fn(ctx):
+            ds = dataset_fn(ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group, per_replica_batch)
+            return tuple(tf.identity(t) for t in next(iter(ds)))  # identity: onto the replica's device
+        return self.strategy.experimental_distribute_values_from_function(value_fn)
 
     def run(self, fn: Callable, args: Sequence) -> Any:
         import tensorflow as tf
@@ -136,8 +166,9 @@ class Horovod(Distribution):
 
     def run(self, fn: Callable, args: Sequence) -> Any:
         out = fn(*args)
-        # Horovod: metrics summed over ranks (each rank's loss is already over the global batch)
-        return tuple(self.hvd.allreduce(o, op=self.hvd.Sum, name=f"metric{i}") for i, o in enumerate(out))
+        # Horovod: metrics summed over ranks (each rank's loss is already over the global batch),
+        # in one grouped collective: every extra collective costs a negotiation cycle per step
+        return tuple(self.hvd.grouped_allreduce(list(out), op=self.hvd.Sum))
 
     def allreduce_gradients(self, grads: list) -> list:
         # Horovod: SUM, since each rank's loss is divided by the global batch

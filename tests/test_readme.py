@@ -13,3 +13,14 @@ def test_readme_model_table_matches_describe():
     expected = cli.markdown_table(lambda name, num_classes=100, input_shape=(32, 32, 3):
                                   cached_describe(name, num_classes, input_shape[0]))
     assert block.group(1) == expected, "regenerate with: python -m models --update-readme README.md"
+
+
+def test_readme_documents_every_csv_column():
+    from bench.results import COLUMNS
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### CSV columns"):]
+    section = section[:section.index("\n## ")]
+    documented = set(re.findall(r"`([a-z0-9_]+)`", section))
+    missing = [c for c in COLUMNS if c not in documented]
+    assert not missing, f"README's CSV section does not name: {missing}"
