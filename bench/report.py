@@ -124,11 +124,12 @@ def throughput_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def throughput_ci_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The same layout as text: 'median [ci low, ci high]'."""
+    """The same layout as text: 'median [95% CI of the median]'."""
     out = {}
     for title, g in _groups(latest_ok(df)):
         g = g.assign(cell=[f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in
-                           zip(g["images_per_sec_median"], g["images_per_sec_ci95_low"], g["images_per_sec_ci95_high"])])
+                           zip(g["images_per_sec_median"], g["images_per_sec_median_ci95_low"],
+                               g["images_per_sec_median_ci95_high"])])
         out[title] = g.pivot_table(index="model", columns="batch_size", values="cell", aggfunc="first")
     return out
 
@@ -223,16 +224,16 @@ def provenance_summary(df: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
 
 # ---- comparison ----------------------------------------------------------------------------
 def compare(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration in both: change in images/sec; a regression (improvement) where the
-    new 95% CI lies wholly below (above) the old one."""
+    """Per configuration in both: change in median images/sec; a regression (improvement)
+    where the new median's 95% CI lies wholly below (above) the old one's."""
     a, b = latest_ok(old), latest_ok(new)
     m = a.merge(b, on=KEY, suffixes=("_old", "_new"))
     out = m[KEY].copy()
     out["images_per_sec_old"] = m["images_per_sec_median_old"]
     out["images_per_sec_new"] = m["images_per_sec_median_new"]
     out["change_pct"] = 100.0 * (m["images_per_sec_median_new"] / m["images_per_sec_median_old"] - 1.0)
-    below = m["images_per_sec_ci95_high_new"] < m["images_per_sec_ci95_low_old"]
-    above = m["images_per_sec_ci95_low_new"] > m["images_per_sec_ci95_high_old"]
+    below = m["images_per_sec_median_ci95_high_new"] < m["images_per_sec_median_ci95_low_old"]
+    above = m["images_per_sec_median_ci95_low_new"] > m["images_per_sec_median_ci95_high_old"]
     out["verdict"] = np.where(below, "regression", np.where(above, "improvement", "within noise"))
     return out.reset_index(drop=True)
 

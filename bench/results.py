@@ -35,9 +35,10 @@ MODEL = ["params", "gflops_per_image"]
 TOPOLOGY = ["workers", "replicas", "per_replica_batch", "global_batch"]
 TIMING = ["compile_s", "timed_steps", "step_time_mean_s", "step_time_median_s", "step_time_p90_s",
           "step_time_min_s", "step_time_max_s", "step_time_std_s", "step_time_ci95_low_s",
-          "step_time_ci95_high_s", "step_time_jitter_s", "rank_step_time_means_s", "images_per_sec", "images_per_sec_median",
-          "images_per_sec_ci95_low", "images_per_sec_ci95_high", "images_per_sec_per_replica",
-          "images_per_sec_jitter", "tflops"]
+          "step_time_ci95_high_s", "step_time_median_ci95_low_s", "step_time_median_ci95_high_s",
+          "step_time_jitter_s", "rank_step_time_means_s", "images_per_sec", "images_per_sec_median",
+          "images_per_sec_ci95_low", "images_per_sec_ci95_high", "images_per_sec_median_ci95_low",
+          "images_per_sec_median_ci95_high", "images_per_sec_per_replica", "images_per_sec_jitter", "tflops"]
 ACCURACY = ["final_loss", "train_accuracy", "top1", "top5", "epochs_run", "target_reached",
             "time_to_target_s", "top1_by_epoch", "epoch_end_s", "wall_s"]
 OUTCOME = ["status", "error"]

@@ -21,6 +21,8 @@ class StepStats:
     step_time_std_s: float
     step_time_ci95_low_s: float
     step_time_ci95_high_s: float
+    step_time_median_ci95_low_s: float
+    step_time_median_ci95_high_s: float
     step_time_jitter_s: float
 
     def as_dict(self) -> dict:
@@ -35,6 +37,22 @@ def ci95_halfwidth(values: Sequence[float]) -> float:
     from scipy.stats import t
 
     return float(t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+
+
+def median_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Distribution-free 95% confidence interval of the median, from order statistics: the
+    ranks come from Binomial(n, 1/2). Below 6 values it is the whole range."""
+    x = np.sort(np.asarray(values, dtype=float))
+    n = x.size
+    if n == 0:
+        return math.nan, math.nan
+    if n < 6:
+        return float(x[0]), float(x[-1])
+    from scipy.stats import binom
+
+    lo = int(binom.ppf(0.025, n, 0.5))          # P(B <= lo - 1) <= 2.5%
+    hi = int(binom.ppf(0.975, n, 0.5))          # symmetric
+    return float(x[max(lo - 1, 0)]), float(x[min(hi, n - 1)])
 
 
 def jitter(values: Sequence[float]) -> float:
@@ -58,11 +76,13 @@ def step_stats(step_times: Sequence[float]) -> StepStats:
         raise ValueError("no step times to summarise")
     mean = float(x.mean())
     half = ci95_halfwidth(x)
+    med_lo, med_hi = median_ci95(x)
     return StepStats(
         timed_steps=int(x.size), step_time_mean_s=mean, step_time_median_s=float(np.median(x)),
         step_time_p90_s=float(np.percentile(x, 90)), step_time_min_s=float(x.min()),
         step_time_max_s=float(x.max()), step_time_std_s=float(x.std(ddof=1)) if x.size > 1 else 0.0,
         step_time_ci95_low_s=mean - half, step_time_ci95_high_s=mean + half,
+        step_time_median_ci95_low_s=med_lo, step_time_median_ci95_high_s=med_hi,
         step_time_jitter_s=jitter(x))
 
 
@@ -72,14 +92,18 @@ def throughput(stats: StepStats, *, global_batch: int, replicas: int, flops_per_
     A training step costs about 3x the forward FLOPs (forward, plus backward for activations
     and for weights).
     """
+    def rate(step_s: float) -> float:
+        return global_batch / step_s if step_s > 0 else math.nan
+
     ips_mean = global_batch / stats.step_time_mean_s
     ips_median = global_batch / stats.step_time_median_s
-    lo, hi = stats.step_time_ci95_high_s, stats.step_time_ci95_low_s  # slower step -> fewer images
-    return {
+    return {  # a slower step means fewer images: the CIs' ends swap
         "images_per_sec": ips_mean,
         "images_per_sec_median": ips_median,
-        "images_per_sec_ci95_low": global_batch / lo if lo > 0 else math.nan,
-        "images_per_sec_ci95_high": global_batch / hi if hi > 0 else math.nan,
+        "images_per_sec_ci95_low": rate(stats.step_time_ci95_high_s),
+        "images_per_sec_ci95_high": rate(stats.step_time_ci95_low_s),
+        "images_per_sec_median_ci95_low": rate(stats.step_time_median_ci95_high_s),
+        "images_per_sec_median_ci95_high": rate(stats.step_time_median_ci95_low_s),
         "images_per_sec_per_replica": ips_mean / replicas,
         "images_per_sec_jitter": ips_median * stats.step_time_jitter_s / stats.step_time_median_s,
         "tflops": 3.0 * flops_per_image * ips_mean / 1e12,

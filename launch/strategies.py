@@ -166,11 +166,15 @@ class Horovod(Distribution):
 
     def run(self, fn: Callable, args: Sequence) -> Any:
         out = fn(*args)
+        if self.size == 1:  # nothing to reduce; like Horovod's own optimizers, skip the collective
+            return out
         # Horovod: metrics summed over ranks (each rank's loss is already over the global batch),
         # in one grouped collective: every extra collective costs a negotiation cycle per step
         return tuple(self.hvd.grouped_allreduce(list(out), op=self.hvd.Sum))
 
     def allreduce_gradients(self, grads: list) -> list:
+        if self.size == 1:  # as Horovod's own gradient all-reduce (_grouped_allreduce_cond) does
+            return grads
         # Horovod: SUM, since each rank's loss is divided by the global batch
         return self.hvd.grouped_allreduce(grads, op=self.hvd.Sum)
 

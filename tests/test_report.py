@@ -106,7 +106,7 @@ def test_report_files_and_valid_pngs(df, tmp_path):
 
 def _variant(tmp_path, name, scale, ci_shift=0.0):
     d = pd.read_csv(FIXTURE, keep_default_na=False, na_values=[""])
-    for c in ("images_per_sec_median", "images_per_sec_ci95_low", "images_per_sec_ci95_high"):
+    for c in ("images_per_sec_median", "images_per_sec_median_ci95_low", "images_per_sec_median_ci95_high"):
         d[c] = d[c] * scale
     p = tmp_path / name
     d.to_csv(p, index=False)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import ci95_halfwidth, jitter, slowest_rank_per_step, step_stats, throughput
+from bench.stats import ci95_halfwidth, jitter, median_ci95, slowest_rank_per_step, step_stats, throughput
 
 TIMES = [0.10, 0.12, 0.11, 0.13, 0.09]  # mean 0.11, median 0.11
 
@@ -49,3 +49,16 @@ def test_every_rank_counts_the_slowest_per_step():
     np.testing.assert_allclose(slowest_rank_per_step(per_rank), [0.2, 0.3, 0.1])
     s = step_stats(slowest_rank_per_step(per_rank))
     assert s.step_time_mean_s == pytest.approx(0.2)  # not rank 0's 0.1667
+
+
+def test_median_ci_from_order_statistics_by_hand():
+    # n = 10: Binomial(10, 1/2) 2.5% quantile is 2 -> ranks 2 and 9 (1-based): x(2) = 2, x(9) = 9
+    assert median_ci95(list(range(10, 0, -1))) == (2.0, 9.0)
+    # n = 20: quantiles 6 and 14 -> x(6) = 6, x(15) = 15
+    assert median_ci95(list(range(1, 21))) == (6.0, 15.0)
+    assert median_ci95([3.0, 1.0, 2.0]) == (1.0, 3.0)  # few values: the whole range
+    s = step_stats(list(range(1, 21)))
+    assert (s.step_time_median_ci95_low_s, s.step_time_median_ci95_high_s) == (6.0, 15.0)
+    t = throughput(s, global_batch=30, replicas=1, flops_per_image=1.0)
+    assert t["images_per_sec_median_ci95_low"] == pytest.approx(30 / 15.0)
+    assert t["images_per_sec_median_ci95_high"] == pytest.approx(30 / 6.0)
