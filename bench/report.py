@@ -110,10 +110,17 @@ def _title(values: dict) -> str:
             f"{v['image_size']}px, {v['num_classes']} classes")
 
 
-def _groups(df: pd.DataFrame):
+def _short_title(values: dict) -> str:
+    """A plot title that fits: strategy x replicas, data, precision, width."""
+    return (f"{values['strategy']} x{values['replicas']}, {values['data']}, {values['precision']}"
+            f"{' xla' if values['xla'] is True else ''}, w{values['width']:g}")
+
+
+def _groups(df: pd.DataFrame, short: bool = False):
     """(title, rows) per table: rows that differ only in model and batch size."""
     for values, g in df.groupby(CONTEXT, sort=True, dropna=False):
-        yield _title(dict(zip(CONTEXT, values))), g
+        v = dict(zip(CONTEXT, values))
+        yield (_short_title(v) if short else _title(v)), g
 
 
 def throughput_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -177,11 +184,12 @@ def scaling_efficiency(df: pd.DataFrame) -> pd.DataFrame:
             one = float(base["images_per_sec_median"].iloc[-1])
             for _, r in gs.sort_values("replicas").iterrows():
                 n = int(r["replicas"])
-                rows.append({"model": model, "strategy": strategy, "batch_size": batch, "replicas": n,
+                rows.append({"model": model, "strategy": strategy, "data": values[2], "batch_size": batch,
+                             "replicas": n,
                              "images_per_sec": r["images_per_sec_median"], "baseline_images_per_sec": one,
                              "speedup": r["images_per_sec_median"] / one,
                              "efficiency": r["images_per_sec_median"] / (n * one)})
-    return pd.DataFrame(rows, columns=["model", "strategy", "batch_size", "replicas", "images_per_sec",
+    return pd.DataFrame(rows, columns=["model", "strategy", "data", "batch_size", "replicas", "images_per_sec",
                                        "baseline_images_per_sec", "speedup", "efficiency"])
 
 
@@ -259,14 +267,20 @@ def _finish(fig, ax, path: Path, has_lines: bool) -> Path:
 
 def plot_throughput(df: pd.DataFrame, path: Path) -> Path:
     plt = _plt()
-    groups = list(_groups(latest_ok(df)))
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 4), squeeze=False)
-    for ax, (title, g) in zip(axes[0], groups):
+    groups = list(_groups(latest_ok(df), short=True))
+    cols = min(3, max(1, len(groups)))
+    rows = max(1, -(-len(groups) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, (title, g) in zip(axes.flat, groups):
         for model, gm in g.sort_values("batch_size").groupby("model"):
             ax.plot(gm["batch_size"].astype(int), gm["images_per_sec_median"], marker="o", label=model)
-        ax.set(title=title, xlabel="per-replica batch size", ylabel="images/sec (median)", xscale="log")
+        ax.set(xlabel="per-replica batch size", ylabel="images/sec (median)", xscale="log")
+        ax.set_title(title, fontsize="medium")
         ax.set_xticks(sorted(g["batch_size"].astype(int).unique()))
         ax.get_xaxis().set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+        ax.get_xaxis().set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -279,11 +293,14 @@ def plot_scaling(df: pd.DataFrame, path: Path) -> Path:
     plt = _plt()
     eff = scaling_efficiency(df)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (model, strategy, batch), g in eff.groupby(["model", "strategy", "batch_size"]):
-        ax.plot(g["replicas"], g["efficiency"], marker="o", label=f"{model} {strategy} b{batch}")
+    drawn = False
+    for (model, strategy, data, batch), g in eff.groupby(["model", "strategy", "data", "batch_size"]):
+        if len(g) > 1:  # a line needs more than the baseline point
+            ax.plot(g["replicas"], g["efficiency"], marker="o", label=f"{model} {strategy} b{batch} {data}")
+            drawn = True
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="replicas (workers)", ylabel="scaling efficiency", title="images/sec(N) / (N x images/sec(1))")
-    return _finish(fig, ax, path, not eff.empty)
+    return _finish(fig, ax, path, drawn)
 
 
 def plot_accuracy(df: pd.DataFrame, path: Path) -> Path:

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+# Moving-statistics momentum of every BatchNorm layer: 0.9 (PyTorch's 0.1) rather than Keras'
+# 0.99, so that short benchmark runs evaluate with statistics that have caught up with training
+# (with 0.99, 4 epochs of digits left resnet18 at 16% test top-1; the init still weighed 17%).
+BN_MOMENTUM = 0.9
+
+
 def scale_channels(channels: int, width: float) -> int:
     """Scale a channel (or unit) count by the width multiplier: rounded, at least 1."""
     return max(1, int(round(channels * width)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import resolve_variant, scale_channels
+from .common import BN_MOMENTUM, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool):
 
     x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 
