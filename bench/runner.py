@@ -228,9 +228,10 @@ def summary_text(row: dict, output: str) -> str:
         f"{row['model']} | {row['strategy']} | {row['workers']} worker(s), {row['replicas']} replica(s) | "
         f"batch {row['per_replica_batch']}x{row['replicas']}={row['global_batch']} | {row['data']} | "
         f"{row['precision']}{' xla' if row['xla'] else ''} | width {row['width']:g}",
-        f"  images/sec  {row['images_per_sec']:.1f} mean  (95% CI {row['images_per_sec_ci95_low']:.1f}-"
-        f"{row['images_per_sec_ci95_high']:.1f}), {row['images_per_sec_median']:.1f} median "
-        f"+/- {row['images_per_sec_jitter']:.1f} jitter, {row['images_per_sec_per_replica']:.1f} per replica",
+        f"  images/sec  {row['images_per_sec_median']:.1f} median (95% CI {row['images_per_sec_median_ci95_low']:.1f}-"
+        f"{row['images_per_sec_median_ci95_high']:.1f}), {row['images_per_sec']:.1f} mean (95% CI "
+        f"{row['images_per_sec_ci95_low']:.1f}-{row['images_per_sec_ci95_high']:.1f}), jitter "
+        f"{row['images_per_sec_jitter']:.1f}, {row['images_per_sec_per_replica']:.1f} per replica",
         f"  step time   {ms('step_time_mean_s'):.1f} ms mean, {ms('step_time_median_s'):.1f} median, "
         f"{ms('step_time_p90_s'):.1f} p90, {ms('step_time_min_s'):.1f} min, std {ms('step_time_std_s'):.1f}"
         f" over {row['timed_steps']} timed steps",
