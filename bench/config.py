@@ -69,7 +69,7 @@ class RunConfig:
         )
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports errors on one line with exit code 2 (no usage block)."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
@@ -113,7 +113,7 @@ def _float_in(name: str, lo: float, hi: float | None = None, lo_open: bool = Fal
 
 def build_parser() -> argparse.ArgumentParser:
     """The `bench/run.py` command line (a contract: tests, docs and sweeps rely on these names)."""
-    p = _Parser(prog="bench/run.py", description="Train one CNN under one strategy and measure "
+    p = OneLineParser(prog="bench/run.py", description="Train one CNN under one strategy and measure "
                 "images/sec, step time and accuracy; append one row to a CSV.")
     p.add_argument("model", help="model name (see `python -m models` for the list)")
     g = p.add_argument_group("data and size")

@@ -13,6 +13,7 @@ row in the CSV are skipped (unless --force), so an interrupted sweep resumes whe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -28,7 +29,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.config import DEFAULT_OUTPUT, STRATEGIES, RunConfig, parse_args  # noqa: E402
+from bench.config import DEFAULT_OUTPUT, STRATEGIES, OneLineParser, RunConfig, parse_args  # noqa: E402
 from bench.errors import BenchInputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,14 +202,13 @@ def _tail(text: str, n: int = ERROR_TAIL_LINES) -> str:
 def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
     if proc.poll() is not None:
         return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
+    with contextlib.suppress(ProcessLookupError):  # the group may already be gone
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def run_job(job: Job, output: str, timeout: float, log_dir: Path) -> dict[str, Any]:
@@ -253,7 +253,7 @@ def run_job(job: Job, output: str, timeout: float, log_dir: Path) -> dict[str, A
 
 # ---- the command line --------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench/sweep.py", description=__doc__, allow_abbrev=False,
+    p = OneLineParser(prog="bench/sweep.py", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="a TOML file with models, batch_sizes, strategies, workers, "
                    "timeout, output and a [run] table of shared run options")
@@ -269,15 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise BenchInputError(message)
-
-
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    p = build_parser()
-    p.__class__ = _Parser
-    args, run_args = p.parse_known_args(argv)
+    args, run_args = build_parser().parse_known_args(argv)
     file: dict[str, Any] = {}
     if args.config:
         try:

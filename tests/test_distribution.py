@@ -2,6 +2,7 @@
 proven with real processes on loopback (horovodrun, launch.local_cluster). Nothing mocked."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -130,12 +131,10 @@ def _pids_of_rank(rank: int) -> list:
 
     found = []
     for p in psutil.process_iter(["cmdline"]):
-        try:
+        with contextlib.suppress(psutil.Error, OSError):  # processes come and go while we look
             if "bench/run.py" in " ".join(p.info["cmdline"] or []) and \
                     p.environ().get("HOROVOD_RANK") == str(rank):
                 found.append(p)
-        except (psutil.Error, OSError):
-            pass
     return found
 
 
