@@ -1,0 +1,76 @@
+"""Train a fixed global batch for a few steps under one strategy; each rank saves its weights.
+
+Used by tests/test_distribution.py under the real launchers (horovodrun, launch.local_cluster).
+Each rank seeds its own weights differently, so only broadcast_initial_state (or the strategy's
+own initial sync) can make them start equal.
+
+    python tests/dist/one_step.py --strategy S --out DIR [--cpu-replicas N] [--model M] [--steps K]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[2])
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--strategy", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cpu-replicas", type=int, default=1)
+    p.add_argument("--model", default="vgg11")
+    p.add_argument("--width", type=float, default=0.125)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--global-batch", type=int, default=8)
+    p.add_argument("--optimizer", default="sgd")
+    args = p.parse_args()
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import models
+    from bench.config import RunConfig
+    from bench.train import Trainer, make_optimizer
+    from launch import make_distribution
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    cfg = RunConfig(model=args.model, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
+                    optimizer=args.optimizer, lr=0.05, momentum=0.9, collective_timeout=60)
+    dist = make_distribution(cfg)
+    per_replica = args.global_batch // dist.num_replicas
+    keras.utils.set_random_seed(1234 + 17 * dist.rank)  # deliberately different on every rank
+    with dist.scope():
+        model = models.build_model(args.model, num_classes=10, width=args.width)
+        opt = make_optimizer(cfg, dist.num_replicas)
+        opt.build(model.trainable_variables)
+    dist.broadcast_initial_state(model, opt)
+    trainer = Trainer(model, opt, dist, global_batch=args.global_batch, xla=False)
+
+    rng = np.random.default_rng(99)
+    x = rng.standard_normal((args.global_batch, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, args.global_batch).astype(np.int32)
+
+    def dataset_fn(num_shards, index, batch):
+        return tf.data.Dataset.from_tensor_slices((x, y)).shard(num_shards, index).batch(batch).repeat()
+
+    batches = iter(dist.distribute(dataset_fn, per_replica))
+    losses = [float(trainer.step(next(batches))[0]) for _ in range(args.steps)]
+
+    replicas = getattr(dist, "replica_values", lambda v: [np.asarray(v)])
+    out = {"losses": np.asarray(losses), "num_replicas": dist.num_replicas, "size": dist.size}
+    for v in model.weights:
+        for r, value in enumerate(replicas(v)):
+            out[f"r{r}/{'T' if v.trainable else 'N'}/{v.path}"] = value
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    np.savez(Path(args.out) / f"rank{dist.rank}.npz", **out)
+    dist.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
