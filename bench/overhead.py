@@ -28,21 +28,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _write_random_cifar(folder: Path, n_train: int = 10000, n_test: int = 1000) -> Path:
-    import io
-    import pickle
-    import tarfile
-
     import numpy as np
 
+    from bench.data import CIFAR_ARCHIVE, cifar100_archive, cifar100_split_pickle
+
     rng = np.random.default_rng(0)
-    path = folder / "cifar-100-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for split, n in (("train", n_train), ("test", n_test)):
-            blob = pickle.dumps({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                                 b"fine_labels": rng.integers(0, 100, n).tolist()})
-            info = tarfile.TarInfo(f"cifar-100-python/{split}")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
+    path = folder / CIFAR_ARCHIVE
+    path.write_bytes(cifar100_archive({
+        split: cifar100_split_pickle(rng.integers(0, 256, (n, 3072), dtype=np.uint8), rng.integers(0, 100, n))
+        for split, n in (("train", n_train), ("test", n_test))}))
     return path
 
 

@@ -24,36 +24,27 @@ def write_cifar100(path: Path, n_train: int = 64, n_test: int = 32, *, seed: int
 
     Returns {split: (images_nhwc_uint8, labels)} as the loader should decode them.
     """
-    import io
-    import pickle
-    import tarfile
-
     import numpy as np
+
+    from bench.data import CIFAR_DIR, cifar100_archive, cifar100_split_pickle
 
     rng = np.random.default_rng(seed)
     expected, blobs = {}, {}
     for split, n in (("train", n_train), ("test", n_test)):
         nhwc = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
-        labels = rng.integers(0, label_max + 1, size=n).tolist()
+        labels = rng.integers(0, label_max + 1, size=n)
         data = nhwc.transpose(0, 3, 1, 2).reshape(n, 3072)  # channel-major rows, as published
         if bad_shape:
             data = data[:, :1024]
-        blobs[split] = pickle.dumps({b"data": data, b"fine_labels": labels,
-                                     b"coarse_labels": [0] * n, b"filenames": [b"x"] * n}, protocol=2)
-        expected[split] = (nhwc, np.asarray(labels))
+        blobs[split] = cifar100_split_pickle(data, labels)
+        expected[split] = (nhwc, labels)
     if as_folder:
-        root = path / "cifar-100-python"
+        root = path / CIFAR_DIR
         root.mkdir(parents=True)
         for split, blob in blobs.items():
             (root / split).write_bytes(blob)
         return expected
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for split, blob in blobs.items():
-            info = tarfile.TarInfo(f"cifar-100-python/{split}")
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    raw = buf.getvalue()
+    raw = cifar100_archive(blobs)
     path.write_bytes(raw[: len(raw) // 2] if truncate else raw)
     return expected
 
