@@ -137,9 +137,7 @@ def execute(cfg: RunConfig) -> RunOutcome:
         session.build()
         row.update(params=session.desc.params, gflops_per_image=session.desc.gflops)
         if cfg.accuracy_mode:
-            timing = _train_epochs(cfg, session.step, session.trainer, session.source, dist,
-                                   session.steps_per_epoch, global_batch, progress, session.device_sync,
-                                   row, started)
+            timing = _train_epochs(session, progress, row, started)
         else:
             timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
                                global_batch=global_batch, progress=progress, device_sync=session.device_sync)
@@ -175,13 +173,13 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(useful or lines or [''])[0]}"[:500]
 
 
-def _train_epochs(cfg, step, trainer, source, dist, steps_per_epoch, global_batch, progress,
-                  device_sync, row, started) -> Timing:
+def _train_epochs(session: Session, progress, row: dict, started: float) -> Timing:
     """Accuracy mode: whole epochs, test-split evaluation after each, stop at the target."""
-    import numpy as np
-
+    s = session
+    cfg, step, trainer, dist = s.cfg, s.step, s.trainer, s.dist
+    steps_per_epoch, global_batch, device_sync = s.steps_per_epoch, s.global_batch, s.device_sync
     timing = Timing()
-    test = source.test_dataset(max(global_batch, 256))
+    test = s.source.test_dataset(max(global_batch, 256))
     warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
     top1 = top5 = math.nan
     history, ends = [], []
