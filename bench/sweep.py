@@ -1,64 +1,60 @@
 """Run a grid of benchmark configurations, each in its own child process, into one CSV.
 
     python bench/sweep.py --models vgg13,resnet18 --batch-sizes 32,64 \\
-        --strategies single,mirrored,horovod --workers 1,2 [RUN OPTIONS ...]
+        --strategies STRATEGY,... --workers 1,2 [RUN OPTIONS ...]
     python bench/sweep.py --config sweep.toml [--dry-run] [--force]
 
 RUN OPTIONS are any bench/run.py options (e.g. --width 0.25 --steps 20), passed to every run.
-Each configuration runs through its launcher (plain, `horovodrun`, or launch.local_cluster)
-with a timeout; a crash, out-of-memory or hang becomes a row with status failed/oom/timeout
+Each configuration runs through its strategy's launcher (see launch/) with a timeout; a crash, out-of-memory or hang becomes a row with status failed/oom/timeout
 and the tail of its output, and the sweep goes on. Configurations that already have an `ok`
 row in the CSV are skipped (unless --force), so an interrupted sweep resumes where it stopped.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
 import time
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.config import DEFAULT_OUTPUT, STRATEGIES, OneLineParser, RunConfig, parse_args  # noqa: E402
+from bench.config import DEFAULT_OUTPUT, OneLineParser, RunConfig, config_key, parse_args  # noqa: E402
 from bench.errors import BenchInputError  # noqa: E402
+from launch import Launch, get_strategy, strategy_names  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-# bench/run.py options the sweep sets itself for every configuration
-OWNED = ("--strategy", "--batch-size", "--output", "--cpu-replicas", "--run-id", "--source")
-# columns that identify a configuration for resuming (the environment-only ones are left out)
-IGNORED_FOR_RESUME = {"threads", "collective_timeout"}
+# bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
+OWNED = ("--strategy", "--batch-size", "--output", "--run-id", "--source")
 ERROR_TAIL_LINES = 6
 
 
-@dataclasses.dataclass
+@dataclass
 class Job:
     """One configuration of the grid and how to launch it."""
     model: str
     batch_size: int
     strategy: str
     workers: int
-    run_args: list[str]
     cfg: RunConfig
+    launch: Launch
     command: list[str]
-    env: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @property
-    def processes(self) -> int:
-        return self.workers if self.strategy in ("horovod", "multiworker") else 1
+    replicas: int
 
     @property
     def label(self) -> str:
         return f"{self.model} b{self.batch_size} {self.strategy} x{self.workers}"
+
+    def key(self, has_gpu: bool) -> tuple:
+        """The configuration key its row will have."""
+        return config_key(self.cfg.resolved(has_gpu=has_gpu), workers=self.launch.processes, replicas=self.replicas)
 
 
 # ---- the grid ------------------------------------------------------------------------------
@@ -81,146 +77,80 @@ def toml_to_args(options: dict[str, Any]) -> list[str]:
     return out
 
 
-def gpu_count() -> int:
-    """GPUs on this machine, without importing TensorFlow."""
-    if not shutil.which("nvidia-smi"):
-        return 0
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
-
-
-def launcher_prefix(strategy: str, workers: int, timeout: float) -> list[str]:
-    """The launcher for a multi-process strategy (empty for in-process strategies)."""
-    py = sys.executable
-    if strategy == "horovod":
-        hvdrun = Path(py).with_name("horovodrun")
-        return [str(hvdrun) if hvdrun.exists() else "horovodrun", "-np", str(workers),
-                "-H", f"localhost:{workers}", "--gloo"]
-    if strategy == "multiworker":
-        return [py, "-m", "launch.local_cluster", "-n", str(workers), "--timeout", f"{timeout:g}", "--"]
-    return []
+def _flags(args: list[str]) -> set[str]:
+    return {a.split("=")[0] for a in args if a.startswith("--")}
 
 
 def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str], workers: list[int],
-               run_args: list[str], output: str, timeout: float) -> list[Job]:
-    """Expand the grid. `single` runs once, at one worker, whatever --workers says."""
-    for s in strategies:
-        if s not in STRATEGIES:
-            raise BenchInputError(f"unknown strategy {s!r}; valid: {', '.join(STRATEGIES)}")
+               run_args: list[str], output: str, timeout: float, gpus: int = 0) -> list[Job]:
+    """Expand the grid. A strategy that does not scale runs once, at one worker, whatever
+    --workers says. Each strategy says how it is launched and how the cores are split."""
+    classes = [get_strategy(s) for s in strategies]
     for w in workers:
         if w < 1:
             raise BenchInputError(f"workers must be >= 1. Received: workers={w}")
-    bad = [a for a in run_args if a.split("=")[0] in OWNED]
+    bad = sorted(_flags(run_args) & set(OWNED))
     if bad:
-        raise BenchInputError(f"the sweep sets {bad[0].split('=')[0]} itself; use --strategies/--batch-sizes/"
-                              f"--workers/--output instead")
-    gpus = gpu_count()
+        raise BenchInputError(f"the sweep sets {bad[0]} itself; use --strategies/--batch-sizes/--workers/--output instead")
     cores = os.cpu_count() or 1
-    user_threads = any(a.split("=")[0] == "--threads" for a in run_args)
+    user_threads = "--threads" in _flags(run_args)
     jobs: list[Job] = []
     seen = set()
     for model in models:
         for batch in batch_sizes:
-            for strategy in strategies:
+            for strategy in classes:
                 for w in workers:
-                    w = 1 if strategy == "single" else w
-                    if (model, batch, strategy, w) in seen:
+                    w = w if strategy.scalable else 1
+                    if (model, batch, strategy.name, w) in seen:
                         continue
-                    seen.add((model, batch, strategy, w))
-                    args = [model, "--batch-size", str(batch), "--strategy", strategy, *run_args]
-                    env = {}
-                    if strategy == "mirrored":
-                        if gpus:  # mirrored over the first w GPUs
-                            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, range(min(w, gpus))))
-                        else:
-                            args += ["--cpu-replicas", str(w)]
+                    seen.add((model, batch, strategy.name, w))
+                    launch = strategy.launch(w, timeout=timeout, gpus=gpus, cores=cores)
+                    clash = sorted(_flags(run_args) & _flags(launch.run_args))
+                    if clash:
+                        raise BenchInputError(f"the sweep sets {clash[0]} itself for --strategies {strategy.name}; "
+                                              f"use --workers instead")
+                    args = [model, "--batch-size", str(batch), "--strategy", strategy.name, *launch.run_args,
+                            *run_args]
                     if not user_threads:  # processes share the cores instead of oversubscribing them
-                        per_proc = cores // w if strategy in ("horovod", "multiworker") else cores
-                        args += ["--threads", str(max(1, per_proc))]
+                        args += ["--threads", str(launch.threads)]
                     cfg = parse_args([*args, "--output", output])  # validates every run option
-                    command = [*launcher_prefix(strategy, w, timeout), sys.executable,
-                               str(REPO / "bench" / "run.py"), *args, "--output", output,
-                               "--no-progress", "--source", "sweep"]
-                    jobs.append(Job(model, batch, strategy, w, args, cfg, command, env))
+                    command = [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *args,
+                               "--output", output, "--no-progress", "--source", "sweep"]
+                    jobs.append(Job(model, batch, strategy.name, w, cfg, launch, command, strategy.replicas(w, gpus)))
     return jobs
 
 
 # ---- resuming ------------------------------------------------------------------------------
-def _same(a: Any, b: Any) -> bool:
-    if a is None or (isinstance(a, float) and a != a) or a == "":
-        return b is None or (isinstance(b, float) and b != b) or b == ""
-    if isinstance(a, bool) or str(a) in ("True", "False"):
-        return str(a) == str(b)
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return str(a) == str(b)
-
-
-def expected_columns(job: Job, has_gpu: bool) -> dict[str, Any]:
-    from bench.results import CONFIG
-
-    cfg = job.cfg.resolved(has_gpu=has_gpu)
-    cols = {k: getattr(cfg, k) for k in CONFIG if k not in IGNORED_FOR_RESUME}
-    cols["workers"] = job.processes
-    if job.strategy == "mirrored":
-        cols["replicas"] = job.workers
-    return cols
-
-
-def already_done(job: Job, rows, has_gpu: bool) -> bool:
-    """True if the CSV has an ok row for exactly this configuration."""
+def done_keys(rows) -> set[tuple]:
+    """The configuration keys that already have an ok row."""
     if rows is None or rows.empty:
-        return False
-    want = expected_columns(job, has_gpu)
-    ok = rows[rows["status"] == "ok"]
-    for _, row in ok.iterrows():
-        if all(k in row and _same(v, row[k]) for k, v in want.items()):
-            return True
-    return False
+        return set()
+    return {config_key(r) for r in rows[rows["status"] == "ok"].to_dict("records")}
 
 
 # ---- running one configuration ---------------------------------------------------------------
 def _classify(returncode: int, output: str, timed_out: bool) -> str:
+    from bench.procs import killed_for_memory
+
     if timed_out:
         return "timeout"
     text = output.lower()
     if "resourceexhausted" in text or "out of memory" in text or "memoryerror" in text \
-            or returncode in (-signal.SIGKILL, 137):
+            or killed_for_memory(returncode):
         return "oom"
     return "failed"
 
 
-def _tail(text: str, n: int = ERROR_TAIL_LINES) -> str:
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
-    return " | ".join(lines[-n:])[-1500:]
-
-
-def _stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):  # the group may already be gone
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def run_job(job: Job, output: str, timeout: float, log_dir: Path) -> dict[str, Any]:
+def run_job(job: Job, output: str, timeout: float, log_dir: Path, gpus: int = 0) -> dict[str, Any]:
     """Run one configuration; make sure it leaves exactly one row (its own, or ours)."""
-    from bench.results import append_row, new_run_id, read_rows
-    from bench.runner import base_row
+    from bench.procs import describe_exit, stop_groups, tail
+    from bench.results import Outcome, Topology, append_row, build_row, new_run_id, read_rows
 
     run_id = new_run_id()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{run_id}.log"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-           "PYTHONUNBUFFERED": "1", **job.env}
+           "PYTHONUNBUFFERED": "1", **job.launch.env}
     timed_out = False
     started = time.monotonic()
     with open(log_path, "w") as log:
@@ -232,34 +162,36 @@ def run_job(job: Job, output: str, timeout: float, log_dir: Path) -> dict[str, A
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _stop(proc)
+            stop_groups([proc])
         except BaseException:  # Ctrl-C: stop the child, keep what is written, re-raise
-            _stop(proc)
+            stop_groups([proc])
             raise
     output_text = log_path.read_text(errors="replace")
     rows = read_rows(output) if Path(output).exists() else None
     mine = rows[rows["run_id"] == run_id] if rows is not None and "run_id" in rows else None
     if mine is not None and not mine.empty:
-        return mine.iloc[-1].to_dict()  # its own row (ok, nan, oom or failed)
+        return mine.iloc[-1].to_dict()  # its own row (ok, diverged, oom or failed)
     status = _classify(proc.returncode, output_text, timed_out)
-    error = (f"timed out after {timeout:g} s: " if timed_out else f"exit code {proc.returncode}: ") + _tail(output_text)
-    row = base_row(job.cfg)
-    row.update(run_id=run_id, workers=job.processes, replicas=job.workers, per_replica_batch=job.batch_size,
-               global_batch=job.batch_size * job.workers, status=status, error=error,
-               wall_s=time.monotonic() - started)
+    how = f"timed out after {timeout:g} s" if timed_out else describe_exit(proc.returncode)
+    cfg = job.cfg.resolved(has_gpu=gpus > 0)
+    topology = Topology(workers=job.launch.processes, replicas=job.replicas, per_replica_batch=cfg.batch_size,
+                        global_batch=cfg.batch_size * job.replicas)
+    row = build_row(dataclasses.replace(cfg, run_id=run_id, source="sweep"),
+                    Outcome(status, f"{how}: {tail(output_text, ERROR_TAIL_LINES)}"), topology=topology,
+                    wall_s=time.monotonic() - started)
     append_row(output, row)
     return row
 
 
 # ---- the command line --------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="bench/sweep.py", description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="bench/sweep.py", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="a TOML file with models, batch_sizes, strategies, workers, "
                    "timeout, output and a [run] table of shared run options")
     p.add_argument("--models")
     p.add_argument("--batch-sizes")
-    p.add_argument("--strategies")
+    p.add_argument("--strategies", help=f"comma list of: {', '.join(strategy_names())} (default: single)")
     p.add_argument("--workers")
     p.add_argument("--output")
     p.add_argument("--timeout", type=float, help="seconds per configuration (default 1800)")
@@ -315,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args, run_args = parse(argv)
+        from bench.hardware import gpu_count
+        gpus = gpu_count()
         jobs = build_jobs(args.models, [int(b) for b in args.batch_sizes], args.strategies,
-                          [int(w) for w in args.workers], run_args, args.output, args.timeout)
+                          [int(w) for w in args.workers], run_args, args.output, args.timeout, gpus)
         from bench.results import check_writable, read_rows
         check_writable(args.output)
     except BenchInputError as e:
@@ -325,9 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: cannot write results to output={args.output}: {e}", file=sys.stderr)
         return 2
-    has_gpu = gpu_count() > 0
     rows = read_rows(args.output) if Path(args.output).exists() and Path(args.output).stat().st_size else None
-    todo = [(j, not args.force and already_done(j, rows, has_gpu)) for j in jobs]
+    done = done_keys(rows)
+    todo = [(j, not args.force and j.key(gpus > 0) in done) for j in jobs]
     if args.dry_run:
         for j, skip in todo:
             print(f"{'skip (ok row exists)' if skip else 'run'}: {j.label}\n    {shlex.join(j.command)}")
@@ -347,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             if skip:
                 results.append((job, "skipped", None))
             else:
-                row = run_job(job, args.output, args.timeout, log_dir)
+                row = run_job(job, args.output, args.timeout, log_dir, gpus)
                 results.append((job, row["status"], row.get("images_per_sec")))
                 msg = f"{job.label}: {row['status']}"
                 if row["status"] == "ok":

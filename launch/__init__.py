@@ -1,28 +1,40 @@
-"""Distribution: strategy adapters behind one interface (see launch.base.Distribution)."""
+"""The strategy registry. A strategy is one class (see launch.base.Distribution); adding one
+means writing its class and adding it to STRATEGIES below. Importing this imports no framework."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Distribution
+from .base import Distribution, Launch
+from .strategies import Horovod, Mirrored, MultiWorker, Single
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
 
+STRATEGIES: dict[str, type[Distribution]] = {s.name: s for s in (Single, Mirrored, MultiWorker, Horovod)}
+
+
+def strategy_names() -> list[str]:
+    return list(STRATEGIES)
+
+
+def get_strategy(name: str) -> type[Distribution]:
+    """The strategy class registered as `name`; BenchInputError naming the valid ones if unknown."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        from bench.errors import BenchInputError
+        raise BenchInputError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}") from None
+
+
+def default_strategy() -> str:
+    """The strategy whose launcher started this process (e.g. horovod under horovodrun), else single."""
+    return next((name for name, s in STRATEGIES.items() if s.launched_here()), "single")
+
 
 def make_distribution(cfg: "RunConfig") -> Distribution:
     """The adapter for cfg.strategy. Call before TensorFlow creates any op (it configures devices)."""
-    from . import strategies
-
-    if cfg.strategy == "single":
-        return Distribution()
-    if cfg.strategy == "mirrored":
-        return strategies.Mirrored(cfg.cpu_replicas)
-    if cfg.strategy == "multiworker":
-        return strategies.MultiWorker(cfg.collective_timeout)
-    if cfg.strategy == "horovod":
-        return strategies.Horovod(cfg.collective_timeout)
-    from bench.errors import BenchInputError
-    raise BenchInputError(f"unknown strategy: strategy={cfg.strategy!r}")
+    return get_strategy(cfg.strategy).from_config(cfg)
 
 
-__all__ = ["Distribution", "make_distribution"]
+__all__ = ["Distribution", "Launch", "STRATEGIES", "default_strategy", "get_strategy", "make_distribution",
+           "strategy_names"]

@@ -1,6 +1,13 @@
-"""The distribution adapter: everything strategy-specific behind one small interface.
+"""The strategy interface: everything strategy-specific behind one class per strategy.
 
-The harness (bench/) only ever calls these methods; it never imports horovod or checks which
+A strategy class answers two kinds of question:
+- before anything runs, as class methods that import no framework: its name, its backends,
+  how many processes and replicas N workers mean, how it is launched on one machine and how
+  the cores are split, which options it accepts, and which rank this process will be;
+- once built (`from_config`), as the adapter the harness trains through: scope, data
+  distribution, the per-replica step, gradient all-reduce, broadcast and gather.
+
+The harness (bench/) only ever calls these methods; it never imports horovod or asks which
 strategy it runs under. The conventions every adapter keeps, so that the training math is the
 same everywhere:
 - the step computes its loss as sum(per-example loss) / global batch on each replica;
@@ -11,22 +18,85 @@ same everywhere:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Sequence
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
 
 DatasetFn = Callable[[int, int, int], Any]  # (num_shards, shard_index, per_replica_batch) -> tf.data.Dataset
 
 
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """How to start `bench/run.py` under a strategy with N workers on one machine."""
+    prefix: list[str]            # the launcher before `python bench/run.py ...` (empty: in-process)
+    env: dict[str, str]          # extra environment for the command
+    run_args: list[str]          # extra bench/run.py options the strategy needs
+    processes: int               # processes the command starts
+    threads: int                 # intra-op threads per process, so processes share the cores
+
+
 class Distribution:
-    """Single device. Subclasses override what their strategy changes."""
+    """The base of every strategy. Its defaults are a single device in one process."""
 
     name = "single"
+    backends: tuple[str, ...] = ("tensorflow",)
+    scalable = True          # False: the worker count is always 1, whatever a sweep asks
+    jit_collectives = True   # may the gradient all-reduce sit inside an XLA-compiled step?
+
+    # ---- before anything runs: class methods, no framework imported ---------------------------
+    @classmethod
+    def processes(cls, workers: int) -> int:
+        """Processes that N workers mean."""
+        return 1
+
+    @classmethod
+    def replicas(cls, workers: int, gpus: int) -> int:
+        """Model replicas in total that N workers mean on a machine with `gpus` GPUs."""
+        return cls.processes(workers)
+
+    @classmethod
+    def launcher(cls, workers: int, timeout: float) -> list[str]:
+        """The command prefix that starts N workers of `python bench/run.py ...`."""
+        return []
+
+    @classmethod
+    def launch(cls, workers: int, *, timeout: float, gpus: int, cores: int) -> Launch:
+        """Everything needed to run N workers on this machine; the cores are split evenly."""
+        n = cls.processes(workers)
+        return Launch(cls.launcher(workers, timeout), {}, [], n, max(1, cores // n))
+
+    @classmethod
+    def launched_here(cls) -> bool:
+        """Whether this process was started by this strategy's own launcher (e.g. horovodrun)."""
+        return False
+
+    @classmethod
+    def env_rank(cls) -> int:
+        """This process's rank as its launcher's environment says, before any initialisation
+        (so that a start-up failure still knows whether this process is the chief)."""
+        return 0
+
+    @classmethod
+    def check_config(cls, cfg: "RunConfig") -> None:
+        """Raise BenchInputError for options this strategy cannot take."""
+        if cfg.cpu_replicas > 1:
+            from bench.errors import BenchInputError
+            raise BenchInputError(f"--cpu-replicas applies to --strategy mirrored. Received: strategy={cls.name}")
+
+    @classmethod
+    def from_config(cls, cfg: "RunConfig") -> "Distribution":
+        """The adapter. Call before TensorFlow creates any op (some strategies configure devices)."""
+        return cls()
+
+    # ---- the adapter ------------------------------------------------------------------------------
     rank = 0
     size = 1              # processes
     local_rank = 0
     num_replicas = 1      # model replicas in total (devices x processes)
-    jit_collectives = True  # may the gradient all-reduce sit inside an XLA-compiled step?
 
     @property
     def is_chief(self) -> bool:
@@ -70,7 +140,3 @@ class Distribution:
 
     def shutdown(self) -> None:
         """Release the strategy's resources."""
-
-    def describe(self) -> dict:
-        return {"strategy": self.name, "workers": self.workers, "replicas": self.num_replicas,
-                "rank": self.rank}

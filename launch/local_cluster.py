@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+
+from bench.procs import stop_groups
 
 GRACE_S = 10.0
 
@@ -46,19 +47,6 @@ def _pump(stream, prefix: str, out) -> None:
         out.write(f"{prefix}{line}")
         out.flush()
     stream.close()
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_S
-    for p in procs:
-        try:
-            p.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
 
 def launch(n: int, command: list[str], timeout: float | None = None) -> int:
@@ -97,7 +85,7 @@ def launch(n: int, command: list[str], timeout: float | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     finally:
-        _stop(procs)
+        stop_groups(procs, GRACE_S)
         for t in pumps:
             t.join(5)
     return code

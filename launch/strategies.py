@@ -1,13 +1,26 @@
-"""tf.distribute (mirrored, multiworker) and Horovod adapters. See launch.base for the contract."""
+"""The strategies: single device, tf.distribute (mirrored, multiworker) and Horovod.
+See launch.base for the contract. Nothing here imports a framework at module level."""
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Iterable, Iterator, Sequence
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .base import DatasetFn, Distribution
+from .base import DatasetFn, Distribution, Launch
+
+if TYPE_CHECKING:
+    from bench.config import RunConfig
+
+
+class Single(Distribution):
+    """One device in one process."""
+
+    name = "single"
+    scalable = False
 
 
 class TFDistribution(Distribution):
@@ -85,6 +98,24 @@ class Mirrored(TFDistribution):
 
     name = "mirrored"
 
+    @classmethod
+    def replicas(cls, workers: int, gpus: int) -> int:
+        return min(workers, gpus) if gpus else workers
+
+    @classmethod
+    def launch(cls, workers: int, *, timeout: float, gpus: int, cores: int) -> Launch:
+        if gpus:  # mirrored over the first N GPUs
+            return Launch([], {"CUDA_VISIBLE_DEVICES": ",".join(map(str, range(min(workers, gpus))))}, [], 1, cores)
+        return Launch([], {}, ["--cpu-replicas", str(workers)], 1, cores)
+
+    @classmethod
+    def check_config(cls, cfg: "RunConfig") -> None:
+        pass  # takes --cpu-replicas
+
+    @classmethod
+    def from_config(cls, cfg: "RunConfig") -> "Mirrored":
+        return cls(cfg.cpu_replicas)
+
     def __init__(self, cpu_replicas: int = 1):
         import tensorflow as tf
 
@@ -102,23 +133,52 @@ class Mirrored(TFDistribution):
         self.num_replicas = self.strategy.num_replicas_in_sync
 
 
+def _tf_config() -> tuple[dict, dict]:
+    """TF_CONFIG's cluster and task; BenchInputError if it is missing or malformed."""
+    from bench.errors import BenchInputError
+
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG", ""))
+        cluster, task = tf_config["cluster"], tf_config["task"]
+    except (ValueError, KeyError, TypeError):
+        raise BenchInputError("--strategy multiworker needs TF_CONFIG with 'cluster' and 'task' "
+                              "(use `python -m launch.local_cluster -n N -- ...` on one machine)") from None
+    return cluster, task
+
+
 class MultiWorker(TFDistribution):
     """tf.distribute.MultiWorkerMirroredStrategy, configured by TF_CONFIG."""
 
     name = "multiworker"
 
+    @classmethod
+    def processes(cls, workers: int) -> int:
+        return workers
+
+    @classmethod
+    def replicas(cls, workers: int, gpus: int) -> int:
+        return workers * max(1, gpus)  # each worker mirrors over the GPUs it sees
+
+    @classmethod
+    def launcher(cls, workers: int, timeout: float) -> list[str]:
+        return [sys.executable, "-m", "launch.local_cluster", "-n", str(workers), "--timeout", f"{timeout:g}", "--"]
+
+    @classmethod
+    def env_rank(cls) -> int:
+        try:
+            cluster, task = _tf_config()
+            return int(task["index"]) + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
+        except Exception:  # noqa: BLE001 - no usable TF_CONFIG: no other rank can claim the chief's row
+            return 0
+
+    @classmethod
+    def from_config(cls, cfg: "RunConfig") -> "MultiWorker":
+        return cls(cfg.collective_timeout)
+
     def __init__(self, collective_timeout: float):
         import tensorflow as tf
 
-        from bench.errors import BenchInputError
-
-        try:
-            tf_config = json.loads(os.environ.get("TF_CONFIG", ""))
-            cluster = tf_config["cluster"]
-            task = tf_config["task"]
-        except (ValueError, KeyError, TypeError):
-            raise BenchInputError("--strategy multiworker needs TF_CONFIG with 'cluster' and 'task' "
-                                  "(use `python -m launch.local_cluster -n N -- ...` on one machine)") from None
+        cluster, task = _tf_config()
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
@@ -142,6 +202,38 @@ class Horovod(Distribution):
 
     name = "horovod"
     jit_collectives = False  # Horovod's ops have no XLA kernels in this build
+
+    @classmethod
+    def processes(cls, workers: int) -> int:
+        return workers
+
+    @classmethod
+    def replicas(cls, workers: int, gpus: int) -> int:
+        return workers  # one device per rank
+
+    @classmethod
+    def launcher(cls, workers: int, timeout: float) -> list[str]:
+        hvdrun = Path(sys.executable).with_name("horovodrun")
+        return [str(hvdrun) if hvdrun.exists() else "horovodrun", "-np", str(workers),
+                "-H", f"localhost:{workers}", "--gloo"]
+
+    @classmethod
+    def launched_here(cls) -> bool:
+        if "HOROVOD_RANK" in os.environ:  # horovodrun's Gloo launcher sets it in every rank
+            return True
+        # MPI launcher: an MPI rank whose environment horovodrun filled with HOROVOD_* settings
+        return "OMPI_COMM_WORLD_RANK" in os.environ and any(k.startswith("HOROVOD_") for k in os.environ)
+
+    @classmethod
+    def env_rank(cls) -> int:
+        for var in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+            if os.environ.get(var, "").isdigit():
+                return int(os.environ[var])
+        return 0
+
+    @classmethod
+    def from_config(cls, cfg: "RunConfig") -> "Horovod":
+        return cls(cfg.collective_timeout)
 
     def __init__(self, collective_timeout: float):
         # Horovod: stall detection and shutdown, so a hung rank cannot block the job forever.
@@ -191,3 +283,4 @@ class Horovod(Distribution):
 
     def shutdown(self) -> None:
         self.hvd.shutdown()
+
