@@ -1,59 +1,130 @@
-"""Command line -> RunConfig. Parsing and validation import no TensorFlow, so --help is instant."""
+"""The run configuration schema, and the command line built from it.
+
+Each RunConfig field carries its own metadata (`Opt`): flag, help, type, bounds, choices, whether
+it identifies a configuration, and whether it is a CSV column. The argparse options, the CSV's
+configuration columns and their types (bench.results), and `config_key()` all come from here.
+Parsing and validation import no framework, so --help and bad input answer at once.
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
+import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from .errors import BenchInputError
 
-STRATEGIES = ("single", "mirrored", "multiworker", "horovod")
 DATASETS = ("synthetic", "cifar100", "digits")
 PRECISIONS = ("fp32", "mixed_bf16", "mixed_fp16")
 OPTIMIZERS = ("adam", "sgd")
+SOURCES = ("cli", "sweep", "pytest")
 DEFAULT_OUTPUT = "results/runs.csv"
 # Natural class count per data set (synthetic follows CIFAR-100, the course's recipe).
 NATURAL_CLASSES = {"synthetic": 100, "cifar100": 100, "digits": 10}
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1}
+GROUPS = ("data and size", "what to measure", "model and training", "where it runs", "output")  # --help order
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which Keras' set_random_seed uses, takes no more
+
+
+def _strategy_names() -> tuple[str, ...]:
+    from launch import strategy_names  # the registry imports no framework
+    return tuple(strategy_names())
+
+
+@dataclass(frozen=True)
+class Opt:
+    """How one RunConfig field appears on the command line, in the CSV and in the configuration key."""
+    kind: str                               # int | float | bool | str: the parser and the CSV type
+    help: str = ""
+    group: str = "model and training"
+    lo: float | None = None                 # bounds for numbers (inclusive unless lo_open)
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    key: bool = False                       # identifies a configuration (sweep resume, report, --compare)
+    column: bool = False                    # recorded in the CSV's configuration columns
+    cli: bool = True                        # a bench/run.py option
+    hidden: bool = False                    # set by sweeps and the pytest suite, not by people
+    action: str = "value"                   # value | toggle (--x/--no-x) | flag (store_true)
+    cli_default: Any = "<unset>"          # a parser default unlike the dataclass default (None: resolved later)
+    positional: bool = False
+
+    def allowed(self) -> tuple[str, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
+
+
+def opt(default: Any, kind: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"opt": Opt(kind, **meta)})
+
+
+def _key(kind: str, **meta: Any) -> dict:  # a configuration column that identifies a run
+    return {"kind": kind, "key": True, "column": True, **meta}
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one benchmark run. Recorded in full in the result row."""
-    model: str
-    batch_size: int | None = None          # per replica; None -> 128 on GPU, 32 on CPU
-    data: str = "synthetic"
-    data_dir: str | None = None
-    num_classes: int | None = None         # None -> the data set's own
-    image_size: int = 32
-    steps: int = 50
-    warmup_steps: int = 10
-    epochs: int = 0                        # > 0 switches to accuracy mode
-    target_accuracy: float | None = None
-    width: float = 1.0
-    precision: str = "fp32"
-    xla: bool | None = None                # None -> on with a GPU, off on CPU (as Keras' "auto")
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    augment: bool = False
-    normalize: bool = False
-    seed: int = 0
-    strategy: str = "single"
-    cpu_replicas: int = 1
-    scale_lr: bool = False
-    lr_warmup_epochs: float | None = None   # with scale_lr; None -> automatic
-    threads: int = 0                       # 0 -> TensorFlow's default
-    collective_timeout: float = 300.0      # seconds a collective may wait for a peer
-    output: str = DEFAULT_OUTPUT
-    summary: bool = False
-    progress: bool = True
-    source: str = "cli"
-    run_id: str | None = None              # set by sweeps to find the child's row
+    model: str = opt(None, **_key("str", positional=True, group="",
+                                  help="model name (see `python -m models` for the list)"))
+    strategy: str = opt("single", **_key("str", choices=_strategy_names, group="where it runs", cli_default=None,
+                                         help="default: the strategy whose launcher started this process, else single"))
+    data: str = opt("synthetic", **_key("str", choices=DATASETS, group="data and size"))
+    batch_size: int | None = opt(None, **_key("int", lo=1, hi=2**20, group="data and size",
+                                              help="per-replica batch size (default: 128 with a GPU, 32 on CPU-only machines)"))
+    data_dir: str | None = opt(None, "str", group="data and size",
+                               help="cifar100: a cifar-100-python .tar.gz, its extracted folder, "
+                               "or a folder holding either (default: Keras' cache, then download)")
+    num_classes: int | None = opt(None, **_key("int", lo=1, hi=100_000, group="data and size",
+                                               help="default: the data set's (100 for synthetic and cifar100, 10 for digits)"))
+    image_size: int = opt(32, **_key("int", lo=1, hi=4096, group="data and size"))
+    steps: int = opt(50, **_key("int", lo=1, hi=10**9, group="what to measure", help="timed steps"))
+    warmup_steps: int = opt(10, **_key("int", lo=0, hi=10**9, group="what to measure",
+                                       help="untimed steps after the first (compile) step"))
+    epochs: int = opt(0, **_key("int", lo=0, hi=10**6, group="what to measure",
+                                help="accuracy mode: train this many epochs, evaluating on the test split after each"))
+    target_accuracy: float | None = opt(None, **_key("float", lo=0.0, hi=1.0, lo_open=True, group="what to measure",
+                                                     help="accuracy mode: stop when test top-1 reaches this; records time to accuracy"))
+    width: float = opt(1.0, **_key("float", lo=0.0, hi=16.0, lo_open=True, help="channel width multiplier"))
+    precision: str = opt("fp32", **_key("str", choices=PRECISIONS))
+    xla: bool | None = opt(None, **_key("bool", action="toggle",
+                                        help="compile the step with XLA (default: on with a GPU, off on CPU)"))
+    optimizer: str = opt("adam", **_key("str", choices=OPTIMIZERS))
+    lr: float | None = opt(None, **_key("float", lo=0.0, hi=1e6, lo_open=True,
+                                        help="learning rate (default: 1e-3 for adam, 0.1 for sgd)"))
+    momentum: float = opt(0.9, **_key("float", lo=0.0, hi=1.0))
+    weight_decay: float = opt(0.0, **_key("float", lo=0.0, hi=1.0))
+    augment: bool = opt(False, **_key("bool", action="toggle",
+                                      help="pad-4 random crop and horizontal flip (cifar100, digits)"))
+    normalize: bool = opt(False, **_key("bool", action="toggle",
+                                        help="per-channel mean/std normalisation after /255"))
+    seed: int = opt(0, **_key("int", lo=0, hi=MAX_SEED))
+    scale_lr: bool = opt(False, **_key("bool", action="toggle", group="where it runs",
+                                       help="multiply the learning rate by the number of replicas, with warmup"))
+    lr_warmup_epochs: float | None = opt(None, **_key("float", lo=0.0, hi=1e6, group="where it runs",
+                                                      help="with --scale-lr: linear warmup length (default 5 epochs, "
+                                                      "or 10%% of steps)"))
+    # environment, not configuration: recorded, but two runs differing only here measure the same thing
+    threads: int = opt(0, "int", column=True, lo=0, hi=4096, group="where it runs",
+                       help="intra-op threads (0: TensorFlow's default)")
+    cpu_replicas: int = opt(1, **_key("int", lo=1, hi=1024, group="where it runs",
+                                      help="on a CPU-only machine, split the CPU into N logical devices for a "
+                                      "strategy that mirrors over local devices"))
+    collective_timeout: float = opt(300.0, "float", column=True, lo=0.0, hi=7 * 86400.0, lo_open=True,
+                                    group="where it runs",
+                                    help="seconds a collective waits for a peer before the run fails "
+                                    "(the strategy's collective timeout or stall shutdown)")
+    output: str = opt(DEFAULT_OUTPUT, "str", group="output", help="CSV to append the result row to")
+    summary: bool = opt(False, "bool", action="flag", group="output", help="print the model's layer table and exit")
+    progress: bool = opt(True, "bool", action="toggle", group="output", help="progress bars on stderr")
+    source: str = opt("cli", "str", choices=SOURCES, hidden=True, group="output")
+    run_id: str | None = opt(None, "str", hidden=True, group="output")  # set by sweeps to find the child's row
+
+    def __post_init__(self) -> None:
+        if self.lr is None:  # the optimizer's own default
+            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
 
     @property
     def accuracy_mode(self) -> bool:
@@ -69,151 +140,174 @@ class RunConfig:
         )
 
 
+def schema() -> dict[str, Opt]:
+    """Every RunConfig field's metadata, in declaration order."""
+    return {f.name: f.metadata["opt"] for f in dataclasses.fields(RunConfig)}
+
+
+CONFIG_COLUMNS = [name for name, o in schema().items() if o.column]
+KEY_FIELDS = [name for name, o in schema().items() if o.key]
+
+
+# ---- parsing one value ----------------------------------------------------------------------
+def _bounds_text(o: Opt) -> str:
+    parts = []
+    if o.lo is not None:
+        parts.append(f"{'>' if o.lo_open else '>='} {o.lo:g}")
+    if o.hi is not None:
+        parts.append(f"<= {o.hi:g}")
+    return " and ".join(parts)
+
+
+def parse_value(name: str, o: Opt, text: str) -> Any:
+    """One option's text -> its typed value; BenchInputError naming the value if it is bad."""
+    if o.kind in ("int", "float"):
+        try:
+            value = int(text) if o.kind == "int" else float(text)
+        except (TypeError, ValueError):
+            article = "an integer" if o.kind == "int" else "a number"
+            raise BenchInputError(f"{name} must be {article}. Received: {name}={text!r}") from None
+        if o.kind == "float" and not math.isfinite(value):
+            raise BenchInputError(f"{name} must be a finite number. Received: {name}={text}")
+        if (o.lo is not None and (value <= o.lo if o.lo_open else value < o.lo)) or (o.hi is not None and value > o.hi):
+            raise BenchInputError(f"{name} must be {_bounds_text(o)}. Received: {name}={text}")
+        return value
+    allowed = o.allowed()
+    if allowed is not None and text not in allowed:
+        raise BenchInputError(f"invalid {name} {text!r}; valid: {', '.join(allowed)}")
+    return text
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports errors on one line with exit code 2 (no usage block)."""
+    """argparse that reports errors on one line with exit code 2 (no usage block) and takes no
+    abbreviations (`--out` must not silently mean `--output`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D401 - argparse API
         raise BenchInputError(message)
 
 
-def _int_at_least(name: str, lo: int):
-    """An argparse type: an integer >= lo, with an error naming the value."""
-    def parse(text: str) -> int:
+def _argparse_type(name: str, o: Opt) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer. Received: {name}={text!r}")
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"{name} must be >= {lo}. Received: {name}={value}")
-        return value
-    return parse
-
-
-def _positive_int(name: str):
-    return _int_at_least(name, 1)
-
-
-def _nonneg_int(name: str):
-    return _int_at_least(name, 0)
-
-
-def _float_in(name: str, lo: float, hi: float | None = None, lo_open: bool = False):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number. Received: {name}={text!r}")
-        bad = value != value or (value <= lo if lo_open else value < lo) or (hi is not None and value > hi)
-        if bad:
-            rng = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
-            raise argparse.ArgumentTypeError(f"{name} must be {rng}. Received: {name}={text}")
-        return value
+            return parse_value(name, o, text)
+        except BenchInputError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = name  # argparse names the type in some messages
     return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `bench/run.py` command line (a contract: tests, docs and sweeps rely on these names)."""
+    """The `bench/run.py` command line, one option per RunConfig field (a contract: tests, docs
+    and sweeps rely on these names)."""
     p = OneLineParser(prog="bench/run.py", description="Train one CNN under one strategy and measure "
-                "images/sec, step time and accuracy; append one row to a CSV.")
-    p.add_argument("model", help="model name (see `python -m models` for the list)")
-    g = p.add_argument_group("data and size")
-    g.add_argument("--batch-size", type=_positive_int("batch_size"),
-                   help="per-replica batch size (default: 128 with a GPU, 32 on CPU-only machines)")
-    g.add_argument("--data", choices=DATASETS, default="synthetic")
-    g.add_argument("--data-dir", help="cifar100: a cifar-100-python .tar.gz, its extracted folder, "
-                   "or a folder holding either (default: Keras' cache, then download)")
-    g.add_argument("--num-classes", type=_positive_int("num_classes"),
-                   help="default: the data set's (100 for synthetic and cifar100, 10 for digits)")
-    g.add_argument("--image-size", type=_positive_int("image_size"), default=32)
-    g = p.add_argument_group("what to measure")
-    g.add_argument("--steps", type=_positive_int("steps"), default=50, help="timed steps")
-    g.add_argument("--warmup-steps", type=_nonneg_int("warmup_steps"), default=10,
-                   help="untimed steps after the first (compile) step")
-    g.add_argument("--epochs", type=_nonneg_int("epochs"), default=0,
-                   help="accuracy mode: train this many epochs, evaluating on the test split after each")
-    g.add_argument("--target-accuracy", type=_float_in("target_accuracy", 0.0, 1.0, lo_open=True),
-                   help="accuracy mode: stop when test top-1 reaches this; records time to accuracy")
-    g = p.add_argument_group("model and training")
-    g.add_argument("--width", type=_float_in("width", 0.0, lo_open=True), default=1.0,
-                   help="channel width multiplier")
-    g.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    g.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
-                   help="compile the step with XLA (default: on with a GPU, off on CPU)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    g.add_argument("--lr", type=_float_in("lr", 0.0, lo_open=True), default=None,
-                   help="learning rate (default: 1e-3 for adam, 0.1 for sgd)")
-    g.add_argument("--momentum", type=_float_in("momentum", 0.0, 1.0), default=0.9)
-    g.add_argument("--weight-decay", type=_float_in("weight_decay", 0.0), default=0.0)
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False,
-                   help="pad-4 random crop and horizontal flip (cifar100, digits)")
-    g.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=False,
-                   help="per-channel mean/std normalisation after /255")
-    g.add_argument("--seed", type=_nonneg_int("seed"), default=0)
-    g = p.add_argument_group("where it runs")
-    g.add_argument("--strategy", choices=STRATEGIES, default=None,
-                   help="default: horovod under horovodrun, else single")
-    g.add_argument("--cpu-replicas", type=_positive_int("cpu_replicas"), default=1,
-                   help="mirrored on a CPU-only machine: split the CPU into N logical devices")
-    g.add_argument("--scale-lr", action=argparse.BooleanOptionalAction, default=False,
-                   help="multiply the learning rate by the number of replicas, with warmup")
-    g.add_argument("--lr-warmup-epochs", type=_float_in("lr_warmup_epochs", 0.0), default=None,
-                   help="with --scale-lr: linear warmup length (default 5 epochs, or 10%% of steps)")
-    g.add_argument("--threads", type=_nonneg_int("threads"), default=0,
-                   help="intra-op threads (0: TensorFlow's default)")
-    g.add_argument("--collective-timeout", type=_float_in("collective_timeout", 0.0, lo_open=True),
-                   default=300.0, help="seconds a collective waits for a peer before the run fails "
-                   "(MultiWorkerMirroredStrategy timeout; Horovod stall shutdown)")
-    g = p.add_argument_group("output")
-    g.add_argument("--output", default=DEFAULT_OUTPUT, help="CSV to append the result row to")
-    g.add_argument("--summary", action="store_true", help="print the model's layer table and exit")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="progress bars on stderr")
-    # set by bench/sweep.py and the pytest suite, not by people
-    g.add_argument("--run-id", help=argparse.SUPPRESS)
-    g.add_argument("--source", choices=("cli", "sweep", "pytest"), default="cli", help=argparse.SUPPRESS)
+                      "images/sec, step time and accuracy; append one row to a CSV.")
+    groups: dict[str, Any] = {"": p, **{g: p.add_argument_group(g) for g in GROUPS}}
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    for name, o in schema().items():
+        if not o.cli:
+            continue
+        g = groups[o.group]
+        help_text = argparse.SUPPRESS if o.hidden else (o.help or None)
+        default = defaults[name] if o.cli_default == "<unset>" else o.cli_default
+        if o.positional:
+            g.add_argument(name, help=help_text)
+            continue
+        flag = "--" + name.replace("_", "-")
+        if o.action == "toggle":
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif o.action == "flag":
+            g.add_argument(flag, dest=name, action="store_true", help=help_text)
+        else:
+            allowed = o.allowed()
+            g.add_argument(flag, dest=name, type=_argparse_type(name, o), default=default, help=help_text,
+                           metavar=("{" + ",".join(allowed) + "}") if allowed else None)
     return p
 
 
-def under_horovodrun() -> bool:
-    """horovodrun (Gloo or MPI) sets these in every rank's environment."""
-    if "HOROVOD_RANK" in os.environ:  # Gloo launcher
-        return True
-    # MPI launcher: an MPI rank whose environment horovodrun filled with HOROVOD_* settings
-    return "OMPI_COMM_WORLD_RANK" in os.environ and any(k.startswith("HOROVOD_") for k in os.environ)
+def validate(cfg: RunConfig) -> None:
+    """Rules between fields. Raises BenchInputError naming the values."""
+    import models  # cheap: the registry imports no Keras
+
+    from launch import get_strategy
+
+    if cfg.model not in models.list_models():
+        raise BenchInputError(f"unknown model {cfg.model!r}; valid models: {', '.join(models.list_models())}")
+    get_strategy(cfg.strategy).check_config(cfg)
+    if cfg.target_accuracy is not None and not cfg.epochs:
+        raise BenchInputError(f"--target-accuracy needs --epochs. Received: target_accuracy={cfg.target_accuracy}")
+    if cfg.data_dir is not None and cfg.data != "cifar100":
+        raise BenchInputError(f"--data-dir needs --data cifar100. Received: data={cfg.data}, data_dir={cfg.data_dir}")
+    if cfg.data_dir is not None and not Path(cfg.data_dir).exists():
+        raise BenchInputError(f"data path does not exist: data_dir={cfg.data_dir}")
+    if cfg.data == "synthetic" and cfg.epochs:
+        raise BenchInputError("accuracy mode (--epochs) needs a real data set (--data digits or cifar100). "
+                              "Received: data=synthetic")
+    out = Path(cfg.output)
+    if out.exists() and out.is_dir():
+        raise BenchInputError(f"--output is a directory: output={cfg.output}")
+    if cfg.lr_warmup_epochs is not None and not cfg.scale_lr:
+        raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={cfg.lr_warmup_epochs}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     """Parse and validate a command line. Raises BenchInputError naming the bad value."""
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    import models  # cheap: the registry imports no Keras
+    values = {name: getattr(args, name) for name, o in schema().items() if o.cli}
+    if values["strategy"] is None:
+        from launch import default_strategy
+        values["strategy"] = default_strategy()
+    cfg = RunConfig(**values)
+    validate(cfg)
+    return cfg
 
-    if args.model not in models.list_models():
-        raise BenchInputError(f"unknown model {args.model!r}; valid models: {', '.join(models.list_models())}")
-    strategy = args.strategy or ("horovod" if under_horovodrun() else "single")
-    if args.target_accuracy is not None and not args.epochs:
-        raise BenchInputError(f"--target-accuracy needs --epochs. Received: target_accuracy={args.target_accuracy}")
-    if args.cpu_replicas > 1 and strategy != "mirrored":
-        raise BenchInputError(f"--cpu-replicas applies to --strategy mirrored. Received: strategy={strategy}")
-    if args.data == "synthetic" and args.data_dir:
-        raise BenchInputError(f"--data-dir needs --data cifar100. Received: data=synthetic, data_dir={args.data_dir}")
-    if args.data_dir is not None and not Path(args.data_dir).exists():
-        raise BenchInputError(f"data path does not exist: data_dir={args.data_dir}")
-    if args.data == "synthetic" and args.epochs:
-        raise BenchInputError("accuracy mode (--epochs) needs a real data set (--data digits or cifar100). "
-                              "Received: data=synthetic")
-    out = Path(args.output)
-    if out.exists() and out.is_dir():
-        raise BenchInputError(f"--output is a directory: output={args.output}")
-    if args.lr_warmup_epochs is not None and not args.scale_lr:
-        raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={args.lr_warmup_epochs}")
-    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 0.1)
-    return RunConfig(
-        model=args.model, batch_size=args.batch_size, data=args.data, data_dir=args.data_dir,
-        num_classes=args.num_classes, image_size=args.image_size, steps=args.steps,
-        warmup_steps=args.warmup_steps, epochs=args.epochs, target_accuracy=args.target_accuracy,
-        width=args.width, precision=args.precision, xla=args.xla, optimizer=args.optimizer, lr=lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, augment=args.augment,
-        normalize=args.normalize, seed=args.seed, strategy=strategy, cpu_replicas=args.cpu_replicas,
-        scale_lr=args.scale_lr, lr_warmup_epochs=args.lr_warmup_epochs,
-        threads=args.threads, collective_timeout=args.collective_timeout, output=args.output, summary=args.summary, progress=args.progress,
-        source=args.source, run_id=args.run_id)
+
+# ---- which runs measured the same configuration -----------------------------------------------
+TOPOLOGY_KEY = ["workers", "replicas"]  # set by the strategy and the machine, not by one option
+
+
+def _missing(v: Any) -> bool:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return True
+    try:
+        import pandas as pd
+        if v is pd.NA or v is pd.NaT:
+            return True
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pass
+    return isinstance(v, str) and v.strip() == ""
+
+
+def normalise(kind: str, v: Any) -> Any:
+    """A cell or a config value as the key compares it: None for missing, else its kind's type.
+    A value that does not parse stays a string, so it never equals a real value."""
+    if _missing(v):
+        return None
+    try:
+        if kind == "bool":
+            s = str(v).strip().lower()
+            return {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}.get(s, str(v))
+        if kind == "int":
+            f = float(v)
+            return int(f) if f.is_integer() else f
+        if kind == "float":
+            return float(v)
+    except (TypeError, ValueError, OverflowError):
+        return str(v)
+    return str(v)
+
+
+def config_key(row_or_cfg: Any, **extra: Any) -> tuple:
+    """The identity of a configuration: every key field of the schema, plus the topology
+    (workers, replicas). Takes a result row (dict or pandas Series) or a RunConfig (then give
+    the topology as keywords). Two rows that differ in any of these are two configurations."""
+    if isinstance(row_or_cfg, RunConfig):
+        values = {name: getattr(row_or_cfg, name) for name in KEY_FIELDS}
+    else:
+        values = {name: row_or_cfg.get(name) for name in KEY_FIELDS + TOPOLOGY_KEY}
+    values.update(extra)
+    kinds = {name: o.kind for name, o in schema().items()}
+    return tuple(normalise(kinds.get(name, "int"), values.get(name)) for name in KEY_FIELDS + TOPOLOGY_KEY)

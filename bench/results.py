@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import datetime as _dt
 import fcntl
 import functools
@@ -20,31 +21,43 @@ import subprocess
 import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-SCHEMA_VERSION = 1
+from .config import CONFIG_COLUMNS, schema
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+
+SCHEMA_VERSION = 2  # 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
 REPO = Path(__file__).resolve().parents[1]
 
-PROVENANCE = ["schema_version", "run_id", "timestamp_utc", "source", "git_commit", "git_dirty",
-              "hostname", "cpu_model", "cpu_count", "gpu_names", "python_version", "tf_version",
-              "keras_version", "horovod_version"]
-CONFIG = ["model", "strategy", "data", "batch_size", "num_classes", "image_size", "steps",
-          "warmup_steps", "epochs", "target_accuracy", "width", "precision", "xla", "optimizer", "lr",
-          "momentum", "weight_decay", "augment", "normalize", "seed", "scale_lr", "lr_warmup_epochs",
-          "threads", "cpu_replicas", "collective_timeout"]
-MODEL = ["params", "gflops_per_image"]
-TOPOLOGY = ["workers", "replicas", "per_replica_batch", "global_batch"]
-TIMING = ["compile_s", "timed_steps", "step_time_mean_s", "step_time_median_s", "step_time_p90_s",
-          "step_time_min_s", "step_time_max_s", "step_time_std_s", "step_time_ci95_low_s",
-          "step_time_ci95_high_s", "step_time_median_ci95_low_s", "step_time_median_ci95_high_s",
-          "step_time_jitter_s", "rank_step_time_means_s", "images_per_sec", "images_per_sec_median",
-          "images_per_sec_ci95_low", "images_per_sec_ci95_high", "images_per_sec_median_ci95_low",
-          "images_per_sec_median_ci95_high", "images_per_sec_per_replica", "images_per_sec_jitter", "tflops"]
-ACCURACY = ["final_loss", "train_accuracy", "top1", "top5", "epochs_run", "target_reached",
-            "time_to_target_s", "top1_by_epoch", "epoch_end_s", "wall_s"]
-OUTCOME = ["status", "error"]
-COLUMNS = PROVENANCE + CONFIG + MODEL + TOPOLOGY + TIMING + ACCURACY + OUTCOME
-STATUSES = ("ok", "nan", "failed", "oom", "timeout")
+# Every column and its type (int, float, bool, str, time), in CSV order. The configuration
+# columns and their types come from RunConfig's schema (bench.config).
+PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",
+              "git_commit": "str", "git_dirty": "bool", "hostname": "str", "cpu_model": "str",
+              "cpu_count": "int", "gpu_names": "str", "python_version": "str", "tf_version": "str",
+              "keras_version": "str", "horovod_version": "str"}
+CONFIG = {name: schema()[name].kind for name in CONFIG_COLUMNS}
+MODEL = {"params": "int", "gflops_per_image": "float"}
+TOPOLOGY = {"workers": "int", "replicas": "int", "per_replica_batch": "int", "global_batch": "int"}
+TIMING = {"compile_s": "float", "timed_steps": "int",
+          **{c: "float" for c in ("step_time_mean_s", "step_time_median_s", "step_time_p90_s", "step_time_min_s",
+                                  "step_time_max_s", "step_time_std_s", "step_time_ci95_low_s",
+                                  "step_time_ci95_high_s", "step_time_median_ci95_low_s",
+                                  "step_time_median_ci95_high_s", "step_time_jitter_s")},
+          "rank_step_time_means_s": "str",
+          **{c: "float" for c in ("images_per_sec", "images_per_sec_median", "images_per_sec_ci95_low",
+                                  "images_per_sec_ci95_high", "images_per_sec_median_ci95_low",
+                                  "images_per_sec_median_ci95_high", "images_per_sec_per_replica",
+                                  "images_per_sec_jitter", "tflops")}}
+ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
+            "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
+            "epoch_end_s": "str", "wall_s": "float"}
+OUTCOME = {"status": "str", "error": "str"}
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **ACCURACY, **OUTCOME}
+COLUMNS = list(COLUMN_TYPES)
+STATUSES = ("ok", "diverged", "failed", "oom", "timeout")
+OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
 
 
 def _git(*args: str) -> str:
@@ -146,34 +159,181 @@ def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _migrate(row: dict[str, str]) -> dict[str, str]:
+    """An older row in the current schema's terms."""
+    if row.get("status") in OLD_STATUS_NAMES:
+        row["status"] = OLD_STATUS_NAMES[row["status"]]
+    return row
+
+
 def _merge(old: str, line: str) -> str:
     if not old.strip():
         return _header(COLUMNS) + line
     first = old.split("\n", 1)[0]
-    if first == ",".join(COLUMNS):
+    rows = list(csv.DictReader(io.StringIO(old)))
+    if first == ",".join(COLUMNS) and not any(r.get("status") in OLD_STATUS_NAMES for r in rows):
         return (old if old.endswith("\n") else old + "\n") + line
     # An older (or newer) schema: rewrite every row under the current columns, keeping any
     # columns this version does not know at the end so that nothing is lost.
-    rows = list(csv.DictReader(io.StringIO(old)))
     known = set(COLUMNS)
     extras = [c for c in (rows[0].keys() if rows else first.split(",")) if c not in known]
     columns = COLUMNS + extras
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", restval="")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows(_migrate(r) for r in rows)
     new = next(csv.reader(io.StringIO(line)))
     w.writerow(dict(zip(COLUMNS, new)))
     return out.getvalue()
 
 
 def read_rows(path: str | os.PathLike):
-    """A results CSV as a pandas DataFrame. Only empty cells are missing values: pandas would
-    otherwise read the status 'nan' as one."""
+    """A results CSV as a pandas DataFrame, cells as pandas parses them. Only empty cells are
+    missing values; statuses of older schemas get their current names."""
     import pandas as pd
 
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     for col in ("status", "error"):
         if col in df:
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
+    if "status" in df:
+        df["status"] = df["status"].replace(OLD_STATUS_NAMES)
     return df
+
+
+# ---- typed loading (reports, notebooks) ---------------------------------------------------------
+REQUIRED = ["schema_version", "model", "strategy", "batch_size", "status"]
+
+
+def _to_bool(s):
+    import pandas as pd
+
+    m = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
+    return s.map(lambda v: m.get(str(v).strip().lower(), pd.NA) if pd.notna(v) and str(v) != "" else pd.NA
+                 ).astype("boolean")
+
+
+def load_results(paths: Iterable[str | os.PathLike]):
+    """One or more cnnbench CSVs as one DataFrame, each column typed by the schema (integers,
+    floats, booleans, strings, UTC timestamps), with `source_file` and `config_key` added.
+
+    Files from an older schema load with the newer columns empty; a file that is not a
+    cnnbench CSV, or is from a newer schema, raises BenchInputError naming it."""
+    import pandas as pd
+
+    from .config import config_key
+    from .errors import BenchInputError
+
+    frames = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise BenchInputError(f"no such results file: {path}")
+        try:
+            df = read_rows(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise BenchInputError(f"{path} is not a readable CSV: {str(e).splitlines()[0]}") from None
+        missing = [c for c in REQUIRED if c not in df.columns]
+        if missing:
+            raise BenchInputError(f"{path} is not a cnnbench results file (no {', '.join(missing)} column)")
+        versions = pd.to_numeric(df["schema_version"], errors="coerce")
+        if versions.isna().any():
+            raise BenchInputError(f"{path}: unreadable schema_version values")
+        if (versions > SCHEMA_VERSION).any():
+            raise BenchInputError(f"{path} was written by a newer cnnbench (schema "
+                                  f"{versions.max():g} > {SCHEMA_VERSION}); upgrade to read it")
+        df["source_file"] = str(path)
+        frames.append(df)
+    if not frames:
+        raise BenchInputError("no results files given")
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    for c, kind in COLUMN_TYPES.items():
+        if c not in df.columns:
+            df[c] = pd.NA  # older schema: newer columns are empty
+        if kind == "int":
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Float64").round().astype("Int64")
+        elif kind == "float":
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+        elif kind == "bool":
+            df[c] = _to_bool(df[c])
+        elif kind == "time":
+            df[c] = pd.to_datetime(df[c], utc=True, errors="coerce")
+        else:
+            df[c] = df[c].astype("string")
+    df["status"] = df["status"].fillna("")
+    df["config_key"] = [config_key(r) for r in df.to_dict("records")]
+    return df
+
+
+# ---- the one row builder ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a run ended: a status from STATUSES and, unless ok, what went wrong."""
+    status: str
+    error: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status {self.status!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Topology:
+    workers: int
+    replicas: int
+    per_replica_batch: int | None
+    global_batch: int | None
+
+
+@dataclasses.dataclass
+class AccuracyResult:
+    """What accuracy mode measured, epoch by epoch."""
+    top1: float = math.nan
+    top5: float = math.nan
+    epochs_run: int = 0
+    top1_by_epoch: list[float] = dataclasses.field(default_factory=list)
+    epoch_end_s: list[float] = dataclasses.field(default_factory=list)
+    target_reached: bool | None = None
+    time_to_target_s: float | None = None
+
+    def columns(self) -> dict[str, Any]:
+        return {"top1": self.top1, "top5": self.top5, "epochs_run": self.epochs_run,
+                "top1_by_epoch": ";".join(f"{x:.6g}" for x in self.top1_by_epoch),
+                "epoch_end_s": ";".join(f"{x:.6g}" for x in self.epoch_end_s),
+                "target_reached": self.target_reached, "time_to_target_s": self.time_to_target_s}
+
+
+def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topology: Topology | None = None,
+              timing: Any = None, accuracy: AccuracyResult | None = None, gpu_names: Iterable[str] = (),
+              wall_s: float | None = None) -> dict[str, Any]:
+    """The one way a result row is made: the CLI, the sweep's fallback row and the pytest
+    benchmark all call this.
+
+    `session` (bench.runner.Session) gives the topology, the model's size and the GPUs; without
+    one (a run that never started), pass `topology` where it is known. `timing`
+    (bench.timing.Timing) is gathered over every rank through the session's distribution, so
+    with a timing every rank must call this."""
+    from .stats import slowest_rank_per_step, step_stats, throughput
+
+    if session is not None:
+        topology, gpu_names = session.topology, session.gpu_names
+    row: dict[str, Any] = provenance(gpu_names, source=cfg.source, run_id=cfg.run_id)
+    row.update({k: getattr(cfg, k) for k in CONFIG})
+    if topology is not None:
+        row.update(dataclasses.asdict(topology))
+    if session is not None and session.desc is not None:
+        row.update(params=session.desc.params, gflops_per_image=session.desc.gflops)
+    if timing is not None and session is not None:
+        dist = session.dist
+        per_rank = dist.gather(timing.step_times)
+        stats = step_stats(slowest_rank_per_step(per_rank))
+        row.update(compile_s=float(dist.gather([timing.compile_s]).max()), **stats.as_dict(),
+                   rank_step_time_means_s=";".join(f"{m:.6g}" for m in per_rank.mean(axis=1)),
+                   **throughput(stats, global_batch=session.global_batch, replicas=dist.num_replicas,
+                                flops_per_image=session.desc.flops),
+                   final_loss=timing.losses[-1] if timing.losses else None,
+                   train_accuracy=(timing.correct / timing.images
+                                   if timing.images and accuracy is not None else None))
+    if accuracy is not None:
+        row.update(accuracy.columns())
+    row.update(status=outcome.status, error=outcome.error, wall_s=wall_s)
+    return row

@@ -17,14 +17,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, run, append the row (chief only), print a summary. Bad input: one line, exit 2."""
     import logging
 
-    from bench.config import parse_args
+    from bench.config import NATURAL_CLASSES, parse_args
     from bench.errors import BenchInputError
 
     try:
         cfg = parse_args(argv)
         if cfg.summary:
             import models
-            print(models.describe(cfg.model, num_classes=cfg.num_classes or 100, width=cfg.width,
+            print(models.describe(cfg.model, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data], width=cfg.width,
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
             return 0
         from bench.results import append_row, check_writable

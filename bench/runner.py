@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 import time
 from typing import Any, Callable, Iterator
 
 from .config import RunConfig
 from .errors import BenchInputError
-from .results import CONFIG, provenance
-from .stats import slowest_rank_per_step, step_stats, throughput
+from .results import AccuracyResult, Outcome, Topology, build_row
 from .timing import NonFiniteLoss, Timing, run_steps
 
 log = logging.getLogger("cnnbench")
@@ -42,12 +40,6 @@ def configure_tensorflow(cfg: RunConfig) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
 
 
-def base_row(cfg: RunConfig, gpu_names: list[str] = ()) -> dict[str, Any]:
-    row = provenance(gpu_names, source=cfg.source, run_id=cfg.run_id)
-    row.update({k: getattr(cfg, k) for k in CONFIG})
-    return row
-
-
 @dataclasses.dataclass
 class Session:
     """Everything one run needs, built the same way for bench/run.py and the pytest suite."""
@@ -63,6 +55,11 @@ class Session:
     desc: Any = None
     step: Callable[[], tuple] | None = None
     device_sync: Callable[[], None] | None = None
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(workers=self.dist.workers, replicas=self.dist.num_replicas,
+                        per_replica_batch=self.cfg.batch_size, global_batch=self.global_batch)
 
     def build(self) -> "Session":
         """Model, optimizer (built in scope), initial-state broadcast, and the step callable."""
@@ -123,44 +120,56 @@ def open_session(cfg: RunConfig) -> Session:
 
 def execute(cfg: RunConfig) -> RunOutcome:
     """Run one benchmark. Bad input raises BenchInputError before any row exists; every other
-    failure becomes a row with status nan/oom/failed (exit code 1)."""
-    import tensorflow as tf
-
-    session = open_session(cfg)
-    cfg, dist, global_batch = session.cfg, session.dist, session.global_batch
-    row = base_row(cfg, session.gpu_names)
-    row.update(workers=dist.workers, replicas=dist.num_replicas, per_replica_batch=cfg.batch_size,
-               global_batch=global_batch)
-    progress = _progress(cfg.progress and dist.is_chief)
+    failure becomes a row with status diverged/oom/failed (exit code 1), on the chief, wherever
+    one can still be written: a start-up failure too."""
     started = time.perf_counter()
     try:
+        session = open_session(cfg)
+    except BenchInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. Horovod or the cluster failing to start
+        log.exception("start-up failed")
+        return _startup_failure(cfg, e, time.perf_counter() - started)
+    import tensorflow as tf
+
+    cfg, dist = session.cfg, session.dist
+    progress = _progress(cfg.progress and dist.is_chief)
+    timing = accuracy = None
+    try:
         session.build()
-        row.update(params=session.desc.params, gflops_per_image=session.desc.gflops)
         if cfg.accuracy_mode:
-            timing = _train_epochs(session, progress, row, started)
+            timing, accuracy = _train_epochs(session, progress, started)
         else:
             timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
-                               global_batch=global_batch, progress=progress, device_sync=session.device_sync)
-        row.update(timing_columns(timing, dist, global_batch, session.desc.flops, cfg.accuracy_mode))
-        row.update(status="ok", error="")
-        code = 0
+                               global_batch=session.global_batch, progress=progress,
+                               device_sync=session.device_sync)
+        outcome = Outcome("ok")
     except NonFiniteLoss as e:
-        row.update(status="nan", error=str(e))
-        code = 1
+        outcome = Outcome("diverged", str(e))
     except (tf.errors.ResourceExhaustedError, MemoryError) as e:
-        row.update(status="oom", error=_one_line(e))
-        code = 1
+        outcome = Outcome("oom", _one_line(e))
     except BenchInputError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure becomes a 'failed' row, never a silent one
         log.exception("run failed")
-        row.update(status="failed", error=_one_line(e))
-        code = 1
-    row["wall_s"] = time.perf_counter() - started
-    is_chief = dist.is_chief
-    if code == 0:  # after a failure a peer may be gone: a closing barrier would only wait for it
+        outcome = Outcome("failed", _one_line(e))
+    ok = outcome.status == "ok"
+    # after a failure a peer may be gone: gathering its timings would only wait for it
+    row = build_row(cfg, outcome, session=session, timing=timing if ok else None, accuracy=accuracy,
+                    wall_s=time.perf_counter() - started)
+    if ok:  # likewise a closing barrier
         dist.shutdown()
-    return RunOutcome(row, is_chief, code)
+    return RunOutcome(row, dist.is_chief, 0 if ok else 1)
+
+
+def _startup_failure(cfg: RunConfig, error: BaseException, wall_s: float) -> RunOutcome:
+    """The row of a run whose strategy or devices failed to start; only the would-be chief keeps it."""
+    from launch import get_strategy
+
+    from .hardware import gpu_count
+
+    row = build_row(cfg.resolved(has_gpu=gpu_count() > 0), Outcome("failed", _one_line(error)), wall_s=wall_s)
+    return RunOutcome(row, get_strategy(cfg.strategy).env_rank() == 0, 1)
 
 
 _NOISE = ("Graph execution error", "Detected at node", "File ", "[[{{node", "^")
@@ -173,17 +182,15 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {(useful or lines or [''])[0]}"[:500]
 
 
-def _train_epochs(session: Session, progress, row: dict, started: float) -> Timing:
+def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, AccuracyResult]:
     """Accuracy mode: whole epochs, test-split evaluation after each, stop at the target."""
     s = session
     cfg, step, trainer, dist = s.cfg, s.step, s.trainer, s.dist
     steps_per_epoch, global_batch, device_sync = s.steps_per_epoch, s.global_batch, s.device_sync
     timing = Timing()
+    result = AccuracyResult(target_reached=False if cfg.target_accuracy else None)
     test = s.source.test_dataset(max(global_batch, 256))
     warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
-    top1 = top5 = math.nan
-    history, ends = [], []
-    row.update(target_reached=False if cfg.target_accuracy else None)
     for epoch in progress("epochs", cfg.epochs):
         first = epoch == 0
         run_steps(step, warmup=warmup if first else 0,
@@ -191,30 +198,14 @@ def _train_epochs(session: Session, progress, row: dict, started: float) -> Timi
                   timing=timing, first_is_compile=first, device_sync=device_sync)
         # every rank evaluates its own weights on the whole test split; metrics are averaged
         top1, top5 = dist.gather(trainer.evaluate(test)).mean(axis=0)
-        history.append(f"{top1:.6g}")
-        ends.append(f"{time.perf_counter() - started:.6g}")
-        row.update(top1=float(top1), top5=float(top5), epochs_run=epoch + 1,
-                   top1_by_epoch=";".join(history), epoch_end_s=";".join(ends))
+        result.top1, result.top5, result.epochs_run = float(top1), float(top5), epoch + 1
+        result.top1_by_epoch.append(float(top1))
+        result.epoch_end_s.append(time.perf_counter() - started)
         log.info("epoch %d: test top-1 %.4f top-5 %.4f", epoch + 1, top1, top5)
         if cfg.target_accuracy and top1 >= cfg.target_accuracy:
-            row.update(target_reached=True, time_to_target_s=time.perf_counter() - started)
+            result.target_reached, result.time_to_target_s = True, time.perf_counter() - started
             break
-    return timing
-
-
-def timing_columns(timing: Timing, dist, global_batch: int, flops: float, accuracy_mode: bool) -> dict:
-    """The row's timing and throughput columns, from every rank's step times."""
-    row: dict[str, Any] = {}
-    per_rank = dist.gather(timing.step_times)
-    compile_s = float(dist.gather([timing.compile_s]).max())
-    stats = step_stats(slowest_rank_per_step(per_rank))
-    row.update(compile_s=compile_s, **stats.as_dict(),
-               rank_step_time_means_s=";".join(f"{m:.6g}" for m in per_rank.mean(axis=1)),
-               **throughput(stats, global_batch=global_batch, replicas=dist.num_replicas,
-                            flops_per_image=flops))
-    row.update(final_loss=timing.losses[-1] if timing.losses else None,
-               train_accuracy=timing.correct / timing.images if timing.images and accuracy_mode else None)
-    return row
+    return timing, result
 
 
 def summary_text(row: dict, output: str) -> str:

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 
 class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the run ends with status 'nan'."""
+    """The loss became NaN or infinite; the run ends with status 'diverged'."""
 
     def __init__(self, step: int, loss: float):
         super().__init__(f"non-finite loss {loss} at step {step}")

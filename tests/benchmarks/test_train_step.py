@@ -51,22 +51,18 @@ def test_train_step(benchmark, request, harness_session, model, batch_size, prec
 
     stats = getattr(benchmark, "stats", None)
     if stats is not None and stats.stats.data:  # absent under --benchmark-disable
-        from bench.runner import timing_columns
+        import dataclasses
 
-        cols = timing_columns(Timing(compile_s=compile_s, step_times=list(stats.stats.data), losses=losses),
-                              s.dist, s.global_batch, s.desc.flops, accuracy_mode=False)
-        benchmark.extra_info.update(images_per_sec=cols["images_per_sec_median"], tflops=cols["tflops"],
-                                    images_per_sec_mean=cols["images_per_sec"])
+        from bench.results import Outcome, build_row
+
+        timing = Timing(compile_s=compile_s, step_times=list(stats.stats.data), losses=losses)
+        cfg = dataclasses.replace(s.cfg, steps=len(stats.stats.data), warmup_steps=opt("--benchmark-warmup-rounds"))
+        row = build_row(cfg, Outcome("ok"), session=s, timing=timing)
+        benchmark.extra_info.update(images_per_sec=row["images_per_sec_median"], tflops=row["tflops"],
+                                    images_per_sec_mean=row["images_per_sec"])
         csv_path = opt("--benchmark-csv")
         if csv_path:
             from bench.results import append_row
-            from bench.runner import base_row
-
-            row = base_row(s.cfg, s.gpu_names)
-            row.update(cols, workers=s.dist.workers, replicas=s.dist.num_replicas,
-                       per_replica_batch=s.cfg.batch_size, global_batch=s.global_batch,
-                       params=s.desc.params, gflops_per_image=s.desc.gflops, status="ok", error="",
-                       steps=len(stats.stats.data), warmup_steps=opt("--benchmark-warmup-rounds"))
             append_row(csv_path, row)
 
     # the result must be right, not only fast: finite, and falling on the one fixed batch

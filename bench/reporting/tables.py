@@ -1,0 +1,277 @@
+"""The analysis tables: throughput, step time, VGG vs ResNet, scaling, best batch size,
+accuracy, failures, provenance and --compare, each a pandas DataFrame.
+
+A configuration is a `config_key` (bench.config): when several ok rows share one, the most
+recent is used. Tables never merge two configurations: rows are grouped by every key field
+the table does not lay out. A key field that varies across the data set is named in the title
+of each model x batch table; a table that lists rows gains a column for any key field needed
+to tell apart two rows that would otherwise look alike.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from bench.config import KEY_FIELDS, TOPOLOGY_KEY, config_key
+
+KEY_COLUMNS = [*KEY_FIELDS, *TOPOLOGY_KEY]  # the fields of a config_key, in its order
+# what a table's title spells out, in the order tables are listed
+TITLE_FIELDS = ["strategy", "replicas", "workers", "data", "precision", "xla", "width", "image_size", "num_classes"]
+# scaling compares replica counts, which the strategy, the workers and cpu_replicas set
+TOPOLOGY_FIELDS = {"strategy", "replicas", "workers", "cpu_replicas"}
+HARDWARE = ["hostname", "cpu_model", "gpu_names"]
+VERSIONS = ["python_version", "tf_version", "keras_version", "horovod_version"]
+
+
+# ---- configurations -----------------------------------------------------------------------
+def _keyed(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a config_key column (load_results adds one; a hand-made frame may not)."""
+    if "config_key" in df.columns:
+        return df
+    return df.assign(config_key=[config_key(r) for r in df.to_dict("records")])
+
+
+def key_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The key fields of each row as columns, as config_key normalises them (None if missing)."""
+    return pd.DataFrame(list(_keyed(df)["config_key"]), columns=KEY_COLUMNS, index=df.index, dtype=object)
+
+
+def latest_ok(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (config_key): the most recent ok row."""
+    ok = _keyed(df)[df["status"] == "ok"].sort_values("timestamp_utc", kind="stable")
+    return ok.drop_duplicates(subset="config_key", keep="last")
+
+
+def varying(df: pd.DataFrame, shown: Iterable[str] = ()) -> list[str]:
+    """Key fields, other than `shown`, that take more than one value across `df`'s rows."""
+    keys = key_frame(df)
+    return [f for f in KEY_COLUMNS if f not in set(shown) and len(set(keys[f])) > 1]
+
+
+def _order(value: Any) -> tuple:
+    """A sort key for a normalised key value: numbers, then text, then missing."""
+    # plain sorting fails: None, and text beside numbers (a cell that did not parse), compare with nothing
+    if value is None:
+        return (2, 0, "")
+    if isinstance(value, (int, float)):
+        return (0, value, "")
+    return (1, 0, str(value))
+
+
+def groups(df: pd.DataFrame, exclude: Iterable[str], lead: Iterable[str] = TITLE_FIELDS
+           ) -> Iterator[tuple[dict[str, Any], pd.DataFrame]]:
+    """(key values, rows) for each set of rows that share every key field but `exclude`,
+    ordered by the `lead` fields first."""
+    lead = [f for f in lead if f in KEY_COLUMNS]
+    fields = [f for f in [*lead, *(k for k in KEY_COLUMNS if k not in lead)] if f not in set(exclude)]
+    buckets: dict[tuple, list] = {}
+    for label, values in zip(df.index, key_frame(df)[fields].itertuples(index=False, name=None)):
+        buckets.setdefault(values, []).append(label)
+    for values in sorted(buckets, key=lambda t: tuple(map(_order, t))):
+        yield dict(zip(fields, values)), df.loc[buckets[values]]
+
+
+def _value(name: str, v: Any) -> str:
+    if v is None:
+        return f"{name} n/a"
+    if isinstance(v, bool):
+        return f"{name} {'on' if v else 'off'}"
+    return f"{name} {v:g}" if isinstance(v, float) else f"{name} {v}"
+
+
+def title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
+    """A table's title: its strategy, topology and setting, then the `extra` key fields."""
+    v = {k: ("" if x is None else x) for k, x in values.items()}
+    width = f"{v['width']:g}" if isinstance(v["width"], float) else v["width"]
+    head = (f"{v['strategy']}, {v['replicas']} replica(s) on {v['workers']} worker(s), {v['data']}, "
+            f"{v['precision']}{', xla' if v['xla'] is True else ''}, width {width}, "
+            f"{v['image_size']}px, {v['num_classes']} classes")
+    return head + "".join(f", {_value(f, values[f])}" for f in extra)
+
+
+def short_title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
+    """A plot title that fits: strategy x replicas, data, precision, width, then `extra`."""
+    width = f"{values['width']:g}" if isinstance(values["width"], float) else values["width"]
+    head = (f"{values['strategy']} x{values['replicas']}, {values['data']}, {values['precision']}"
+            f"{' xla' if values['xla'] is True else ''}, w{width}")
+    return head + "".join(f", {_value(f, values[f])}" for f in extra)
+
+
+def model_batch_groups(df: pd.DataFrame, short: bool = False) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(title, latest ok rows) per model x batch-size table: rows that differ only in model and
+    per-replica batch size."""
+    ok = latest_ok(df)
+    extra = varying(ok, shown=["model", "batch_size", *TITLE_FIELDS])
+    for values, g in groups(ok, exclude=["model", "batch_size"]):
+        yield (short_title if short else title)(values, extra), g
+
+
+def _telling_apart(ident: pd.DataFrame, keys: pd.DataFrame, shown: Iterable[str]) -> list[str]:
+    """The key fields, other than `shown`, that differ between rows whose `ident` cells match:
+    what a table must add so that no two of its configurations look alike."""
+    alike: dict[tuple, list[int]] = {}
+    for i, sig in enumerate(ident.astype(str).itertuples(index=False, name=None)):
+        alike.setdefault(sig, []).append(i)
+    clashes = [rows for rows in alike.values() if len(rows) > 1]
+    hidden = [f for f in KEY_COLUMNS if f not in set(shown)]
+    return [f for f in hidden if any(len({keys[f].iat[i] for i in rows}) > 1 for rows in clashes)]
+
+
+def _told_apart(out: pd.DataFrame, rows: pd.DataFrame, ident: list[str], shown: Iterable[str] = ()
+                ) -> pd.DataFrame:
+    """`out` (one row per row of `rows`, in order), plus a column for each key field needed to
+    tell apart rows that the `ident` columns alone would show as one configuration."""
+    out = out.reset_index(drop=True)
+    keys = key_frame(rows).reset_index(drop=True)
+    extra = _telling_apart(out[ident], keys, [*out.columns, *shown])
+    return pd.concat([out, keys[extra]], axis=1) if extra else out
+
+
+# ---- tables -------------------------------------------------------------------------------
+def _pivot(g: pd.DataFrame, values: str) -> pd.DataFrame:
+    # pivot, not pivot_table: each (model, batch) is one configuration here, and pivot raises
+    # rather than keep the first of two
+    return g.pivot(index="model", columns="batch_size", values=values)
+
+
+def throughput_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """images/sec (median-based) as model x per-replica batch, one table per setting."""
+    return {t: _pivot(g, "images_per_sec_median") for t, g in model_batch_groups(df)}
+
+
+def throughput_ci_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The same layout as text: 'median [95% CI of the median]'."""
+    out = {}
+    for t, g in model_batch_groups(df):
+        g = g.assign(cell=[f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in
+                           zip(g["images_per_sec_median"], g["images_per_sec_median_ci95_low"],
+                               g["images_per_sec_median_ci95_high"])])
+        out[t] = _pivot(g, "cell")
+    return out
+
+
+def step_time_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Median step time in ms, same layout."""
+    return {t: _pivot(g, "step_time_median_s") * 1000.0 for t, g in model_batch_groups(df)}
+
+
+def _family(model: str) -> str:
+    import models  # the registry imports no framework
+
+    try:
+        return models.get_entry(model).family
+    except ValueError:  # a model this version does not know: neither VGG nor ResNet
+        return ""
+
+
+def vgg_vs_resnet(df: pd.DataFrame) -> pd.DataFrame:
+    """For each VGG x ResNet pair (by registry family) in one setting and batch size: the ratio
+    of images/sec and of test top-1 (VGG / ResNet)."""
+    ok = latest_ok(df)
+    family = {m: _family(m) for m in ok["model"].dropna().unique()}
+    cols = ["strategy", "replicas", "data", "batch_size", "vgg", "resnet", "images_per_sec_ratio", "top1_ratio"]
+    rows, pairs = [], []
+    for _, g in groups(ok, exclude=["model"], lead=["batch_size", *TITLE_FIELDS]):
+        fam = g["model"].map(family)
+        for _, v in g[fam == "vgg"].iterrows():
+            for _, r in g[fam == "resnet"].iterrows():
+                top1 = v["top1"] / r["top1"] if pd.notna(v["top1"]) and pd.notna(r["top1"]) and r["top1"] else np.nan
+                rows.append({"strategy": v["strategy"], "replicas": v["replicas"], "data": v["data"],
+                             "batch_size": v["batch_size"], "vgg": v["model"], "resnet": r["model"],
+                             "images_per_sec_ratio": v["images_per_sec_median"] / r["images_per_sec_median"],
+                             "top1_ratio": top1})
+                pairs.append(v.name)
+    return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[pairs], cols[:6], shown=["model"])
+
+
+def scaling_efficiency(df: pd.DataFrame) -> pd.DataFrame:
+    """images/sec(N) / (N x images/sec(1)) per model, strategy and per-replica batch, with N the
+    replica count. The baseline is the same strategy at one replica, else `single`."""
+    ok = latest_ok(df)
+    ok = ok[ok["replicas"].notna()]  # a row without its replica count has no place on the scale
+    cols = ["model", "strategy", "data", "batch_size", "replicas", "images_per_sec", "baseline_images_per_sec",
+            "speedup", "efficiency"]
+    rows, used = [], []
+    lead = ["model", "batch_size", "data", "precision", "xla", "width", "image_size", "num_classes"]
+    for _, g in groups(ok, exclude=TOPOLOGY_FIELDS, lead=lead):
+        single = g[(g["strategy"] == "single") & (g["replicas"] == 1)]
+        for strategy, gs in g.groupby("strategy", sort=True):
+            base = gs[gs["replicas"] == 1]
+            base = base if not base.empty else single
+            if base.empty:
+                continue
+            one = float(base["images_per_sec_median"].iloc[-1])
+            for label, r in gs.sort_values("replicas", kind="stable").iterrows():
+                n = int(r["replicas"])
+                rows.append({"model": r["model"], "strategy": strategy, "data": r["data"],
+                             "batch_size": r["batch_size"], "replicas": n,
+                             "images_per_sec": r["images_per_sec_median"], "baseline_images_per_sec": one,
+                             "speedup": r["images_per_sec_median"] / one,
+                             "efficiency": r["images_per_sec_median"] / (n * one)})
+                used.append(label)
+    return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:5])
+
+
+def best_batch_sizes(df: pd.DataFrame) -> pd.DataFrame:
+    """The per-replica batch size with the most images/sec, per model and setting."""
+    ok = latest_ok(df)
+    timed = ok[ok["images_per_sec_median"].notna()]
+    best = [g["images_per_sec_median"].idxmax()
+            for _, g in groups(timed, exclude=["batch_size"], lead=["model", *TITLE_FIELDS])]
+    cols = ["model", "strategy", "replicas", "data", "batch_size", "images_per_sec_median"]
+    out = ok.loc[best, cols].rename(columns={"images_per_sec_median": "images_per_sec"})
+    return _told_apart(out, ok.loc[best], ["model", "strategy", "replicas", "data"])
+
+
+def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Test top-1/top-5 and time to accuracy of the configurations that measured accuracy."""
+    ok = latest_ok(df)
+    acc = ok[ok["top1"].notna()]
+    cols = ["model", "strategy", "replicas", "batch_size", "data", "epochs_run", "top1", "top5",
+            "target_accuracy", "target_reached", "time_to_target_s", "wall_s"]
+    return _told_apart(acc[cols], acc, cols[:5])
+
+
+def failures(df: pd.DataFrame) -> pd.DataFrame:
+    """Every row that did not end ok, with its error."""
+    bad = df[df["status"] != "ok"]
+    return bad[["timestamp_utc", "model", "strategy", "replicas", "batch_size", "status", "error"]].reset_index(drop=True)
+
+
+def provenance_summary(df: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
+    """The provenance values all rows share, and warnings where rows mix hardware or versions."""
+    shared, warnings = {}, []
+    for c in HARDWARE + VERSIONS + ["git_commit"]:
+        values = sorted({str(v) for v in df[c].dropna().unique() if str(v) != ""})
+        if len(values) == 1:
+            shared[c] = values[0]
+        elif len(values) > 1:
+            kind = "hardware" if c in HARDWARE else "versions" if c in VERSIONS else "code"
+            warnings.append(f"rows mix {kind}: {c} = {', '.join(values)}")
+    return shared, warnings
+
+
+# ---- comparison ---------------------------------------------------------------------------
+COMPARE_SHOWN = ["model", "strategy", "batch_size", "replicas", "workers", "data", "precision", "xla", "width",
+                 "image_size", "num_classes"]
+_MEDIAN = ["images_per_sec_median", "images_per_sec_median_ci95_low", "images_per_sec_median_ci95_high"]
+
+
+def compare(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration (config_key) in both: change in median images/sec; a regression
+    (improvement) where the new median's 95% CI lies wholly below (above) the old one's.
+    Key fields needed to tell two rows apart follow the shown ones; config_key comes last."""
+    a, b = latest_ok(old), latest_ok(new)
+    m = a[[*COMPARE_SHOWN, "config_key", *_MEDIAN]].merge(b[["config_key", *_MEDIAN]], on="config_key",
+                                                         suffixes=("_old", "_new"))
+    out = _told_apart(m[COMPARE_SHOWN], m, COMPARE_SHOWN)
+    out["images_per_sec_old"] = m["images_per_sec_median_old"]
+    out["images_per_sec_new"] = m["images_per_sec_median_new"]
+    out["change_pct"] = 100.0 * (m["images_per_sec_median_new"] / m["images_per_sec_median_old"] - 1.0)
+    below = m["images_per_sec_median_ci95_high_new"] < m["images_per_sec_median_ci95_low_old"]
+    above = m["images_per_sec_median_ci95_low_new"] > m["images_per_sec_median_ci95_high_old"]
+    out["verdict"] = np.where(below, "regression", np.where(above, "improvement", "within noise"))
+    out["config_key"] = m["config_key"]
+    return out.reset_index(drop=True)
