@@ -174,6 +174,7 @@ def test_describe_table_lists_every_layer():
 
 
 # ---- every model builds, runs and trains at tiny width -------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", models.list_models())
 def test_every_model_builds_and_trains(name):
     tf.keras.utils.set_random_seed(0)

@@ -4,8 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bench.report import load_results
-from bench.results import read_rows
+from bench.results import COLUMNS, read_rows
 from helpers import REPO
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -16,6 +18,7 @@ def _pytest(*args: str) -> subprocess.CompletedProcess:
                           env=ENV, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_benchmark_flag_runs_the_suite_with_extra_info_and_csv_rows(tmp_path):
     js, csv = tmp_path / "bench.json", tmp_path / "rows.csv"
     r = _pytest("tests/benchmarks", "--benchmark", "--benchmark-models", "vgg11", "--benchmark-batch-sizes",
@@ -31,11 +34,13 @@ def test_benchmark_flag_runs_the_suite_with_extra_info_and_csv_rows(tmp_path):
     assert extra["global_batch"] == 4
     assert extra["images_per_sec"] == __import__("pytest").approx(4 / b["stats"]["median"], rel=1e-6)
     rows = read_rows(csv)
+    assert list(rows.columns) == COLUMNS  # the same columns as bench/run.py's rows
     assert len(rows) == 1 and rows.iloc[0]["source"] == "pytest" and rows.iloc[0]["status"] == "ok"
     assert rows.iloc[0]["timed_steps"] == 5 and rows.iloc[0]["model"] == "vgg11"
     assert load_results([csv])["images_per_sec_median"].iloc[0] == extra["images_per_sec"]
 
 
+@pytest.mark.slow
 def test_plain_pytest_skips_the_benchmarks():
     r = _pytest("tests/benchmarks", "-q", "-rs")
     assert r.returncode == 0, r.stdout[-2000:]

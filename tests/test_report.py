@@ -1,4 +1,6 @@
-"""Reports on a hand-written CSV with known values: pivots, ratios, efficiency, plots, compare."""
+"""Reports on a hand-written CSV with known values: pivots, ratios, efficiency, plots, compare.
+
+The fixture is a schema-1 file: its diverged run still says `nan`, which loading renames."""
 import shutil
 import subprocess
 import sys
@@ -30,7 +32,7 @@ def test_load_results_types_columns(df):
     assert len(df) == 12
     assert df["batch_size"].dtype == "Int64" and df["images_per_sec_median"].dtype == float
     assert df["xla"].dtype == "boolean" and str(df["timestamp_utc"].dtype).startswith("datetime64")
-    assert set(df["status"]) == {"ok", "failed", "nan"}  # 'nan' stays a status, not a missing value
+    assert set(df["status"]) == {"ok", "failed", "diverged"}  # schema 1's 'nan', not a missing value
     assert df["images_per_sec"].isna().all()  # a column the fixture's older layout lacks
 
 
@@ -81,7 +83,7 @@ def test_accuracy_failures_and_provenance(df):
     acc = accuracy_table(df).set_index("model")
     assert acc.loc["vgg13", "top1"] == 0.8 and acc.loc["resnet18", "top1"] == 0.9
     f = failures(df)
-    assert sorted(f["status"]) == ["failed", "nan"] and "boom" in " ".join(f["error"])
+    assert sorted(f["status"]) == ["diverged", "failed"] and "boom" in " ".join(f["error"])
     shared, warnings = provenance_summary(df)
     assert shared["cpu_model"] == "cpuX" and shared["tf_version"] == "2.21.0"
     assert any("hostname" in w and "hostA" in w and "hostB" in w for w in warnings)
@@ -140,3 +142,107 @@ def test_bad_and_newer_files_fail_clearly(tmp_path):
     r = subprocess.run([sys.executable, "bench/report.py", str(tmp_path / "missing.csv")], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.csv" in r.stderr
+
+
+# ---- configurations are config_keys: rows differing only in lr are never merged -----------
+ORIGINAL_LR, OTHER_LR = 0.001, 0.01
+
+
+def _lr_variant(tmp_path, name, other_scale=1.0):
+    """The fixture with lr recorded, plus vgg13/single/32/synthetic again at another lr (300
+    images/sec [290, 310], times `other_scale`)."""
+    d = pd.read_csv(FIXTURE, keep_default_na=False, na_values=[""]).assign(lr=ORIGINAL_LR)
+    base = d[(d.model == "vgg13") & (d.strategy == "single") & (d.batch_size == 32) & (d.data == "synthetic")]
+    other = base.iloc[[-1]].assign(lr=OTHER_LR, timestamp_utc="2026-01-03T00:00:00Z",
+                                   images_per_sec_median=300 * other_scale,
+                                   images_per_sec_median_ci95_low=290 * other_scale,
+                                   images_per_sec_median_ci95_high=310 * other_scale)
+    p = tmp_path / name
+    pd.concat([d, other]).to_csv(p, index=False)
+    return p
+
+
+def test_rows_differing_only_in_lr_are_two_configurations(tmp_path):
+    from bench.reporting.tables import latest_ok
+
+    df = load_results([_lr_variant(tmp_path, "lr.csv")])
+    ok = latest_ok(df)
+    pair = ok[(ok.model == "vgg13") & (ok.strategy == "single") & (ok.batch_size == 32) & (ok.data == "synthetic")]
+    assert sorted(pair["lr"]) == [ORIGINAL_LR, OTHER_LR] and pair["config_key"].nunique() == 2
+    assert sorted(pair["images_per_sec_median"]) == [300.0, 400.0]
+
+    tables = throughput_tables(df)
+    single = "single, 1 replica(s) on 1 worker(s), synthetic"
+    assert _table(tables, single + ", fp32, width 0.25, 32px, 100 classes, lr 0.001").loc["vgg13", 32] == 400.0
+    other = _table(tables, single + ", fp32, width 0.25, 32px, 100 classes, lr 0.01")
+    assert other.loc["vgg13", 32] == 300.0 and list(other.index) == ["vgg13"]
+    assert all(t.endswith((", lr 0.001", ", lr 0.01")) for t in tables)  # lr varies: every title names it
+
+
+def test_compare_pairs_each_configuration_with_its_own(tmp_path):
+    old, new = _lr_variant(tmp_path, "old.csv"), _lr_variant(tmp_path, "new.csv", other_scale=0.5)
+    c = compare(load_results([old]), load_results([new]))
+    assert len(c) == 10  # the fixture's 9 ok configurations and the lr variant, each in both files
+    row = c[(c.model == "vgg13") & (c.strategy == "single") & (c.batch_size == 32) & (c.data == "synthetic")]
+    by_lr = row.set_index("lr")
+    assert by_lr.loc[ORIGINAL_LR, ["images_per_sec_old", "images_per_sec_new"]].tolist() == [400.0, 400.0]
+    assert by_lr.loc[OTHER_LR, ["images_per_sec_old", "images_per_sec_new"]].tolist() == [300.0, 150.0]
+    assert by_lr.loc[OTHER_LR, "verdict"] == "regression"
+    assert (c["verdict"] == "regression").sum() == 1
+    r = subprocess.run([sys.executable, "bench/report.py", "--compare", str(old), str(new), "--fail-on-regression"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 1 and "10 configuration(s) in both: 1 regression(s)" in r.stdout
+    assert "| num_classes | lr | images_per_sec_old |" in r.stdout  # lr tells the two rows apart
+
+
+def test_vgg_vs_resnet_picks_models_by_registry_family(df):
+    renamed = df.drop(columns="config_key").assign(model=df["model"].replace({"vgg13": "vggish"}))
+    assert vgg_vs_resnet(renamed).empty  # named like a VGG, but not one in the registry
+    assert list(vgg_vs_resnet(df).columns) == ["strategy", "replicas", "data", "batch_size", "vgg", "resnet",
+                                               "images_per_sec_ratio", "top1_ratio"]
+
+
+# ---- rendering and plots ------------------------------------------------------------------
+def test_html_is_rendered_from_dataframes(df, tmp_path):
+    from bench.reporting.render import sections
+
+    build_report(df, tmp_path, ["html"])
+    html = (tmp_path / "report.html").read_text()
+    n_tables = sum(not s.table.empty for s in sections(df))
+    assert html.count('<table class="dataframe"') == n_tables > 0  # pandas' to_html, not parsed markdown
+    assert "<td>400.0 [390.0, 410.0]</td>" in html and "<td>exit code 1: RuntimeError: boom</td>" in html
+    assert "_none_" not in html and "|---|" not in html
+    assert html.count("data:image/png;base64,") == 3
+    assert not (tmp_path / "report.md").exists()
+
+    ok_only = tmp_path / "ok"
+    build_report(df[df["status"] == "ok"], ok_only, ["md", "html"])
+    assert "<h2>Failures</h2><p>None.</p>" in (ok_only / "report.html").read_text()
+    assert "## Failures\n\n_none_\n" in (ok_only / "report.md").read_text()
+
+
+def test_throughput_plot_draws_the_median_ci_as_error_bars(df):
+    from matplotlib.container import ErrorbarContainer
+
+    from bench.reporting.plots import median_ci_errors, throughput_figure
+    from bench.reporting.tables import latest_ok
+
+    ok = latest_ok(df)
+    vgg = ok[(ok.model == "vgg13") & (ok.strategy == "single") & (ok.data == "synthetic")].sort_values("batch_size")
+    np.testing.assert_allclose(median_ci_errors(vgg), [[10.0, 20.0], [10.0, 20.0]])  # 400 [390, 410], 500 [480, 520]
+
+    fig = throughput_figure(df)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4
+    bars = {c.get_label(): c for ax in axes for c in ax.containers if isinstance(c, ErrorbarContainer)
+            if ax.get_title().startswith("single x1, synthetic")}
+    assert set(bars) == {"vgg13", "resnet18"}
+    (segments,) = [lc.get_segments() for lc in bars["vgg13"].lines[2]]
+    np.testing.assert_allclose([s.tolist() for s in segments], [[[32, 390], [32, 410]], [[64, 480], [64, 520]]])
+
+
+def test_cli_takes_no_abbreviated_options(tmp_path, capsys):
+    from bench.report import main
+
+    assert main([str(FIXTURE), "--ou", str(tmp_path / "r")]) == 2  # --ou is not --out
+    assert "--ou" in capsys.readouterr().err and not (tmp_path / "r").exists()

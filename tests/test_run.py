@@ -27,6 +27,7 @@ def _check_ok_row(row, model, data):
     assert row["tf_version"].startswith("2.21") and isinstance(row["git_commit"], str)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", ["synthetic", "digits", "cifar100"])
 def test_tiny_run_writes_one_well_formed_row(tmp_path, data):
     out = tmp_path / "runs.csv"
@@ -51,6 +52,7 @@ def test_loss_falls_on_the_fixed_synthetic_batch(tmp_path):
     assert row["final_loss"] < 4.0  # ln(100) = 4.6 at the start
 
 
+@pytest.mark.slow
 def test_accuracy_mode_on_digits_beats_chance(tmp_path):
     out = tmp_path / "runs.csv"
     r = run_cli("vgg13", "--data", "digits", "--width", "0.25", "--epochs", "4", "--target-accuracy", "0.6",
@@ -63,18 +65,45 @@ def test_accuracy_mode_on_digits_beats_chance(tmp_path):
     assert 1 <= row["epochs_run"] <= 4
 
 
-def test_nonfinite_loss_gives_a_nan_row(tmp_path):
+@pytest.mark.slow
+def test_nonfinite_loss_gives_a_diverged_row(tmp_path):
     out = tmp_path / "runs.csv"
-    r = run_cli("resnet18", *TINY, "--lr", "1e30", "--output", str(out))
+    r = run_cli("resnet18", *TINY, "--optimizer", "sgd", "--lr", "1e6", "--output", str(out))
     assert r.returncode == 1
     row = _one_row(out)
-    assert row["status"] == "nan" and "non-finite" in row["error"]
+    assert row["status"] == "diverged" and "non-finite" in row["error"]
+    import pandas as pd
+    assert pd.read_csv(out)["status"].tolist() == ["diverged"]  # a plain reader sees a status, not a missing value
 
 
+@pytest.mark.slow
 def test_summary_prints_the_layer_table(tmp_path):
     r = run_cli("resnet18", "--summary", "--width", "0.5", "--output", str(tmp_path / "x.csv"))
-    assert r.returncode == 0 and "stage4_block2_add" in r.stdout
+    assert r.returncode == 0 and "stage4_block2_add" in r.stdout and "100 classes" in r.stdout
     assert not (tmp_path / "x.csv").exists()
+    r = run_cli("vgg11", "--summary", "--data", "digits", "--width", "0.125")
+    logits = next(l for l in r.stdout.splitlines() if l.startswith("logits"))
+    assert logits.split()[2] == "10" and "10 classes" in r.stdout  # the data set's own class count
+
+
+@pytest.mark.slow
+def test_a_strategy_that_fails_to_start_still_leaves_a_failed_row(tmp_path):
+    """The multiworker server cannot bind its port (another process holds it): a runtime failure
+    before the model is built, not bad input, so the chief writes a row and exits 1."""
+    import json
+    import socket
+
+    out = tmp_path / "runs.csv"
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        tf_config = {"cluster": {"worker": [f"localhost:{held.getsockname()[1]}"]}, "task": {"type": "worker", "index": 0}}
+        r = run_cli("vgg11", *TINY, "--strategy", "multiworker", "--output", str(out),
+                    env={"TF_CONFIG": json.dumps(tf_config)})
+    assert r.returncode == 1, r.stderr[-2000:]
+    row = _one_row(out)
+    assert row["status"] == "failed" and "gRPC" in row["error"]
+    assert row["model"] == "vgg11" and row["strategy"] == "multiworker" and row["batch_size"] == 8
 
 
 def test_help_and_arg_errors_do_not_import_tensorflow():
@@ -103,6 +132,10 @@ BAD_ARGS = [
     (["resnet18", "--lr", "-1"], "lr=-1"),
     (["resnet18", "--epochs", "2"], "data=synthetic"),
     (["resnet18", "--output", "/etc/hostname/runs.csv"], "/etc/hostname/runs.csv"),
+    (["resnet18", "--data", "digits", "--data-dir", "/tmp"], "data=digits"),
+    (["resnet18", "--out", "x.csv"], "--out"),  # no abbreviations
+    (["resnet18", "--width", "inf"], "width=inf"),
+    (["resnet18", "--lr", "nan"], "lr=nan"),
 ]
 
 
@@ -120,6 +153,7 @@ def test_bad_arguments_exit_2_with_one_line_and_no_row(tmp_path, args, named):
     assert out.read_text() == "sentinel\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["truncated", "bad_shape", "labels"])
 def test_bad_data_exits_2_with_one_line_and_no_row(tmp_path, case):
     out = tmp_path / "runs.csv"

@@ -12,6 +12,7 @@ def _horovodrun() -> str:
     return str(exe) if exe.exists() else shutil.which("horovodrun")
 
 
+@pytest.mark.slow
 def test_horovodrun_check_build_lists_tensorflow_and_gloo():
     exe = _horovodrun()
     assert exe, "horovodrun is not installed; run scripts/setup.sh"

@@ -15,6 +15,9 @@ import pytest
 
 from bench.results import COLUMNS, append_row, read_rows
 from helpers import REPO
+from launch import get_strategy, strategy_names
+
+STRATEGY_NAMES = strategy_names()
 
 PY = sys.executable
 TINY = ["--width", "0.125", "--steps", "3", "--warmup-steps", "1"]
@@ -28,17 +31,26 @@ def sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 # ---- grid, dry run and bad input (no TensorFlow involved) -------------------------------------
 def test_dry_run_lists_configurations_and_launchers(tmp_path):
-    r = sweep("--models", "vgg13,resnet18", "--batch-sizes", "32,64", "--strategies",
-              "single,mirrored,horovod,multiworker", "--workers", "1,2", "--dry-run", *TINY,
-              "--output", str(tmp_path / "r.csv"))
+    models, batches, strategies, workers = ["vgg13", "resnet18"], [32, 64], STRATEGY_NAMES, [1, 2]
+    r = sweep("--models", ",".join(models), "--batch-sizes", ",".join(map(str, batches)), "--strategies",
+              ",".join(strategies), "--workers", "1,2", "--dry-run", *TINY, "--output", str(tmp_path / "r.csv"))
     assert r.returncode == 0, r.stderr
     runs = [l for l in r.stdout.splitlines() if l.startswith("run: ")]
-    # single once per model x batch, the others at 1 and 2 workers: 2 x 2 x (1 + 3 x 2)
-    assert len(runs) == 28
-    assert "28 configuration(s): 28 to run, 0 to skip" in r.stdout
-    assert "horovodrun -np 2 -H localhost:2 --gloo" in r.stdout
-    assert "launch.local_cluster -n 2" in r.stdout and "--cpu-replicas 2" in r.stdout
-    assert "--threads 1" in r.stdout  # two processes share two cores
+    # a strategy that does not scale runs once per model x batch, the others once per worker count
+    per_cell = sum(len(workers) if get_strategy(s).scalable else 1 for s in strategies)
+    n = len(models) * len(batches) * per_cell
+    assert len(runs) == n
+    assert f"{n} configuration(s): {n} to run, 0 to skip" in r.stdout
+    cores = os.cpu_count() or 1
+    lines = r.stdout.splitlines()
+    for s in strategies:
+        strategy = get_strategy(s)
+        w = 2 if strategy.scalable else 1
+        launch = strategy.launch(w, timeout=1800, gpus=0, cores=cores)
+        command = lines[lines.index(f"run: vgg13 b32 {s} x{w}") + 1]
+        assert command.strip().startswith(" ".join(launch.prefix))  # the strategy's own launcher
+        assert " ".join(launch.run_args) in command
+        assert f"--threads {max(1, cores // launch.processes)}" in command  # processes share the cores
     assert not (tmp_path / "r.csv").exists()
 
 
@@ -69,6 +81,7 @@ def test_bad_sweep_input_is_one_line_exit_2(tmp_path, args, named):
 
 
 # ---- real sweeps ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_real_sweep_then_resume_skips_what_is_done(tmp_path):
     out = tmp_path / "runs.csv"
     grid = ["--models", "vgg11,resnet18", "--batch-sizes", "4,8", "--strategies", "single,horovod",
@@ -90,6 +103,7 @@ def test_real_sweep_then_resume_skips_what_is_done(tmp_path):
     assert "1 ran ok, 0 skipped" in forced.stdout and len(read_rows(out)) == 9
 
 
+@pytest.mark.slow
 def test_failures_become_rows_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "runs.csv"
     # an impossible batch size: larger than the digits training split in accuracy mode
@@ -106,11 +120,15 @@ def test_failures_become_rows_and_the_sweep_goes_on(tmp_path):
     r = sweep("--models", "resnet18", "--batch-sizes", "8", *TINY, "--steps", "100000", "--timeout", "8",
               "--output", str(out))
     assert r.returncode == 1 and time.monotonic() - t0 < 60
-    row = read_rows(out).iloc[-1]
+    df = read_rows(out)
+    assert list(df.columns) == COLUMNS  # the sweep's own row has the run's columns
+    row = df.iloc[-1]
     assert row["status"] == "timeout" and "timed out after 8 s" in row["error"]
+    assert "oneDNN" not in row["error"]
     assert (Path(out).parent / "logs").is_dir()
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_finished_rows_and_the_next_run_resumes(tmp_path):
     out = tmp_path / "runs.csv"
     grid = ["--models", "vgg11", "--batch-sizes", "2,4,6,8", "--strategies", "single", *TINY,
@@ -133,6 +151,7 @@ def test_ctrl_c_keeps_finished_rows_and_the_next_run_resumes(tmp_path):
     assert f"{len(done)} skipped" in r.stdout
 
 
+@pytest.mark.slow
 def test_two_sweeps_appending_at_once(tmp_path):
     out = tmp_path / "runs.csv"
     procs = [subprocess.Popen([PY, "bench/sweep.py", "--no-progress", "--models", m, "--batch-sizes", "2,4",
@@ -157,6 +176,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_row_never_leaves_a_torn_row(tmp_path):
     out = tmp_path / "runs.csv"
     code = WRITER.format(repo=str(REPO), out=str(out))
@@ -227,6 +247,7 @@ sys.exit("the disk never filled")
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_leaves_every_row_whole(tmp_path):
     disk = tmp_path / "disk"
     with tiny_disk(disk) as d:

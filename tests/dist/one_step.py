@@ -49,6 +49,7 @@ def main() -> int:
         opt = make_optimizer(cfg, dist.num_replicas)
         opt.build(model.trainable_variables)
     dist.broadcast_initial_state(model, opt)
+    initial = {v.path: np.array(v.numpy() if hasattr(v, "numpy") else v) for v in model.trainable_weights}
     trainer = Trainer(model, opt, dist, global_batch=args.global_batch, xla=False)
 
     rng = np.random.default_rng(99)
@@ -66,6 +67,8 @@ def main() -> int:
     for v in model.weights:
         for r, value in enumerate(replicas(v)):
             out[f"r{r}/{'T' if v.trainable else 'N'}/{v.path}"] = value
+    for path, value in initial.items():
+        out[f"r0/I/{path}"] = value
     Path(args.out).mkdir(parents=True, exist_ok=True)
     np.savez(Path(args.out) / f"rank{dist.rank}.npz", **out)
     dist.shutdown()

@@ -1,0 +1,125 @@
+"""The configuration schema: one home for every option's flag, type, bounds, key role and CSV
+column, and one configuration key used by sweep resume, the report and --compare."""
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from bench.config import (CONFIG_COLUMNS, KEY_FIELDS, TOPOLOGY_KEY, RunConfig, build_parser, config_key,
+                          parse_args, schema)
+from bench.errors import BenchInputError
+from bench.results import CONFIG, COLUMN_TYPES, Outcome, Topology, append_row, build_row, load_results
+
+# The columns of schema 1, as rows had them before the schema moved into RunConfig.
+V1_COLUMNS = (
+    "schema_version run_id timestamp_utc source git_commit git_dirty hostname cpu_model cpu_count gpu_names "
+    "python_version tf_version keras_version horovod_version model strategy data batch_size num_classes "
+    "image_size steps warmup_steps epochs target_accuracy width precision xla optimizer lr momentum "
+    "weight_decay augment normalize seed scale_lr lr_warmup_epochs threads cpu_replicas collective_timeout "
+    "params gflops_per_image workers replicas per_replica_batch global_batch compile_s timed_steps "
+    "step_time_mean_s step_time_median_s step_time_p90_s step_time_min_s step_time_max_s step_time_std_s "
+    "step_time_ci95_low_s step_time_ci95_high_s step_time_median_ci95_low_s step_time_median_ci95_high_s "
+    "step_time_jitter_s rank_step_time_means_s images_per_sec images_per_sec_median images_per_sec_ci95_low "
+    "images_per_sec_ci95_high images_per_sec_median_ci95_low images_per_sec_median_ci95_high "
+    "images_per_sec_per_replica images_per_sec_jitter tflops final_loss train_accuracy top1 top5 epochs_run "
+    "target_reached time_to_target_s top1_by_epoch epoch_end_s wall_s status error").split()
+
+
+def test_columns_are_those_of_before():
+    assert list(COLUMN_TYPES) == V1_COLUMNS
+
+
+def test_parser_options_come_from_the_schema():
+    dests = {a.dest for a in build_parser()._actions if a.dest != "help"}
+    assert dests == {name for name, o in schema().items() if o.cli}
+    assert list(CONFIG) == CONFIG_COLUMNS == [n for n, o in schema().items() if o.column]
+    assert {COLUMN_TYPES[c] for c in CONFIG_COLUMNS} <= {"int", "float", "bool", "str"}
+    for name in KEY_FIELDS:
+        assert schema()[name].column, f"{name} identifies a configuration but is not recorded"
+
+
+def test_every_field_parses_its_own_default_back():
+    """The CLI reproduces any default configuration: each field's flag takes its default value."""
+    cfg = RunConfig(model="vgg11")
+    for name, o in schema().items():
+        value = getattr(cfg, name)
+        if not o.cli or o.positional or value is None or o.action != "value":
+            continue
+        parsed = parse_args(["vgg11", "--" + name.replace("_", "-"), str(value)])
+        assert getattr(parsed, name) == value, name
+
+
+@pytest.mark.parametrize("flag,value", [("--width", "inf"), ("--lr", "nan"), ("--lr", "inf"),
+                                        ("--weight-decay", "inf"), ("--collective-timeout", "inf"),
+                                        ("--seed", "99999999999999999999"), ("--batch-size", "1.5")])
+def test_non_finite_and_out_of_range_values_are_refused(flag, value):
+    with pytest.raises(BenchInputError, match=value if value != "1.5" else "integer"):
+        parse_args(["vgg11", flag, value])
+
+
+def test_lr_defaults_follow_the_optimizer():
+    assert RunConfig(model="vgg11").lr == 1e-3
+    assert RunConfig(model="vgg11", optimizer="sgd").lr == 0.1
+    assert parse_args(["vgg11", "--optimizer", "sgd", "--lr", "0.5"]).lr == 0.5
+
+
+def test_data_dir_is_only_for_cifar100(tmp_path):
+    with pytest.raises(BenchInputError, match="data=digits"):
+        parse_args(["vgg11", "--data", "digits", "--data-dir", str(tmp_path)])
+
+
+def _row(cfg: RunConfig, ips: float) -> dict:
+    row = build_row(cfg.resolved(has_gpu=False), Outcome("ok"), topology=Topology(1, 1, 8, 8))
+    return {**row, "images_per_sec_median": ips, "images_per_sec_median_ci95_low": ips * 0.99,
+            "images_per_sec_median_ci95_high": ips * 1.01}
+
+
+def test_the_key_tells_rows_apart_by_every_key_field_and_nothing_else(tmp_path):
+    base = RunConfig(model="vgg11", batch_size=8)
+    k = config_key(_row(base, 1.0))
+    assert config_key(base.resolved(has_gpu=False), workers=1, replicas=1) == k  # a config and its row agree
+    for name in KEY_FIELDS:
+        if name in ("model", "strategy", "data", "precision", "optimizer"):
+            continue  # choices: covered by lr below and the strategy registry tests
+        value = getattr(base.resolved(has_gpu=False), name)
+        other = (not value) if isinstance(value, bool) or value is None and name == "xla" else \
+            (0.5 if value is None else value * 2 + 1)
+        changed = dataclasses.replace(base, **{name: other})
+        assert config_key(_row(changed, 1.0)) != k, name
+    # environment and measurement are not part of it
+    assert config_key({**_row(base, 1.0), "threads": 7, "collective_timeout": 5.0, "images_per_sec": 3}) == k
+    assert len(k) == len(KEY_FIELDS) + len(TOPOLOGY_KEY)
+
+
+def test_rows_differing_only_in_lr_are_two_configurations_everywhere(tmp_path):
+    a, b = RunConfig(model="vgg11", batch_size=8, lr=0.1), RunConfig(model="vgg11", batch_size=8, lr=0.01)
+    out = tmp_path / "runs.csv"
+    append_row(out, _row(a, 100.0))
+    append_row(out, _row(b, 50.0))
+    df = load_results([out])
+    assert df["config_key"].nunique() == 2  # after a CSV round trip the keys still differ ...
+    assert config_key(a.resolved(has_gpu=False), workers=1, replicas=1) in set(df["config_key"])  # ... and match
+    # sweep resume: ok rows for lr 0.1 and 0.01 make lr 0.01 done, not lr 0.001
+    from bench.sweep import build_jobs, done_keys
+    from bench.results import read_rows
+    jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.001"], str(out), 60)
+    assert jobs[0].key(False) not in done_keys(read_rows(out))
+    jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.01"], str(out), 60)
+    assert jobs[0].key(False) in done_keys(read_rows(out))
+    # the report's latest-row rule and --compare
+    from bench.report import compare
+    from bench.reporting.tables import latest_ok
+    assert len(latest_ok(df)) == 2
+    c = compare(df, df)
+    assert len(c) == 2 and sorted(c["images_per_sec_old"]) == [50.0, 100.0]
+
+
+def test_key_of_a_typed_frame_matches_the_raw_rows(tmp_path):
+    out = tmp_path / "runs.csv"
+    cfg = RunConfig(model="vgg11", batch_size=8, target_accuracy=0.5, epochs=2, data="digits", lr_warmup_epochs=1.5,
+                    scale_lr=True)
+    append_row(out, _row(cfg, 1.0))
+    raw = pd.read_csv(out).iloc[0].to_dict()
+    assert config_key(raw) == load_results([out])["config_key"].iloc[0] == config_key(_row(cfg, 1.0))

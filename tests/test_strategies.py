@@ -1,0 +1,170 @@
+"""The strategy registry: each strategy is one class in launch/ that answers everything about
+itself, and nothing outside launch/ names a strategy. No processes are started here."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.config import parse_args, schema
+from bench.errors import BenchInputError
+from helpers import REPO
+from launch import STRATEGIES, Distribution, Launch, default_strategy, get_strategy, strategy_names
+
+
+def test_every_strategy_answers_for_itself():
+    assert strategy_names() == list(STRATEGIES)
+    for name, cls in STRATEGIES.items():
+        assert cls.name == name and issubclass(cls, Distribution)
+        assert "tensorflow" in cls.backends
+        for w in (1, 3):
+            launch = cls.launch(w, timeout=60, gpus=0, cores=4)
+            assert isinstance(launch, Launch)
+            assert launch.processes == cls.processes(w) >= 1
+            assert launch.threads == max(1, 4 // launch.processes)
+            assert cls.replicas(w, 0) >= 1
+
+
+def test_process_and_replica_counts():
+    assert [get_strategy(s).processes(4) for s in ("single", "mirrored", "multiworker", "horovod")] == [1, 1, 4, 4]
+    assert get_strategy("mirrored").replicas(4, gpus=0) == 4  # logical CPU devices
+    assert get_strategy("mirrored").replicas(4, gpus=2) == 2  # no more than the GPUs
+    assert not get_strategy("single").scalable
+    m = get_strategy("mirrored").launch(2, timeout=60, gpus=0, cores=2)
+    assert m.run_args == ["--cpu-replicas", "2"] and m.env == {}
+    g = get_strategy("mirrored").launch(2, timeout=60, gpus=4, cores=2)
+    assert g.env == {"CUDA_VISIBLE_DEVICES": "0,1"} and g.run_args == []
+    assert get_strategy("horovod").launcher(2, 60)[-4:] == ["2", "-H", "localhost:2", "--gloo"]
+    assert get_strategy("multiworker").launcher(3, 60)[-5:] == ["-n", "3", "--timeout", "60", "--"]
+
+
+def test_ranks_and_default_strategy_come_from_the_launchers_environment(monkeypatch):
+    for var in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "TF_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    assert default_strategy() == "single"
+    monkeypatch.setenv("HOROVOD_RANK", "1")
+    assert default_strategy() == "horovod" and get_strategy("horovod").env_rank() == 1
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]}, '
+                                    '"task": {"type": "worker", "index": 1}}')
+    assert get_strategy("multiworker").env_rank() == 2
+
+
+def test_unknown_strategy_and_misplaced_options_are_input_errors():
+    with pytest.raises(BenchInputError, match="ring"):
+        get_strategy("ring")
+    with pytest.raises(BenchInputError, match="--cpu-replicas applies to --strategy mirrored"):
+        parse_args(["vgg11", "--cpu-replicas", "2", "--strategy", "horovod"])
+    assert parse_args(["vgg11", "--cpu-replicas", "2", "--strategy", "mirrored"]).cpu_replicas == 2
+
+
+def test_a_new_strategy_is_one_class_and_one_registry_line(monkeypatch, tmp_path):
+    """A throwaway strategy: the CLI accepts it and the sweep launches it, with no other change."""
+    class Pipes(Distribution):
+        name = "pipes"
+
+        @classmethod
+        def processes(cls, workers):
+            return workers
+
+        @classmethod
+        def launcher(cls, workers, timeout):
+            return ["pipesrun", "-n", str(workers)]
+
+    monkeypatch.setitem(STRATEGIES, "pipes", Pipes)
+    assert parse_args(["vgg11", "--strategy", "pipes"]).strategy == "pipes"
+    from bench.sweep import build_jobs
+    jobs = build_jobs(["vgg11"], [8], ["pipes"], [3], [], str(tmp_path / "r.csv"), 60, gpus=0)
+    (job,) = jobs
+    assert job.command[:3] == ["pipesrun", "-n", "3"] and job.launch.processes == 3
+    assert "--threads" in job.command and job.key(False)[-2:] == (3, 3)
+
+
+def _code_without_comments(path: Path) -> str:
+    """The module's code with comments and docstrings removed."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body and \
+                isinstance(node.body[0], ast.Expr) and isinstance(getattr(node.body[0], "value", None), ast.Constant):
+            node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree)
+
+
+@pytest.mark.parametrize("path", ["bench/sweep.py", "bench/config.py", "bench/runner.py", "bench/run.py"])
+def test_no_strategy_is_named_outside_launch(path):
+    code = _code_without_comments(REPO / path)
+    for name in ("horovod", "multiworker", "mirrored"):
+        assert name not in code.lower(), f"{path} names {name}"
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports (module level and inside functions), as absolute names."""
+    pkg = path.parent.name
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = f"{pkg}.{base}" if base else pkg
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return out
+
+
+def test_bench_imports_nothing_from_launch_but_the_registry_and_the_interface():
+    for path in sorted((REPO / "bench").glob("*.py")):
+        used = {m for m in _imports(path) if m == "launch" or m.startswith("launch.")}
+        registry = {f"launch.{n}" for n in ("get_strategy", "strategy_names", "default_strategy",
+                                            "make_distribution", "Launch", "Distribution", "STRATEGIES")}
+        bad = [m for m in used if m not in {"launch", "launch.base", *registry} and not m.startswith("launch.base.")]
+        assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_no_import_cycles_between_modules():
+    """Module-level imports among the project's own modules form no cycle."""
+    mods = {}
+    for pkg in ("bench", "launch", "models"):
+        for path in (REPO / pkg).glob("*.py"):
+            name = pkg if path.stem == "__init__" else f"{pkg}.{path.stem}"
+            tree = ast.parse(path.read_text())
+            deps = set()
+            for node in tree.body:  # module level only: imports inside functions run later
+                if isinstance(node, ast.ImportFrom):
+                    base = node.module or ""
+                    if node.level:
+                        base = f"{pkg}.{base}" if base else pkg
+                    deps |= {base, *(f"{base}.{a.name}" for a in node.names)}
+                elif isinstance(node, ast.Import):
+                    deps |= {a.name for a in node.names}
+            mods[name] = deps
+    graph = {m: {d for d in deps if d in mods and d != m} for m, deps in mods.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, trail):
+        state[m] = 1
+        for d in graph[m]:
+            assert state.get(d) != 1, f"import cycle: {' -> '.join([*trail, m, d])}"
+            if d not in state:
+                visit(d, [*trail, m])
+        state[m] = 2
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+def test_the_registry_config_and_sweep_import_no_framework():
+    code = ("import sys, launch, bench.config, bench.sweep, bench.results\n"
+            "bad = [m for m in ('tensorflow', 'keras', 'horovod', 'jax') if m in sys.modules]\n"
+            "assert not bad, bad\nprint('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_strategy_choices_come_from_the_registry():
+    assert schema()["strategy"].allowed() == tuple(strategy_names())
