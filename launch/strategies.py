@@ -283,4 +283,3 @@ class Horovod(Distribution):
 
     def shutdown(self) -> None:
         self.hvd.shutdown()
-
