@@ -232,11 +232,11 @@ def validate(cfg: RunConfig) -> None:
     """Rules between fields. Raises BenchInputError naming the values."""
     import models  # cheap: the registry imports no Keras
 
-    from launch import get_strategy
+    from launch import check_config
 
     if cfg.model not in models.list_models():
         raise BenchInputError(f"unknown model {cfg.model!r}; valid models: {', '.join(models.list_models())}")
-    get_strategy(cfg.strategy).check_config(cfg)
+    check_config(cfg)
     if cfg.target_accuracy is not None and not cfg.epochs:
         raise BenchInputError(f"--target-accuracy needs --epochs. Received: target_accuracy={cfg.target_accuracy}")
     if cfg.data_dir is not None and cfg.data != "cifar100":

@@ -147,6 +147,9 @@ def _decode_cifar(obj: dict, where: str) -> Split:
         raise BenchInputError(f"{where}: data has dtype {data.dtype}, expected uint8")
     if labels.ndim != 1 or len(labels) != len(data):
         raise BenchInputError(f"{where}: {len(labels)} labels for {len(data)} images")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise BenchInputError(f"{where}: labels must be integers. Received: labels of dtype {labels.dtype}, "
+                              f"first {labels[:1].tolist()}")
     images = data.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE).transpose(0, 2, 3, 1)
     return Split(np.ascontiguousarray(images), labels.astype(np.int32))
 
@@ -217,6 +220,14 @@ def find_cifar100(data_dir: str | None) -> Path | None:
 
 def load_cifar100(data_dir: str | None) -> tuple[Split, Split]:
     """Train and test splits from a local copy; with none, Keras' downloader (needs network)."""
+    try:
+        return _load_cifar100(data_dir)
+    except OSError as e:  # unreadable files or folders: the user's input, not a crash
+        raise BenchInputError(f"cannot read CIFAR-100 data in data_dir={data_dir}: "
+                              f"{e.strerror or e}: {e.filename or ''}") from None
+
+
+def _load_cifar100(data_dir: str | None) -> tuple[Split, Split]:
     path = find_cifar100(data_dir)
     if path is None:
         try:
@@ -230,15 +241,13 @@ def load_cifar100(data_dir: str | None) -> tuple[Split, Split]:
 
 
 # ---- digits --------------------------------------------------------------------------------
-def load_digits_splits(image_size: int) -> tuple[Split, Split]:
-    """scikit-learn's bundled 8x8 digits, resized to image_size, grey replicated to RGB."""
-    import tensorflow as tf
+def load_digits_splits() -> tuple[Split, Split]:
+    """scikit-learn's bundled 8x8 digits, grey replicated to RGB, 0..16 scaled to 0..255."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = (d.images.astype(np.float32) * (255.0 / 16.0))[..., None]  # 0..16 -> 0..255
-    x = tf.image.resize(x, (image_size, image_size), method="bilinear").numpy()
-    x = np.repeat(np.clip(np.rint(x), 0, 255).astype(np.uint8), 3, axis=-1)
+    x = np.clip(np.rint(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]
+    x = np.repeat(x, 3, axis=-1)
     y = d.target.astype(np.int32)
     order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(y))
     n_test = int(round(len(y) * DIGITS_TEST_FRACTION))
@@ -264,20 +273,29 @@ def _check_labels(split: Split, num_classes: int, where: str) -> None:
                               f"but num_classes={num_classes}")
 
 
-def load_data(cfg: "RunConfig") -> DataSource:
-    """Load and validate the configured data set (cfg must be resolved)."""
+def read_data(cfg: "RunConfig") -> DataSource:
+    """Read and validate the configured data set at its native size, with numpy alone: bad
+    data is found before any framework starts. `cfg.num_classes` must be resolved."""
     src = DataSource(cfg.data, cfg.num_classes, cfg.image_size, normalize=cfg.normalize,
                      augment=cfg.augment, seed=cfg.seed)
     if cfg.data == "synthetic":
         return src
     if cfg.data == "cifar100":
         train, test = load_cifar100(cfg.data_dir)
-        train, test = _resize(train, cfg.image_size), _resize(test, cfg.image_size)
     elif cfg.data == "digits":
-        train, test = load_digits_splits(cfg.image_size)
+        train, test = load_digits_splits()
     else:
         raise BenchInputError(f"unknown data set: data={cfg.data!r}")
     _check_labels(train, cfg.num_classes, f"{cfg.data} train")
     _check_labels(test, cfg.num_classes, f"{cfg.data} test")
     src.train, src.test = train, test
+    return src
+
+
+def load_data(cfg: "RunConfig", source: DataSource | None = None) -> DataSource:
+    """The configured data set, validated and resized to cfg.image_size (cfg must be resolved).
+    Pass the `read_data` result as `source` to skip reading it again."""
+    src = source or read_data(cfg)
+    if src.train is not None:
+        src.train, src.test = _resize(src.train, cfg.image_size), _resize(src.test, cfg.image_size)
     return src

@@ -41,7 +41,8 @@ def _write_random_cifar(folder: Path, n_train: int = 10000, n_test: int = 1000) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="vgg13,resnet18")
     p.add_argument("--batch-sizes", default="32,128")
     p.add_argument("--width", type=float, default=1.0)

@@ -17,7 +17,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.config import OneLineParser  # noqa: E402
-from bench.errors import BenchInputError  # noqa: E402
+from bench.errors import BenchInputError, input_error  # noqa: E402
 from bench.reporting.plots import plot_accuracy, plot_scaling, plot_throughput  # noqa: E402
 from bench.reporting.render import build_report, markdown_table  # noqa: E402
 from bench.reporting.tables import (accuracy_table, best_batch_sizes, compare, failures, latest_ok,  # noqa: E402
@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _compare(old: str, new: str, fail_on_regression: bool) -> int:
     table = compare(load_results([old]), load_results([new]))
+    if table.empty and fail_on_regression:
+        # a regression gate that compared nothing must not pass
+        print(f"error: nothing to compare: no configuration has an ok row in both {old} and {new}", file=sys.stderr)
+        return 1
     print(markdown_table(table, ".2f"))
     n_reg = int((table["verdict"] == "regression").sum())
     print(f"{len(table)} configuration(s) in both: {n_reg} regression(s), "
@@ -63,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         formats = [f.strip() for f in args.format.split(",") if f.strip()]
         if not formats or any(f not in FORMATS for f in formats):
             raise BenchInputError(f"--format takes md and/or html. Received: format={args.format}")
-        files = build_report(load_results(args.csv), Path(args.out), formats)
+        df = load_results(args.csv)
+        try:
+            files = build_report(df, Path(args.out), formats)
+        except OSError as e:
+            raise BenchInputError(f"cannot write the report to out={args.out}: {e.strerror or e}") from None
     except BenchInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return input_error(e)
     for f in files:
         print(f)
     return 0

@@ -13,10 +13,12 @@ import datetime as _dt
 import fcntl
 import functools
 import io
+import logging
 import math
 import os
 import platform
 import socket
+import stat
 import subprocess
 import uuid
 from importlib import metadata
@@ -27,6 +29,8 @@ from .config import CONFIG_COLUMNS, schema
 
 if TYPE_CHECKING:
     from .config import RunConfig
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
 REPO = Path(__file__).resolve().parents[1]
@@ -57,6 +61,8 @@ OUTCOME = {"status": "str", "error": "str"}
 COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **ACCURACY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = ("ok", "diverged", "failed", "oom", "timeout")
+HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, of any schema, has these
+REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
 OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
 
 
@@ -127,28 +133,124 @@ def _header(columns: list[str]) -> str:
     return ",".join(columns) + "\n"
 
 
-def check_writable(path: str | os.PathLike) -> None:
-    """Raise OSError now (before a long run) if `path` cannot be appended to later."""
+MAX_CSV_BYTES = 256 * 2**20  # far beyond any results file; reading more would only fill memory
+
+
+class OutputRefused(OSError):
+    """The output path is not a file cnnbench may rewrite (a device, a foreign file, ...)."""
+
+
+def _not_regular(st: os.stat_result) -> str | None:
+    """What a non-regular file is, in words (None for a regular file)."""
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(st.st_mode):
+            return what
+    return None if stat.S_ISREG(st.st_mode) else "not a regular file"
+
+
+def output_target(path: str | os.PathLike) -> Path:
+    """Where rows for `path` go: a symlink is followed, so the link survives the atomic rename."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(p.parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write to directory {p.parent}")
-    if p.exists() and not os.access(p, os.R_OK):
-        raise PermissionError(f"cannot read {p}")
+    return p.resolve() if p.is_symlink() else p
+
+
+def _is_results_header(line: str) -> bool:
+    cols = next(csv.reader([line]), [])
+    return set(HEADER_MARKS) <= set(cols)
+
+
+def read_existing(path: Path) -> str:
+    """An existing results file's text ('' if there is none). OutputRefused unless it is a
+    regular, UTF-8 cnnbench CSV (or empty) of a sane size: nothing else is ours to rewrite."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return ""
+    what = _not_regular(st)
+    if what:
+        raise OutputRefused(f"{path} is {what}, not a results CSV")
+    with open(path, "rb") as f:
+        raw = f.read(MAX_CSV_BYTES + 1)
+    if len(raw) > MAX_CSV_BYTES:
+        raise OutputRefused(f"{path} is larger than {MAX_CSV_BYTES // 2**20} MiB: not a cnnbench results CSV")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise OutputRefused(f"{path} is not UTF-8 text (byte {e.start}): not a cnnbench results CSV") from None
+    if text.strip() and not _is_results_header(text.split("\n", 1)[0]):
+        raise OutputRefused(f"{path} exists and is not a cnnbench results CSV (its header lacks "
+                            f"{', '.join(HEADER_MARKS)})")
+    return text
+
+
+def check_output(path: str | os.PathLike) -> None:
+    """Raise BenchInputError now, before anything trains, unless `path` is a new file in a
+    writable folder or an existing cnnbench CSV that can be read and rewritten."""
+    from .errors import BenchInputError
+
+    p = output_target(path)
+    try:
+        read_existing(p)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(p.parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"cannot write to directory {p.parent}")
+    except OutputRefused as e:
+        raise BenchInputError(f"refusing output={path}: {e}") from None
+    except OSError as e:
+        raise BenchInputError(f"cannot write results to output={path}: {e.strerror or e}") from None
+
+
+def _repair_torn_tail(text: str, path: Path) -> str:
+    """Drop a partial last line (a writer that was not ours died mid-row); a complete last row
+    that only lacks its newline is kept."""
+    if not text or text.endswith("\n"):
+        return text
+    start = text.rfind("\n") + 1
+    reader = csv.reader(io.StringIO(text))
+    header, records, prev = next(reader, []), [], 1
+    for fields in reader:
+        records.append((prev, fields))
+        prev = reader.line_num
+    lines = text.split("\n")
+    if records:
+        first_line, fields = records[-1]
+        start = len("\n".join(lines[:first_line])) + 1
+        raw = text[start:]
+        if len(fields) == len(header) and raw.count('"') % 2 == 0:
+            return text + "\n"
+    log.warning("%s: dropped a partial last line (%d characters) left by an interrupted writer", path,
+                len(text) - start)
+    return text[:start]
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary siblings whose writer process is gone (killed mid-append)."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
     """Append one row atomically: the file afterwards holds every old row plus this one, or,
-    if anything fails (disk full, kill, permissions), is exactly as it was."""
-    path = Path(path)
+    if anything fails (disk full, kill, permissions), is exactly as it was. A file that is not
+    a cnnbench CSV is never replaced (OutputRefused)."""
+    path = output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = format_row(row)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        _remove_stale_temporaries(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
         try:
-            old = path.read_text(encoding="utf-8") if path.exists() else ""
-            content = _merge(old, line)
+            content = _merge(_repair_torn_tail(read_existing(path), path), line)
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(content)
                 f.flush()
@@ -192,7 +294,7 @@ def read_rows(path: str | os.PathLike):
     missing values; statuses of older schemas get their current names."""
     import pandas as pd
 
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""], compression=None)
     for col in ("status", "error"):
         if col in df:
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
@@ -202,64 +304,99 @@ def read_rows(path: str | os.PathLike):
 
 
 # ---- typed loading (reports, notebooks) ---------------------------------------------------------
-REQUIRED = ["schema_version", "model", "strategy", "batch_size", "status"]
+_BOOLS = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "time": "a UTC timestamp"}
 
 
-def _to_bool(s):
+def _typed(cells, kind: str):
+    """A column of raw text cells in its schema type, and the mask of cells that do not parse."""
     import pandas as pd
 
-    m = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
-    return s.map(lambda v: m.get(str(v).strip().lower(), pd.NA) if pd.notna(v) and str(v) != "" else pd.NA
-                 ).astype("boolean")
+    present = cells.notna() & (cells.astype("string").str.strip() != "")
+    if kind in ("int", "float"):
+        values = pd.to_numeric(cells, errors="coerce")
+        bad = present & values.isna() & ~cells.astype("string").str.strip().str.lower().isin(["nan"])
+        if kind == "int":
+            bad |= present & values.notna() & (values != values.round())
+            values = values.where(~bad).astype("Float64").round().astype("Int64")
+        return values.astype(float) if kind == "float" else values, bad
+    if kind == "bool":
+        values = cells.map(lambda v: _BOOLS.get(str(v).strip().lower(), pd.NA) if pd.notna(v) else pd.NA)
+        return values.astype("boolean"), present & values.isna()
+    if kind == "time":
+        values = pd.to_datetime(cells, utc=True, errors="coerce", format="ISO8601")
+        return values, present & values.isna()
+    return cells.astype("string"), present & False
+
+
+def _results_text(path: Path) -> str:
+    """A results file's text, or BenchInputError naming why it is not a cnnbench CSV."""
+    from .errors import BenchInputError
+
+    if not path.exists():
+        raise BenchInputError(f"no such results file: {path}")
+    try:
+        text = read_existing(path)
+    except OutputRefused as e:
+        raise BenchInputError(str(e).replace("exists and is not", "is not")) from None
+    except OSError as e:
+        raise BenchInputError(f"cannot read results file {path}: {e.strerror or e}") from None
+    if not text.strip():
+        raise BenchInputError(f"{path} is empty: not a cnnbench results CSV")
+    return text
+
+
+def _load_one(path: Path):
+    """One results file, typed, every cell checked: BenchInputError names a corrupted cell by
+    file, row (1 = the first data row) and column."""
+    import pandas as pd
+
+    from .errors import BenchInputError
+
+    try:
+        raw = pd.read_csv(io.StringIO(_results_text(path)), dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.ParserError as e:
+        raise BenchInputError(f"{path} is not a readable CSV: {e}") from None
+    missing = [c for c in REQUIRED if c not in raw.columns]
+    if missing:
+        raise BenchInputError(f"{path} is not a cnnbench results file (no {', '.join(missing)} column)")
+    df = raw.copy()
+    for c, kind in COLUMN_TYPES.items():
+        if c not in df.columns:
+            df[c] = pd.NA  # older schema: newer columns are empty
+            continue
+        df[c], bad = _typed(raw[c], kind)
+        if bad.any():
+            i = int(bad.to_numpy().nonzero()[0][0])
+            raise BenchInputError(f"{path}: row {i + 1}, column {c}: {raw[c].iloc[i]!r} is not {_KIND_WORDS[kind]}")
+    if df["schema_version"].isna().any():
+        i = int(df["schema_version"].isna().to_numpy().nonzero()[0][0])
+        raise BenchInputError(f"{path}: row {i + 1}, column schema_version: the cell is empty")
+    if (df["schema_version"] > SCHEMA_VERSION).any():
+        raise BenchInputError(f"{path} was written by a newer cnnbench (schema "
+                              f"{df['schema_version'].max()} > {SCHEMA_VERSION}); upgrade to read it")
+    df["status"] = df["status"].fillna("").replace(OLD_STATUS_NAMES)
+    df["error"] = df["error"].fillna("")
+    df["source_file"] = str(path)
+    return df
 
 
 def load_results(paths: Iterable[str | os.PathLike]):
     """One or more cnnbench CSVs as one DataFrame, each column typed by the schema (integers,
     floats, booleans, strings, UTC timestamps), with `source_file` and `config_key` added.
 
-    Files from an older schema load with the newer columns empty; a file that is not a
-    cnnbench CSV, or is from a newer schema, raises BenchInputError naming it."""
+    Files from an older schema load with the newer columns empty. A file that is not a
+    cnnbench CSV, is from a newer schema, or holds a cell that does not parse as its column's
+    type raises BenchInputError naming the file (and the row and column)."""
     import pandas as pd
 
     from .config import config_key
     from .errors import BenchInputError
 
-    frames = []
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise BenchInputError(f"no such results file: {path}")
-        try:
-            df = read_rows(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise BenchInputError(f"{path} is not a readable CSV: {str(e).splitlines()[0]}") from None
-        missing = [c for c in REQUIRED if c not in df.columns]
-        if missing:
-            raise BenchInputError(f"{path} is not a cnnbench results file (no {', '.join(missing)} column)")
-        versions = pd.to_numeric(df["schema_version"], errors="coerce")
-        if versions.isna().any():
-            raise BenchInputError(f"{path}: unreadable schema_version values")
-        if (versions > SCHEMA_VERSION).any():
-            raise BenchInputError(f"{path} was written by a newer cnnbench (schema "
-                                  f"{versions.max():g} > {SCHEMA_VERSION}); upgrade to read it")
-        df["source_file"] = str(path)
-        frames.append(df)
+    frames = [_load_one(Path(p)) for p in paths]
     if not frames:
         raise BenchInputError("no results files given")
     df = pd.concat(frames, ignore_index=True, sort=False)
-    for c, kind in COLUMN_TYPES.items():
-        if c not in df.columns:
-            df[c] = pd.NA  # older schema: newer columns are empty
-        if kind == "int":
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype("Float64").round().astype("Int64")
-        elif kind == "float":
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
-        elif kind == "bool":
-            df[c] = _to_bool(df[c])
-        elif kind == "time":
-            df[c] = pd.to_datetime(df[c], utc=True, errors="coerce")
-        else:
-            df[c] = df[c].astype("string")
-    df["status"] = df["status"].fillna("")
     df["config_key"] = [config_key(r) for r in df.to_dict("records")]
     return df
 

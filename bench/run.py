@@ -14,11 +14,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run, append the row (chief only), print a summary. Bad input: one line, exit 2."""
+    """Parse, run, append the row (chief only), print a summary. Bad input: one line, exit 2;
+    Ctrl-C: one line, exit 130."""
+    from bench.errors import interrupted
+
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return interrupted("interrupted: no row written")
+
+
+def _main(argv: list[str] | None) -> int:
     import logging
 
     from bench.config import NATURAL_CLASSES, parse_args
-    from bench.errors import BenchInputError
+    from bench.errors import BenchInputError, input_error, one_line
 
     try:
         cfg = parse_args(argv)
@@ -27,22 +37,18 @@ def main(argv: list[str] | None = None) -> int:
             print(models.describe(cfg.model, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data], width=cfg.width,
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
             return 0
-        from bench.results import append_row, check_writable
-        try:
-            check_writable(cfg.output)
-        except OSError as e:
-            raise BenchInputError(f"cannot write results to output={cfg.output}: {e}") from None
+        from bench.results import append_row, check_output
+        check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         from bench.runner import execute, summary_text
         outcome = execute(cfg)
     except BenchInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return input_error(e)
     if outcome.is_chief:
         try:
             append_row(cfg.output, outcome.row)
         except OSError as e:
-            print(f"error: could not write the result row to {cfg.output}: {e}", file=sys.stderr)
+            print(f"error: could not write the result row to {cfg.output}: {one_line(e)}", file=sys.stderr)
             return 1
         print(summary_text(outcome.row, cfg.output))
     return outcome.exit_code

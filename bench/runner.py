@@ -5,12 +5,15 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from .config import RunConfig
+from .config import NATURAL_CLASSES, RunConfig
 from .errors import BenchInputError
 from .results import AccuracyResult, Outcome, Topology, build_row
 from .timing import NonFiniteLoss, Timing, run_steps
+
+if TYPE_CHECKING:
+    from .data import DataSource
 
 log = logging.getLogger("cnnbench")
 
@@ -93,9 +96,10 @@ class Session:
         return self
 
 
-def open_session(cfg: RunConfig) -> Session:
-    """Configure TensorFlow and the distribution, resolve the config and load the data.
-    Bad input raises BenchInputError here, before anything is built."""
+def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
+    """Configure TensorFlow and the distribution, resolve the config and load the data (or
+    finish `source`, what `read_data` read). Bad input raises BenchInputError here, before
+    anything is built."""
     import tensorflow as tf
 
     from launch import make_distribution
@@ -108,7 +112,7 @@ def open_session(cfg: RunConfig) -> Session:
     gpu_names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
     cfg = cfg.resolved(has_gpu=bool(gpus))
     global_batch = cfg.batch_size * dist.num_replicas
-    source = load_data(cfg)
+    source = load_data(cfg, source)
     steps_per_epoch = None
     if cfg.accuracy_mode:
         steps_per_epoch = source.train_size // global_batch
@@ -122,9 +126,16 @@ def execute(cfg: RunConfig) -> RunOutcome:
     """Run one benchmark. Bad input raises BenchInputError before any row exists; every other
     failure becomes a row with status diverged/oom/failed (exit code 1), on the chief, wherever
     one can still be written: a start-up failure too."""
+    from launch import get_strategy
+
+    from .data import read_data
+
+    get_strategy(cfg.strategy).check_environment()
     started = time.perf_counter()
+    # bad data is input: found with numpy before TensorFlow starts (and prints its start-up lines)
+    source = read_data(dataclasses.replace(cfg, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data]))
     try:
-        session = open_session(cfg)
+        session = open_session(cfg, source)
     except BenchInputError:
         raise
     except Exception as e:  # noqa: BLE001 - e.g. Horovod or the cluster failing to start

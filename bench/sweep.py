@@ -26,8 +26,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.config import DEFAULT_OUTPUT, OneLineParser, RunConfig, config_key, parse_args  # noqa: E402
-from bench.errors import BenchInputError  # noqa: E402
+from bench.config import (DEFAULT_OUTPUT, OneLineParser, Opt, RunConfig, config_key, parse_args,  # noqa: E402
+                          parse_value, schema)
+from bench.errors import BenchInputError, input_error  # noqa: E402
 from launch import Launch, get_strategy, strategy_names  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,13 +59,6 @@ class Job:
 
 
 # ---- the grid ------------------------------------------------------------------------------
-def _csv_list(text: str, kind=str) -> list:
-    try:
-        return [kind(x.strip()) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        raise BenchInputError(f"not a list of {kind.__name__}: {text!r}") from None
-
-
 def toml_to_args(options: dict[str, Any]) -> list[str]:
     """A [run] table of a sweep file -> bench/run.py flags (true -> --flag, false -> --no-flag)."""
     out: list[str] = []
@@ -194,49 +188,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", help=f"comma list of: {', '.join(strategy_names())} (default: single)")
     p.add_argument("--workers")
     p.add_argument("--output")
-    p.add_argument("--timeout", type=float, help="seconds per configuration (default 1800)")
+    p.add_argument("--timeout", help="seconds per configuration (default 1800)")
     p.add_argument("--force", action="store_true", help="rerun configurations that already have an ok row")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and commands, run nothing")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p
 
 
+# The sweep's own options: (TOML type check, a description for errors). Lists may also be a comma string.
+_FILE_KEYS = {
+    "models": (lambda v: _is_list_of(v, str), "a list of model names"),
+    "batch_sizes": (lambda v: _is_list_of(v, int), "a list of integers"),
+    "strategies": (lambda v: _is_list_of(v, str), "a list of strategy names"),
+    "workers": (lambda v: _is_list_of(v, int), "a list of integers"),
+    "timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number of seconds"),
+    "output": (lambda v: isinstance(v, str), "a path string"),
+    "run": (lambda v: isinstance(v, dict) and all(isinstance(x, (bool, int, float, str)) for x in v.values()),
+            "a table of bench/run.py options with plain values"),
+}
+TIMEOUT = Opt("float", lo=0.0, hi=7 * 86400.0, lo_open=True)
+WORKERS = Opt("int", lo=1, hi=1024)
+
+
+def _is_list_of(value: Any, kind: type) -> bool:
+    if isinstance(value, str):
+        return True  # a comma list, checked item by item below
+    return isinstance(value, list) and all(isinstance(x, kind) and not isinstance(x, bool) for x in value)
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    """A sweep TOML, its keys and their types checked; BenchInputError naming what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            file = tomllib.load(f)
+    except OSError as e:
+        raise BenchInputError(f"cannot read config={path}: {e.strerror or e}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise BenchInputError(f"config={path} is not valid TOML: {e}") from None
+    unknown = sorted(set(file) - set(_FILE_KEYS))
+    if unknown:
+        raise BenchInputError(f"unknown key(s) in config={path}: {', '.join(unknown)}; valid: {', '.join(_FILE_KEYS)}")
+    for key, value in file.items():
+        ok, what = _FILE_KEYS[key]
+        if not ok(value):
+            raise BenchInputError(f"config={path}: {key} must be {what}. Received: {key}={value!r}")
+    return file
+
+
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     args, run_args = build_parser().parse_known_args(argv)
-    file: dict[str, Any] = {}
-    if args.config:
-        try:
-            with open(args.config, "rb") as f:
-                file = tomllib.load(f)
-        except OSError as e:
-            raise BenchInputError(f"cannot read config={args.config}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise BenchInputError(f"config={args.config} is not valid TOML: {e}") from None
-        unknown = set(file) - {"models", "batch_sizes", "strategies", "workers", "timeout", "output", "run"}
-        if unknown:
-            raise BenchInputError(f"unknown key(s) in config={args.config}: {', '.join(sorted(unknown))}")
+    file = _read_config(args.config) if args.config else {}
 
-    def pick(name: str, kind=str, default=None) -> list:
+    def pick(name: str, parse_item=str, default=None) -> list:
         """A list option: the command line's comma list, else the file's list (or comma string)."""
         value = getattr(args, name)
         if value is None:
             value = file.get(name, default)
         if value is None:
             return []
-        return _csv_list(",".join(map(str, value)) if isinstance(value, list) else value, kind)
+        items = [x.strip() for x in (",".join(map(str, value)) if isinstance(value, list) else value).split(",")]
+        return [parse_item(x) for x in items if x]
 
     args.models = pick("models")
-    args.batch_sizes = pick("batch_sizes", int)
+    args.batch_sizes = pick("batch_sizes", lambda x: parse_value("batch_size", schema()["batch_size"], x))
     args.strategies = pick("strategies", str, ["single"])
-    args.workers = pick("workers", int, [1])
+    args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
     if not args.models or not args.batch_sizes:
         raise BenchInputError("a sweep needs --models and --batch-sizes (or models/batch_sizes in --config)")
-    for b in args.batch_sizes:
-        if int(b) < 1:
-            raise BenchInputError(f"batch sizes must be >= 1. Received: batch_size={b}")
-    args.timeout = args.timeout if args.timeout is not None else float(file.get("timeout", 1800))
-    if args.timeout <= 0:
-        raise BenchInputError(f"timeout must be > 0. Received: timeout={args.timeout:g}")
+    timeout = args.timeout if args.timeout is not None else file.get("timeout", 1800)
+    args.timeout = parse_value("timeout", TIMEOUT, str(timeout))
     args.output = args.output or file.get("output", DEFAULT_OUTPUT)
     run_args = toml_to_args(file.get("run", {})) + run_args
     return args, run_args
@@ -251,15 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         gpus = gpu_count()
         jobs = build_jobs(args.models, [int(b) for b in args.batch_sizes], args.strategies,
                           [int(w) for w in args.workers], run_args, args.output, args.timeout, gpus)
-        from bench.results import check_writable, read_rows
-        check_writable(args.output)
+        from bench.results import check_output, read_rows
+        check_output(args.output)
+        rows = read_rows(args.output) if Path(args.output).exists() and Path(args.output).stat().st_size else None
     except BenchInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot write results to output={args.output}: {e}", file=sys.stderr)
-        return 2
-    rows = read_rows(args.output) if Path(args.output).exists() and Path(args.output).stat().st_size else None
+        return input_error(e)
     done = done_keys(rows)
     todo = [(j, not args.force and j.key(gpus > 0) in done) for j in jobs]
     if args.dry_run:

@@ -31,10 +31,25 @@ def default_strategy() -> str:
     return next((name for name, s in STRATEGIES.items() if s.launched_here()), "single")
 
 
+def check_config(cfg: "RunConfig") -> None:
+    """The chosen strategy's own checks, and one misuse no single strategy can see: a
+    one-process strategy in one of several processes that another strategy's launcher started
+    (each would write its own row, and their timings would disturb each other)."""
+    chosen = get_strategy(cfg.strategy)
+    chosen.check_config(cfg)
+    for other in STRATEGIES.values():
+        n = other.env_size()
+        if other is not chosen and n > 1 and chosen.processes(n) == 1:
+            from bench.errors import BenchInputError
+            raise BenchInputError(f"--strategy {cfg.strategy} runs in one process, but this is one of {n} processes "
+                                  f"started for --strategy {other.name}; use --strategy {other.name} (or run "
+                                  f"without its launcher)")
+
+
 def make_distribution(cfg: "RunConfig") -> Distribution:
     """The adapter for cfg.strategy. Call before TensorFlow creates any op (it configures devices)."""
     return get_strategy(cfg.strategy).from_config(cfg)
 
 
-__all__ = ["Distribution", "Launch", "STRATEGIES", "default_strategy", "get_strategy", "make_distribution",
+__all__ = ["Distribution", "Launch", "STRATEGIES", "check_config", "default_strategy", "get_strategy", "make_distribution",
            "strategy_names"]

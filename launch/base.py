@@ -81,11 +81,22 @@ class Distribution:
         return 0
 
     @classmethod
+    def env_size(cls) -> int:
+        """How many processes this strategy's launcher started, as its environment says (1 if none)."""
+        return 1
+
+    @classmethod
     def check_config(cls, cfg: "RunConfig") -> None:
         """Raise BenchInputError for options this strategy cannot take."""
         if cfg.cpu_replicas > 1:
             from bench.errors import BenchInputError
             raise BenchInputError(f"--cpu-replicas applies to --strategy mirrored. Received: strategy={cls.name}")
+
+    @classmethod
+    def check_environment(cls) -> None:
+        """Raise BenchInputError if what the launcher gave this process (e.g. TF_CONFIG) is
+        malformed. Called just before the run starts, not when a configuration is parsed (a
+        sweep parses its children's configurations where no launcher has run yet)."""
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Distribution":

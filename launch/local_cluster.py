@@ -91,25 +91,35 @@ def launch(n: int, command: list[str], timeout: float | None = None) -> int:
     return code
 
 
+MAX_WORKERS_PER_CORE = 8  # beyond this the workers only time-slice the same cores
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Bad input: one line, exit 2."""
+    from bench.config import OneLineParser, Opt, parse_value
+    from bench.errors import BenchInputError, input_error
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
         split = argv.index("--")
         own, command = argv[:split], argv[split + 1:]
     else:
         own, command = argv, []
-    p = argparse.ArgumentParser(prog="python -m launch.local_cluster", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-n", "--num-workers", type=int, required=True)
-    p.add_argument("--timeout", type=float, default=None, help="seconds before every worker is stopped")
-    args = p.parse_args(own)
-    if args.num_workers < 1:
-        print(f"error: --num-workers must be >= 1. Received: num_workers={args.num_workers}", file=sys.stderr)
-        return 2
-    if not command:
-        print("error: no command given after --", file=sys.stderr)
-        return 2
-    return launch(args.num_workers, command, args.timeout)
+    p = OneLineParser(prog="python -m launch.local_cluster", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--num-workers", required=True)
+    p.add_argument("--timeout", default=None, help="seconds before every worker is stopped")
+    cores = os.cpu_count() or 1
+    try:
+        args = p.parse_args(own)
+        n = parse_value("num_workers", Opt("int", lo=1, hi=MAX_WORKERS_PER_CORE * cores), args.num_workers)
+        timeout = None if args.timeout is None else parse_value(
+            "timeout", Opt("float", lo=0.0, hi=7 * 86400.0, lo_open=True), args.timeout)
+        if not command:
+            raise BenchInputError("no command given after --")
+    except BenchInputError as e:
+        return input_error(e)
+    return launch(n, command, timeout)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from bench.config import RunConfig
 
 
+MAX_CPU_REPLICAS_PER_CORE = 8
+
+
 class Single(Distribution):
     """One device in one process."""
 
@@ -110,7 +113,14 @@ class Mirrored(TFDistribution):
 
     @classmethod
     def check_config(cls, cfg: "RunConfig") -> None:
-        pass  # takes --cpu-replicas
+        # Each logical CPU device holds a model replica and its own traced step, so replicas
+        # beyond a few per core only time-slice the same cores while tracing time grows
+        # (99 replicas on 2 cores were still tracing after 400 s).
+        cap = MAX_CPU_REPLICAS_PER_CORE * (os.cpu_count() or 1)
+        if cfg.cpu_replicas > cap:
+            from bench.errors import BenchInputError
+            raise BenchInputError(f"cpu_replicas must be <= {cap} ({MAX_CPU_REPLICAS_PER_CORE} per core on this "
+                                  f"{os.cpu_count()}-core machine). Received: cpu_replicas={cfg.cpu_replicas}")
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Mirrored":
@@ -134,15 +144,30 @@ class Mirrored(TFDistribution):
 
 
 def _tf_config() -> tuple[dict, dict]:
-    """TF_CONFIG's cluster and task; BenchInputError if it is missing or malformed."""
+    """TF_CONFIG's cluster and task, checked; BenchInputError naming what is wrong."""
     from bench.errors import BenchInputError
 
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG", ""))
-        cluster, task = tf_config["cluster"], tf_config["task"]
-    except (ValueError, KeyError, TypeError):
+    raw = os.environ.get("TF_CONFIG", "")
+    if not raw.strip():
         raise BenchInputError("--strategy multiworker needs TF_CONFIG with 'cluster' and 'task' "
-                              "(use `python -m launch.local_cluster -n N -- ...` on one machine)") from None
+                              "(use `python -m launch.local_cluster -n N -- ...` on one machine)")
+    try:
+        tf_config = json.loads(raw)
+    except ValueError as e:
+        raise BenchInputError(f"TF_CONFIG is not valid JSON: {e}") from None
+    cluster, task = (tf_config.get("cluster"), tf_config.get("task")) if isinstance(tf_config, dict) else (None, None)
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise BenchInputError("TF_CONFIG needs a 'cluster' object and a 'task' object. Received: TF_CONFIG=" + raw)
+    for kind, hosts in cluster.items():
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and ":" in h for h in hosts):
+            raise BenchInputError(f"TF_CONFIG cluster {kind!r} must be a list of 'host:port' strings. "
+                                  f"Received: {hosts!r}")
+    kind, index = task.get("type"), task.get("index")
+    if kind not in cluster:
+        raise BenchInputError(f"TF_CONFIG task type must be one of {sorted(cluster)}. Received: type={kind!r}")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[kind]):
+        raise BenchInputError(f"TF_CONFIG task index must be an integer in [0, {len(cluster[kind])}). "
+                              f"Received: index={index!r}")
     return cluster, task
 
 
@@ -167,9 +192,21 @@ class MultiWorker(TFDistribution):
     def env_rank(cls) -> int:
         try:
             cluster, task = _tf_config()
-            return int(task["index"]) + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
-        except Exception:  # noqa: BLE001 - no usable TF_CONFIG: no other rank can claim the chief's row
+        except ValueError:  # no usable TF_CONFIG: no other rank can claim the chief's row
             return 0
+        return task["index"] + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
+
+    @classmethod
+    def env_size(cls) -> int:
+        try:
+            cluster, _ = _tf_config()
+        except ValueError:
+            return 1
+        return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+    @classmethod
+    def check_environment(cls) -> None:
+        _tf_config()
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "MultiWorker":
@@ -191,6 +228,14 @@ class MultiWorker(TFDistribution):
         # A last barrier keeps the chief from exiting (and tearing down its gRPC server) while
         # a peer still needs it for a collective.
         self.barrier()
+
+
+def _first_int(*names: str, default: int) -> int:
+    """The first of these environment variables that holds an integer."""
+    for var in names:
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return default
 
 
 class Horovod(Distribution):
@@ -226,10 +271,11 @@ class Horovod(Distribution):
 
     @classmethod
     def env_rank(cls) -> int:
-        for var in ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
-            if os.environ.get(var, "").isdigit():
-                return int(os.environ[var])
-        return 0
+        return _first_int("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", default=0)
+
+    @classmethod
+    def env_size(cls) -> int:
+        return _first_int("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", default=1) if cls.launched_here() else 1
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Horovod":

@@ -45,7 +45,7 @@ def update_readme(path: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m models", description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?")
     p.add_argument("--image-size", type=int, default=32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -201,3 +202,24 @@ def test_local_cluster_gives_each_worker_its_tf_config():
     assert [configs[i]["task"] for i in (0, 1)] == [{"type": "worker", "index": 0}, {"type": "worker", "index": 1}]
     ports = {a.split(":")[1] for a in configs[0]["cluster"]["worker"]}
     assert len(ports) == 2
+
+
+def test_a_one_process_strategy_under_horovodrun_is_refused_on_every_rank(tmp_path):
+    """Two `single` runs side by side would each write an ok row, timed while disturbing each other."""
+    out = tmp_path / "runs.csv"
+    r = subprocess.run([*launcher("horovod"), PY, "bench/run.py", "vgg11", "--strategy", "single", "--output",
+                        str(out)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    text = r.stdout + r.stderr
+    assert r.returncode != 0
+    # horovodrun stops the other rank as soon as the first exits, so one or both get to say it
+    errors = {l.split("<", 1)[0]: l for l in text.splitlines() if "]<stderr>:error:" in l}
+    assert errors and all("one of 2 processes started for --strategy horovod" in l for l in errors.values()), text
+    assert re.search(r"Process \d exit with status code 2", text), text[-3000:]
+    assert "<stderr>:Traceback" not in text  # none from a rank (horovodrun's own report is its own)
+    assert not out.exists()
+    # each rank decides alone, from the environment horovodrun gives it: rank 1 too
+    env = {**ENV, "HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_LOCAL_SIZE": "2"}
+    r1 = subprocess.run([PY, "bench/run.py", "vgg11", "--strategy", "mirrored", "--output", str(out)], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=60)
+    assert r1.returncode == 2 and r1.stderr.strip().count("\n") == 0 and "one of 2 processes" in r1.stderr
+    assert not out.exists()

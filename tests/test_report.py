@@ -133,7 +133,7 @@ def test_compare_flags_regressions_outside_both_cis(tmp_path):
 def test_bad_and_newer_files_fail_clearly(tmp_path):
     notours = tmp_path / "x.csv"
     notours.write_text("a,b\n1,2\n")
-    with pytest.raises(BenchInputError, match="not a cnnbench results file"):
+    with pytest.raises(BenchInputError, match="not a cnnbench results"):
         load_results([notours])
     newer = tmp_path / "newer.csv"
     newer.write_text(FIXTURE.read_text().replace("\n1,", "\n9,"))

@@ -87,3 +87,78 @@ def test_provenance_fields():
         assert p[k] not in ("", None), k
     assert p["gpu_names"] == "GPU-X"
     assert p["tf_version"].startswith("2.21")
+
+
+# ---- output safety ------------------------------------------------------------------------------
+def test_a_torn_last_line_is_dropped_and_a_complete_one_kept(tmp_path, caplog):
+    out = tmp_path / "runs.csv"
+    append_row(out, _row(1))
+    whole = out.read_text()
+    torn = whole + format_row(_row(2))[:40]  # a writer that was not ours died mid-row
+    out.write_text(torn)
+    append_row(out, _row(3))
+    assert pd.read_csv(out)["model"].tolist() == ["m1", "m3"]
+    assert "dropped a partial last line" in caplog.text
+    out.write_text(whole + format_row(_row(4)).rstrip("\n"))  # complete, only its newline missing
+    append_row(out, _row(5))
+    assert pd.read_csv(out)["model"].tolist() == ["m1", "m4", "m5"]
+
+
+def test_a_torn_quoted_multiline_cell_is_dropped_whole(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_row(out, _row(1))
+    line = format_row(_row(2))
+    cut = line.index("\nmessage") + 3  # inside the quoted, multi-line error cell
+    out.write_text(out.read_text() + line[:cut])
+    append_row(out, _row(3))
+    df = pd.read_csv(out)
+    assert df["model"].tolist() == ["m1", "m3"] and df["error"].tolist() == [_row(1)["error"]] * 2
+
+
+def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_row(out, _row(1))
+    p = mp.get_context("fork").Process(target=os._exit, args=(0,))
+    p.start()
+    p.join()
+    dead = tmp_path / f".runs.csv.{p.pid}.abcdef.tmp"
+    alive = tmp_path / f".runs.csv.{os.getpid()}.abcdef.tmp"
+    dead.write_text("x" * 1000)
+    alive.write_text("y")
+    append_row(out, _row(2))
+    assert not dead.exists() and alive.exists()
+
+
+def test_the_writer_never_replaces_what_it_does_not_recognise(tmp_path):
+    foreign = tmp_path / "other.csv"
+    foreign.write_text("a,b\n1,2\n")
+    with pytest.raises(results.OutputRefused, match="not a cnnbench results CSV"):
+        append_row(foreign, _row(1))
+    assert foreign.read_text() == "a,b\n1,2\n"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(results.OutputRefused, match="FIFO"):
+        append_row(fifo, _row(1))
+    assert Path(fifo).is_fifo()
+
+
+def test_a_symlink_to_a_results_file_stays_a_link(tmp_path):
+    real = tmp_path / "real.csv"
+    append_row(real, _row(1))
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    append_row(link, _row(2))
+    assert link.is_symlink() and pd.read_csv(real)["model"].tolist() == ["m1", "m2"]
+
+
+def test_check_output_refuses_before_anything_runs(tmp_path):
+    from bench.errors import BenchInputError
+
+    results.check_output(tmp_path / "new" / "runs.csv")  # a new path is fine
+    (tmp_path / "empty.csv").write_text("")
+    results.check_output(tmp_path / "empty.csv")  # an empty file holds nothing to lose
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    with pytest.raises(BenchInputError, match="notes.txt"):
+        results.check_output(tmp_path / "notes.txt")
+    with pytest.raises(BenchInputError, match="directory"):
+        results.check_output(tmp_path)

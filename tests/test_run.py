@@ -166,3 +166,20 @@ def test_bad_data_exits_2_with_one_line_and_no_row(tmp_path, case):
     errors = [l for l in r.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_with_one_line_and_no_row(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "runs.csv"
+    p = subprocess.Popen([sys.executable, "bench/run.py", "vgg11", *TINY, "--steps", "100000", "--output", str(out)],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(15)  # past start-up, into the timed steps
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted")
+    assert not out.exists()
