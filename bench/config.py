@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import BenchInputError
 
+BACKENDS = ("tensorflow", "jax")
 DATASETS = ("synthetic", "cifar100", "digits")
 PRECISIONS = ("fp32", "mixed_bf16", "mixed_fp16")
 OPTIMIZERS = ("adam", "sgd")
@@ -71,6 +72,8 @@ class RunConfig:
                                   help="model name (see `python -m models` for the list)"))
     strategy: str = opt("single", **_key("str", choices=_strategy_names, group="where it runs", cli_default=None,
                                          help="default: the strategy whose launcher started this process, else single"))
+    backend: str = opt("tensorflow", **_key("str", choices=BACKENDS, group="where it runs",
+                                            help="the Keras backend: tensorflow (default) or jax"))
     data: str = opt("synthetic", **_key("str", choices=DATASETS, group="data and size"))
     batch_size: int | None = opt(None, **_key("int", lo=1, hi=2**20, group="data and size",
                                               help="per-replica batch size (default: 128 with a GPU, 32 on CPU-only machines)"))
@@ -101,6 +104,10 @@ class RunConfig:
     normalize: bool = opt(False, **_key("bool", action="toggle",
                                         help="per-channel mean/std normalisation after /255"))
     seed: int = opt(0, **_key("int", lo=0, hi=MAX_SEED))
+    init_weights: str | None = opt(None, "str", column=True,
+                                   help="start from this Keras .weights.h5 file instead of the seeded initialisation "
+                                   "(works across backends; the row records its sha256)")
+    save_weights: str | None = opt(None, "str", help="write the weights to this .weights.h5 file at the end")
     scale_lr: bool = opt(False, **_key("bool", action="toggle", group="where it runs",
                                        help="multiply the learning rate by the number of replicas, with warmup"))
     lr_warmup_epochs: float | None = opt(None, **_key("float", lo=0.0, hi=1e6, group="where it runs",
@@ -131,12 +138,15 @@ class RunConfig:
         return self.epochs > 0
 
     def resolved(self, *, has_gpu: bool) -> "RunConfig":
-        """Fill the defaults that depend on the hardware or the data set."""
+        """Fill the defaults that depend on the hardware, the data set or the backend. On JAX,
+        XLA is always on, and --threads does not apply (XLA:CPU sizes its own pool): 0."""
+        jax = self.backend == "jax"
         return dataclasses.replace(
             self,
             batch_size=self.batch_size or (128 if has_gpu else 32),
             num_classes=self.num_classes or NATURAL_CLASSES[self.data],
-            xla=has_gpu if self.xla is None else self.xla,
+            xla=True if jax else (has_gpu if self.xla is None else self.xla),
+            threads=0 if jax else self.threads,
         )
 
 
@@ -249,6 +259,12 @@ def validate(cfg: RunConfig) -> None:
     out = Path(cfg.output)
     if out.exists() and out.is_dir():
         raise BenchInputError(f"--output is a directory: output={cfg.output}")
+    if cfg.backend == "jax" and cfg.xla is False:
+        raise BenchInputError("XLA is always on under --backend jax (jax.jit compiles every step). Received: --no-xla")
+    if cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
+        raise BenchInputError(f"no such weights file: init_weights={cfg.init_weights}")
+    from .backends import check_installed
+    check_installed(cfg.backend)
     if cfg.lr_warmup_epochs is not None and not cfg.scale_lr:
         raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={cfg.lr_warmup_epochs}")
 

@@ -13,7 +13,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -103,6 +103,44 @@ class DataSource:
         return preprocess
 
 
+    # ---- the host pipeline (numpy; the JAX backend feeds devices from it) ------------------------
+    def host_batches(self, num_shards: int, shard_index: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Infinite, shuffled (a new order every epoch, from the seed), batched (drop_remainder)
+        and preprocessed training batches of one shard, as float32 NHWC images and int32 labels."""
+        if self.fixed:
+            batch = synthetic_arrays(batch_size, self.image_size, self.num_classes, self.seed * 1000 + shard_index)
+            while True:
+                yield batch
+        index = np.arange(shard_index, self.train_size, num_shards)
+        if len(index) < batch_size:
+            raise BenchInputError(f"a {self.name} training shard holds {len(index)} images, fewer than one "
+                                  f"batch. Received: batch_size={batch_size}")
+        rng = np.random.default_rng(self.seed + shard_index)
+        preprocess = self._preprocess_np()
+        while True:
+            order = rng.permutation(index)
+            for start in range(0, len(order) - batch_size + 1, batch_size):
+                chosen = order[start:start + batch_size]
+                images = self.train.images[chosen]
+                if self.augment:
+                    images = _augment_np(images, rng)
+                yield preprocess(images), self.train.labels[chosen]
+
+    def host_test_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The whole test split, in order, preprocessed, for evaluation."""
+        preprocess = self._preprocess_np()
+        for start in range(0, len(self.test.labels), batch_size):
+            yield preprocess(self.test.images[start:start + batch_size]), self.test.labels[start:start + batch_size]
+
+    def _preprocess_np(self) -> Callable[[np.ndarray], np.ndarray]:
+        """uint8 -> float32 /255, optional per-channel normalisation (as `_preprocess_fn`)."""
+        mean, std = self.mean_std() if self.normalize else (None, None)
+
+        def preprocess(images: np.ndarray) -> np.ndarray:
+            x = images.astype(np.float32) / np.float32(255.0)
+            return (x - mean) / std if mean is not None else x
+        return preprocess
+
 def _augment_fn(seed: int) -> Callable:
     """Standard CIFAR augmentation: 4-pixel zero pad, random crop back, random horizontal flip."""
     import tensorflow as tf
@@ -116,14 +154,33 @@ def _augment_fn(seed: int) -> Callable:
     return augment
 
 
+def _augment_np(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Standard CIFAR augmentation on a batch: 4-pixel zero pad, random crop back, random flip."""
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    oy, ox = rng.integers(0, 9, size=n), rng.integers(0, 9, size=n)
+    rows = (oy[:, None] + np.arange(h))[:, :, None]
+    cols = (ox[:, None] + np.arange(w))[:, None, :]
+    out = padded[np.arange(n)[:, None, None], rows, cols]
+    flip = rng.random(n) < 0.5
+    out[flip] = out[flip, :, ::-1]
+    return out
+
+
+def synthetic_arrays(batch_size: int, image_size: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One fixed random batch: float32 N(0, 1) images and uniform int32 labels, from `seed`.
+    Both backends use it, so they see identical data for a seed."""
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((batch_size, image_size, image_size, 3), dtype=np.float32)
+    labels = rng.integers(0, num_classes, size=batch_size).astype(np.int32)
+    return images, labels
+
+
 def _synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int) -> "tf.data.Dataset":
     """One fixed batch (made once; the harness keeps it on the device and reuses it)."""
     import tensorflow as tf
 
-    rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch_size, image_size, image_size, 3), dtype=np.float32)
-    labels = rng.integers(0, num_classes, size=batch_size).astype(np.int32)
-    return tf.data.Dataset.from_tensors((images, labels)).repeat()
+    return tf.data.Dataset.from_tensors(synthetic_arrays(batch_size, image_size, num_classes, seed)).repeat()
 
 
 # ---- CIFAR-100 ------------------------------------------------------------------------------
@@ -256,11 +313,13 @@ def load_digits_splits() -> tuple[Split, Split]:
 
 
 def _resize(split: Split, size: int) -> Split:
-    import tensorflow as tf
-
+    """Bilinear resize through Keras, so it runs on whichever backend this process uses."""
     if split.images.shape[1] == size and split.images.shape[2] == size:
         return split
-    x = tf.image.resize(split.images, (size, size), method="bilinear").numpy()
+    from keras import ops
+
+    x = ops.convert_to_numpy(ops.image.resize(split.images.astype(np.float32), (size, size),
+                                              interpolation="bilinear"))
     return Split(np.clip(np.rint(x), 0, 255).astype(np.uint8), split.labels)
 
 

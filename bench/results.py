@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
+# 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
+# 3: the backend (older rows are TensorFlow's), its versions, the device kind, the initial weights
+SCHEMA_VERSION = 3
 REPO = Path(__file__).resolve().parents[1]
 
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
@@ -40,7 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",
               "git_commit": "str", "git_dirty": "bool", "hostname": "str", "cpu_model": "str",
               "cpu_count": "int", "gpu_names": "str", "python_version": "str", "tf_version": "str",
-              "keras_version": "str", "horovod_version": "str"}
+              "keras_version": "str", "horovod_version": "str", "jax_version": "str", "jaxlib_version": "str",
+              "device_kind": "str", "init_weights_sha256": "str"}
 CONFIG = {name: schema()[name].kind for name in CONFIG_COLUMNS}
 MODEL = {"params": "int", "gflops_per_image": "float"}
 TOPOLOGY = {"workers": "int", "replicas": "int", "per_replica_batch": "int", "global_batch": "int"}
@@ -82,33 +85,55 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(pkg: str) -> str:
+def package_version(pkg: str) -> str:
+    """An installed distribution's version, read from its metadata ('' if absent): no import."""
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
         return ""
 
 
+# The stack each backend runs on; a row records only the versions its run used.
+BACKEND_PACKAGES = {"tensorflow": {"tf_version": ("tensorflow-cpu", "tensorflow"), "horovod_version": ("horovod",)},
+                    "jax": {"jax_version": ("jax",), "jaxlib_version": ("jaxlib",)}}
+
+
+def backend_versions(backend: str) -> dict[str, str]:
+    out = {col: "" for cols in BACKEND_PACKAGES.values() for col in cols}
+    for col, pkgs in BACKEND_PACKAGES.get(backend, {}).items():
+        out[col] = next((v for v in map(package_version, pkgs) if v), "")
+    return out
+
+
 @functools.cache
 def _static_provenance() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else ""
-    tf_version = _version("tensorflow-cpu") or _version("tensorflow")
     return {"git_commit": commit or "unknown", "git_dirty": dirty, "hostname": socket.gethostname(),
             "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "python_version": platform.python_version(),
-            "tf_version": tf_version, "keras_version": _version("keras"),
-            "horovod_version": _version("horovod")}
+            "keras_version": package_version("keras")}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def provenance(gpu_names: Iterable[str] = (), source: str = "cli", run_id: str | None = None) -> dict[str, Any]:
+def provenance(gpu_names: Iterable[str] = (), source: str = "cli", run_id: str | None = None,
+               backend: str = "tensorflow") -> dict[str, Any]:
     """Where, when and with what a result was produced."""
     return {"schema_version": SCHEMA_VERSION, "run_id": run_id or new_run_id(),
             "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "source": source, **_static_provenance(), "gpu_names": ";".join(gpu_names)}
+            "source": source, **_static_provenance(), **backend_versions(backend), "gpu_names": ";".join(gpu_names)}
 
 
 def _cell(value: Any) -> str:
@@ -265,7 +290,13 @@ def _migrate(row: dict[str, str]) -> dict[str, str]:
     """An older row in the current schema's terms."""
     if row.get("status") in OLD_STATUS_NAMES:
         row["status"] = OLD_STATUS_NAMES[row["status"]]
+    if not row.get("backend"):
+        row["backend"] = "tensorflow"  # the only backend before schema 3
     return row
+
+
+def _needs_migration(rows: list[dict[str, str]]) -> bool:
+    return any(r.get("status") in OLD_STATUS_NAMES or not r.get("backend") for r in rows)
 
 
 def _merge(old: str, line: str) -> str:
@@ -273,7 +304,7 @@ def _merge(old: str, line: str) -> str:
         return _header(COLUMNS) + line
     first = old.split("\n", 1)[0]
     rows = list(csv.DictReader(io.StringIO(old)))
-    if first == ",".join(COLUMNS) and not any(r.get("status") in OLD_STATUS_NAMES for r in rows):
+    if first == ",".join(COLUMNS) and not _needs_migration(rows):
         return (old if old.endswith("\n") else old + "\n") + line
     # An older (or newer) schema: rewrite every row under the current columns, keeping any
     # columns this version does not know at the end so that nothing is lost.
@@ -300,6 +331,8 @@ def read_rows(path: str | os.PathLike):
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
     if "status" in df:
         df["status"] = df["status"].replace(OLD_STATUS_NAMES)
+    if "model" in df:
+        df["backend"] = df["backend"].fillna("tensorflow") if "backend" in df else "tensorflow"
     return df
 
 
@@ -376,6 +409,7 @@ def _load_one(path: Path):
         raise BenchInputError(f"{path} was written by a newer cnnbench (schema "
                               f"{df['schema_version'].max()} > {SCHEMA_VERSION}); upgrade to read it")
     df["status"] = df["status"].fillna("").replace(OLD_STATUS_NAMES)
+    df["backend"] = df["backend"].fillna("tensorflow")  # the only backend before schema 3
     df["error"] = df["error"].fillna("")
     df["source_file"] = str(path)
     return df
@@ -453,7 +487,11 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
 
     if session is not None:
         topology, gpu_names = session.topology, session.gpu_names
-    row: dict[str, Any] = provenance(gpu_names, source=cfg.source, run_id=cfg.run_id)
+    row: dict[str, Any] = provenance(gpu_names, source=cfg.source, run_id=cfg.run_id, backend=cfg.backend)
+    if session is not None:
+        row.update(session.backend.provenance(session.gpu_names))
+    if cfg.init_weights:
+        row["init_weights_sha256"] = file_sha256(cfg.init_weights)
     row.update({k: getattr(cfg, k) for k in CONFIG})
     if topology is not None:
         row.update(dataclasses.asdict(topology))

@@ -32,6 +32,8 @@ def _main(argv: list[str] | None) -> int:
 
     try:
         cfg = parse_args(argv)
+        from bench.backends import select
+        select(cfg.backend)  # before anything imports keras
         if cfg.summary:
             import models
             print(models.describe(cfg.model, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data], width=cfg.width,
@@ -39,7 +41,8 @@ def _main(argv: list[str] | None) -> int:
             return 0
         from bench.results import append_row, check_output
         check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("cnnbench").setLevel(logging.INFO)  # ours; the frameworks' INFO chatter stays off
         from bench.runner import execute, summary_text
         outcome = execute(cfg)
     except BenchInputError as e:

@@ -34,24 +34,17 @@ def _progress(enabled: bool) -> Callable[[str, int], Iterator[int]]:
     return bar
 
 
-def configure_tensorflow(cfg: RunConfig) -> None:
-    """Process-wide TensorFlow settings that must precede the first op."""
-    import tensorflow as tf
-
-    if cfg.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
-
-
 @dataclasses.dataclass
 class Session:
-    """Everything one run needs, built the same way for bench/run.py and the pytest suite."""
+    """Everything one run needs, built the same way for bench/run.py and the pytest suite, on
+    either backend (`backend` is its module: bench.backend_tensorflow or bench.backend_jax)."""
     cfg: RunConfig                # resolved
     dist: Any
     source: Any
     global_batch: int
     steps_per_epoch: int | None
     gpu_names: list[str]
+    backend: Any
     model: Any = None
     optimizer: Any = None
     trainer: Any = None
@@ -65,13 +58,14 @@ class Session:
                         per_replica_batch=self.cfg.batch_size, global_batch=self.global_batch)
 
     def build(self) -> "Session":
-        """Model, optimizer (built in scope), initial-state broadcast, and the step callable."""
+        """Model (from --init-weights or the seed), optimizer (built in the strategy's scope),
+        then the backend's step: initial-state broadcast, compiled step, step callable."""
         import keras
-        import tensorflow as tf
 
         import models
 
-        from .train import Trainer, apply_precision_policy, make_optimizer
+        from .train import apply_precision_policy, make_optimizer
+        from .weights import load_initial_weights
 
         cfg, dist = self.cfg, self.dist
         apply_precision_policy(cfg.precision)
@@ -79,38 +73,35 @@ class Session:
         with dist.scope():
             self.model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
                                             input_shape=(cfg.image_size, cfg.image_size, 3))
+            if cfg.init_weights:
+                load_initial_weights(self.model, cfg.init_weights)
             self.optimizer = make_optimizer(cfg, dist.num_replicas, self.steps_per_epoch)
             # Keras 3 optimizers must be built inside the scope before a custom loop's first step.
             self.optimizer.build(self.model.trainable_variables)
-        dist.broadcast_initial_state(self.model, self.optimizer)
         self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
-        self.trainer = trainer = Trainer(self.model, self.optimizer, dist, global_batch=self.global_batch,
-                                         xla=cfg.xla, track_accuracy=cfg.accuracy_mode)
-        if self.source.fixed:  # made once, held on the device, reused every step
-            fixed = dist.distribute_fixed(self.source.train_dataset, cfg.batch_size)
-            self.step = lambda: trainer.step(fixed)
-        else:
-            batches = iter(dist.distribute(self.source.train_dataset, cfg.batch_size))
-            self.step = lambda: trainer.step(next(batches))
-        self.device_sync = tf.experimental.sync_devices if self.gpu_names else None
+        self.backend.build_step(self)
         return self
+
+    def save_weights(self, path: str) -> None:
+        """The trained weights as a Keras .weights.h5 file (readable by either backend)."""
+        self.backend.finish(self)
+        self.model.save_weights(path)
 
 
 def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
-    """Configure TensorFlow and the distribution, resolve the config and load the data (or
-    finish `source`, what `read_data` read). Bad input raises BenchInputError here, before
-    anything is built."""
-    import tensorflow as tf
-
+    """Select and configure the backend, build the distribution, resolve the config and load
+    the data (or finish `source`, what `read_data` read). Bad input raises BenchInputError
+    here, before anything is built."""
     from launch import make_distribution
 
+    from .backends import load
     from .data import load_data
 
-    configure_tensorflow(cfg)
+    backend = load(cfg.backend)
+    backend.configure(cfg)
     dist = make_distribution(cfg)
-    gpus = tf.config.list_physical_devices("GPU")
-    gpu_names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-    cfg = cfg.resolved(has_gpu=bool(gpus))
+    gpu_names = backend.gpu_names()
+    cfg = cfg.resolved(has_gpu=bool(gpu_names))
     global_batch = cfg.batch_size * dist.num_replicas
     source = load_data(cfg, source)
     steps_per_epoch = None
@@ -119,7 +110,7 @@ def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
         if steps_per_epoch < 1:
             raise BenchInputError(f"global batch {global_batch} exceeds the {cfg.data} training split "
                                   f"({source.train_size} images). Received: batch_size={cfg.batch_size}")
-    return Session(cfg, dist, source, global_batch, steps_per_epoch, gpu_names)
+    return Session(cfg, dist, source, global_batch, steps_per_epoch, gpu_names, backend)
 
 
 def execute(cfg: RunConfig) -> RunOutcome:
@@ -141,7 +132,6 @@ def execute(cfg: RunConfig) -> RunOutcome:
     except Exception as e:  # noqa: BLE001 - e.g. Horovod or the cluster failing to start
         log.exception("start-up failed")
         return _startup_failure(cfg, e, time.perf_counter() - started)
-    import tensorflow as tf
 
     cfg, dist = session.cfg, session.dist
     progress = _progress(cfg.progress and dist.is_chief)
@@ -154,16 +144,19 @@ def execute(cfg: RunConfig) -> RunOutcome:
             timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
                                global_batch=session.global_batch, progress=progress,
                                device_sync=session.device_sync)
+        if cfg.save_weights and dist.is_chief:
+            session.save_weights(cfg.save_weights)
         outcome = Outcome("ok")
     except NonFiniteLoss as e:
         outcome = Outcome("diverged", str(e))
-    except (tf.errors.ResourceExhaustedError, MemoryError) as e:
-        outcome = Outcome("oom", _one_line(e))
     except BenchInputError:
         raise
-    except Exception as e:  # noqa: BLE001 - any failure becomes a 'failed' row, never a silent one
-        log.exception("run failed")
-        outcome = Outcome("failed", _one_line(e))
+    except Exception as e:  # noqa: BLE001 - any failure becomes a row, never a silent one
+        if session.backend.is_oom(e):
+            outcome = Outcome("oom", _one_line(e))
+        else:
+            log.exception("run failed")
+            outcome = Outcome("failed", _one_line(e))
     ok = outcome.status == "ok"
     # after a failure a peer may be gone: gathering its timings would only wait for it
     row = build_row(cfg, outcome, session=session, timing=timing if ok else None, accuracy=accuracy,
@@ -200,7 +193,7 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
     steps_per_epoch, global_batch, device_sync = s.steps_per_epoch, s.global_batch, s.device_sync
     timing = Timing()
     result = AccuracyResult(target_reached=False if cfg.target_accuracy else None)
-    test = s.source.test_dataset(max(global_batch, 256))
+    test_batch = max(global_batch, 256)
     warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
     for epoch in progress("epochs", cfg.epochs):
         first = epoch == 0
@@ -208,7 +201,7 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
                   timed=steps_per_epoch - (1 + warmup if first else 0), global_batch=global_batch,
                   timing=timing, first_is_compile=first, device_sync=device_sync)
         # every rank evaluates its own weights on the whole test split; metrics are averaged
-        top1, top5 = dist.gather(trainer.evaluate(test)).mean(axis=0)
+        top1, top5 = dist.gather(trainer.evaluate(s.backend.test_batches(s, test_batch))).mean(axis=0)
         result.top1, result.top5, result.epochs_run = float(top1), float(top5), epoch + 1
         result.top1_by_epoch.append(float(top1))
         result.epoch_end_s.append(time.perf_counter() - started)

@@ -1,7 +1,7 @@
 """Run a grid of benchmark configurations, each in its own child process, into one CSV.
 
     python bench/sweep.py --models vgg13,resnet18 --batch-sizes 32,64 \\
-        --strategies STRATEGY,... --workers 1,2 [RUN OPTIONS ...]
+        --strategies STRATEGY,... --workers 1,2 [--backends tensorflow,jax] [RUN OPTIONS ...]
     python bench/sweep.py --config sweep.toml [--dry-run] [--force]
 
 RUN OPTIONS are any bench/run.py options (e.g. --width 0.25 --steps 20), passed to every run.
@@ -33,7 +33,7 @@ from launch import Launch, get_strategy, strategy_names  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
-OWNED = ("--strategy", "--batch-size", "--output", "--run-id", "--source")
+OWNED = ("--strategy", "--backend", "--batch-size", "--output", "--run-id", "--source")
 ERROR_TAIL_LINES = 6
 
 
@@ -48,10 +48,11 @@ class Job:
     launch: Launch
     command: list[str]
     replicas: int
+    backend: str = "tensorflow"
 
     @property
     def label(self) -> str:
-        return f"{self.model} b{self.batch_size} {self.strategy} x{self.workers}"
+        return f"{self.model} b{self.batch_size} {self.strategy} x{self.workers} {self.backend}"
 
     def key(self, has_gpu: bool) -> tuple:
         """The configuration key its row will have."""
@@ -75,42 +76,52 @@ def _flags(args: list[str]) -> set[str]:
     return {a.split("=")[0] for a in args if a.startswith("--")}
 
 
+def unsupported(strategies: list[str], backends: list[str]) -> list[tuple[str, str]]:
+    """The (strategy, backend) cells of the grid that cannot run (e.g. Horovod on JAX)."""
+    return [(s, b) for s in strategies for b in backends if b not in get_strategy(s).backends]
+
+
 def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str], workers: list[int],
-               run_args: list[str], output: str, timeout: float, gpus: int = 0) -> list[Job]:
+               run_args: list[str], output: str, timeout: float, gpus: int = 0,
+               backends: tuple[str, ...] | list[str] = ("tensorflow",)) -> list[Job]:
     """Expand the grid. A strategy that does not scale runs once, at one worker, whatever
-    --workers says. Each strategy says how it is launched and how the cores are split."""
+    --workers says. Each strategy says how it is launched, how the cores are split and which
+    backends it runs on: the cells it cannot run are left out (see `unsupported`)."""
     classes = [get_strategy(s) for s in strategies]
+    for b in backends:
+        parse_value("backend", schema()["backend"], b)
     for w in workers:
         if w < 1:
             raise BenchInputError(f"workers must be >= 1. Received: workers={w}")
     bad = sorted(_flags(run_args) & set(OWNED))
     if bad:
-        raise BenchInputError(f"the sweep sets {bad[0]} itself; use --strategies/--batch-sizes/--workers/--output instead")
+        raise BenchInputError(f"the sweep sets {bad[0]} itself; use --strategies/--backends/--batch-sizes/--workers/--output instead")
     cores = os.cpu_count() or 1
     user_threads = "--threads" in _flags(run_args)
     jobs: list[Job] = []
     seen = set()
     for model in models:
         for batch in batch_sizes:
-            for strategy in classes:
+            for strategy, backend in ((c, b) for c in classes for b in backends if b in c.backends):
                 for w in workers:
                     w = w if strategy.scalable else 1
-                    if (model, batch, strategy.name, w) in seen:
+                    if (model, batch, strategy.name, w, backend) in seen:
                         continue
-                    seen.add((model, batch, strategy.name, w))
+                    seen.add((model, batch, strategy.name, w, backend))
                     launch = strategy.launch(w, timeout=timeout, gpus=gpus, cores=cores)
                     clash = sorted(_flags(run_args) & _flags(launch.run_args))
                     if clash:
                         raise BenchInputError(f"the sweep sets {clash[0]} itself for --strategies {strategy.name}; "
                                               f"use --workers instead")
-                    args = [model, "--batch-size", str(batch), "--strategy", strategy.name, *launch.run_args,
-                            *run_args]
+                    args = [model, "--batch-size", str(batch), "--strategy", strategy.name, "--backend", backend,
+                            *launch.run_args, *run_args]
                     if not user_threads:  # processes share the cores instead of oversubscribing them
                         args += ["--threads", str(launch.threads)]
                     cfg = parse_args([*args, "--output", output])  # validates every run option
                     command = [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *args,
                                "--output", output, "--no-progress", "--source", "sweep"]
-                    jobs.append(Job(model, batch, strategy.name, w, cfg, launch, command, strategy.replicas(w, gpus)))
+                    jobs.append(Job(model, batch, strategy.name, w, cfg, launch, command, strategy.replicas(w, gpus),
+                                    backend))
     return jobs
 
 
@@ -187,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes")
     p.add_argument("--strategies", help=f"comma list of: {', '.join(strategy_names())} (default: single)")
     p.add_argument("--workers")
+    p.add_argument("--backends", help="comma list of: tensorflow, jax (default: tensorflow)")
     p.add_argument("--output")
     p.add_argument("--timeout", help="seconds per configuration (default 1800)")
     p.add_argument("--force", action="store_true", help="rerun configurations that already have an ok row")
@@ -201,6 +213,7 @@ _FILE_KEYS = {
     "batch_sizes": (lambda v: _is_list_of(v, int), "a list of integers"),
     "strategies": (lambda v: _is_list_of(v, str), "a list of strategy names"),
     "workers": (lambda v: _is_list_of(v, int), "a list of integers"),
+    "backends": (lambda v: _is_list_of(v, str), "a list of backend names"),
     "timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number of seconds"),
     "output": (lambda v: isinstance(v, str), "a path string"),
     "run": (lambda v: isinstance(v, dict) and all(isinstance(x, (bool, int, float, str)) for x in v.values()),
@@ -253,6 +266,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     args.batch_sizes = pick("batch_sizes", lambda x: parse_value("batch_size", schema()["batch_size"], x))
     args.strategies = pick("strategies", str, ["single"])
     args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
+    args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), ["tensorflow"])
     if not args.models or not args.batch_sizes:
         raise BenchInputError("a sweep needs --models and --batch-sizes (or models/batch_sizes in --config)")
     timeout = args.timeout if args.timeout is not None else file.get("timeout", 1800)
@@ -270,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         from bench.hardware import gpu_count
         gpus = gpu_count()
         jobs = build_jobs(args.models, [int(b) for b in args.batch_sizes], args.strategies,
-                          [int(w) for w in args.workers], run_args, args.output, args.timeout, gpus)
+                          [int(w) for w in args.workers], run_args, args.output, args.timeout, gpus, args.backends)
+        for strategy, backend in unsupported(args.strategies, args.backends):
+            print(f"note: --strategies {strategy} does not run on {backend}; those configurations are left out")
         from bench.results import check_output, read_rows
         check_output(args.output)
         rows = read_rows(args.output) if Path(args.output).exists() and Path(args.output).stat().st_size else None

@@ -1,5 +1,6 @@
-"""The one training step (and evaluation) for every strategy, as the seed course writes it:
-tf.function + GradientTape + sparse categorical cross-entropy from logits."""
+"""The TensorFlow training step (and evaluation) for every strategy, as the seed course writes
+it: tf.function + GradientTape + sparse categorical cross-entropy from logits. The precision
+policy, learning-rate schedule and optimizer here are backend-neutral (bench.train_jax uses them)."""
 from __future__ import annotations
 
 import math
@@ -35,8 +36,8 @@ def make_learning_rate(cfg: "RunConfig", num_replicas: int, steps_per_epoch: int
 
     class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
-            import tensorflow as tf
-            frac = tf.minimum(1.0, tf.cast(step + 1, tf.float32) / warmup)
+            from keras import ops  # backend-neutral: the schedule runs inside either backend's step
+            frac = ops.minimum(1.0, ops.cast(step + 1, "float32") / warmup)
             return cfg.lr + (target - cfg.lr) * frac
 
         def get_config(self):

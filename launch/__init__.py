@@ -35,12 +35,16 @@ def check_config(cfg: "RunConfig") -> None:
     """The chosen strategy's own checks, and one misuse no single strategy can see: a
     one-process strategy in one of several processes that another strategy's launcher started
     (each would write its own row, and their timings would disturb each other)."""
+    from bench.errors import BenchInputError
+
     chosen = get_strategy(cfg.strategy)
+    if cfg.backend not in chosen.backends:
+        raise BenchInputError(f"--strategy {chosen.name} does not run on --backend {cfg.backend}"
+                              + (f": {chosen.backend_hint}" if chosen.backend_hint else ""))
     chosen.check_config(cfg)
     for other in STRATEGIES.values():
         n = other.env_size()
         if other is not chosen and n > 1 and chosen.processes(n) == 1:
-            from bench.errors import BenchInputError
             raise BenchInputError(f"--strategy {cfg.strategy} runs in one process, but this is one of {n} processes "
                                   f"started for --strategy {other.name}; use --strategy {other.name} (or run "
                                   f"without its launcher)")

@@ -44,6 +44,7 @@ class Distribution:
 
     name = "single"
     backends: tuple[str, ...] = ("tensorflow",)
+    backend_hint = ""        # what to use instead, for a backend this strategy does not support
     scalable = True          # False: the worker count is always 1, whatever a sweep asks
     jit_collectives = True   # may the gradient all-reduce sit inside an XLA-compiled step?
 
@@ -151,3 +152,24 @@ class Distribution:
 
     def shutdown(self) -> None:
         """Release the strategy's resources."""
+
+
+class MeshDistribution(Distribution):
+    """The adapter interface under --backend jax (launch.jax_mesh.JaxMesh implements it): a
+    mesh of devices with one batch axis. The step is one jitted program over the mesh, so
+    there is no per-replica `run` or `allreduce_gradients`: XLA reduces inside the step."""
+
+    replicated: Any                # the sharding of replicated state (parameters, optimizer slots)
+    local_devices: list            # this process's devices, in mesh order
+
+    @property
+    def local_replicas(self) -> int:
+        return len(self.local_devices)
+
+    def shard(self, local_batch: Sequence[np.ndarray]) -> tuple:
+        """This process's part of a global batch as global arrays sharded along the batch."""
+        raise NotImplementedError
+
+    def replicate(self, tree: Any) -> Any:
+        """A pytree replicated on every device, from process 0's values."""
+        raise NotImplementedError

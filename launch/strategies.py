@@ -23,7 +23,15 @@ class Single(Distribution):
     """One device in one process."""
 
     name = "single"
+    backends = ("tensorflow", "jax")
     scalable = False
+
+    @classmethod
+    def from_config(cls, cfg: "RunConfig") -> Distribution:
+        if cfg.backend == "jax":
+            from . import jax_mesh
+            return jax_mesh.single()
+        return cls()
 
 
 class TFDistribution(Distribution):
@@ -100,6 +108,7 @@ class Mirrored(TFDistribution):
     """tf.distribute.MirroredStrategy over the GPUs, or over N logical CPU devices."""
 
     name = "mirrored"
+    backends = ("tensorflow", "jax")
 
     @classmethod
     def replicas(cls, workers: int, gpus: int) -> int:
@@ -123,7 +132,10 @@ class Mirrored(TFDistribution):
                                   f"{os.cpu_count()}-core machine). Received: cpu_replicas={cfg.cpu_replicas}")
 
     @classmethod
-    def from_config(cls, cfg: "RunConfig") -> "Mirrored":
+    def from_config(cls, cfg: "RunConfig") -> Distribution:
+        if cfg.backend == "jax":  # one process, data-parallel over a mesh of the local devices
+            from . import jax_mesh
+            return jax_mesh.mirrored(cfg.cpu_replicas)
         return cls(cfg.cpu_replicas)
 
     def __init__(self, cpu_replicas: int = 1):
@@ -175,6 +187,7 @@ class MultiWorker(TFDistribution):
     """tf.distribute.MultiWorkerMirroredStrategy, configured by TF_CONFIG."""
 
     name = "multiworker"
+    backends = ("tensorflow", "jax")
 
     @classmethod
     def processes(cls, workers: int) -> int:
@@ -209,7 +222,12 @@ class MultiWorker(TFDistribution):
         _tf_config()
 
     @classmethod
-    def from_config(cls, cfg: "RunConfig") -> "MultiWorker":
+    def from_config(cls, cfg: "RunConfig") -> Distribution:
+        if cfg.backend == "jax":  # the same TF_CONFIG describes the cluster: its first task coordinates
+            from . import jax_mesh
+            cluster, _ = _tf_config()
+            coordinator = [*cluster.get("chief", []), *cluster.get("worker", [])][0]
+            return jax_mesh.multiworker(coordinator, cls.env_size(), cls.env_rank(), cfg.collective_timeout)
         return cls(cfg.collective_timeout)
 
     def __init__(self, collective_timeout: float):
@@ -246,6 +264,8 @@ class Horovod(Distribution):
     hvd.grouped_allreduce and the initial state through one hvd.broadcast per variable."""
 
     name = "horovod"
+    backend_hint = ("Horovod has no JAX binding; use --strategy mirrored (every local device) or "
+                    "--strategy multiworker (jax.distributed) instead")
     jit_collectives = False  # Horovod's ops have no XLA kernels in this build
 
     @classmethod

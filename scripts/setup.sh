@@ -3,7 +3,8 @@
 # built from source against TensorFlow 2.21 (with the one patch it needs), cached as a wheel.
 #
 # Usage: bash scripts/setup.sh [--gpu]
-#   --gpu            install tensorflow[and-cuda] instead of tensorflow-cpu (extra "gpu")
+#   --gpu            install tensorflow[and-cuda] and jax[cuda12] instead of tensorflow-cpu and jax[cpu]
+#                    (extra "gpu"; both use the CUDA 12 wheels)
 # Environment:
 #   CNNBENCH_VENV    where the venv goes (default: .venv in the repo)
 #   CNNBENCH_CACHE   where the built Horovod wheel is cached (default: ~/.cache/cnnbench)
@@ -47,12 +48,12 @@ fi
 vpy="$venv/bin/python"
 run_logged pip-upgrade "$vpy" -m pip install -q --upgrade pip setuptools wheel
 
-log "installing cnnbench${extra} and its dependencies (TensorFlow, pandas, pytest, ...)"
+log "installing cnnbench${extra} and its dependencies (TensorFlow, JAX, pandas, pytest, ...)"
 if [ -n "$extra" ]; then
-  # the gpu extra replaces tensorflow-cpu with tensorflow[and-cuda]
+  # the gpu extra replaces tensorflow-cpu and jax[cpu] with their CUDA builds
   run_logged install "$vpy" -m pip install -q -e "$repo" --no-deps
-  run_logged install-deps "$vpy" -m pip install -q "tensorflow[and-cuda]==2.21.*" \
-    $("$vpy" -c 'import tomllib,sys; d=tomllib.load(open(sys.argv[1],"rb")); print(" ".join(x for x in d["project"]["dependencies"] if not x.startswith("tensorflow")))' "$repo/pyproject.toml")
+  run_logged install-deps "$vpy" -m pip install -q \
+    $("$vpy" -c 'import tomllib,sys; d=tomllib.load(open(sys.argv[1],"rb"))["project"]; print(" ".join([x for x in d["dependencies"] if not x.startswith(("tensorflow", "jax"))] + d["optional-dependencies"]["gpu"]))' "$repo/pyproject.toml")
 else
   run_logged install "$vpy" -m pip install -q -e "$repo"
 fi

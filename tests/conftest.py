@@ -26,10 +26,52 @@ def pytest_addoption(parser):
     g.addoption("--benchmark-width", type=float, default=0.25, help="model width multiplier")
     g.addoption("--benchmark-precisions", default="fp32",
                 help="comma-separated precisions (fp32, mixed_bf16, mixed_fp16)")
+    g.addoption("--benchmark-backends", default="tensorflow",
+                help="comma-separated Keras backends (tensorflow, jax); a process runs one backend, so each "
+                     "backend after the first runs in a child pytest over tests/benchmarks")
     g.addoption("--benchmark-rounds", type=int, default=10, help="timed rounds (one step each)")
     g.addoption("--benchmark-warmup-rounds", type=int, default=3, help="untimed rounds after the compile step")
     g.addoption("--benchmark-csv", default=None, metavar="PATH",
                 help="append each benchmark as a row in bench/run.py's CSV schema (source=pytest)")
+
+
+def benchmark_backends(config) -> list[str]:
+    names = [b.strip() for b in str(config.getoption("--benchmark-backends")).split(",") if b.strip()]
+    bad = [b for b in names if b not in ("tensorflow", "jax")]
+    if bad or not names:
+        raise pytest.UsageError(f"--benchmark-backends takes tensorflow and/or jax. Received: {bad or names}")
+    return names
+
+
+def own_backend(config) -> str:
+    """The backend benchmarks run on in this process: the first asked for."""
+    return benchmark_backends(config)[0]
+
+
+def pytest_configure(config):
+    if config.getoption("--benchmark"):
+        os.environ.setdefault("KERAS_BACKEND", own_backend(config))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Each further backend: the same benchmarks in a child pytest (one backend per process)."""
+    config = session.config
+    if not config.getoption("--benchmark") or os.environ.get("CNNBENCH_BENCHMARK_CHILD"):
+        return
+    import subprocess
+
+    args = list(config.invocation_params.args)
+    for backend in benchmark_backends(config)[1:]:
+        child = [a for a in args if not a.startswith("--benchmark-backends")]
+        if "--benchmark-backends" in args:  # the value follows the flag
+            i = args.index("--benchmark-backends")
+            child = [a for j, a in enumerate(args) if j not in (i, i + 1)]
+        child = [f"{a}.{backend}.json" if a.startswith("--benchmark-json=") else a for a in child]
+        r = subprocess.run([sys.executable, "-m", "pytest", *child, "--benchmark-backends", backend],
+                           env={**os.environ, "KERAS_BACKEND": backend, "CNNBENCH_BENCHMARK_CHILD": "1"},
+                           cwd=str(config.invocation_params.dir))
+        if r.returncode != 0:
+            session.exitstatus = r.returncode
 
 
 def pytest_collection_modifyitems(config, items):

@@ -27,8 +27,15 @@ V1_COLUMNS = (
     "target_reached time_to_target_s top1_by_epoch epoch_end_s wall_s status error").split()
 
 
-def test_columns_are_those_of_before():
-    assert list(COLUMN_TYPES) == V1_COLUMNS
+SCHEMA_3_ADDED = ["jax_version", "jaxlib_version", "device_kind", "init_weights_sha256", "backend", "init_weights"]
+
+
+def test_columns_are_those_of_before_plus_the_backends():
+    """Schema 3 only adds columns (the backend, its versions, the device kind, the initial
+    weights); every earlier column keeps its name and order."""
+    cols = list(COLUMN_TYPES)
+    assert [c for c in cols if c not in SCHEMA_3_ADDED] == V1_COLUMNS
+    assert sorted(set(cols) - set(V1_COLUMNS)) == sorted(SCHEMA_3_ADDED)
 
 
 def test_parser_options_come_from_the_schema():
@@ -81,7 +88,7 @@ def test_the_key_tells_rows_apart_by_every_key_field_and_nothing_else(tmp_path):
     k = config_key(_row(base, 1.0))
     assert config_key(base.resolved(has_gpu=False), workers=1, replicas=1) == k  # a config and its row agree
     for name in KEY_FIELDS:
-        if name in ("model", "strategy", "data", "precision", "optimizer"):
+        if name in ("model", "strategy", "backend", "data", "precision", "optimizer"):
             continue  # choices: covered by lr below and the strategy registry tests
         value = getattr(base.resolved(has_gpu=False), name)
         other = (not value) if isinstance(value, bool) or value is None and name == "xla" else \

@@ -37,16 +37,16 @@ def test_load_results_types_columns(df):
 
 
 def test_throughput_pivot_uses_the_latest_row(df):
-    t = _table(throughput_tables(df), "single, 1 replica(s) on 1 worker(s), synthetic")
+    t = _table(throughput_tables(df), "single, tensorflow, 1 replica(s) on 1 worker(s), synthetic")
     assert t.loc["vgg13", 32] == 400.0  # not the older 100
     assert t.loc["vgg13", 64] == 500.0
     assert t.loc["resnet18", 32] == 200.0 and t.loc["resnet18", 64] == 250.0
-    h = _table(throughput_tables(df), "horovod, 2 replica(s)")
+    h = _table(throughput_tables(df), "horovod, tensorflow, 2 replica(s)")
     assert h.loc["vgg13", 32] == 720.0 and h.loc["resnet18", 32] == 300.0
 
 
 def test_step_time_pivot_in_ms(df):
-    t = _table(step_time_tables(df), "single, 1 replica(s) on 1 worker(s), synthetic")
+    t = _table(step_time_tables(df), "single, tensorflow, 1 replica(s) on 1 worker(s), synthetic")
     assert t.loc["vgg13", 64] == pytest.approx(128.0)
     assert t.loc["resnet18", 32] == pytest.approx(160.0)
 
@@ -172,7 +172,7 @@ def test_rows_differing_only_in_lr_are_two_configurations(tmp_path):
     assert sorted(pair["images_per_sec_median"]) == [300.0, 400.0]
 
     tables = throughput_tables(df)
-    single = "single, 1 replica(s) on 1 worker(s), synthetic"
+    single = "single, tensorflow, 1 replica(s) on 1 worker(s), synthetic"
     assert _table(tables, single + ", fp32, width 0.25, 32px, 100 classes, lr 0.001").loc["vgg13", 32] == 400.0
     other = _table(tables, single + ", fp32, width 0.25, 32px, 100 classes, lr 0.01")
     assert other.loc["vgg13", 32] == 300.0 and list(other.index) == ["vgg13"]
@@ -235,7 +235,7 @@ def test_throughput_plot_draws_the_median_ci_as_error_bars(df):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 4
     bars = {c.get_label(): c for ax in axes for c in ax.containers if isinstance(c, ErrorbarContainer)
-            if ax.get_title().startswith("single x1, synthetic")}
+            if ax.get_title().startswith("single x1 tensorflow, synthetic")}
     assert set(bars) == {"vgg13", "resnet18"}
     (segments,) = [lc.get_segments() for lc in bars["vgg13"].lines[2]]
     np.testing.assert_allclose([s.tolist() for s in segments], [[[32, 390], [32, 410]], [[64, 480], [64, 520]]])

@@ -47,7 +47,7 @@ def test_dry_run_lists_configurations_and_launchers(tmp_path):
         strategy = get_strategy(s)
         w = 2 if strategy.scalable else 1
         launch = strategy.launch(w, timeout=1800, gpus=0, cores=cores)
-        command = lines[lines.index(f"run: vgg13 b32 {s} x{w}") + 1]
+        command = lines[lines.index(f"run: vgg13 b32 {s} x{w} tensorflow") + 1]
         assert command.strip().startswith(" ".join(launch.prefix))  # the strategy's own launcher
         assert " ".join(launch.run_args) in command
         assert f"--threads {max(1, cores // launch.processes)}" in command  # processes share the cores

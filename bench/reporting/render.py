@@ -33,6 +33,7 @@ def sections(df: pd.DataFrame) -> list[Section]:
     out += [Section(f"Step time: median ms ({t})", x) for t, x in tables.step_time_tables(df).items()]
     return out + [
         Section("VGG vs ResNet (ratio VGG / ResNet)", tables.vgg_vs_resnet(df), ".3f"),
+        Section("TensorFlow vs JAX (ratio JAX / TensorFlow)", tables.backend_comparison(df), ".3f"),
         Section("Scaling efficiency", tables.scaling_efficiency(df), ".3f"),
         Section("Best batch size (by images/sec)", tables.best_batch_sizes(df)),
         Section("Accuracy and time to accuracy", tables.accuracy_table(df), ".4f"),

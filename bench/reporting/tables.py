@@ -18,11 +18,11 @@ from bench.config import KEY_FIELDS, TOPOLOGY_KEY, config_key
 
 KEY_COLUMNS = [*KEY_FIELDS, *TOPOLOGY_KEY]  # the fields of a config_key, in its order
 # what a table's title spells out, in the order tables are listed
-TITLE_FIELDS = ["strategy", "replicas", "workers", "data", "precision", "xla", "width", "image_size", "num_classes"]
+TITLE_FIELDS = ["strategy", "backend", "replicas", "workers", "data", "precision", "xla", "width", "image_size", "num_classes"]
 # scaling compares replica counts, which the strategy, the workers and cpu_replicas set
 TOPOLOGY_FIELDS = {"strategy", "replicas", "workers", "cpu_replicas"}
 HARDWARE = ["hostname", "cpu_model", "gpu_names"]
-VERSIONS = ["python_version", "tf_version", "keras_version", "horovod_version"]
+VERSIONS = ["python_version", "tf_version", "keras_version", "horovod_version", "jax_version", "jaxlib_version"]
 
 
 # ---- configurations -----------------------------------------------------------------------
@@ -85,7 +85,7 @@ def title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
     """A table's title: its strategy, topology and setting, then the `extra` key fields."""
     v = {k: ("" if x is None else x) for k, x in values.items()}
     width = f"{v['width']:g}" if isinstance(v["width"], float) else v["width"]
-    head = (f"{v['strategy']}, {v['replicas']} replica(s) on {v['workers']} worker(s), {v['data']}, "
+    head = (f"{v['strategy']}, {v['backend']}, {v['replicas']} replica(s) on {v['workers']} worker(s), {v['data']}, "
             f"{v['precision']}{', xla' if v['xla'] is True else ''}, width {width}, "
             f"{v['image_size']}px, {v['num_classes']} classes")
     return head + "".join(f", {_value(f, values[f])}" for f in extra)
@@ -94,7 +94,7 @@ def title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
 def short_title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
     """A plot title that fits: strategy x replicas, data, precision, width, then `extra`."""
     width = f"{values['width']:g}" if isinstance(values["width"], float) else values["width"]
-    head = (f"{values['strategy']} x{values['replicas']}, {values['data']}, {values['precision']}"
+    head = (f"{values['strategy']} x{values['replicas']} {values['backend']}, {values['data']}, {values['precision']}"
             f"{' xla' if values['xla'] is True else ''}, w{width}")
     return head + "".join(f", {_value(f, values[f])}" for f in extra)
 
@@ -184,6 +184,28 @@ def vgg_vs_resnet(df: pd.DataFrame) -> pd.DataFrame:
                              "top1_ratio": top1})
                 pairs.append(v.name)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[pairs], cols[:6], shown=["model"])
+
+
+def backend_comparison(df: pd.DataFrame) -> pd.DataFrame:
+    """TensorFlow vs JAX: for rows that differ only in backend, images/sec on each and the
+    ratio JAX / TensorFlow (above 1: JAX is faster). JAX always compiles with XLA, so each
+    TensorFlow row, with XLA or without, is paired with the JAX row of its configuration."""
+    ok = latest_ok(df)
+    cols = ["model", "strategy", "replicas", "batch_size", "precision", "data", "tensorflow_xla",
+            "tensorflow_images_per_sec", "jax_images_per_sec", "jax_tensorflow_ratio"]
+    rows, used = [], []
+    for _, g in groups(ok, exclude=["backend", "xla"]):
+        jax_rows = g[g["backend"] == "jax"]
+        if jax_rows.empty:
+            continue
+        j = jax_rows.iloc[-1]
+        for _, t in g[g["backend"] == "tensorflow"].iterrows():
+            rows.append({**{c: t[c] for c in cols[:6]}, "tensorflow_xla": t["xla"],
+                         "tensorflow_images_per_sec": t["images_per_sec_median"],
+                         "jax_images_per_sec": j["images_per_sec_median"],
+                         "jax_tensorflow_ratio": j["images_per_sec_median"] / t["images_per_sec_median"]})
+            used.append(t.name)
+    return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:7])
 
 
 def scaling_efficiency(df: pd.DataFrame) -> pd.DataFrame:

@@ -14,3 +14,5 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("batch_size", _list(config, "--benchmark-batch-sizes", int))
     if "precision" in metafunc.fixturenames:
         metafunc.parametrize("precision", _list(config, "--benchmark-precisions"))
+    if "backend" in metafunc.fixturenames:  # one backend per process: the others run in child pytests
+        metafunc.parametrize("backend", _list(config, "--benchmark-backends")[:1])

@@ -13,14 +13,14 @@ import pytest
 
 
 @pytest.fixture
-def harness_session(request, model, batch_size, precision):
+def harness_session(request, model, batch_size, precision, backend):
     import keras
 
     from bench.config import RunConfig
     from bench.runner import open_session
 
     opt = request.config.getoption
-    cfg = RunConfig(model=model, batch_size=batch_size, precision=precision,
+    cfg = RunConfig(model=model, batch_size=batch_size, precision=precision, backend=backend,
                     width=opt("--benchmark-width"), source="pytest", progress=False)
     session = open_session(cfg).build()
     yield session
@@ -28,7 +28,7 @@ def harness_session(request, model, batch_size, precision):
     keras.backend.clear_session()
 
 
-def test_train_step(benchmark, request, harness_session, model, batch_size, precision):
+def test_train_step(benchmark, request, harness_session, model, batch_size, precision, backend):
     from bench.timing import Timing
 
     s = harness_session
@@ -43,7 +43,7 @@ def test_train_step(benchmark, request, harness_session, model, batch_size, prec
     step()  # trace and compile: never timed by pytest-benchmark
     compile_s = time.perf_counter() - t0
     benchmark.group = model
-    benchmark.extra_info.update(model=model, batch_size=batch_size, precision=precision,
+    benchmark.extra_info.update(model=model, batch_size=batch_size, precision=precision, backend=backend,
                                 width=s.cfg.width, global_batch=s.global_batch, params=s.desc.params,
                                 gflops_per_image=s.desc.gflops, compile_s=compile_s)
     benchmark.pedantic(step, rounds=opt("--benchmark-rounds"), iterations=1,

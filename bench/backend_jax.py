@@ -1,0 +1,59 @@
+"""The JAX backend: one jitted stateless step (bench.train_jax) over a device mesh
+(launch.jax_mesh), fed by the host numpy pipeline. Nothing here imports TensorFlow or Horovod.
+See bench.backends for the functions every backend has."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .runner import Session
+
+NAME = "jax"
+
+
+def configure(cfg: "RunConfig") -> None:
+    """Keep TensorFlow out of this process. Keras imports it wherever it is installed, to seed
+    it (keras.utils.set_random_seed) or to recognise its types when saving, so tell Keras'
+    lazy loader that it is absent. (XLA:CPU sizes its own thread pool: --threads is a
+    TensorFlow setting, and rows of JAX runs record 0, the framework's default.)"""
+    from keras.src.utils import module_utils
+
+    module_utils.tensorflow._available = False
+
+
+def gpu_names() -> list[str]:
+    import jax
+
+    return [d.device_kind for d in jax.local_devices() if d.platform == "gpu"]
+
+
+def build_step(s: "Session") -> None:
+    """Replicate the state over the mesh (rank 0's, with several processes), compile lazily."""
+    from .train_jax import JaxTrainer, make_step
+
+    s.trainer = trainer = JaxTrainer(s.model, s.optimizer, s.dist, global_batch=s.global_batch,
+                                     track_accuracy=s.cfg.accuracy_mode)
+    s.step = make_step(trainer, s.dist, s.source, s.cfg.batch_size)
+    s.device_sync = trainer.sync
+
+
+def test_batches(s: "Session", batch_size: int) -> Iterable:
+    return s.source.host_test_batches(batch_size)
+
+
+def finish(s: "Session") -> None:
+    """Copy the trained state into the Keras variables (for --save-weights)."""
+    s.trainer.write_back()
+
+
+def is_oom(e: BaseException) -> bool:
+    """XLA reports an allocation failure as RESOURCE_EXHAUSTED in a JaxRuntimeError."""
+    return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)
+
+
+def provenance(gpu_names: list[str]) -> dict[str, Any]:
+    """What the row learns only once the backend runs: the versions JAX reports, the device kind."""
+    from .train_jax import versions
+
+    return versions()

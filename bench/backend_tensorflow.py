@@ -1,0 +1,65 @@
+"""The TensorFlow backend: tf.function + GradientTape step (bench.train), tf.data feeding,
+tf.distribute or Horovod adapters. See bench.backends for the functions every backend has."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:
+    from .config import RunConfig
+    from .runner import Session
+
+NAME = "tensorflow"
+
+
+def configure(cfg: "RunConfig") -> None:
+    """Process-wide TensorFlow settings that must precede the first op."""
+    import tensorflow as tf
+
+    if cfg.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
+
+
+def gpu_names() -> list[str]:
+    import tensorflow as tf
+
+    return [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+            for g in tf.config.list_physical_devices("GPU")]
+
+
+def build_step(s: "Session") -> None:
+    """Initial-state broadcast, the compiled step, and the step callable (fixed or fed data)."""
+    import tensorflow as tf
+
+    from .train import Trainer
+
+    cfg, dist = s.cfg, s.dist
+    dist.broadcast_initial_state(s.model, s.optimizer)
+    s.trainer = trainer = Trainer(s.model, s.optimizer, dist, global_batch=s.global_batch, xla=cfg.xla,
+                                  track_accuracy=cfg.accuracy_mode)
+    if s.source.fixed:  # made once, held on the device, reused every step
+        fixed = dist.distribute_fixed(s.source.train_dataset, cfg.batch_size)
+        s.step = lambda: trainer.step(fixed)
+    else:
+        batches = iter(dist.distribute(s.source.train_dataset, cfg.batch_size))
+        s.step = lambda: trainer.step(next(batches))
+    s.device_sync = tf.experimental.sync_devices if s.gpu_names else None
+
+
+def test_batches(s: "Session", batch_size: int) -> Iterable:
+    return s.source.test_dataset(batch_size)
+
+
+def finish(s: "Session") -> None:
+    """Nothing to copy back: the Keras variables are the state."""
+
+
+def is_oom(e: BaseException) -> bool:
+    import tensorflow as tf
+
+    return isinstance(e, (tf.errors.ResourceExhaustedError, MemoryError))
+
+
+def provenance(gpu_names: list[str]) -> dict[str, Any]:
+    """What the row learns only once the backend runs (the versions come from package metadata)."""
+    return {"device_kind": gpu_names[0] if gpu_names else "cpu"}

@@ -1,0 +1,52 @@
+"""The Keras backends cnnbench runs on, and the one place that chooses between them.
+
+Each backend is one module with the same functions (bench.backend_tensorflow and
+bench.backend_jax): configure the framework, name the GPUs, build the step of a Session,
+serve the test split, say which exceptions mean out-of-memory, and give the row its
+provenance. Keras reads KERAS_BACKEND when it is first imported, so `select` must run before
+anything imports keras; one process runs one backend.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from types import ModuleType
+
+from .errors import BenchInputError
+
+BACKENDS = ("tensorflow", "jax")
+INSTALL_HINT = {"tensorflow": "pip install tensorflow-cpu==2.21.*",
+                "jax": "pip install 'jax[cpu]' (or run `bash scripts/setup.sh`, which installs it)"}
+
+
+def check_installed(name: str) -> None:
+    """BenchInputError, saying how to install it, if the backend's framework is missing."""
+    if importlib.util.find_spec(name) is None:
+        raise BenchInputError(f"--backend {name} needs {name}, which is not installed: {INSTALL_HINT[name]}")
+
+
+def select(name: str) -> None:
+    """Make `name` the Keras backend of this process. BenchInputError if Keras already runs
+    on another one here (a process cannot hold two backends)."""
+    if name not in BACKENDS:
+        raise BenchInputError(f"invalid backend {name!r}; valid: {', '.join(BACKENDS)}")
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != name:
+            raise BenchInputError(f"this process already runs Keras on {current}; --backend {name} needs a "
+                                  f"process of its own")
+        return
+    env = os.environ.get("KERAS_BACKEND")
+    if env and env != name and "CNNBENCH_BACKEND_SET" not in os.environ:
+        raise BenchInputError(f"KERAS_BACKEND={env} is set in the environment but --backend {name} was asked "
+                              f"for; unset KERAS_BACKEND or pass --backend {env}")
+    os.environ["KERAS_BACKEND"] = name
+    os.environ["CNNBENCH_BACKEND_SET"] = name  # children (launchers' ranks) inherit it: not a conflict
+
+
+def load(name: str) -> ModuleType:
+    """The backend module for `name` (imports its framework)."""
+    select(name)
+    return importlib.import_module(f"bench.backend_{name}")
