@@ -23,7 +23,11 @@ INSTALL_HINT = {"tensorflow": "pip install tensorflow-cpu==2.21.*",
 
 def check_installed(name: str) -> None:
     """BenchInputError, saying how to install it, if the backend's framework is missing."""
-    if importlib.util.find_spec(name) is None:
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
         raise BenchInputError(f"--backend {name} needs {name}, which is not installed: {INSTALL_HINT[name]}")
 
 

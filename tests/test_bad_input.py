@@ -90,6 +90,20 @@ CASES = [
      "has no 'train' file"),
     ("run-cifar-unreadable-split", "run", ["vgg11", "--data", "cifar100", "--data-dir", "{unreadable}"], {}, 2,
      "cannot read CIFAR-100"),
+    ("run-unknown-backend", "run", ["vgg11", "--backend", "pytorch"], {}, 2, "pytorch"),
+    ("run-horovod-on-jax", "run", ["vgg11", "--backend", "jax", "--strategy", "horovod"], {}, 2,
+     "Horovod has no JAX binding"),
+    ("run-no-xla-on-jax", "run", ["vgg11", "--backend", "jax", "--no-xla"], {}, 2, "XLA is always on"),
+    ("run-two-backends", "run", ["vgg11", "--backend", "tensorflow"], {"KERAS_BACKEND": "jax"}, 2,
+     "KERAS_BACKEND=jax"),
+    ("run-jax-not-installed", "run", ["vgg11", "--backend", "jax"], {"PYTHONPATH": "{nojax}"}, 2,
+     "pip install 'jax[cpu]'"),
+    ("run-init-weights-missing", "run", ["vgg11", "--init-weights", "{dir}/none.weights.h5"], {}, 2,
+     "none.weights.h5"),
+    ("run-init-weights-of-another-model", "run", ["vgg11", "--backend", "jax", "--init-weights", "{resnet_weights}"],
+     {}, 2, "layer 'unit1_conv1'"),
+    ("run-init-weights-not-h5", "run", ["vgg11", "--backend", "jax", "--init-weights", "{foreign}"], {}, 2,
+     "not a Keras .weights.h5"),
     # ---- bench/sweep.py ------------------------------------------------------------------------
     ("sweep-timeout-nan", "sweep", [*SWEEP, "--timeout", "nan"], {}, 2, "timeout=nan"),
     ("sweep-timeout-inf", "sweep", [*SWEEP, "--timeout", "inf"], {}, 2, "timeout=inf"),
@@ -113,6 +127,8 @@ CASES = [
     ("sweep-toml-bad-syntax", "sweep", ["--config", "{toml_bad}", "--dry-run"], {}, 2, "not valid TOML"),
     ("sweep-toml-run-list", "sweep", ["--config", "{toml_run_list}", "--dry-run"], {}, 2, "run="),
     ("sweep-toml-missing", "sweep", ["--config", "{dir}/none.toml", "--dry-run"], {}, 2, "none.toml"),
+    ("sweep-unknown-backend", "sweep", [*SWEEP, "--backends", "tensorflow,pytorch"], {}, 2, "pytorch"),
+    ("sweep-owned-backend", "sweep", [*SWEEP, "--backend", "jax"], {}, 2, "--backend"),
     ("sweep-no-models", "sweep", ["--batch-sizes", "8", "--dry-run"], {}, 2, "--models"),
     # ---- bench/report.py -----------------------------------------------------------------------
     ("report-corrupted-cell", "report", ["{corrupt_cell}", "--out", "{dir}/rep"], {}, 2,
@@ -143,13 +159,14 @@ CASES = [
 ]
 
 
-def _csv_row_text() -> str:
+def _csv_row_text(**cells: object) -> str:
+    """A cnnbench CSV with one ok row; `cells` overwrite some of its cells (corrupt ones too)."""
     from bench.config import RunConfig
     from bench.results import COLUMNS, Outcome, Topology, build_row, format_row
 
     row = build_row(RunConfig(model="vgg11", batch_size=8).resolved(has_gpu=False), Outcome("ok"),
                     topology=Topology(1, 1, 8, 8))
-    return ",".join(COLUMNS) + "\n" + format_row({**row, "images_per_sec_median": 10.0})
+    return ",".join(COLUMNS) + "\n" + format_row({**row, "images_per_sec_median": 10.0, **cells})
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +196,9 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     put("latin1.csv", b"schema_version,model,status\n1,caf\xe9,ok\n")
     put("binary.csv", os.urandom(4096))
     put("garbage.tar.gz", os.urandom(4096))
-    put("corrupt_cell.csv", good.replace(",vgg11,single,synthetic,8,", ",vgg11,single,synthetic,eight,"))
-    put("schema_1_5.csv", good.replace("\n2,", "\n1.5,"))
-    put("schema_9.csv", good.replace("\n2,", "\n9,"))
+    put("corrupt_cell.csv", _csv_row_text(batch_size="eight"))
+    put("schema_1_5.csv", _csv_row_text(schema_version="1.5"))
+    put("schema_9.csv", _csv_row_text(schema_version=9))
     put("header_only.csv", good.split("\n")[0] + "\n")
     put("empty.csv", "")
     put("toml_timeout_text.toml", 'models = ["vgg11"]\nbatch_sizes = [8]\ntimeout = "soon"\n')
@@ -208,8 +225,25 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     os.symlink("/proc/self/mem", unreadable / "train")
     os.symlink("/proc/self/mem", unreadable / "test")
     files["unreadable"] = str(unreadable.parent)
+    nojax = d / "nojax"
+    nojax.mkdir()
+    (nojax / "sitecustomize.py").write_text(
+        "import sys\nclass B:\n    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('jax', 'jaxlib'):\n            raise ImportError(name)\n"
+        "sys.meta_path.insert(0, B())\n")
+    files["nojax"] = str(nojax)
+    files["resnet_weights"] = str(_resnet_weights(d / "resnet18.weights.h5"))
     yield files
     sock.close()
+
+
+def _resnet_weights(path: Path) -> Path:
+    """A real Keras weights file of another model, written by a JAX subprocess."""
+    code = ("import sys; sys.path.insert(0, '.'); import models; "
+            f"models.build_model('resnet18', num_classes=10, width=0.125).save_weights({str(path)!r})")
+    subprocess.run([PY, "-c", code], cwd=REPO, env={**os.environ, "KERAS_BACKEND": "jax"}, check=True,
+                   capture_output=True, timeout=120)
+    return path
 
 
 def _string_label_archive(path: Path) -> None:
@@ -249,8 +283,10 @@ def test_bad_input_corpus(corpus_dir, tmp_path, case_id, tool, args, env, code, 
     watched = [csv, *(Path(v) for k, v in corpus_dir.items() if k != "dir"), tmp_path / "x.csv", Path(REPO / "x.csv")]
     before = _snapshot(watched)
     listing = sorted(os.listdir(corpus_dir["dir"]))
+    env = {k: values[v[1:-1]] if v.startswith("{") and v[1:-1] in values else v for k, v in env.items()}
+    base = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "CNNBENCH_BACKEND_SET")}
     r = subprocess.run([*TOOLS[tool], *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, stdin=subprocess.DEVNULL)
+                       env={**base, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, stdin=subprocess.DEVNULL)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == code, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr

@@ -23,9 +23,10 @@ def test_benchmark_flag_runs_the_suite_with_extra_info_and_csv_rows(tmp_path):
     js, csv = tmp_path / "bench.json", tmp_path / "rows.csv"
     r = _pytest("tests/benchmarks", "--benchmark", "--benchmark-models", "vgg11", "--benchmark-batch-sizes",
                 "4", "--benchmark-width", "0.125", "--benchmark-rounds", "5", "--benchmark-warmup-rounds", "1",
-                f"--benchmark-json={js}", "--benchmark-csv", str(csv), "-q")
+                f"--benchmark-json={js}", "--benchmark-csv", str(csv), "--benchmark-backends", "tensorflow,jax", "-q")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
-    assert "1 passed" in r.stdout
+    assert r.stdout.count("1 passed") == 2  # tensorflow here, jax in its own child pytest
+    assert js.with_name(js.name + ".jax.json").exists()
     (b,) = json.loads(js.read_text())["benchmarks"]
     assert b["group"] == "vgg11" and b["stats"]["rounds"] == 5
     extra = b["extra_info"]
@@ -35,8 +36,10 @@ def test_benchmark_flag_runs_the_suite_with_extra_info_and_csv_rows(tmp_path):
     assert extra["images_per_sec"] == __import__("pytest").approx(4 / b["stats"]["median"], rel=1e-6)
     rows = read_rows(csv)
     assert list(rows.columns) == COLUMNS  # the same columns as bench/run.py's rows
-    assert len(rows) == 1 and rows.iloc[0]["source"] == "pytest" and rows.iloc[0]["status"] == "ok"
-    assert rows.iloc[0]["timed_steps"] == 5 and rows.iloc[0]["model"] == "vgg11"
+    assert sorted(rows["backend"]) == ["jax", "tensorflow"]
+    assert (rows["source"] == "pytest").all() and (rows["status"] == "ok").all()
+    assert (rows["timed_steps"] == 5).all() and (rows["model"] == "vgg11").all()
+    rows = rows[rows["backend"] == "tensorflow"]
     assert load_results([csv])["images_per_sec_median"].iloc[0] == extra["images_per_sec"]
 
 

@@ -246,3 +246,17 @@ def test_cli_takes_no_abbreviated_options(tmp_path, capsys):
 
     assert main([str(FIXTURE), "--ou", str(tmp_path / "r")]) == 2  # --ou is not --out
     assert "--ou" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_tensorflow_vs_jax_pairs_rows_that_differ_only_in_backend(tmp_path):
+    from bench.reporting.tables import backend_comparison
+
+    d = pd.read_csv(FIXTURE, keep_default_na=False, na_values=[""])
+    jax = d[(d["status"] == "ok") & (d["strategy"] == "single")].copy()
+    jax["backend"], jax["xla"] = "jax", True  # JAX always compiles with XLA
+    jax["images_per_sec_median"] *= 1.5
+    both = tmp_path / "both.csv"
+    pd.concat([d, jax]).to_csv(both, index=False)
+    t = backend_comparison(load_results([both]))
+    assert len(t) > 0 and (t["jax_tensorflow_ratio"].round(9) == 1.5).all()
+    assert set(t["strategy"]) == {"single"} and not t["tensorflow_xla"].any()

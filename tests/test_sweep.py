@@ -266,3 +266,16 @@ def test_a_full_disk_leaves_every_row_whole(tmp_path):
                            timeout=300, preexec_fn=d.preexec)
         assert r.returncode == 1 and "could not write the result row" in r.stderr, r.stderr[-2000:]
         assert out.read_bytes() == good
+
+
+def test_backends_are_a_sweep_axis_and_unsupported_cells_are_left_out(tmp_path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('models = ["vgg11"]\nbatch_sizes = [8]\nstrategies = ["single", "horovod"]\nworkers = [2]\n'
+                   'backends = ["tensorflow", "jax"]\n')
+    r = sweep("--config", str(cfg), "--dry-run", "--output", str(tmp_path / "r.csv"))
+    assert r.returncode == 0, r.stderr
+    runs = [l for l in r.stdout.splitlines() if l.startswith("run: ")]
+    assert runs == ["run: vgg11 b8 single x1 tensorflow", "run: vgg11 b8 single x1 jax",
+                    "run: vgg11 b8 horovod x2 tensorflow"]
+    assert "horovod does not run on jax" in r.stdout
+    assert r.stdout.count("--backend jax") == 1
