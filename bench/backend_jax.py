@@ -33,7 +33,7 @@ def build_step(s: "Session") -> None:
     from .train_jax import JaxTrainer, make_step
 
     s.trainer = trainer = JaxTrainer(s.model, s.optimizer, s.dist, global_batch=s.global_batch,
-                                     track_accuracy=s.cfg.accuracy_mode)
+                                     track_accuracy=s.cfg.accuracy_mode, preprocess=s.source.device_preprocess())
     s.step = make_step(trainer, s.dist, s.source, s.cfg.batch_size)
     s.device_sync = trainer.sync
 

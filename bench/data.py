@@ -106,7 +106,9 @@ class DataSource:
     # ---- the host pipeline (numpy; the JAX backend feeds devices from it) ------------------------
     def host_batches(self, num_shards: int, shard_index: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Infinite, shuffled (a new order every epoch, from the seed), batched (drop_remainder)
-        and preprocessed training batches of one shard, as float32 NHWC images and int32 labels."""
+        training batches of one shard, augmented if asked: uint8 NHWC images (a quarter of the
+        bytes of float32 to move to the device; `device_preprocess` finishes them inside the
+        step) and int32 labels. Synthetic data: its fixed float32 batch."""
         if self.fixed:
             batch = synthetic_arrays(batch_size, self.image_size, self.num_classes, self.seed * 1000 + shard_index)
             while True:
@@ -116,7 +118,6 @@ class DataSource:
             raise BenchInputError(f"a {self.name} training shard holds {len(index)} images, fewer than one "
                                   f"batch. Received: batch_size={batch_size}")
         rng = np.random.default_rng(self.seed + shard_index)
-        preprocess = self._preprocess_np()
         while True:
             order = rng.permutation(index)
             for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -124,19 +125,22 @@ class DataSource:
                 images = self.train.images[chosen]
                 if self.augment:
                     images = _augment_np(images, rng)
-                yield preprocess(images), self.train.labels[chosen]
+                yield images, self.train.labels[chosen]
 
     def host_test_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The whole test split, in order, preprocessed, for evaluation."""
-        preprocess = self._preprocess_np()
+        """The whole test split, in order, as uint8 images (see `host_batches`), for evaluation."""
         for start in range(0, len(self.test.labels), batch_size):
-            yield preprocess(self.test.images[start:start + batch_size]), self.test.labels[start:start + batch_size]
+            yield self.test.images[start:start + batch_size], self.test.labels[start:start + batch_size]
 
-    def _preprocess_np(self) -> Callable[[np.ndarray], np.ndarray]:
-        """uint8 -> float32 /255, optional per-channel normalisation (as `_preprocess_fn`)."""
+    def device_preprocess(self) -> Callable:
+        """What `_preprocess_fn` does on TensorFlow, as array code for inside a jitted step:
+        uint8 -> float32 /255, optional per-channel normalisation. Identity for synthetic data,
+        which is float32 already."""
+        if self.fixed:
+            return lambda images: images
         mean, std = self.mean_std() if self.normalize else (None, None)
 
-        def preprocess(images: np.ndarray) -> np.ndarray:
+        def preprocess(images):
             x = images.astype(np.float32) / np.float32(255.0)
             return (x - mean) / std if mean is not None else x
         return preprocess

@@ -1,16 +1,17 @@
 """Harness overhead benchmark: the harness's step against plain Keras `model.fit`, and the real
 CIFAR-100 input pipeline against synthetic data, alternated round by round in one process.
 
-    python bench/overhead.py [--models vgg13,resnet18] [--batch-sizes 32,128] [--width 1.0]
-                             [--steps 10] [--rounds 3] [--xla/--no-xla] [--data-dir PATH]
+    python bench/overhead.py [--backend tensorflow|jax] [--models vgg13,resnet18] [--batch-sizes 32,128]
+                             [--width 1.0] [--steps 10] [--rounds 3] [--xla/--no-xla] [--data-dir PATH]
 
 Each round times `--steps` steps of every contender on the same model, batch, precision and XLA
 setting, after an untimed warmup. The ratios use the median over rounds of images/sec, where
 a contender's images/sec for a round is steps x batch / wall time of those steps.
-- harness/fit: bench.train.Trainer + bench.timing.run_steps (what bench/run.py times) on a
-  fixed synthetic batch, against model.fit on a dataset that repeats the same batch.
-- cifar/synthetic: the harness on the real cifar100 tf.data pipeline (shuffle, batch, map,
-  prefetch) against the harness on the fixed synthetic batch. Without --data-dir, a
+- harness/fit: the harness session (bench.runner.open_session + build, what bench/run.py times)
+  on its fixed synthetic batch, against model.fit on the same batch repeated (a tf.data dataset
+  on TensorFlow, a generator on JAX), on the chosen backend.
+- cifar/synthetic: the harness on the real cifar100 pipeline (tf.data on TensorFlow, the host
+  numpy pipeline with device prefetch on JAX) against the harness on the fixed synthetic batch. Without --data-dir, a
   cifar-100-python archive of random pixels (10,000 train images) is written to a temp dir.
 """
 from __future__ import annotations
@@ -43,61 +44,70 @@ def _write_random_cifar(folder: Path, n_train: int = 10000, n_test: int = 1000) 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow")
     p.add_argument("--models", default="vgg13,resnet18")
     p.add_argument("--batch-sizes", default="32,128")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                   help="TensorFlow only (default off on CPU); JAX always compiles with XLA")
     p.add_argument("--data-dir")
     args = p.parse_args(argv)
 
+    from bench.backends import select
+    select(args.backend)
+    import dataclasses
+
     import keras
     import numpy as np
-    import tensorflow as tf
 
     import models
     from bench.config import RunConfig
-    from bench.data import load_data
+    from bench.data import synthetic_arrays
+    from bench.runner import open_session
     from bench.timing import run_steps
-    from bench.train import Trainer, make_optimizer
-    from launch.base import Distribution
+    from bench.train import make_optimizer
 
     tmp = tempfile.TemporaryDirectory()
     data_dir = args.data_dir or str(_write_random_cifar(Path(tmp.name)))
-    dist = Distribution()
-    print(f"# overhead: width {args.width:g}, {args.steps} steps x {args.rounds} rounds, "
-          f"xla={args.xla}, TF {tf.__version__}, {os.cpu_count()} CPUs")
+    jax = args.backend == "jax"
+    xla = True if jax else bool(args.xla)
+    print(f"# overhead on {args.backend}: width {args.width:g}, {args.steps} steps x {args.rounds} rounds, "
+          f"xla={xla}, {keras.backend.backend()} via Keras {keras.__version__}, {os.cpu_count()} CPUs")
     print("| model | batch | harness img/s | model.fit img/s | harness/fit [95% CI] | cifar img/s | "
           "synthetic img/s | cifar/synthetic [95% CI] |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     worst = {"fit": (np.inf, 0, 0), "data": (np.inf, 0, 0)}
     for name in args.models.split(","):
         for batch in map(int, args.batch_sizes.split(",")):
-            cfg = RunConfig(model=name, batch_size=batch, width=args.width, xla=args.xla,
-                            data="cifar100", data_dir=data_dir).resolved(has_gpu=False)
-
-            def build():
-                keras.utils.set_random_seed(0)
-                return models.build_model(name, num_classes=100, width=args.width)
-
-            # harness on a fixed synthetic batch
-            synth = load_data(RunConfig(model=name, batch_size=batch).resolved(has_gpu=False))
-            fixed = next(iter(synth.train_dataset(1, 0, batch)))
-            m_h = build()
-            opt = make_optimizer(cfg)
-            opt.build(m_h.trainable_variables)
-            tr = Trainer(m_h, opt, dist, global_batch=batch, xla=args.xla, track_accuracy=False)
-            harness_step = lambda: tr.step(fixed)  # noqa: E731
-            # harness on the real pipeline (same trainer: same compiled step, fresh batches)
-            it = iter(load_data(cfg).train_dataset(1, 0, batch))
-            cifar_step = lambda: tr.step(next(it))  # noqa: E731
-            # model.fit on the same fixed batch
-            m_f = build()
-            m_f.compile(optimizer=make_optimizer(cfg), jit_compile=args.xla,
+            base = RunConfig(model=name, batch_size=batch, width=args.width, xla=None if jax else xla,
+                             backend=args.backend, progress=False)
+            # the harness, exactly as bench/run.py builds it: on its fixed synthetic batch, and on
+            # the real cifar100 pipeline (tf.data on TensorFlow, the host pipeline on JAX)
+            harness = open_session(base).build()
+            cifar = open_session(dataclasses.replace(base, data="cifar100", data_dir=data_dir)).build()
+            # model.fit on the same fixed batch, the same model (same seed), optimizer and compilation
+            fixed = synthetic_arrays(batch, base.image_size, 100, base.seed * 1000)
+            keras.utils.set_random_seed(0)
+            m_f = models.build_model(name, num_classes=100, width=args.width)
+            m_f.compile(optimizer=make_optimizer(harness.cfg), jit_compile=xla,
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            ds = tf.data.Dataset.from_tensors(fixed).repeat()
+            if jax:
+                ds = repeat(fixed)
+            else:
+                import tensorflow as tf
+                ds = tf.data.Dataset.from_tensors(fixed).repeat()
+            clock = epoch_clock()
+
+            def run_f():
+                m_f.fit(ds, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False, callbacks=[clock])
+                return clock.seconds
+
+            def steps_of(s):
+                return lambda: run_steps(s.step, warmup=0, timed=args.steps, global_batch=batch,
+                                         first_is_compile=False, device_sync=s.device_sync)
 
             def timed(fn):
                 t0 = time.perf_counter()
@@ -106,31 +116,13 @@ def main(argv: list[str] | None = None) -> int:
                     seconds = time.perf_counter() - t0
                 return batch * args.steps / seconds
 
-            run_h = lambda: run_steps(harness_step, warmup=0, timed=args.steps, global_batch=batch,  # noqa: E731
-                                      first_is_compile=False)
-            run_c = lambda: run_steps(cifar_step, warmup=0, timed=args.steps, global_batch=batch,  # noqa: E731
-                                      first_is_compile=False)
-            class EpochClock(keras.callbacks.Callback):
-                """Times fit's epoch loop only (its logs are fetched at epoch end), not fit's setup."""
-                def on_epoch_begin(self, epoch, logs=None):
-                    self.t0 = time.perf_counter()
-
-                def on_epoch_end(self, epoch, logs=None):
-                    float(logs["loss"])
-                    self.seconds = time.perf_counter() - self.t0
-
-            clock = EpochClock()
-
-            def run_f():
-                m_f.fit(ds, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False, callbacks=[clock])
-                return clock.seconds
             # untimed warmup of every contender (tracing, compilation, pipeline fill)
-            run_steps(harness_step, warmup=args.warmup_steps, timed=0, global_batch=batch)
-            run_steps(cifar_step, warmup=args.warmup_steps, timed=0, global_batch=batch, first_is_compile=False)
+            for s in (harness, cifar):
+                run_steps(s.step, warmup=args.warmup_steps, timed=0, global_batch=batch, device_sync=s.device_sync)
             m_f.fit(ds, epochs=1, steps_per_epoch=args.warmup_steps + 1, verbose=0, shuffle=False)
             res = {"h": [], "f": [], "c": []}
             for r in range(args.rounds):
-                order = [("h", run_h), ("f", run_f), ("c", run_c)]
+                order = [("h", steps_of(harness)), ("f", run_f), ("c", steps_of(cifar))]
                 if r % 2:
                     order.reverse()  # alternate the order so drift hits every contender alike
                 for key, fn in order:
@@ -142,11 +134,32 @@ def main(argv: list[str] | None = None) -> int:
             worst["fit"], worst["data"] = min(worst["fit"], hf), min(worst["data"], ch)
             print(f"| {name} | {batch} | {h:.1f} | {f:.1f} | {fmt(hf)} | {c:.1f} | {h:.1f} | {fmt(ch)} |",
                   flush=True)
-            del m_h, m_f, tr
+            del harness, cifar, m_f
             keras.backend.clear_session()
     print(f"\nworst harness/fit ratio {fmt(worst['fit'])} (target >= 1.0); "
           f"worst cifar/synthetic ratio {fmt(worst['data'])} (target >= 0.95)")
     return 0
+
+
+def repeat(batch):
+    """A generator that yields the same batch for ever (fit's input on JAX)."""
+    while True:
+        yield batch
+
+
+def epoch_clock():
+    """A Keras callback timing fit's epoch loop only (its logs are fetched at epoch end, which
+    waits for the last step), not fit's setup: `.seconds` after each epoch."""
+    import keras
+
+    class EpochClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            float(logs["loss"])
+            self.seconds = time.perf_counter() - self.t0
+    return EpochClock()
 
 
 def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:

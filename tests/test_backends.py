@@ -148,3 +148,17 @@ def test_jax_multiworker_two_processes_write_one_row(tmp_path, no_tensorflow):
     assert row["status"] == "ok" and row["backend"] == "jax"
     assert row["workers"] == 2 and row["replicas"] == 2 and row["global_batch"] == 16
     assert len(row["rank_step_time_means_s"].split(";")) == 2
+
+
+def test_the_gpu_check_runs_end_to_end_and_names_the_device_it_measured(tmp_path, no_tensorflow):
+    """On this CPU it must say so: a GPU figure never comes from a machine without one."""
+    out = tmp_path / "gpu.csv"
+    r = _run(["bash", "scripts/gpu_check.sh", "--models", "vgg11", "--batch-sizes", "8,16", "--width", "0.125",
+              "--steps", "2", "--warmup-steps", "1", "--peak-tflops", "1", "--output", str(out)],
+             env={**no_tensorflow, "PYTHON": PY})
+    assert "GPU check on cpu (cpu," in r.stdout
+    lines = [l for l in r.stdout.splitlines() if l.startswith("| vgg11 |")]
+    assert len(lines) == 2 and all(len(l.split("|")) == 9 for l in lines)
+    df = read_rows(out)
+    assert list(df["status"]) == ["ok", "ok"] and set(df["backend"]) == {"jax"}
+    assert set(df["precision"]) == {"mixed_bf16"} and set(df["device_kind"]) == {"cpu"}

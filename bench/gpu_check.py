@@ -1,0 +1,116 @@
+"""The prepared GPU check: the JAX path of the harness beside Keras `model.fit` on the same
+backend, for resnet18, resnet34 and vgg13 at mixed_bf16 and batch 256, 512 and 2048.
+
+    bash scripts/gpu_check.sh --peak-tflops 989      # on a GPU machine with JAX and no TensorFlow
+
+For every model and batch it runs the harness exactly as `bench/run.py --backend jax` does
+(its row goes to --output, in the usual schema) and `model.fit(jit_compile=True)` on the same
+model, batch and precision, then prints one table: images/sec of each, their ratio, the
+harness's TFLOP/s (3x the forward FLOPs per image) and its share of the bf16 peak passed in.
+The device kind heads the table: a run on a CPU says so, and gives no GPU figure. A time
+budget stops it cleanly, naming what it skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+
+def fit_images_per_sec(name: str, batch: int, width: float, precision: str, steps: int, warmup: int) -> float:
+    """Keras `fit` (jit_compile, the same optimizer and loss) on one fixed batch: images/sec of
+    its epoch loop, after an untimed warmup epoch that compiles."""
+    import keras
+
+    import models
+    from bench.config import RunConfig
+    from bench.data import synthetic_arrays
+    from bench.train import apply_precision_policy, make_optimizer
+
+    cfg = RunConfig(model=name, batch_size=batch, precision=precision, backend="jax", width=width)
+    apply_precision_policy(precision)
+    keras.utils.set_random_seed(0)
+    model = models.build_model(name, num_classes=100, width=width)
+    model.compile(optimizer=make_optimizer(cfg), jit_compile=True,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    from bench.overhead import epoch_clock, repeat
+
+    clock, data = epoch_clock(), repeat(synthetic_arrays(batch, 32, 100, 0))
+    model.fit(data, epochs=1, steps_per_epoch=warmup + 1, verbose=0, shuffle=False)
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=[clock])
+    keras.mixed_precision.set_global_policy("float32")
+    return steps * batch / clock.seconds
+
+
+def _free() -> None:
+    """Let the next configuration have the device's memory."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/gpu_check.py", description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="resnet18,resnet34,vgg13")
+    p.add_argument("--batch-sizes", default="256,512,2048")
+    p.add_argument("--precision", default="mixed_bf16")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--steps", type=int, default=20, help="timed steps for each contender")
+    p.add_argument("--warmup-steps", type=int, default=3)
+    p.add_argument("--peak-tflops", type=float, default=None, help="the device's bf16 dense peak, TFLOP/s")
+    p.add_argument("--budget-s", type=float, default=330.0, help="stop starting new configurations after this")
+    p.add_argument("--output", default="results/gpu_check.csv")
+    args = p.parse_args(argv)
+
+    from bench.backends import select
+    select("jax")
+    import jax
+
+    from bench.config import RunConfig
+    from bench.results import append_row, check_output
+    from bench.runner import execute
+
+    check_output(args.output)
+    device = jax.local_devices()[0]
+    started = time.perf_counter()
+    print(f"# cnnbench GPU check on {device.device_kind} ({device.platform}, {jax.local_device_count()} local "
+          f"device(s)), JAX {jax.__version__}, {args.precision}, width {args.width:g}, {args.steps} timed steps")
+    print("| model | batch | harness img/s | model.fit img/s | harness/fit | harness TFLOP/s | % of bf16 peak |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    skipped = []
+    for name in args.models.split(","):
+        for batch in map(int, args.batch_sizes.split(",")):
+            if time.perf_counter() - started > args.budget_s:
+                skipped.append(f"{name}/{batch}")
+                continue
+            cfg = RunConfig(model=name, batch_size=batch, precision=args.precision, backend="jax",
+                            width=args.width, steps=args.steps, warmup_steps=args.warmup_steps,
+                            output=args.output, progress=False, source="cli")
+            row = execute(cfg).row
+            append_row(args.output, row)
+            if row["status"] != "ok":
+                print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
+                continue
+            fit = fit_images_per_sec(name, batch, args.width, args.precision, args.steps, args.warmup_steps)
+            ips, tflops = row["images_per_sec_median"], 3.0 * row["gflops_per_image"] * row["images_per_sec_median"] / 1e3
+            share = f"{100 * tflops / args.peak_tflops:.1f}%" if args.peak_tflops else "n/a"
+            print(f"| {name} | {batch} | {ips:,.0f} | {fit:,.0f} | {ips / fit:.3f} | {tflops:.1f} | {share} |", flush=True)
+            _free()
+    if skipped:
+        print(f"\nbudget of {args.budget_s:g} s spent: skipped {', '.join(skipped)}")
+    print(f"\nrows in {args.output}; {time.perf_counter() - started:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
