@@ -286,15 +286,12 @@ TOPOLOGY_KEY = ["workers", "replicas"]  # set by the strategy and the machine, n
 
 
 def _missing(v: Any) -> bool:
+    """None, NaN, an empty cell, or pandas' NA/NaT (named by type: no pandas import here)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return True
-    try:
-        import pandas as pd
-        if v is pd.NA or v is pd.NaT:
-            return True
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
-    return isinstance(v, str) and v.strip() == ""
+    if isinstance(v, str):
+        return v.strip() == ""
+    return type(v).__name__ in ("NAType", "NaTType")
 
 
 def normalise(kind: str, v: Any) -> Any:

@@ -4,7 +4,7 @@
 # they are missing. Fill that folder where pip works (see README, "Backends"):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#     -d .whl keras==3.15.1 namex optree
+#     -d .whl keras==3.15.1 namex optree absl-py rich packaging typing-extensions
 #
 # Usage: bash scripts/gpu_check.sh [--peak-tflops 989] [--models ...] [--batch-sizes ...] [--budget-s 330]
 # Environment: WHEELS (default .whl in the repo), PYTHON (default python3).

@@ -57,6 +57,11 @@ def test_jax_runs_write_ok_rows_where_tensorflow_cannot_be_imported(tmp_path, no
     _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--strategy", "mirrored", "--cpu-replicas", "2",
           "--num-classes", "10", "--init-weights", str(initial_weights["resnet18"]), *TINY, "--output", str(out)],
          env=no_tensorflow)
+    # float16 with dynamic loss scaling (Keras' LossScaleOptimizer, stateless): finite and falling
+    _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--precision", "mixed_fp16", *TINY, "--steps", "10",
+          "--output", str(tmp_path / "fp16.csv")], env=no_tensorflow)
+    fp16 = read_rows(tmp_path / "fp16.csv").iloc[0]
+    assert fp16["status"] == "ok" and fp16["precision"] == "mixed_fp16" and fp16["final_loss"] < np.log(100)
     df = read_rows(out)
     assert list(df["status"]) == ["ok", "ok"] and set(df["backend"]) == {"jax"}
     acc, mirrored = df.iloc[0], df.iloc[1]
