@@ -36,15 +36,12 @@ def main() -> int:
     from bench.config import RunConfig
     from bench.runner import open_session
 
+    per_replica = args.global_batch // args.cpu_replicas  # one device per replica, in one process
     cfg = RunConfig(model=args.model, backend=args.backend, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
-                    width=0.125, num_classes=10, optimizer="sgd", lr=0.05, momentum=0.9, threads=1,
-                    init_weights=args.init_weights, progress=False)
-    probe = open_session(cfg)
-    per_replica = args.global_batch // probe.dist.num_replicas
-    import dataclasses
-    s = open_session(dataclasses.replace(cfg, batch_size=per_replica)) if per_replica != probe.cfg.batch_size \
-        else probe
-    s.build()
+                    batch_size=per_replica, width=0.125, num_classes=10, optimizer="sgd", lr=0.05, momentum=0.9,
+                    threads=1, init_weights=args.init_weights, progress=False)
+    s = open_session(cfg).build()
+    assert s.dist.num_replicas == args.cpu_replicas
     rng = np.random.default_rng(99)
     x = rng.standard_normal((args.global_batch, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, 10, args.global_batch).astype(np.int32)
