@@ -3,7 +3,6 @@ weights, a mirrored mesh equal to one device, a real multi-process run, weights 
 between backends. Each run is a real subprocess; nothing is mocked."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
