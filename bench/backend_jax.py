@@ -33,7 +33,8 @@ def build_step(s: "Session") -> None:
     from .train_jax import JaxTrainer, make_step
 
     s.trainer = trainer = JaxTrainer(s.model, s.optimizer, s.dist, global_batch=s.global_batch,
-                                     track_accuracy=s.cfg.accuracy_mode, preprocess=s.source.device_preprocess())
+                                     track_accuracy=s.cfg.accuracy_mode, preprocess=s.source.device_preprocess(),
+                                     mode=s.cfg.mode)
     s.step = make_step(trainer, s.dist, s.source, s.cfg.batch_size)
     s.device_sync = trainer.sync
 
@@ -50,6 +51,31 @@ def finish(s: "Session") -> None:
 def is_oom(e: BaseException) -> bool:
     """XLA reports an allocation failure as RESOURCE_EXHAUSTED in a JaxRuntimeError."""
     return isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in str(e)
+
+
+def _gpus(devices=None) -> list:
+    import jax
+
+    return [d for d in (devices if devices is not None else jax.local_devices()) if d.platform == "gpu"]
+
+
+def memory_probe(s: "Session") -> Any:
+    """XLA's peak counter on the GPUs (JAX cannot reset it: it covers the run since start-up);
+    the process RSS on a CPU."""
+    from .memory import DevicePeak, HostPeak
+
+    gpus = _gpus(s.dist.local_devices)
+    if not gpus:
+        return HostPeak()
+    return DevicePeak("jax_gpu_peak", lambda: [int((d.memory_stats() or {}).get("peak_bytes_in_use", 0)) for d in gpus],
+                      lambda: False)
+
+
+def device_memory() -> int | None:
+    """What XLA's allocator may use on a local GPU, the smallest (None without GPUs). In use or
+    not: the estimate already counts the weights the model holds by now."""
+    limits = [int((d.memory_stats() or {}).get("bytes_limit", 0)) for d in _gpus()]
+    return min(limits) if limits and min(limits) > 0 else None
 
 
 def provenance(gpu_names: list[str]) -> dict[str, Any]:

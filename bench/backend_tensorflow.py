@@ -36,7 +36,7 @@ def build_step(s: "Session") -> None:
     cfg, dist = s.cfg, s.dist
     dist.broadcast_initial_state(s.model, s.optimizer)
     s.trainer = trainer = Trainer(s.model, s.optimizer, dist, global_batch=s.global_batch, xla=cfg.xla,
-                                  track_accuracy=cfg.accuracy_mode)
+                                  track_accuracy=cfg.accuracy_mode, mode=cfg.mode)
     if s.source.fixed:  # made once, held on the device, reused every step
         fixed = dist.distribute_fixed(s.source.train_dataset, cfg.batch_size)
         s.step = lambda: trainer.step(fixed)
@@ -58,6 +58,34 @@ def is_oom(e: BaseException) -> bool:
     import tensorflow as tf
 
     return isinstance(e, (tf.errors.ResourceExhaustedError, MemoryError))
+
+
+def memory_probe(s: "Session") -> Any:
+    """TensorFlow's own peak counter on the GPUs (reset after warmup); the process RSS on a CPU."""
+    import tensorflow as tf
+
+    from .memory import DevicePeak, HostPeak
+
+    gpus = [d.name.replace("/device:", "") for d in tf.config.list_logical_devices("GPU")]
+    if not gpus:
+        return HostPeak()
+
+    def read() -> list[int]:
+        return [int(tf.config.experimental.get_memory_info(g)["peak"]) for g in gpus]
+
+    def reset() -> bool:
+        for g in gpus:
+            tf.config.experimental.reset_memory_stats(g)
+        return True
+    return DevicePeak("tf_gpu_peak", read, reset)
+
+
+def device_memory() -> int | None:
+    """A GPU's memory size, as nvidia-smi says (None without GPUs). Not what is free: TensorFlow
+    reserves the free memory for its own allocator when it starts, and reports no total."""
+    from .hardware import gpu_total_bytes
+
+    return gpu_total_bytes() if gpu_names() else None
 
 
 def provenance(gpu_names: list[str]) -> dict[str, Any]:

@@ -51,6 +51,31 @@ def select(name: str) -> None:
 
 
 def load(name: str) -> ModuleType:
-    """The backend module for `name` (imports its framework)."""
+    """The backend module for `name` (imports its framework, quietly)."""
     select(name)
+    quiet_import(name)
     return importlib.import_module(f"bench.backend_{name}")
+
+
+def quiet_import(module: str) -> None:
+    """Import `module` with its start-up chatter on stderr (TensorFlow's absl and oneDNN lines,
+    printed from C++ at load) held back; anything that says more is passed on. A one-line
+    error after the import stays one line."""
+    if module in sys.modules:
+        return
+    import tempfile
+
+    from .procs import meaningful_lines
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            importlib.import_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in meaningful_lines(held.read().decode(errors="replace")):
+                print(line, file=sys.stderr)

@@ -21,6 +21,10 @@ BACKENDS = ("tensorflow", "jax")
 DATASETS = ("synthetic", "cifar100", "digits")
 PRECISIONS = ("fp32", "mixed_bf16", "mixed_fp16")
 OPTIMIZERS = ("adam", "sgd")
+MODES = ("train", "inference")
+# p99 of fewer batches is only the slowest one: inference runs time at least this many
+MIN_LATENCY_STEPS = 100
+DEFAULT_STEPS = {"train": 50, "inference": MIN_LATENCY_STEPS}
 SOURCES = ("cli", "sweep", "pytest")
 DEFAULT_OUTPUT = "results/runs.csv"
 # Natural class count per data set (synthetic follows CIFAR-100, the course's recipe).
@@ -83,7 +87,12 @@ class RunConfig:
     num_classes: int | None = opt(None, **_key("int", lo=1, hi=100_000, group="data and size",
                                                help="default: the data set's (100 for synthetic and cifar100, 10 for digits)"))
     image_size: int = opt(32, **_key("int", lo=1, hi=4096, group="data and size"))
-    steps: int = opt(50, **_key("int", lo=1, hi=10**9, group="what to measure", help="timed steps"))
+    mode: str = opt("train", **_key("str", choices=MODES, group="what to measure",
+                                    help="train: forward, backward and update; inference: the forward pass only "
+                                    "(BatchNorm in inference mode), with per-batch latency percentiles"))
+    steps: int | None = opt(None, **_key("int", lo=1, hi=10**9, group="what to measure",
+                                         help=f"timed steps (default {DEFAULT_STEPS['train']}; with --mode inference "
+                                         f"{DEFAULT_STEPS['inference']}, the fewest it takes)"))
     warmup_steps: int = opt(10, **_key("int", lo=0, hi=10**9, group="what to measure",
                                        help="untimed steps after the first (compile) step"))
     epochs: int = opt(0, **_key("int", lo=0, hi=10**6, group="what to measure",
@@ -124,10 +133,16 @@ class RunConfig:
                                     help="seconds a collective waits for a peer before the run fails "
                                     "(the strategy's collective timeout or stall shutdown)")
     output: str = opt(DEFAULT_OUTPUT, "str", group="output", help="CSV to append the result row to")
+    force: bool = opt(False, "bool", action="flag", group="where it runs",
+                      help="run even where the memory estimate exceeds the memory available")
     summary: bool = opt(False, "bool", action="flag", group="output", help="print the model's layer table and exit")
     progress: bool = opt(True, "bool", action="toggle", group="output", help="progress bars on stderr")
     source: str = opt("cli", "str", choices=SOURCES, hidden=True, group="output")
     run_id: str | None = opt(None, "str", hidden=True, group="output")  # set by sweeps to find the child's row
+    # set by `sweep --find-max-batch` on its probes: what "fits" meant for this row
+    find_max_batch: bool = opt(False, "bool", action="flag", hidden=True, column=True, group="output")
+    memory_cap_gb: float | None = opt(None, "float", lo=0.0, hi=1e6, lo_open=True, hidden=True, column=True,
+                                      group="output")
 
     def __post_init__(self) -> None:
         if self.lr is None:  # the optimizer's own default
@@ -144,6 +159,7 @@ class RunConfig:
         return dataclasses.replace(
             self,
             batch_size=self.batch_size or (128 if has_gpu else 32),
+            steps=self.steps or DEFAULT_STEPS[self.mode],
             num_classes=self.num_classes or NATURAL_CLASSES[self.data],
             xla=True if jax else (has_gpu if self.xla is None else self.xla),
             threads=0 if jax else self.threads,
@@ -265,6 +281,13 @@ def validate(cfg: RunConfig) -> None:
         raise BenchInputError(f"no such weights file: init_weights={cfg.init_weights}")
     from .backends import check_installed
     check_installed(cfg.backend)
+    if cfg.mode == "inference":
+        if cfg.accuracy_mode:
+            raise BenchInputError(f"--epochs trains to an accuracy; --mode inference only runs the forward pass. "
+                                  f"Received: mode=inference, epochs={cfg.epochs}")
+        if cfg.steps is not None and cfg.steps < MIN_LATENCY_STEPS:
+            raise BenchInputError(f"--mode inference needs --steps >= {MIN_LATENCY_STEPS}, so that its p99 latency "
+                                  f"is not just the slowest batch. Received: steps={cfg.steps}")
     if cfg.lr_warmup_epochs is not None and not cfg.scale_lr:
         raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={cfg.lr_warmup_epochs}")
 

@@ -1,12 +1,15 @@
 """The prepared GPU check: the JAX path of the harness beside Keras `model.fit` on the same
-backend, for resnet18, resnet34 and vgg13 at mixed_bf16 and batch 256, 512 and 2048.
+backend, for resnet18, resnet34 and vgg13 at mixed_bf16 and batch 256, 512 and 2048; then
+inference (forward only) at batch 1 to 512, with latency percentiles and peak memory.
 
     bash scripts/gpu_check.sh --peak-tflops 989      # on a GPU machine with JAX and no TensorFlow
 
 For every model and batch it runs the harness exactly as `bench/run.py --backend jax` does
 (its row goes to --output, in the usual schema) and `model.fit(jit_compile=True)` on the same
 model, batch and precision, then prints one table: images/sec of each, their ratio, the
-harness's TFLOP/s (3x the forward FLOPs per image) and its share of the bf16 peak passed in.
+harness's TFLOP/s (3x the forward FLOPs per image), its share of the bf16 peak passed in, and
+its peak device memory beside the estimate made before the run. A second table gives the
+inference rows: images/sec, p50 and p99 latency per batch, peak memory and the estimate.
 The device kind heads the table: a run on a CPU says so, and gives no GPU figure. A time
 budget stops it cleanly, naming what it skipped.
 """
@@ -47,6 +50,10 @@ def fit_images_per_sec(name: str, batch: int, width: float, precision: str, step
     return steps * batch / clock.seconds
 
 
+def _gib(v) -> str:
+    return "n/a" if v is None else f"{v / 2**30:.2f}"
+
+
 def _free() -> None:
     """Let the next configuration have the device's memory."""
     import gc
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="resnet18,resnet34,vgg13")
     p.add_argument("--batch-sizes", default="256,512,2048")
+    p.add_argument("--inference-batch-sizes", default="1,8,32,128,512")
     p.add_argument("--precision", default="mixed_bf16")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=20, help="timed steps for each contender")
@@ -75,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     select("jax")
     import jax
 
-    from bench.config import RunConfig
+    from bench.config import MIN_LATENCY_STEPS, RunConfig
     from bench.results import append_row, check_output
     from bench.runner import execute
 
@@ -84,26 +92,51 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"# cnnbench GPU check on {device.device_kind} ({device.platform}, {jax.local_device_count()} local "
           f"device(s)), JAX {jax.__version__}, {args.precision}, width {args.width:g}, {args.steps} timed steps")
-    print("| model | batch | harness img/s | model.fit img/s | harness/fit | harness TFLOP/s | % of bf16 peak |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | batch | harness img/s | model.fit img/s | harness/fit | harness TFLOP/s | % of bf16 peak "
+          "| peak GiB | estimate GiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     skipped = []
+
+    def run_row(name: str, batch: int, **mode) -> dict | None:
+        if time.perf_counter() - started > args.budget_s:
+            skipped.append(f"{name}/{batch}{'/' + mode['mode'] if mode else ''}")
+            return None
+        # source "sweep": an estimate over the device's memory becomes an oom_predicted row, not an exit
+        cfg = RunConfig(model=name, batch_size=batch, precision=args.precision, backend="jax", width=args.width,
+                        steps=max(args.steps, MIN_LATENCY_STEPS) if mode else args.steps,
+                        warmup_steps=args.warmup_steps, output=args.output, progress=False, source="sweep", **mode)
+        row = execute(cfg).row
+        append_row(args.output, row)
+        return row
+
     for name in args.models.split(","):
         for batch in map(int, args.batch_sizes.split(",")):
-            if time.perf_counter() - started > args.budget_s:
-                skipped.append(f"{name}/{batch}")
+            row = run_row(name, batch)
+            if row is None:
                 continue
-            cfg = RunConfig(model=name, batch_size=batch, precision=args.precision, backend="jax",
-                            width=args.width, steps=args.steps, warmup_steps=args.warmup_steps,
-                            output=args.output, progress=False, source="cli")
-            row = execute(cfg).row
-            append_row(args.output, row)
             if row["status"] != "ok":
                 print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
                 continue
             fit = fit_images_per_sec(name, batch, args.width, args.precision, args.steps, args.warmup_steps)
             ips, tflops = row["images_per_sec_median"], 3.0 * row["gflops_per_image"] * row["images_per_sec_median"] / 1e3
             share = f"{100 * tflops / args.peak_tflops:.1f}%" if args.peak_tflops else "n/a"
-            print(f"| {name} | {batch} | {ips:,.0f} | {fit:,.0f} | {ips / fit:.3f} | {tflops:.1f} | {share} |", flush=True)
+            print(f"| {name} | {batch} | {ips:,.0f} | {fit:,.0f} | {ips / fit:.3f} | {tflops:.1f} | {share} "
+                  f"| {_gib(row['peak_mem_bytes'])} | {_gib(row['mem_estimate_bytes'])} |", flush=True)
+            _free()
+    print(f"\n# inference (forward only), {args.precision}: latency per batch")
+    print("| model | batch | img/s | p50 ms | p99 ms | peak GiB | estimate GiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in args.models.split(","):
+        for batch in map(int, args.inference_batch_sizes.split(",")):
+            row = run_row(name, batch, mode="inference")
+            if row is None:
+                continue
+            if row["status"] != "ok":
+                print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
+                continue
+            print(f"| {name} | {batch} | {row['images_per_sec_median']:,.0f} | {row['latency_p50_ms']:.2f} "
+                  f"| {row['latency_p99_ms']:.2f} | {_gib(row['peak_mem_bytes'])} | {_gib(row['mem_estimate_bytes'])} |",
+                  flush=True)
             _free()
     if skipped:
         print(f"\nbudget of {args.budget_s:g} s spent: skipped {', '.join(skipped)}")

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 # 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
 # 3: the backend (older rows are TensorFlow's), its versions, the device kind, the initial weights
-SCHEMA_VERSION = 3
+# 4: the mode (older rows trained), latency percentiles, peak and estimated memory, max-batch probes
+SCHEMA_VERSION = 4
 REPO = Path(__file__).resolve().parents[1]
 
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
@@ -57,16 +58,22 @@ TIMING = {"compile_s": "float", "timed_steps": "int",
                                   "images_per_sec_ci95_high", "images_per_sec_median_ci95_low",
                                   "images_per_sec_median_ci95_high", "images_per_sec_per_replica",
                                   "images_per_sec_jitter", "tflops")}}
+LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
+                                 "latency_per_image_ms")}
+MEMORY = {"peak_mem_bytes": "int", "mem_source": "str", "mem_estimate_bytes": "int"}
 ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
             "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
             "epoch_end_s": "str", "wall_s": "float"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **ACCURACY, **OUTCOME}
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **MEMORY,
+                                 **ACCURACY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
-STATUSES = ("ok", "diverged", "failed", "oom", "timeout")
+STATUSES = ("ok", "diverged", "failed", "oom", "oom_predicted", "timeout")
 HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, of any schema, has these
 REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
 OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
+# what rows of older schemas meant by the columns they lack: TensorFlow before 3, training before 4
+OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train"}
 
 
 def _git(*args: str) -> str:
@@ -290,13 +297,14 @@ def _migrate(row: dict[str, str]) -> dict[str, str]:
     """An older row in the current schema's terms."""
     if row.get("status") in OLD_STATUS_NAMES:
         row["status"] = OLD_STATUS_NAMES[row["status"]]
-    if not row.get("backend"):
-        row["backend"] = "tensorflow"  # the only backend before schema 3
+    for col, value in OLD_DEFAULTS.items():
+        if not row.get(col):
+            row[col] = value
     return row
 
 
 def _needs_migration(rows: list[dict[str, str]]) -> bool:
-    return any(r.get("status") in OLD_STATUS_NAMES or not r.get("backend") for r in rows)
+    return any(r.get("status") in OLD_STATUS_NAMES or any(not r.get(c) for c in OLD_DEFAULTS) for r in rows)
 
 
 def _merge(old: str, line: str) -> str:
@@ -332,7 +340,8 @@ def read_rows(path: str | os.PathLike):
     if "status" in df:
         df["status"] = df["status"].replace(OLD_STATUS_NAMES)
     if "model" in df:
-        df["backend"] = df["backend"].fillna("tensorflow") if "backend" in df else "tensorflow"
+        for col, value in OLD_DEFAULTS.items():
+            df[col] = df[col].fillna(value) if col in df else value
     return df
 
 
@@ -409,7 +418,8 @@ def _load_one(path: Path):
         raise BenchInputError(f"{path} was written by a newer cnnbench (schema "
                               f"{df['schema_version'].max()} > {SCHEMA_VERSION}); upgrade to read it")
     df["status"] = df["status"].fillna("").replace(OLD_STATUS_NAMES)
-    df["backend"] = df["backend"].fillna("tensorflow")  # the only backend before schema 3
+    for col, value in OLD_DEFAULTS.items():
+        df[col] = df[col].fillna(value)
     df["error"] = df["error"].fillna("")
     df["source_file"] = str(path)
     return df
@@ -436,6 +446,9 @@ def load_results(paths: Iterable[str | os.PathLike]):
 
 
 # ---- the one row builder ------------------------------------------------------------------------
+# FLOPs per image of a step, in forward passes: backward costs about two more (activations, weights)
+PASSES = {"train": 3.0, "inference": 1.0}
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """How a run ended: a status from STATUSES and, unless ok, what went wrong."""
@@ -483,7 +496,7 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
     one (a run that never started), pass `topology` where it is known. `timing`
     (bench.timing.Timing) is gathered over every rank through the session's distribution, so
     with a timing every rank must call this."""
-    from .stats import slowest_rank_per_step, step_stats, throughput
+    from .stats import latency_columns, slowest_rank_per_step, step_stats, throughput
 
     if session is not None:
         topology, gpu_names = session.topology, session.gpu_names
@@ -497,17 +510,23 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
         row.update(dataclasses.asdict(topology))
     if session is not None and session.desc is not None:
         row.update(params=session.desc.params, gflops_per_image=session.desc.gflops)
+    if session is not None and session.estimate is not None:
+        row["mem_estimate_bytes"] = session.estimate.total_bytes
     if timing is not None and session is not None:
         dist = session.dist
         per_rank = dist.gather(timing.step_times)
-        stats = step_stats(slowest_rank_per_step(per_rank))
+        slowest = slowest_rank_per_step(per_rank)
+        stats = step_stats(slowest)
         row.update(compile_s=float(dist.gather([timing.compile_s]).max()), **stats.as_dict(),
                    rank_step_time_means_s=";".join(f"{m:.6g}" for m in per_rank.mean(axis=1)),
                    **throughput(stats, global_batch=session.global_batch, replicas=dist.num_replicas,
-                                flops_per_image=session.desc.flops),
-                   final_loss=timing.losses[-1] if timing.losses else None,
+                                flops_per_image=session.desc.flops, passes=PASSES[cfg.mode]),
+                   **latency_columns(slowest, session.global_batch),
+                   final_loss=timing.losses[-1] if timing.losses and cfg.mode == "train" else None,
                    train_accuracy=(timing.correct / timing.images
                                    if timing.images and accuracy is not None else None))
+        if timing.peak_mem_bytes is not None:  # the largest over ranks
+            row.update(peak_mem_bytes=int(dist.gather([timing.peak_mem_bytes]).max()), mem_source=timing.mem_source)
     if accuracy is not None:
         row.update(accuracy.columns())
     row.update(status=outcome.status, error=outcome.error, wall_s=wall_s)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .config import NATURAL_CLASSES, RunConfig
 from .errors import BenchInputError
+from .memory import PredictedOOM
 from .results import AccuracyResult, Outcome, Topology, build_row
 from .timing import NonFiniteLoss, Timing, run_steps
 
@@ -51,6 +52,8 @@ class Session:
     desc: Any = None
     step: Callable[[], tuple] | None = None
     device_sync: Callable[[], None] | None = None
+    estimate: Any = None          # bench.memory.Estimate, from the layer walk
+    memory: Any = None            # bench.memory.HostPeak or DevicePeak: what the run really used
 
     @property
     def topology(self) -> Topology:
@@ -58,16 +61,23 @@ class Session:
                         per_replica_batch=self.cfg.batch_size, global_batch=self.global_batch)
 
     def build(self) -> "Session":
-        """Model (from --init-weights or the seed), optimizer (built in the strategy's scope),
-        then the backend's step: initial-state broadcast, compiled step, step callable."""
+        """The model, then the backend's step (bench/run.py checks the memory estimate between
+        the two)."""
+        return self.build_model().build_step()
+
+    def build_model(self) -> "Session":
+        """The model (from --init-weights or the seed, in the strategy's scope), its description
+        and its memory estimate."""
         import keras
 
         import models
 
-        from .train import apply_precision_policy, make_optimizer
+        from .memory import estimate
+        from .train import apply_precision_policy
         from .weights import load_initial_weights
 
         cfg, dist = self.cfg, self.dist
+        self.memory = self.backend.memory_probe(self)  # a CPU's baseline: the RSS before the model exists
         apply_precision_policy(cfg.precision)
         keras.utils.set_random_seed(cfg.seed)
         with dist.scope():
@@ -75,10 +85,36 @@ class Session:
                                             input_shape=(cfg.image_size, cfg.image_size, 3))
             if cfg.init_weights:
                 load_initial_weights(self.model, cfg.init_weights)
-            self.optimizer = make_optimizer(cfg, dist.num_replicas, self.steps_per_epoch)
-            # Keras 3 optimizers must be built inside the scope before a custom loop's first step.
-            self.optimizer.build(self.model.trainable_variables)
         self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
+        # a GPU holds one replica; a CPU process holds all of its own
+        self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size)
+        return self
+
+    def check_memory(self) -> None:
+        """PredictedOOM (bench.memory) where the estimate exceeds the device's memory, or the
+        available RAM shared by this run's processes on this host; --force skips it."""
+        from launch import get_strategy
+
+        from .memory import check, host_available
+
+        if self.cfg.force:
+            return
+        device = self.backend.device_memory()
+        if device is not None:
+            check(self.estimate, device, where="GPU memory")
+        else:
+            check(self.estimate, host_available(), processes=get_strategy(self.cfg.strategy).env_local_size())
+
+    def build_step(self) -> "Session":
+        """To train, the optimizer (built in the strategy's scope); then the backend's step:
+        initial-state broadcast, compiled step, step callable."""
+        from .train import make_optimizer
+
+        if self.cfg.mode == "train":
+            with self.dist.scope():
+                self.optimizer = make_optimizer(self.cfg, self.dist.num_replicas, self.steps_per_epoch)
+                # Keras 3 optimizers must be built inside the scope before a custom loop's first step.
+                self.optimizer.build(self.model.trainable_variables)
         self.backend.build_step(self)
         return self
 
@@ -137,18 +173,25 @@ def execute(cfg: RunConfig) -> RunOutcome:
     progress = _progress(cfg.progress and dist.is_chief)
     timing = accuracy = None
     try:
-        session.build()
+        session.build_model()
+        session.check_memory()
+        session.build_step()
         if cfg.accuracy_mode:
             timing, accuracy = _train_epochs(session, progress, started)
         else:
             timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
                                global_batch=session.global_batch, progress=progress,
-                               device_sync=session.device_sync)
+                               device_sync=session.device_sync, before_timed=session.memory.reset)
+        timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         if cfg.save_weights and dist.is_chief:
             session.save_weights(cfg.save_weights)
         outcome = Outcome("ok")
     except NonFiniteLoss as e:
         outcome = Outcome("diverged", str(e))
+    except PredictedOOM as e:
+        if cfg.source != "sweep":  # bench/run.py: bad input, exit 2; a sweep keeps a row of it
+            raise
+        outcome = Outcome("oom_predicted", str(e))
     except BenchInputError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure becomes a row, never a silent one
@@ -199,7 +242,8 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
         first = epoch == 0
         run_steps(step, warmup=warmup if first else 0,
                   timed=steps_per_epoch - (1 + warmup if first else 0), global_batch=global_batch,
-                  timing=timing, first_is_compile=first, device_sync=device_sync)
+                  timing=timing, first_is_compile=first, device_sync=device_sync,
+                  before_timed=s.memory.reset if first else None)
         # every rank evaluates its own weights on the whole test split; metrics are averaged
         top1, top5 = dist.gather(trainer.evaluate(s.backend.test_batches(s, test_batch))).mean(axis=0)
         result.top1, result.top5, result.epochs_run = float(top1), float(top5), epoch + 1
@@ -217,8 +261,10 @@ def summary_text(row: dict, output: str) -> str:
     if row.get("status") != "ok":
         return f"{row['model']}: status {row.get('status')}: {row.get('error')}"
     ms = lambda k: 1000 * row[k]  # noqa: E731
+    mib = lambda k: f"{row[k] / 2**20:,.0f} MiB" if row.get(k) is not None else "n/a"  # noqa: E731
+    loss = f"final loss {row['final_loss']:.4f}" if row.get("final_loss") is not None else "forward only"
     lines = [
-        f"{row['model']} | {row['strategy']} | {row['workers']} worker(s), {row['replicas']} replica(s) | "
+        f"{row['model']} | {row['mode']} | {row['strategy']} | {row['workers']} worker(s), {row['replicas']} replica(s) | "
         f"batch {row['per_replica_batch']}x{row['replicas']}={row['global_batch']} | {row['data']} | "
         f"{row['precision']}{' xla' if row['xla'] else ''} | width {row['width']:g}",
         f"  images/sec  {row['images_per_sec_median']:.1f} median (95% CI {row['images_per_sec_median_ci95_low']:.1f}-"
@@ -228,8 +274,13 @@ def summary_text(row: dict, output: str) -> str:
         f"  step time   {ms('step_time_mean_s'):.1f} ms mean, {ms('step_time_median_s'):.1f} median, "
         f"{ms('step_time_p90_s'):.1f} p90, {ms('step_time_min_s'):.1f} min, std {ms('step_time_std_s'):.1f}"
         f" over {row['timed_steps']} timed steps",
+        f"  latency     p50 {row['latency_p50_ms']:.2f} ms, p90 {row['latency_p90_ms']:.2f}, p95 "
+        f"{row['latency_p95_ms']:.2f}, p99 {row['latency_p99_ms']:.2f} per batch; "
+        f"{row['latency_per_image_ms']:.3f} ms per image (p50)",
+        f"  memory      peak {mib('peak_mem_bytes')} ({row.get('mem_source') or 'not measured'}), "
+        f"estimate {mib('mem_estimate_bytes')}",
         f"  compile     {row['compile_s']:.2f} s    TFLOP/s {row['tflops']:.3f}    "
-        f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    final loss {row['final_loss']:.4f}",
+        f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    {loss}",
     ]
     if row.get("top1") is not None:
         ttt = row.get("time_to_target_s")

@@ -86,11 +86,24 @@ def step_stats(step_times: Sequence[float]) -> StepStats:
         step_time_jitter_s=jitter(x))
 
 
-def throughput(stats: StepStats, *, global_batch: int, replicas: int, flops_per_image: float) -> dict:
+LATENCY_PERCENTILES = (50, 90, 95, 99)
+
+
+def latency_columns(step_times: Sequence[float], global_batch: int) -> dict:
+    """Per-batch latency percentiles in ms (each timed step is one synchronised batch), and the
+    median batch's latency per image."""
+    x = 1000.0 * np.asarray(step_times, dtype=float)
+    out = {f"latency_p{p}_ms": float(np.percentile(x, p)) for p in LATENCY_PERCENTILES}
+    out["latency_per_image_ms"] = out["latency_p50_ms"] / global_batch
+    return out
+
+
+def throughput(stats: StepStats, *, global_batch: int, replicas: int, flops_per_image: float,
+               passes: float = 3.0) -> dict:
     """images/sec (mean- and median-based, with a 95% CI and per replica) and achieved TFLOP/s.
 
-    A training step costs about 3x the forward FLOPs (forward, plus backward for activations
-    and for weights).
+    A step costs `passes` x the forward FLOPs: about 3 to train (forward, plus backward for
+    activations and for weights), 1 for inference.
     """
     def rate(step_s: float) -> float:
         return global_batch / step_s if step_s > 0 else math.nan
@@ -106,5 +119,5 @@ def throughput(stats: StepStats, *, global_batch: int, replicas: int, flops_per_
         "images_per_sec_median_ci95_high": rate(stats.step_time_median_ci95_low_s),
         "images_per_sec_per_replica": ips_mean / replicas,
         "images_per_sec_jitter": ips_median * stats.step_time_jitter_s / stats.step_time_median_s,
-        "tflops": 3.0 * flops_per_image * ips_mean / 1e12,
+        "tflops": passes * flops_per_image * ips_mean / 1e12,
     }

@@ -96,8 +96,6 @@ def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str],
     bad = sorted(_flags(run_args) & set(OWNED))
     if bad:
         raise BenchInputError(f"the sweep sets {bad[0]} itself; use --strategies/--backends/--batch-sizes/--workers/--output instead")
-    cores = os.cpu_count() or 1
-    user_threads = "--threads" in _flags(run_args)
     jobs: list[Job] = []
     seen = set()
     for model in models:
@@ -108,21 +106,27 @@ def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str],
                     if (model, batch, strategy.name, w, backend) in seen:
                         continue
                     seen.add((model, batch, strategy.name, w, backend))
-                    launch = strategy.launch(w, timeout=timeout, gpus=gpus, cores=cores)
-                    clash = sorted(_flags(run_args) & _flags(launch.run_args))
-                    if clash:
-                        raise BenchInputError(f"the sweep sets {clash[0]} itself for --strategies {strategy.name}; "
-                                              f"use --workers instead")
-                    args = [model, "--batch-size", str(batch), "--strategy", strategy.name, "--backend", backend,
-                            *launch.run_args, *run_args]
-                    if not user_threads:  # processes share the cores instead of oversubscribing them
-                        args += ["--threads", str(launch.threads)]
-                    cfg = parse_args([*args, "--output", output])  # validates every run option
-                    command = [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *args,
-                               "--output", output, "--no-progress", "--source", "sweep"]
-                    jobs.append(Job(model, batch, strategy.name, w, cfg, launch, command, strategy.replicas(w, gpus),
-                                    backend))
+                    jobs.append(make_job(model, batch, strategy.name, w, backend, run_args, output, timeout, gpus))
     return jobs
+
+
+def make_job(model: str, batch: int, strategy_name: str, workers: int, backend: str, run_args: list[str],
+             output: str, timeout: float, gpus: int = 0) -> Job:
+    """One configuration: its command line under its strategy's launcher, validated."""
+    strategy = get_strategy(strategy_name)
+    launch = strategy.launch(workers, timeout=timeout, gpus=gpus, cores=os.cpu_count() or 1)
+    clash = sorted(_flags(run_args) & _flags(launch.run_args))
+    if clash:
+        raise BenchInputError(f"the sweep sets {clash[0]} itself for --strategies {strategy.name}; "
+                              f"use --workers instead")
+    args = [model, "--batch-size", str(batch), "--strategy", strategy.name, "--backend", backend,
+            *launch.run_args, *run_args]
+    if "--threads" not in _flags(run_args):  # processes share the cores instead of oversubscribing them
+        args += ["--threads", str(launch.threads)]
+    cfg = parse_args([*args, "--output", output])  # validates every run option
+    command = [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *args,
+               "--output", output, "--no-progress", "--source", "sweep"]
+    return Job(model, batch, strategy.name, workers, cfg, launch, command, strategy.replicas(workers, gpus), backend)
 
 
 # ---- resuming ------------------------------------------------------------------------------
@@ -202,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output")
     p.add_argument("--timeout", help="seconds per configuration (default 1800)")
     p.add_argument("--force", action="store_true", help="rerun configurations that already have an ok row")
+    p.add_argument("--find-max-batch", action="store_true",
+                   help="for each model, strategy, worker count and backend, find the largest per-replica batch "
+                   "that fits: double from the default batch, then bisect; one child per probe")
+    p.add_argument("--batch-granularity", help="with --find-max-batch: stop bisecting when the largest batch that "
+                   "fits and the smallest that does not are this close, probing multiples of it (default 1: exact)")
+    p.add_argument("--memory-cap-gb", help="with --find-max-batch: a probe whose measured peak memory exceeds "
+                   "this many GiB does not fit (a stand-in for a smaller device, e.g. on a CPU machine)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and commands, run nothing")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p
@@ -216,11 +227,15 @@ _FILE_KEYS = {
     "backends": (lambda v: _is_list_of(v, str), "a list of backend names"),
     "timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number of seconds"),
     "output": (lambda v: isinstance(v, str), "a path string"),
+    "find_max_batch": (lambda v: isinstance(v, bool), "true or false"),
+    "memory_cap_gb": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number of GiB"),
+    "batch_granularity": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "run": (lambda v: isinstance(v, dict) and all(isinstance(x, (bool, int, float, str)) for x in v.values()),
             "a table of bench/run.py options with plain values"),
 }
 TIMEOUT = Opt("float", lo=0.0, hi=7 * 86400.0, lo_open=True)
 WORKERS = Opt("int", lo=1, hi=1024)
+GRANULARITY = Opt("int", lo=1, hi=2**20)
 
 
 def _is_list_of(value: Any, kind: type) -> bool:
@@ -264,11 +279,24 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
     args.models = pick("models")
     args.batch_sizes = pick("batch_sizes", lambda x: parse_value("batch_size", schema()["batch_size"], x))
+    args.find_max_batch = args.find_max_batch or file.get("find_max_batch", False)
+    if args.find_max_batch and args.batch_sizes:
+        raise BenchInputError(f"--find-max-batch searches the batch size itself: drop --batch-sizes. "
+                              f"Received: batch_sizes={','.join(map(str, args.batch_sizes))}")
+    cap = args.memory_cap_gb if args.memory_cap_gb is not None else file.get("memory_cap_gb")
+    args.memory_cap_gb = None if cap is None else parse_value("memory_cap_gb", schema()["memory_cap_gb"], str(cap))
+    if args.memory_cap_gb is not None and not args.find_max_batch:
+        raise BenchInputError(f"--memory-cap-gb applies to --find-max-batch. Received: memory_cap_gb={cap}")
+    step = args.batch_granularity if args.batch_granularity is not None else file.get("batch_granularity")
+    args.batch_granularity = 1 if step is None else parse_value("batch_granularity", GRANULARITY, str(step))
+    if step is not None and not args.find_max_batch:
+        raise BenchInputError(f"--batch-granularity applies to --find-max-batch. Received: batch_granularity={step}")
     args.strategies = pick("strategies", str, ["single"])
     args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
     args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), ["tensorflow"])
-    if not args.models or not args.batch_sizes:
-        raise BenchInputError("a sweep needs --models and --batch-sizes (or models/batch_sizes in --config)")
+    if not args.models or not (args.batch_sizes or args.find_max_batch):
+        raise BenchInputError("a sweep needs --models and --batch-sizes or --find-max-batch "
+                              "(or models/batch_sizes in --config)")
     timeout = args.timeout if args.timeout is not None else file.get("timeout", 1800)
     args.timeout = parse_value("timeout", TIMEOUT, str(timeout))
     args.output = args.output or file.get("output", DEFAULT_OUTPUT)
@@ -283,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         args, run_args = parse(argv)
         from bench.hardware import gpu_count
         gpus = gpu_count()
-        jobs = build_jobs(args.models, [int(b) for b in args.batch_sizes], args.strategies,
+        from bench import max_batch
+        batch_sizes = [max_batch.start_batch(gpus)] if args.find_max_batch else [int(b) for b in args.batch_sizes]
+        jobs = build_jobs(args.models, batch_sizes, args.strategies,
                           [int(w) for w in args.workers], run_args, args.output, args.timeout, gpus, args.backends)
         for strategy, backend in unsupported(args.strategies, args.backends):
             print(f"note: --strategies {strategy} does not run on {backend}; those configurations are left out")
@@ -292,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_rows(args.output) if Path(args.output).exists() and Path(args.output).stat().st_size else None
     except BenchInputError as e:
         return input_error(e)
+    log_dir = Path(args.output).parent / "logs"
+    if args.find_max_batch:
+        return _find_max_batch(args, jobs, run_args, rows, gpus, log_dir)
     done = done_keys(rows)
     todo = [(j, not args.force and j.key(gpus > 0) in done) for j in jobs]
     if args.dry_run:
@@ -300,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(jobs)} configuration(s): {sum(not s for _, s in todo)} to run, {sum(s for _, s in todo)} to skip")
         return 0
     results: list[tuple[Job, str, Any]] = []
-    log_dir = Path(args.output).parent / "logs"
     bar = None
     if args.progress:
         from tqdm import tqdm
@@ -332,6 +364,28 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     return 0 if all(s in ("ok", "skipped") for _, s, _ in results) else 1
+
+
+def _find_max_batch(args: argparse.Namespace, groups: list[Job], run_args: list[str], rows, gpus: int,
+                    log_dir: Path) -> int:
+    """The --find-max-batch sweep: exit 0 when every group found a batch that fits."""
+    from bench import max_batch
+
+    if args.dry_run:
+        for g in groups:
+            print(f"search: {g.model} {g.strategy} x{g.workers} {g.backend}, doubling from batch {g.batch_size}"
+                  f"\n    {shlex.join(g.command)}")
+        print(f"{len(groups)} search(es)")
+        return 0
+    try:
+        results = max_batch.run(groups, run_args=run_args, output=args.output, timeout=args.timeout, gpus=gpus,
+                                rows=rows, force=args.force, cap_gb=args.memory_cap_gb, log_dir=log_dir,
+                                step=args.batch_granularity)
+    except KeyboardInterrupt:
+        print("interrupted: the probes so far are rows in " + args.output)
+        return 130
+    print(max_batch.summary(results, args.output))
+    return 0 if all(r.largest is not None for r in results) else 1
 
 
 def summary(results: list, total: int, output: str, interrupted: bool) -> str:

@@ -22,6 +22,8 @@ class Timing:
     losses: list[float] = field(default_factory=list)
     correct: float = 0.0
     images: int = 0
+    peak_mem_bytes: int | None = None  # over the timed part, on this rank (bench.memory)
+    mem_source: str = ""
 
 
 def sync_step(step: Callable[[], tuple], index: int,
@@ -43,9 +45,11 @@ def sync_step(step: Callable[[], tuple], index: int,
 
 def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batch: int,
               progress: Callable[[str, int], Iterator[int]] | None = None, timing: Timing | None = None,
-              first_is_compile: bool = True, device_sync: Callable[[], None] | None = None) -> Timing:
+              first_is_compile: bool = True, device_sync: Callable[[], None] | None = None,
+              before_timed: Callable[[], None] | None = None) -> Timing:
     """The first step (trace + compile) is timed apart as compile_s; then `warmup` untimed
-    steps; then `timed` steps whose seconds are kept."""
+    steps; then `before_timed` (e.g. a peak-memory reset); then `timed` steps whose seconds
+    are kept."""
     timing = timing or Timing()
     bar = progress or (lambda desc, n: range(n))
     index = 0
@@ -57,6 +61,8 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
         _, loss, _ = sync_step(step, index, device_sync)
         timing.losses.append(loss)
         index += 1
+    if before_timed is not None:
+        before_timed()
     for _ in bar("timed steps", timed):
         dt, loss, correct = sync_step(step, index, device_sync)
         timing.step_times.append(dt)

@@ -65,12 +65,31 @@ class Trainer:
     """Owns the compiled step and evaluation functions for one model under one distribution."""
 
     def __init__(self, model: "keras.Model", optimizer, dist: "Distribution", *, global_batch: int,
-                 xla: bool, track_accuracy: bool = True):
+                 xla: bool, track_accuracy: bool = True, mode: str = "train"):
         import tensorflow as tf
 
         self.model, self.optimizer, self.dist = model, optimizer, dist
         self.global_batch = global_batch
         variables = model.trainable_variables
+
+        def replica_eval(images, labels):
+            logits = tf.cast(model(images, training=False), tf.float32)
+            labels = tf.cast(labels, tf.int32)
+            k5 = min(5, logits.shape[-1])
+            top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
+            top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k5), tf.float32))
+            return top1, top5, tf.cast(tf.shape(labels)[0], tf.float32)
+
+        self._eval = tf.function(replica_eval, jit_compile=False)
+        if mode == "inference":
+            def replica_infer(images, labels):
+                # The outputs' sum: fetching it waits for the batch, and a non-finite one shows a broken model.
+                return tf.reduce_sum(tf.cast(model(images, training=False), tf.float32)), tf.constant(0.0)
+
+            compiled_infer = tf.function(replica_infer, jit_compile=xla)
+            # no collective: each rank's batches are its own, and the harness gathers the timings
+            self._step = tf.function(lambda images, labels: dist.run_local(compiled_infer, (images, labels)))
+            return
 
         def forward_backward(images, labels):
             with tf.GradientTape() as tape:
@@ -97,24 +116,16 @@ class Trainer:
             optimizer.apply_gradients(zip(dist.allreduce_gradients(grads), variables))
             return loss, correct
 
-        def replica_eval(images, labels):
-            logits = tf.cast(model(images, training=False), tf.float32)
-            labels = tf.cast(labels, tf.int32)
-            k5 = min(5, logits.shape[-1])
-            top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
-            top5 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k5), tf.float32))
-            return top1, top5, tf.cast(tf.shape(labels)[0], tf.float32)
-
         compiled_step = tf.function(replica_step, jit_compile=xla and not split_xla)
 
         def distributed_step(images, labels):
             return dist.run(compiled_step, (images, labels))
 
         self._step = tf.function(distributed_step)
-        self._eval = tf.function(replica_eval, jit_compile=False)
 
     def step(self, batch) -> tuple:
-        """One synchronous-data-parallel training step; returns (global mean loss, #correct)."""
+        """One synchronous-data-parallel training step; returns (global mean loss, #correct). In
+        inference mode, one forward pass on every local replica: (sum of the outputs, 0)."""
         images, labels = batch
         return self._step(images, labels)
 

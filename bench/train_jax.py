@@ -25,15 +25,35 @@ class JaxTrainer:
     """Owns the model's state as JAX arrays and the compiled step and evaluation."""
 
     def __init__(self, model: "keras.Model", optimizer, dist: "JaxMesh", *, global_batch: int,
-                 track_accuracy: bool = True, preprocess: Callable = lambda images: images):
+                 track_accuracy: bool = True, preprocess: Callable = lambda images: images, mode: str = "train"):
         import jax
         import jax.numpy as jnp
         import keras
 
-        self.model, self.optimizer, self.dist = model, optimizer, dist
+        self.model, self.optimizer, self.dist, self.mode = model, optimizer, dist, mode
         self.state = dist.replicate(([v.value for v in model.trainable_variables],
                                      [v.value for v in model.non_trainable_variables],
-                                     [v.value for v in optimizer.variables]))
+                                     [v.value for v in (optimizer.variables if optimizer else [])]))
+
+        def evaluate(trainable, non_trainable, images, labels):
+            logits, _ = model.stateless_call(trainable, non_trainable, preprocess(images), training=False)
+            labels = labels.astype(jnp.int32)
+            k = min(5, logits.shape[-1])
+            top = jax.lax.top_k(logits.astype(jnp.float32), k)[1]
+            top1 = jnp.sum(top[:, 0] == labels)
+            top5 = jnp.sum(jnp.any(top == labels[:, None], axis=-1))
+            return top1, top5
+
+        self._eval = jax.jit(evaluate)
+        if mode == "inference":
+            def infer(state, images):
+                trainable, non_trainable, _ = state
+                logits, _ = model.stateless_call(trainable, non_trainable, preprocess(images), training=False)
+                # per image, left sharded along the batch: summing here would be a collective
+                return jnp.sum(logits.astype(jnp.float32), axis=-1)
+
+            self._infer = jax.jit(infer, out_shardings=dist.batch_sharded)
+            return
         scales_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
         def loss_fn(trainable, non_trainable, opt_vars, images, labels):
@@ -64,19 +84,13 @@ class JaxTrainer:
         # State buffers are donated: the step updates them in place, so parameters are not held twice.
         self._step = jax.jit(step, donate_argnums=0, out_shardings=dist.replicated)
 
-        def evaluate(trainable, non_trainable, images, labels):
-            logits, _ = model.stateless_call(trainable, non_trainable, preprocess(images), training=False)
-            labels = labels.astype(jnp.int32)
-            k = min(5, logits.shape[-1])
-            top = jax.lax.top_k(logits.astype(jnp.float32), k)[1]
-            top1 = jnp.sum(top[:, 0] == labels)
-            top5 = jnp.sum(jnp.any(top == labels[:, None], axis=-1))
-            return top1, top5
-
-        self._eval = jax.jit(evaluate)
-
     def step(self, batch: tuple) -> tuple:
-        """One synchronous data-parallel step on a sharded batch; returns (loss, #correct)."""
+        """One synchronous data-parallel step on a sharded batch; returns (loss, #correct). In
+        inference mode, one forward pass: (this process's sum of the outputs, 0), read from its
+        own shards, so fetching it waits for the batch without a collective."""
+        if self.mode == "inference":
+            out = self._infer(self.state, batch[0])
+            return float(sum(np.asarray(shard.data, dtype=np.float64).sum() for shard in out.addressable_shards)), 0.0
         self.state, loss, correct = self._step(self.state, *batch)
         return loss, correct
 

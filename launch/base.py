@@ -87,6 +87,11 @@ class Distribution:
         return 1
 
     @classmethod
+    def env_local_size(cls) -> int:
+        """This run's processes on this host, as the launcher's environment says (they share its RAM)."""
+        return 1
+
+    @classmethod
     def check_config(cls, cfg: "RunConfig") -> None:
         """Raise BenchInputError for options this strategy cannot take."""
         if cfg.cpu_replicas > 1:
@@ -135,6 +140,11 @@ class Distribution:
         """Run the per-replica step on every replica; outputs SUM-reduced over replicas."""
         return fn(*args)
 
+    def run_local(self, fn: Callable, args: Sequence) -> Any:
+        """Run `fn` on this process's replicas; outputs summed over them, with no communication
+        between processes (inference: every rank's batches are its own)."""
+        return fn(*args)
+
     def allreduce_gradients(self, grads: list) -> list:
         """SUM gradients across processes where the optimizer does not already do it."""
         return grads
@@ -160,6 +170,7 @@ class MeshDistribution(Distribution):
     there is no per-replica `run` or `allreduce_gradients`: XLA reduces inside the step."""
 
     replicated: Any                # the sharding of replicated state (parameters, optimizer slots)
+    batch_sharded: Any             # the sharding of a batch (and of per-image outputs)
     local_devices: list            # this process's devices, in mesh order
 
     @property

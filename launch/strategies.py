@@ -84,6 +84,12 @@ class TFDistribution(Distribution):
         out = self.strategy.run(fn, args=tuple(args))
         return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, o, axis=None) for o in out)
 
+    def run_local(self, fn: Callable, args: Sequence) -> Any:
+        import tensorflow as tf
+
+        out = self.strategy.run(fn, args=tuple(args))
+        return tuple(tf.add_n(list(self.strategy.experimental_local_results(o))) for o in out)
+
     def gather(self, values: Sequence[float]) -> np.ndarray:
         import tensorflow as tf
 
@@ -183,6 +189,14 @@ def _tf_config() -> tuple[dict, dict]:
     return cluster, task
 
 
+def _tf_config_or_none() -> tuple[dict, dict] | None:
+    """TF_CONFIG's cluster and task, or None where it is missing or malformed."""
+    try:
+        return _tf_config()
+    except ValueError:
+        return None
+
+
 class MultiWorker(TFDistribution):
     """tf.distribute.MultiWorkerMirroredStrategy, configured by TF_CONFIG."""
 
@@ -203,19 +217,23 @@ class MultiWorker(TFDistribution):
 
     @classmethod
     def env_rank(cls) -> int:
-        try:
-            cluster, task = _tf_config()
-        except ValueError:  # no usable TF_CONFIG: no other rank can claim the chief's row
-            return 0
+        # no usable TF_CONFIG: no other rank can claim the chief's row
+        cluster, task = _tf_config_or_none() or ({}, {"type": "worker", "index": 0})
         return task["index"] + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
 
     @classmethod
     def env_size(cls) -> int:
-        try:
-            cluster, _ = _tf_config()
-        except ValueError:
-            return 1
+        cluster, _ = _tf_config_or_none() or ({"worker": [""]}, None)
         return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+    @classmethod
+    def env_local_size(cls) -> int:
+        found = _tf_config_or_none()
+        if found is None:
+            return 1
+        cluster, task = found
+        host = cluster[task["type"]][task["index"]].rsplit(":", 1)[0]
+        return sum(h.rsplit(":", 1)[0] == host for hosts in cluster.values() for h in hosts)
 
     @classmethod
     def check_environment(cls) -> None:
@@ -298,6 +316,12 @@ class Horovod(Distribution):
         return _first_int("HOROVOD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", default=1) if cls.launched_here() else 1
 
     @classmethod
+    def env_local_size(cls) -> int:
+        if not cls.launched_here():
+            return 1
+        return _first_int("HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", default=1)
+
+    @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Horovod":
         return cls(cfg.collective_timeout)
 
@@ -338,7 +362,7 @@ class Horovod(Distribution):
 
     def broadcast_initial_state(self, model, optimizer) -> None:
         # Horovod: rank 0's weights and optimizer state to every rank
-        for i, v in enumerate([*model.variables, *optimizer.variables]):
+        for i, v in enumerate([*model.variables, *(optimizer.variables if optimizer else [])]):
             v.assign(self.hvd.broadcast(v.value, root_rank=0, name=f"init.{i}"))
 
     def gather(self, values: Sequence[float]) -> np.ndarray:

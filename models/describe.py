@@ -35,6 +35,11 @@ class ModelDescription:
     params: int
     flops: int
     layers: list[LayerInfo] = field(default_factory=list)
+    trainable_params: int = -1  # -1: not counted (then all of params)
+
+    def __post_init__(self) -> None:
+        if self.trainable_params < 0:
+            object.__setattr__(self, "trainable_params", self.params)
 
     @property
     def gflops(self) -> float:
@@ -120,8 +125,9 @@ def describe_model(model: "keras.Model", *, name: str | None = None, width: floa
         infos.append(LayerInfo(layer.name, type(layer).__name__, out_shape,
                                int(layer.count_params()), _flops(layer, in_shape, out_shape)))
     in_shape = tuple(model.input.shape[1:])
+    trainable = sum(_numel(tuple(w.shape)) for w in model.trainable_weights)
     return ModelDescription(name or model.name, in_shape, int(model.output.shape[-1]), width,
-                            int(model.count_params()), sum(i.flops for i in infos), infos)
+                            int(model.count_params()), sum(i.flops for i in infos), infos, trainable)
 
 
 def describe(name: str, *, num_classes: int = 100, input_shape: tuple[int, int, int] = (32, 32, 3),

@@ -24,6 +24,8 @@ def pytest_addoption(parser):
     g.addoption("--benchmark-models", default="vgg13,resnet18", help="comma-separated models")
     g.addoption("--benchmark-batch-sizes", default="16,32", help="comma-separated per-replica batch sizes")
     g.addoption("--benchmark-width", type=float, default=0.25, help="model width multiplier")
+    g.addoption("--benchmark-modes", default="train",
+                help="comma-separated modes (train: the training step; inference: the forward pass)")
     g.addoption("--benchmark-precisions", default="fp32",
                 help="comma-separated precisions (fp32, mixed_bf16, mixed_fp16)")
     g.addoption("--benchmark-backends", default="tensorflow",

@@ -158,11 +158,15 @@ def test_the_gpu_check_runs_end_to_end_and_names_the_device_it_measured(tmp_path
     """On this CPU it must say so: a GPU figure never comes from a machine without one."""
     out = tmp_path / "gpu.csv"
     r = _run(["bash", "scripts/gpu_check.sh", "--models", "vgg11", "--batch-sizes", "8,16", "--width", "0.125",
-              "--steps", "2", "--warmup-steps", "1", "--peak-tflops", "1", "--output", str(out)],
-             env={**no_tensorflow, "PYTHON": PY})
+              "--inference-batch-sizes", "1,4", "--steps", "2", "--warmup-steps", "1", "--peak-tflops", "1",
+              "--output", str(out)], env={**no_tensorflow, "PYTHON": PY})
     assert "GPU check on cpu (cpu," in r.stdout
     lines = [l for l in r.stdout.splitlines() if l.startswith("| vgg11 |")]
-    assert len(lines) == 2 and all(len(l.split("|")) == 9 for l in lines)
+    assert len(lines) == 4
+    assert all(len(l.split("|")) == 11 for l in lines[:2]) and all(len(l.split("|")) == 9 for l in lines[2:])
     df = read_rows(out)
-    assert list(df["status"]) == ["ok", "ok"] and set(df["backend"]) == {"jax"}
+    assert list(df["status"]) == ["ok"] * 4 and set(df["backend"]) == {"jax"}
+    assert list(df["mode"]) == ["train", "train", "inference", "inference"]
+    assert (df[df["mode"] == "inference"]["timed_steps"] == 100).all()  # the p99 minimum
     assert set(df["precision"]) == {"mixed_bf16"} and set(df["device_kind"]) == {"cpu"}
+    assert set(df["mem_source"]) == {"cpu_rss"}  # a CPU's figure says it is one

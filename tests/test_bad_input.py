@@ -69,6 +69,16 @@ CASES = [
     ("run-epochs-on-synthetic", "run", ["vgg11", "--epochs", "2"], {}, 2, "data=synthetic"),
     ("run-data-dir-for-digits", "run", ["vgg11", "--data", "digits", "--data-dir", "{dir}"], {}, 2, "data=digits"),
     ("run-data-dir-missing", "run", ["vgg11", "--data", "cifar100", "--data-dir", "{dir}/nope"], {}, 2, "nope"),
+    ("run-mode-unknown", "run", ["vgg11", "--mode", "serve"], {}, 2, "'serve'"),
+    ("run-inference-too-few-steps", "run", ["vgg11", "--mode", "inference", "--steps", "99"], {}, 2, "steps=99"),
+    ("run-inference-with-epochs", "run", ["vgg11", "--data", "digits", "--mode", "inference", "--epochs", "1"], {}, 2,
+     "epochs=1"),
+    # the estimate is made once the framework has started: its start-up lines must not leak out
+    ("run-memory-estimate-exceeds-ram", "run", ["resnet18", "--batch-size", "1000000"], {}, 2,
+     "exceeds available RAM"),
+    ("run-memory-estimate-exceeds-ram-jax", "run", ["vgg11", "--backend", "jax", "--mode", "inference",
+                                                    "--batch-size", "1048576", "--image-size", "224"], {}, 2,
+     "exceeds available RAM"),
     # ---- bench/run.py: the environment and the data ------------------------------------------------
     ("run-tf-config-string-index", "run", ["vgg11", "--strategy", "multiworker"],
      {"TF_CONFIG": json.dumps({**TF_CONFIG_OK, "task": {"type": "worker", "index": "0"}})}, 2, "index='0'"),
@@ -129,6 +139,21 @@ CASES = [
     ("sweep-unknown-backend", "sweep", [*SWEEP, "--backends", "tensorflow,pytorch"], {}, 2, "pytorch"),
     ("sweep-owned-backend", "sweep", [*SWEEP, "--backend", "jax"], {}, 2, "--backend"),
     ("sweep-no-models", "sweep", ["--batch-sizes", "8", "--dry-run"], {}, 2, "--models"),
+    ("sweep-max-batch-with-batch-sizes", "sweep", [*SWEEP, "--find-max-batch"], {}, 2, "batch_sizes=8"),
+    ("sweep-memory-cap-zero", "sweep", ["--models", "vgg11", "--find-max-batch", "--memory-cap-gb", "0", "--dry-run"],
+     {}, 2, "memory_cap_gb=0"),
+    ("sweep-memory-cap-negative", "sweep", ["--models", "vgg11", "--find-max-batch", "--memory-cap-gb", "-1",
+                                            "--dry-run"], {}, 2, "memory_cap_gb=-1"),
+    ("sweep-memory-cap-nan", "sweep", ["--models", "vgg11", "--find-max-batch", "--memory-cap-gb", "nan",
+                                       "--dry-run"], {}, 2, "memory_cap_gb=nan"),
+    ("sweep-memory-cap-without-search", "sweep", [*SWEEP, "--memory-cap-gb", "2"], {}, 2, "memory_cap_gb=2"),
+    ("sweep-toml-find-max-batch-text", "sweep", ["--config", "{toml_find_text}", "--dry-run"], {}, 2,
+     "find_max_batch='yes'"),
+    ("sweep-mode-unknown", "sweep", [*SWEEP, "--mode", "serve"], {}, 2, "'serve'"),
+    ("sweep-granularity-zero", "sweep", ["--models", "vgg11", "--find-max-batch", "--batch-granularity", "0",
+                                         "--dry-run"], {}, 2, "batch_granularity=0"),
+    ("sweep-granularity-without-search", "sweep", [*SWEEP, "--batch-granularity", "8"], {}, 2,
+     "batch_granularity=8"),
     # ---- bench/report.py -----------------------------------------------------------------------
     ("report-corrupted-cell", "report", ["{corrupt_cell}", "--out", "{dir}/rep"], {}, 2,
      "row 1, column batch_size: 'eight'"),
@@ -206,6 +231,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     put("toml_models_5.toml", 'models = 5\nbatch_sizes = [8]\n')
     put("toml_unknown.toml", 'models = ["vgg11"]\nbatchsizes = [8]\n')
     put("toml_bad.toml", 'models = ["vgg11"\n')
+    put("toml_find_text.toml", 'models = ["vgg11"]\nfind_max_batch = "yes"\n')
     put("toml_run_list.toml", 'models = ["vgg11"]\nbatch_sizes = [8]\n[run]\nwidth = [0.5]\n')
     write_cifar100(d / "real.tar.gz")
     files["real_tgz"] = str(d / "real.tar.gz")

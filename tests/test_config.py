@@ -28,14 +28,18 @@ V1_COLUMNS = (
 
 
 SCHEMA_3_ADDED = ["jax_version", "jaxlib_version", "device_kind", "init_weights_sha256", "backend", "init_weights"]
+SCHEMA_4_ADDED = ["mode", "find_max_batch", "memory_cap_gb", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
+                  "latency_p99_ms", "latency_per_image_ms", "peak_mem_bytes", "mem_source", "mem_estimate_bytes"]
 
 
-def test_columns_are_those_of_before_plus_the_backends():
-    """Schema 3 only adds columns (the backend, its versions, the device kind, the initial
-    weights); every earlier column keeps its name and order."""
+def test_columns_are_those_of_before_plus_the_backends_and_memory():
+    """Schemas 3 and 4 only add columns (3: the backend, its versions, the device kind, the
+    initial weights; 4: the mode, latency, memory and max-batch probes); every earlier column
+    keeps its name and order."""
     cols = list(COLUMN_TYPES)
-    assert [c for c in cols if c not in SCHEMA_3_ADDED] == V1_COLUMNS
-    assert sorted(set(cols) - set(V1_COLUMNS)) == sorted(SCHEMA_3_ADDED)
+    added = SCHEMA_3_ADDED + SCHEMA_4_ADDED
+    assert [c for c in cols if c not in added] == V1_COLUMNS
+    assert sorted(set(cols) - set(V1_COLUMNS)) == sorted(added)
 
 
 def test_parser_options_come_from_the_schema():
@@ -88,7 +92,7 @@ def test_the_key_tells_rows_apart_by_every_key_field_and_nothing_else(tmp_path):
     k = config_key(_row(base, 1.0))
     assert config_key(base.resolved(has_gpu=False), workers=1, replicas=1) == k  # a config and its row agree
     for name in KEY_FIELDS:
-        if name in ("model", "strategy", "backend", "data", "precision", "optimizer"):
+        if name in ("model", "strategy", "backend", "data", "precision", "optimizer", "mode"):
             continue  # choices: covered by lr below and the strategy registry tests
         value = getattr(base.resolved(has_gpu=False), name)
         other = (not value) if isinstance(value, bool) or value is None and name == "xla" else \

@@ -223,3 +223,26 @@ def test_a_one_process_strategy_under_horovodrun_is_refused_on_every_rank(tmp_pa
                         env=env, capture_output=True, text=True, timeout=60)
     assert r1.returncode == 2 and r1.stderr.strip().count("\n") == 0 and "one of 2 processes" in r1.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("strategy,backend", [("horovod", "tensorflow"), ("multiworker", "tensorflow"),
+                                              ("mirrored", "jax")])
+def test_inference_under_each_strategy_counts_every_rank(strategy, backend, tmp_path):
+    """Forward passes with no collective between ranks; the row still takes the slowest rank per
+    batch and the largest peak memory of any rank."""
+    out = tmp_path / "runs.csv"
+    args = [PY, "bench/run.py", "vgg11", "--mode", "inference", "--backend", backend, "--width", "0.125",
+            "--batch-size", "4", "--warmup-steps", "2", "--no-progress", "--threads", "1", "--output", str(out)]
+    if strategy == "mirrored":
+        args += ["--strategy", "mirrored", "--cpu-replicas", "2"]
+    elif strategy == "multiworker":
+        args += ["--strategy", "multiworker"]
+    r = run([*(launcher(strategy) if get_strategy(strategy).processes(2) > 1 else []), *args])
+    row = read_rows(out).iloc[0]
+    assert len(read_rows(out)) == 1 and row["status"] == "ok" and row["mode"] == "inference"
+    assert row["replicas"] == 2 and row["global_batch"] == 8 and row["timed_steps"] == 100
+    rank_means = [float(x) for x in str(row["rank_step_time_means_s"]).split(";")]
+    assert len(rank_means) == row["workers"]
+    assert row["step_time_mean_s"] >= max(rank_means) - 1e-9
+    assert row["latency_p50_ms"] <= row["latency_p99_ms"] and row["peak_mem_bytes"] > 0
+    assert r.stdout.count("latency     p50") == 1

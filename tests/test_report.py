@@ -37,16 +37,16 @@ def test_load_results_types_columns(df):
 
 
 def test_throughput_pivot_uses_the_latest_row(df):
-    t = _table(throughput_tables(df), "single, tensorflow, 1 replica(s) on 1 worker(s), synthetic")
+    t = _table(throughput_tables(df), "train, single, tensorflow, 1 replica(s) on 1 worker(s), synthetic")
     assert t.loc["vgg13", 32] == 400.0  # not the older 100
     assert t.loc["vgg13", 64] == 500.0
     assert t.loc["resnet18", 32] == 200.0 and t.loc["resnet18", 64] == 250.0
-    h = _table(throughput_tables(df), "horovod, tensorflow, 2 replica(s)")
+    h = _table(throughput_tables(df), "train, horovod, tensorflow, 2 replica(s)")
     assert h.loc["vgg13", 32] == 720.0 and h.loc["resnet18", 32] == 300.0
 
 
 def test_step_time_pivot_in_ms(df):
-    t = _table(step_time_tables(df), "single, tensorflow, 1 replica(s) on 1 worker(s), synthetic")
+    t = _table(step_time_tables(df), "train, single, tensorflow, 1 replica(s) on 1 worker(s), synthetic")
     assert t.loc["vgg13", 64] == pytest.approx(128.0)
     assert t.loc["resnet18", 32] == pytest.approx(160.0)
 
@@ -92,7 +92,7 @@ def test_accuracy_failures_and_provenance(df):
 def test_report_files_and_valid_pngs(df, tmp_path):
     files = build_report(df, tmp_path, ["md", "html"])
     names = {f.name for f in files}
-    assert names == {"throughput.png", "scaling.png", "accuracy.png", "report.md", "report.html"}
+    assert names == {"throughput.png", "latency.png", "scaling.png", "accuracy.png", "report.md", "report.html"}
     import matplotlib.image as mpimg
     for png in tmp_path.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -103,7 +103,7 @@ def test_report_files_and_valid_pngs(df, tmp_path):
     assert "![images/sec against batch size](throughput.png)" in md
     assert "warning: rows mix hardware" in md
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
 
 
 def _variant(tmp_path, name, scale, ci_shift=0.0):
@@ -172,7 +172,7 @@ def test_rows_differing_only_in_lr_are_two_configurations(tmp_path):
     assert sorted(pair["images_per_sec_median"]) == [300.0, 400.0]
 
     tables = throughput_tables(df)
-    single = "single, tensorflow, 1 replica(s) on 1 worker(s), synthetic"
+    single = "train, single, tensorflow, 1 replica(s) on 1 worker(s), synthetic"
     assert _table(tables, single + ", fp32, width 0.25, 32px, 100 classes, lr 0.001").loc["vgg13", 32] == 400.0
     other = _table(tables, single + ", fp32, width 0.25, 32px, 100 classes, lr 0.01")
     assert other.loc["vgg13", 32] == 300.0 and list(other.index) == ["vgg13"]
@@ -212,7 +212,7 @@ def test_html_is_rendered_from_dataframes(df, tmp_path):
     assert html.count('<table class="dataframe"') == n_tables > 0  # pandas' to_html, not parsed markdown
     assert "<td>400.0 [390.0, 410.0]</td>" in html and "<td>exit code 1: RuntimeError: boom</td>" in html
     assert "_none_" not in html and "|---|" not in html
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     assert not (tmp_path / "report.md").exists()
 
     ok_only = tmp_path / "ok"
@@ -235,7 +235,7 @@ def test_throughput_plot_draws_the_median_ci_as_error_bars(df):
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 4
     bars = {c.get_label(): c for ax in axes for c in ax.containers if isinstance(c, ErrorbarContainer)
-            if ax.get_title().startswith("single x1 tensorflow, synthetic")}
+            if ax.get_title().startswith("train: single x1 tensorflow, synthetic")}
     assert set(bars) == {"vgg13", "resnet18"}
     (segments,) = [lc.get_segments() for lc in bars["vgg13"].lines[2]]
     np.testing.assert_allclose([s.tolist() for s in segments], [[[32, 390], [32, 410]], [[64, 480], [64, 520]]])
@@ -260,3 +260,46 @@ def test_tensorflow_vs_jax_pairs_rows_that_differ_only_in_backend(tmp_path):
     t = backend_comparison(load_results([both]))
     assert len(t) > 0 and (t["jax_tensorflow_ratio"].round(9) == 1.5).all()
     assert set(t["strategy"]) == {"single"} and not t["tensorflow_xla"].any()
+
+
+def _rows_csv(path, rows):
+    from bench.config import RunConfig
+    from bench.results import Outcome, Topology, append_row, build_row
+
+    for cells in rows:
+        cfg = RunConfig(model=cells.pop("model"), batch_size=cells["batch_size"], mode=cells.pop("mode", "train"),
+                        find_max_batch=cells.pop("find_max_batch", False),
+                        memory_cap_gb=cells.pop("memory_cap_gb", None)).resolved(has_gpu=False)
+        b = cells.pop("batch_size")
+        row = build_row(cfg, Outcome(cells.pop("status", "ok")), topology=Topology(1, 1, b, b))
+        append_row(path, {**row, **cells})
+    return load_results([path])
+
+
+def test_latency_memory_and_max_batch_tables(tmp_path):
+    from bench.reporting.tables import latency_table, max_batch_table, memory_table
+
+    lat = {"latency_p50_ms": 10.0, "latency_p90_ms": 11.0, "latency_p95_ms": 12.0, "latency_p99_ms": 15.0,
+           "latency_per_image_ms": 1.25, "images_per_sec_median": 800.0}
+    mib = 2**20
+    df = _rows_csv(tmp_path / "r.csv", [
+        {"model": "vgg13", "batch_size": 8, "mode": "inference", **lat, "peak_mem_bytes": 300 * mib,
+         "mem_estimate_bytes": 200 * mib, "mem_source": "cpu_rss"},
+        {"model": "vgg13", "batch_size": 8, "images_per_sec_median": 100.0},  # a training row: no latency table
+        # a max-batch search under a 1 GiB cap: 32 and 48 fit, 64 is over the cap, 128 ran out of memory
+        *({"model": "resnet18", "batch_size": b, "find_max_batch": True, "memory_cap_gb": 1.0,
+           "images_per_sec_median": float(b), "peak_mem_bytes": peak and peak * mib, "status": status}
+          for b, peak, status in ((32, 500, "ok"), (64, 1100, "ok"), (48, 900, "ok"), (128, None, "oom"))),
+    ])
+    t = latency_table(df)
+    assert len(t) == 1 and t.iloc[0]["latency_p99_ms"] == 15.0 and t.iloc[0]["images_per_sec"] == 800.0
+    m = memory_table(df)
+    row = m[m["model"] == "vgg13"].iloc[0]
+    assert row["peak_mib"] == 300 and row["estimate_mib"] == 200 and row["measured_over_estimate"] == 1.5
+    (mb,) = max_batch_table(df).to_dict("records")
+    assert (mb["largest_batch"], mb["first_misfit_batch"], mb["probes"], mb["images_per_sec"]) == (48, 64, 4, 48.0)
+    assert mb["why"] == "peak 1.07 GiB > cap 1 GiB" and mb["peak_mib"] == 900
+    files = {p.name for p in build_report(df, tmp_path / "rep")}
+    assert "latency.png" in files
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Inference latency" in md and "Largest batch that fits" in md and "Peak memory" in md

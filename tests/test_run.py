@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from bench.results import COLUMNS, read_rows
@@ -183,3 +184,59 @@ def test_ctrl_c_exits_130_with_one_line_and_no_row(tmp_path):
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("interrupted")
     assert not out.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_inference_row_has_latency_percentiles_and_memory(tmp_path, backend):
+    out = tmp_path / "runs.csv"
+    r = run_cli("resnet18", "--mode", "inference", "--backend", backend, "--width", "0.125", "--batch-size", "1",
+                "--warmup-steps", "2", "--no-progress", "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = _one_row(out)
+    assert row["status"] == "ok" and row["mode"] == "inference" and row["backend"] == backend
+    assert row["timed_steps"] == 100 and row["steps"] == 100  # raised to the p99 minimum, and recorded
+    p = [row[f"latency_p{q}_ms"] for q in (50, 90, 95, 99)]
+    assert 0 < p[0] <= p[1] <= p[2] <= p[3] <= 1000 * row["step_time_max_s"] + 1e-9
+    assert p[0] == pytest.approx(1000 * row["step_time_median_s"])
+    assert row["latency_per_image_ms"] == pytest.approx(p[0])  # batch 1
+    assert pd.isna(row["final_loss"])  # nothing is trained
+    # forward only: one pass of FLOPs per image, not three
+    assert row["tflops"] == pytest.approx(row["gflops_per_image"] * row["images_per_sec"] / 1e3)
+    assert row["peak_mem_bytes"] > 0 and row["mem_source"] == "cpu_rss" and row["mem_estimate_bytes"] > 0
+    assert "latency     p50" in r.stdout and "forward only" in r.stdout
+
+
+@pytest.mark.slow
+def test_inference_leaves_batchnorm_and_weights_alone(tmp_path):
+    """Forward passes in inference mode change no variable: the weights saved after 100 of them
+    are the initial ones."""
+    import numpy as np
+
+    saved = tmp_path / "after.weights.h5"
+    r = run_cli("vgg11", "--mode", "inference", "--width", "0.125", "--batch-size", "4", "--warmup-steps", "0",
+                "--no-progress", "--output", str(tmp_path / "r.csv"), "--save-weights", str(saved))
+    assert r.returncode == 0, r.stderr[-2000:]
+    code = ("import sys, numpy as np; sys.path.insert(0, '.'); import keras, models; keras.utils.set_random_seed(0); "
+            "m = models.build_model('vgg11', width=0.125); a = [w.copy() for w in m.get_weights()]; "
+            f"m.load_weights({str(saved)!r}); "
+            "print(all(np.array_equal(x, y) for x, y in zip(a, m.get_weights())))")
+    check = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert check.stdout.strip().endswith("True"), check.stdout + check.stderr[-1500:]
+    assert np.isfinite(read_rows(tmp_path / "r.csv").iloc[0]["latency_p99_ms"])
+
+
+ESTIMATE_FACTOR = 2.0  # the README's stated bound: measured peak / estimate within [1/2, 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,args", [("resnet18", ["--batch-size", "64", "--steps", "2", "--warmup-steps", "1"]),
+                                        ("vgg13", ["--mode", "inference", "--batch-size", "32", "--warmup-steps", "2"])],
+                         ids=["resnet18-train-64", "vgg13-inference-32"])
+def test_the_memory_estimate_is_within_its_stated_factor_of_the_measured_peak(tmp_path, model, args):
+    out = tmp_path / "runs.csv"
+    r = run_cli(model, *args, "--no-progress", "--output", str(out))  # full width: the model, not the runtime, dominates
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = _one_row(out)
+    ratio = row["peak_mem_bytes"] / row["mem_estimate_bytes"]
+    assert 1 / ESTIMATE_FACTOR <= ratio <= ESTIMATE_FACTOR, (row["peak_mem_bytes"], row["mem_estimate_bytes"])

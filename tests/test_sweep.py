@@ -279,3 +279,50 @@ def test_backends_are_a_sweep_axis_and_unsupported_cells_are_left_out(tmp_path):
                     "run: vgg11 b8 horovod x2 tensorflow"]
     assert "horovod does not run on jax" in r.stdout
     assert r.stdout.count("--backend jax") == 1
+
+
+# ---- memory: predicted out-of-memory rows, and the largest batch that fits ----------------------
+@pytest.mark.slow
+def test_an_absurd_batch_becomes_oom_predicted_rows_in_seconds(tmp_path):
+    out = tmp_path / "runs.csv"
+    started = time.monotonic()
+    r = sweep("--models", "resnet18,vgg13", "--batch-sizes", "100000", "--output", str(out), timeout=300)
+    elapsed = time.monotonic() - started
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]  # nothing ran ok
+    df = read_rows(out)
+    assert sorted(df["model"]) == ["resnet18", "vgg13"] and (df["status"] == "oom_predicted").all()
+    for row in df.to_dict("records"):
+        assert row["error"].startswith("estimated memory ") and "exceeds available RAM" in row["error"], row["error"]
+        assert row["mem_estimate_bytes"] > 100 * 2**30 and pd.isna(row["images_per_sec"])
+    assert elapsed < 120, elapsed  # two child start-ups, not minutes of swapping
+    assert "oom_predicted" in r.stdout
+
+
+@pytest.mark.slow
+def test_find_max_batch_under_a_memory_cap_then_resumes_from_its_rows(tmp_path):
+    from bench.reporting.tables import max_batch_table
+    from bench.results import load_results
+
+    out = tmp_path / "runs.csv"
+    # 128 px images make each image cost ~1.7 MiB here, so the 0.3 GiB cap falls near batch 100:
+    # a few probes (32, 64, 128, then 96), whatever the machine's exact figures
+    cap = 0.3
+    args = ["--models", "resnet18", "--find-max-batch", "--memory-cap-gb", str(cap), "--batch-granularity", "32",
+            "--width", "0.25", "--image-size", "128", "--steps", "2", "--warmup-steps", "1", "--output", str(out)]
+    r = sweep(*args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    df = read_rows(out)
+    assert df["find_max_batch"].all() and (df["memory_cap_gb"] == cap).all()
+    assert df["batch_size"].is_unique and len(df) >= 3  # every probe is a row
+    fit = {int(r["batch_size"]): r["status"] == "ok" and r["peak_mem_bytes"] <= cap * 2**30
+           for r in df.to_dict("records")}
+    largest = max(b for b, ok in fit.items() if ok)
+    misfit = min(b for b, ok in fit.items() if not ok and b > largest)
+    assert misfit - largest <= 32
+    assert f"largest batch that fits {largest}," in r.stdout and f"batch {misfit} does not fit" in r.stdout
+    table = max_batch_table(load_results([out]))
+    assert table[["largest_batch", "first_misfit_batch", "probes"]].iloc[0].tolist() == [largest, misfit, len(df)]
+    # a second search answers from the rows: no child runs, no row is added
+    again = sweep(*args)
+    assert again.returncode == 0 and len(read_rows(out)) == len(df)
+    assert again.stdout.count("[row reused]") == len(df)

@@ -1,5 +1,6 @@
-"""The report's PNG plots: images/sec against batch size (with the median's 95% CI), scaling
-efficiency against workers, and test accuracy against wall time.
+"""The report's PNG plots: images/sec against batch size (with the median's 95% CI), inference
+latency against batch size, scaling efficiency against workers, and test accuracy against wall
+time.
 
 Figures are made with matplotlib's object API (no pyplot), so no backend or global state is
 touched and nothing needs a display.
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .tables import latest_ok, model_batch_groups, scaling_efficiency
+from .tables import latency_table, latest_ok, model_batch_groups, scaling_efficiency
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -114,4 +115,28 @@ def plot_accuracy(df: pd.DataFrame, path: Path) -> Path:
         ax.plot(t, top1, marker="o", label=f"{r['model']} {r['strategy']} x{r['replicas']} b{r['batch_size']}")
     ax.set(xlabel="wall time (s)", ylabel="test top-1", title="accuracy against wall time")
     _style(ax, not acc.empty)
+    return _save(fig, path)
+
+
+def plot_latency(df: pd.DataFrame, path: Path) -> Path:
+    """Inference: per-batch latency p50 (solid) and p99 (dashed) against batch size, per model."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    lat = latency_table(df)
+    fig = _figure(figsize=(6, 4))
+    ax = fig.subplots()
+    keys = ["model", "strategy", "replicas", "backend"]
+    for (model, strategy, replicas, backend), g in lat.groupby(keys, sort=True):
+        g = g.sort_values("batch_size")
+        label = f"{model} {strategy} x{replicas} {backend}"
+        line, = ax.plot(g["batch_size"].astype(int), g["latency_p50_ms"], marker="o", label=f"{label} p50")
+        ax.plot(g["batch_size"].astype(int), g["latency_p99_ms"], marker="x", linestyle="--",
+                color=line.get_color(), label=f"{label} p99")
+    ax.set(xlabel="batch size", ylabel="latency per batch (ms)", xscale="log", yscale="log",
+           title="inference latency against batch size")
+    if not lat.empty:
+        ax.set_xticks(sorted(lat["batch_size"].astype(int).unique()))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    _style(ax, not lat.empty)
     return _save(fig, path)

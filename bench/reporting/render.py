@@ -32,6 +32,9 @@ def sections(df: pd.DataFrame) -> list[Section]:
            for t, x in tables.throughput_ci_tables(df).items()]
     out += [Section(f"Step time: median ms ({t})", x) for t, x in tables.step_time_tables(df).items()]
     return out + [
+        Section("Inference latency per batch (ms) and images/sec", tables.latency_table(df), ".2f"),
+        Section("Peak memory beside images/sec (MiB; estimate made before the run)", tables.memory_table(df), ".1f"),
+        Section("Largest batch that fits (sweep --find-max-batch)", tables.max_batch_table(df), ".1f"),
         Section("VGG vs ResNet (ratio VGG / ResNet)", tables.vgg_vs_resnet(df), ".3f"),
         Section("TensorFlow vs JAX (ratio JAX / TensorFlow)", tables.backend_comparison(df), ".3f"),
         Section("Scaling efficiency", tables.scaling_efficiency(df), ".3f"),
@@ -110,6 +113,7 @@ def build_report(df: pd.DataFrame, out: Path, formats: Sequence[str] = ("md", "h
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = {"images/sec against batch size": plots.plot_throughput(df, out / "throughput.png"),
+            "inference latency against batch size": plots.plot_latency(df, out / "latency.png"),
             "scaling efficiency against workers": plots.plot_scaling(df, out / "scaling.png"),
             "accuracy against wall time": plots.plot_accuracy(df, out / "accuracy.png")}
     shared, warnings = tables.provenance_summary(df)

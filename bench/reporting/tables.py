@@ -18,7 +18,7 @@ from bench.config import KEY_FIELDS, TOPOLOGY_KEY, config_key
 
 KEY_COLUMNS = [*KEY_FIELDS, *TOPOLOGY_KEY]  # the fields of a config_key, in its order
 # what a table's title spells out, in the order tables are listed
-TITLE_FIELDS = ["strategy", "backend", "replicas", "workers", "data", "precision", "xla", "width", "image_size", "num_classes"]
+TITLE_FIELDS = ["mode", "strategy", "backend", "replicas", "workers", "data", "precision", "xla", "width", "image_size", "num_classes"]
 # scaling compares replica counts, which the strategy, the workers and cpu_replicas set
 TOPOLOGY_FIELDS = {"strategy", "replicas", "workers", "cpu_replicas"}
 HARDWARE = ["hostname", "cpu_model", "gpu_names"]
@@ -85,7 +85,7 @@ def title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
     """A table's title: its strategy, topology and setting, then the `extra` key fields."""
     v = {k: ("" if x is None else x) for k, x in values.items()}
     width = f"{v['width']:g}" if isinstance(v["width"], float) else v["width"]
-    head = (f"{v['strategy']}, {v['backend']}, {v['replicas']} replica(s) on {v['workers']} worker(s), {v['data']}, "
+    head = (f"{v['mode']}, {v['strategy']}, {v['backend']}, {v['replicas']} replica(s) on {v['workers']} worker(s), {v['data']}, "
             f"{v['precision']}{', xla' if v['xla'] is True else ''}, width {width}, "
             f"{v['image_size']}px, {v['num_classes']} classes")
     return head + "".join(f", {_value(f, values[f])}" for f in extra)
@@ -94,7 +94,7 @@ def title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
 def short_title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
     """A plot title that fits: strategy x replicas, data, precision, width, then `extra`."""
     width = f"{values['width']:g}" if isinstance(values["width"], float) else values["width"]
-    head = (f"{values['strategy']} x{values['replicas']} {values['backend']}, {values['data']}, {values['precision']}"
+    head = (f"{values['mode']}: {values['strategy']} x{values['replicas']} {values['backend']}, {values['data']}, {values['precision']}"
             f"{' xla' if values['xla'] is True else ''}, w{width}")
     return head + "".join(f", {_value(f, values[f])}" for f in extra)
 
@@ -254,6 +254,68 @@ def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["model", "strategy", "replicas", "batch_size", "data", "epochs_run", "top1", "top5",
             "target_accuracy", "target_reached", "time_to_target_s", "wall_s"]
     return _told_apart(acc[cols], acc, cols[:5])
+
+
+LATENCY_COLUMNS = ["latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_per_image_ms"]
+
+
+def latency_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Inference: images/sec and per-batch latency percentiles (ms) per model and batch size."""
+    ok = latest_ok(df)
+    inf = ok[(ok["mode"] == "inference") & ok["latency_p50_ms"].notna()]
+    inf = inf.sort_values(["model", "strategy", "backend", "replicas", "batch_size"], kind="stable")
+    cols = ["model", "strategy", "backend", "replicas", "batch_size", "images_per_sec_median", *LATENCY_COLUMNS]
+    out = inf[cols].rename(columns={"images_per_sec_median": "images_per_sec"})
+    return _told_apart(out, inf, cols[:5])
+
+
+def memory_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Peak memory beside images/sec, with the estimate made before the run and their ratio."""
+    ok = latest_ok(df)
+    m = ok[ok["peak_mem_bytes"].notna()]
+    m = m.sort_values(["mode", "model", "strategy", "backend", "replicas", "batch_size"], kind="stable")
+    cols = ["model", "mode", "strategy", "backend", "replicas", "batch_size"]
+    out = m[cols].assign(images_per_sec=m["images_per_sec_median"],
+                         peak_mib=m["peak_mem_bytes"].astype(float) / 2**20,
+                         estimate_mib=m["mem_estimate_bytes"].astype(float) / 2**20,
+                         measured_over_estimate=m["peak_mem_bytes"].astype(float) / m["mem_estimate_bytes"].astype(float),
+                         mem_source=m["mem_source"])
+    return _told_apart(out, m, cols)
+
+
+def max_batch_table(df: pd.DataFrame) -> pd.DataFrame:
+    """`sweep --find-max-batch`: per searched configuration, the largest batch that fit, its
+    images/sec and peak memory, and the smallest larger batch that did not fit, with why."""
+    from bench.memory import fits
+
+    probes = df[df["find_max_batch"].fillna(False).astype(bool)]
+    cols = ["model", "mode", "strategy", "backend", "replicas", "memory_cap_gb", "probes", "largest_batch",
+            "images_per_sec", "peak_mib", "first_misfit_batch", "why"]
+    rows, firsts = [], []
+    for _, g in groups(probes, exclude=["batch_size"], lead=["model", *TITLE_FIELDS]):
+        g = g.sort_values("timestamp_utc", kind="stable").drop_duplicates("batch_size", keep="last")
+        cap = g["memory_cap_gb"].dropna()
+        cap = float(cap.iloc[-1]) if not cap.empty else None
+        verdict = {int(r["batch_size"]): fits(r, cap) for r in g.to_dict("records")}
+        fitting = [b for b, v in verdict.items() if v]
+        best = max(fitting) if fitting else None
+        above = [b for b, v in verdict.items() if not v and (best is None or b > best)]
+        misfit = min(above) if above else None
+        r_best = g[g["batch_size"] == best].iloc[0] if best is not None else None
+        why = ""
+        if misfit is not None:
+            r = g[g["batch_size"] == misfit].iloc[0]
+            why = (r["status"] if r["status"] != "ok" else
+                   f"peak {float(r['peak_mem_bytes']) / 2**30:.2f} GiB > cap {cap:g} GiB")
+        first = g.iloc[0]
+        rows.append({"model": first["model"], "mode": first["mode"], "strategy": first["strategy"],
+                     "backend": first["backend"], "replicas": first["replicas"], "memory_cap_gb": cap,
+                     "probes": len(g), "largest_batch": best,
+                     "images_per_sec": r_best["images_per_sec_median"] if r_best is not None else np.nan,
+                     "peak_mib": float(r_best["peak_mem_bytes"]) / 2**20 if r_best is not None else np.nan,
+                     "first_misfit_batch": misfit, "why": why})
+        firsts.append(first.name)
+    return _told_apart(pd.DataFrame(rows, columns=cols), probes.loc[firsts], cols[:5], shown=["batch_size"])
 
 
 def failures(df: pd.DataFrame) -> pd.DataFrame:

@@ -12,6 +12,8 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("model", _list(config, "--benchmark-models"))
     if "batch_size" in metafunc.fixturenames:
         metafunc.parametrize("batch_size", _list(config, "--benchmark-batch-sizes", int))
+    if "mode" in metafunc.fixturenames:
+        metafunc.parametrize("mode", _list(config, "--benchmark-modes"))
     if "precision" in metafunc.fixturenames:
         metafunc.parametrize("precision", _list(config, "--benchmark-precisions"))
     if "backend" in metafunc.fixturenames:  # one backend per process: the others run in child pytests

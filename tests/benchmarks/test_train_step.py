@@ -1,4 +1,5 @@
-"""Training-step benchmarks (model x batch size x precision), timed by pytest-benchmark.
+"""Step benchmarks (model x batch size x precision x mode), timed by pytest-benchmark: the
+training step, or with --benchmark-modes inference the forward pass.
 
 They run only under `pytest --benchmark`. Each one opens a harness session exactly as
 bench/run.py does (same config, data path, model build and compiled step) and times
@@ -13,14 +14,14 @@ import pytest
 
 
 @pytest.fixture
-def harness_session(request, model, batch_size, precision, backend):
+def harness_session(request, model, batch_size, precision, backend, mode):
     import keras
 
     from bench.config import RunConfig
     from bench.runner import open_session
 
     opt = request.config.getoption
-    cfg = RunConfig(model=model, batch_size=batch_size, precision=precision, backend=backend,
+    cfg = RunConfig(model=model, batch_size=batch_size, precision=precision, backend=backend, mode=mode,
                     width=opt("--benchmark-width"), source="pytest", progress=False)
     session = open_session(cfg).build()
     yield session
@@ -28,7 +29,7 @@ def harness_session(request, model, batch_size, precision, backend):
     keras.backend.clear_session()
 
 
-def test_train_step(benchmark, request, harness_session, model, batch_size, precision, backend):
+def test_step(benchmark, request, harness_session, model, batch_size, precision, backend, mode):
     from bench.timing import Timing
 
     s = harness_session
@@ -43,7 +44,7 @@ def test_train_step(benchmark, request, harness_session, model, batch_size, prec
     step()  # trace and compile: never timed by pytest-benchmark
     compile_s = time.perf_counter() - t0
     benchmark.group = model
-    benchmark.extra_info.update(model=model, batch_size=batch_size, precision=precision, backend=backend,
+    benchmark.extra_info.update(model=model, batch_size=batch_size, precision=precision, backend=backend, mode=mode,
                                 width=s.cfg.width, global_batch=s.global_batch, params=s.desc.params,
                                 gflops_per_image=s.desc.gflops, compile_s=compile_s)
     benchmark.pedantic(step, rounds=opt("--benchmark-rounds"), iterations=1,
@@ -65,7 +66,11 @@ def test_train_step(benchmark, request, harness_session, model, batch_size, prec
             from bench.results import append_row
             append_row(csv_path, row)
 
-    # the result must be right, not only fast: finite, and falling on the one fixed batch
+    # the result must be right, not only fast: finite; training lowers the loss on the one fixed
+    # batch, and inference (BatchNorm frozen, weights untouched) gives the same outputs every time
     assert all(math.isfinite(x) for x in losses)
     assert len(losses) >= 4
-    assert min(losses[-3:]) < losses[0], f"loss did not fall: {losses[0]:.4f} -> {losses[-3:]}"
+    if mode == "train":
+        assert min(losses[-3:]) < losses[0], f"loss did not fall: {losses[0]:.4f} -> {losses[-3:]}"
+    else:
+        assert max(losses) - min(losses) <= 1e-4 * max(1.0, abs(losses[0])), f"outputs changed: {losses}"

@@ -1,0 +1,150 @@
+"""Memory: the estimate from the layer walk, the check against what is available, the measured
+peak, whether a probe fits, and the max-batch search."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from bench.config import MODES, OPTIMIZERS, PRECISIONS, RunConfig
+from bench.max_batch import LIMIT, search
+from bench.memory import GiB, Estimate, HostPeak, PredictedOOM, check, estimate, fits, host_available
+from bench.stats import latency_columns
+
+
+@pytest.fixture(scope="module")
+def descriptions():
+    import models
+
+    return {name: models.describe(name, width=0.125) for name in models.list_models()}
+
+
+def test_the_estimate_is_finite_positive_and_grows_with_the_batch_for_every_model(descriptions):
+    for name, desc in descriptions.items():
+        for mode in MODES:
+            for precision in PRECISIONS:
+                for optimizer in OPTIMIZERS:
+                    cfg = RunConfig(model=name, mode=mode, precision=precision, optimizer=optimizer)
+                    sizes = [estimate(desc, dataclasses.replace(cfg, batch_size=b)).total_bytes
+                             for b in (1, 32, LIMIT)]
+                    assert all(math.isfinite(x) and x > 0 for x in sizes), (name, mode, precision, optimizer)
+                    assert sizes[0] < sizes[1] < sizes[2], (name, mode, sizes)
+
+
+def test_training_holds_more_than_inference_and_adam_more_than_sgd(descriptions):
+    desc = descriptions["resnet18"]
+    base = RunConfig(model="resnet18", batch_size=32)
+    train = estimate(desc, base)
+    assert estimate(desc, dataclasses.replace(base, mode="inference")).total_bytes < train.total_bytes
+    sgd = estimate(desc, dataclasses.replace(base, optimizer="sgd"))
+    assert sgd.state_bytes == train.state_bytes - desc.trainable_params * 4  # one slot fewer
+    # weights + gradients + Adam's two moments, all float32
+    assert train.state_bytes == desc.params * 4 + desc.trainable_params * 4 * 3
+    half = estimate(desc, dataclasses.replace(base, precision="mixed_bf16"))
+    assert half.per_image_bytes < train.per_image_bytes  # activations in 16 bits
+    two = estimate(desc, base, replicas=2)
+    assert two.total_bytes - two.runtime_bytes == 2 * (train.total_bytes - train.runtime_bytes)
+
+
+def test_check_names_both_numbers_and_counts_processes_on_the_host():
+    est = Estimate(state_bytes=GiB, per_image_bytes=GiB // 4, batch=8, replicas=1, runtime_bytes=0)  # 3 GiB
+    check(est, 4 * GiB)  # fits
+    check(est, None)     # nothing known: no refusal
+    with pytest.raises(PredictedOOM, match=r"estimated memory 3\.00 GiB exceeds available RAM 2\.00 GiB"):
+        check(est, 2 * GiB)
+    with pytest.raises(PredictedOOM, match=r"6\.00 GiB \(2 processes on this host\)"):
+        check(est, 4 * GiB, processes=2)
+
+
+def test_host_available_is_a_plausible_number():
+    avail = host_available()
+    assert avail is not None and 0 < avail < 2**50
+
+
+def test_host_peak_sees_an_allocation_after_the_reset():
+    probe = HostPeak()
+    probe.reset()
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+    assert probe.peak() >= 190 * 2**20
+    del block
+    assert probe.label in ("cpu_rss", "cpu_rss_since_start")
+
+
+@pytest.mark.parametrize("row,cap,expected", [
+    ({"status": "ok", "peak_mem_bytes": 1.5 * GiB}, None, True),
+    ({"status": "ok", "peak_mem_bytes": 1.5 * GiB}, 2.0, True),
+    ({"status": "ok", "peak_mem_bytes": 2.5 * GiB}, 2.0, False),
+    ({"status": "ok", "peak_mem_bytes": float("nan")}, 2.0, None),
+    ({"status": "oom", "peak_mem_bytes": None}, None, False),
+    ({"status": "oom_predicted"}, 2.0, False),
+    ({"status": "failed"}, 2.0, None),
+    ({"status": "timeout"}, None, None),
+])
+def test_what_fits(row, cap, expected):
+    assert fits(row, cap) is expected
+
+
+@pytest.mark.parametrize("largest", [1, 2, 31, 32, 33, 100, 1000, 4097])
+@pytest.mark.parametrize("start", [1, 32])
+def test_search_finds_the_boundary_with_few_probes(largest, start):
+    probed: list[int] = []
+
+    def fit(b: int) -> bool:
+        probed.append(b)
+        return b <= largest
+
+    assert search(fit, start) == (largest, largest + 1)
+    assert len(probed) == len(set(probed))  # no batch twice
+    assert len(probed) <= 2 * math.ceil(math.log2(max(largest, start) + 1)) + 2
+
+
+@pytest.mark.parametrize("largest", [5, 47, 100, 1000])
+def test_search_with_a_granularity_probes_its_multiples(largest):
+    probed: list[int] = []
+
+    def fit(b: int) -> bool:
+        probed.append(b)
+        return b <= largest
+
+    lo, hi = search(fit, 32, step=8)
+    assert lo <= largest < hi and hi - lo <= 8
+    bisected = [b for b in probed if b > 32 and b & (b - 1)]  # neither the start nor a power of two
+    assert all(b % 8 == 0 for b in bisected)
+
+
+def test_search_when_nothing_fits_and_when_everything_does():
+    assert search(lambda b: False, 32) == (None, 1)
+    assert search(lambda b: True, 32, limit=256) == (256, None)
+
+
+def test_latency_percentiles_are_numpys_in_ms():
+    times = np.linspace(0.010, 0.020, 101)  # 10..20 ms
+    cols = latency_columns(times, global_batch=8)
+    assert cols["latency_p50_ms"] == pytest.approx(15.0)
+    assert cols["latency_p99_ms"] == pytest.approx(19.9)
+    assert cols["latency_p50_ms"] <= cols["latency_p90_ms"] <= cols["latency_p95_ms"] <= cols["latency_p99_ms"]
+    assert cols["latency_per_image_ms"] == pytest.approx(15.0 / 8)
+
+
+def test_inference_steps_default_to_enough_for_p99_and_train_keeps_50():
+    from bench.config import parse_args
+
+    assert parse_args(["vgg11", "--mode", "inference"]).resolved(has_gpu=False).steps == 100
+    assert parse_args(["vgg11"]).resolved(has_gpu=False).steps == 50
+    assert parse_args(["vgg11", "--mode", "inference", "--steps", "400"]).steps == 400
+
+
+def test_processes_sharing_the_host_come_from_each_launchers_environment(monkeypatch):
+    import json
+
+    from launch import get_strategy
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["localhost:1", "localhost:2", "gpu7:3"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert get_strategy("multiworker").env_local_size() == 2  # the third worker is on another host
+    monkeypatch.setenv("HOROVOD_RANK", "0")
+    monkeypatch.setenv("HOROVOD_LOCAL_SIZE", "4")
+    assert get_strategy("horovod").env_local_size() == 4
+    assert get_strategy("single").env_local_size() == get_strategy("mirrored").env_local_size() == 1
