@@ -140,7 +140,19 @@ def rss_bytes() -> int:
     return kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class HostPeak:
+class Peak:
+    """A peak-memory probe: `reset` after warmup, `peak` after the timed steps. Where it cannot
+    reset, the peak covers the run since start-up, and `label` says so."""
+
+    source = ""
+    since_start = False
+
+    @property
+    def label(self) -> str:
+        return self.source + ("_since_start" if self.since_start else "")
+
+
+class HostPeak(Peak):
     """The process's peak RSS over the timed part, above its RSS before the model was built.
     Linux resets the high-water mark (VmHWM) on writing 5 to /proc/self/clear_refs."""
 
@@ -148,7 +160,6 @@ class HostPeak:
 
     def __init__(self) -> None:
         self.baseline = rss_bytes()
-        self.since_start = False
 
     def reset(self) -> None:
         try:
@@ -161,28 +172,19 @@ class HostPeak:
         hwm = kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         return max(0, hwm - self.baseline)
 
-    @property
-    def label(self) -> str:
-        return self.source + ("_since_start" if self.since_start else "")
 
-
-class DevicePeak:
+class DevicePeak(Peak):
     """A framework's own peak counter over the local devices (`read` gives each device's peak,
-    `reset` restarts them, where the framework can)."""
+    `reset` restarts them where the framework can, and says whether it did)."""
 
     def __init__(self, source: str, read: Callable[[], list[int]], reset: Callable[[], bool]):
         self.source, self._read, self._reset = source, read, reset
-        self.since_start = False
 
     def reset(self) -> None:
         self.since_start = not self._reset()
 
     def peak(self) -> int:
         return max(self._read(), default=0)
-
-    @property
-    def label(self) -> str:
-        return self.source + ("_since_start" if self.since_start else "")
 
 
 # ---- whether a probe fits ---------------------------------------------------------------------------

@@ -3,10 +3,12 @@
     python bench/sweep.py --models vgg13,resnet18 --batch-sizes 32,64 \\
         --strategies STRATEGY,... --workers 1,2 [--backends tensorflow,jax] [RUN OPTIONS ...]
     python bench/sweep.py --config sweep.toml [--dry-run] [--force]
+    python bench/sweep.py --models resnet18 --find-max-batch [--memory-cap-gb X] [--batch-granularity G]
 
 RUN OPTIONS are any bench/run.py options (e.g. --width 0.25 --steps 20), passed to every run.
 Each configuration runs through its strategy's launcher (see launch/) with a timeout; a crash, out-of-memory or hang becomes a row with status failed/oom/timeout
-and the tail of its output, and the sweep goes on. Configurations that already have an `ok`
+and the tail of its output, and the sweep goes on; one whose memory estimate exceeds the memory
+available becomes an `oom_predicted` row within seconds. Configurations that already have an `ok`
 row in the CSV are skipped (unless --force), so an interrupted sweep resumes where it stopped.
 """
 from __future__ import annotations
