@@ -5,6 +5,7 @@ Units: per device on a GPU, per process on a CPU (a CPU process holds all its re
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 from dataclasses import dataclass
@@ -86,13 +87,12 @@ def _numel(shape: tuple) -> int:
 
 
 # ---- what may be used -------------------------------------------------------------------------
-def _meminfo(field: str) -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+def _proc_kib(path: str, field: str) -> int | None:
+    """A `Field:  N kB` line of a /proc file, in KiB (None where there is no such file or field)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(path).read_text().splitlines():
             if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+                return int(line.split()[1])
     return None
 
 
@@ -109,7 +109,8 @@ def _cgroup_room() -> int | None:
 
 def host_available() -> int | None:
     """RAM a new allocation can get without swapping: MemAvailable, within the cgroup's limit."""
-    values = [v for v in (_meminfo("MemAvailable"), _cgroup_room()) if v is not None]
+    kib = _proc_kib("/proc/meminfo", "MemAvailable")
+    values = [v for v in (kib * 1024 if kib is not None else None, _cgroup_room()) if v is not None]
     return min(values) if values else None
 
 
@@ -125,18 +126,8 @@ def check(est: Estimate, available: int | None, *, processes: int = 1, where: st
 
 
 # ---- what was used --------------------------------------------------------------------------------
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def rss_bytes() -> int:
-    kib = _status_kib("VmRSS")
+    kib = _proc_kib("/proc/self/status", "VmRSS")
     return kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -168,7 +159,7 @@ class HostPeak(Peak):
             self.since_start = True
 
     def peak(self) -> int:
-        kib = _status_kib("VmHWM")
+        kib = _proc_kib("/proc/self/status", "VmHWM")
         hwm = kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         return max(0, hwm - self.baseline)
 
