@@ -285,14 +285,20 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if args.find_max_batch and args.batch_sizes:
         raise BenchInputError(f"--find-max-batch searches the batch size itself: drop --batch-sizes. "
                               f"Received: batch_sizes={','.join(map(str, args.batch_sizes))}")
-    cap = args.memory_cap_gb if args.memory_cap_gb is not None else file.get("memory_cap_gb")
-    args.memory_cap_gb = None if cap is None else parse_value("memory_cap_gb", schema()["memory_cap_gb"], str(cap))
-    if args.memory_cap_gb is not None and not args.find_max_batch:
-        raise BenchInputError(f"--memory-cap-gb applies to --find-max-batch. Received: memory_cap_gb={cap}")
-    step = args.batch_granularity if args.batch_granularity is not None else file.get("batch_granularity")
-    args.batch_granularity = 1 if step is None else parse_value("batch_granularity", GRANULARITY, str(step))
-    if step is not None and not args.find_max_batch:
-        raise BenchInputError(f"--batch-granularity applies to --find-max-batch. Received: batch_granularity={step}")
+
+    def search_option(name: str, o: Opt, default: Any) -> Any:
+        """An option of --find-max-batch: the command line's, else the file's; refused without it."""
+        raw = getattr(args, name)
+        raw = file.get(name) if raw is None else raw
+        if raw is None:
+            return default
+        value = parse_value(name, o, str(raw))
+        if not args.find_max_batch:
+            raise BenchInputError(f"--{name.replace('_', '-')} applies to --find-max-batch. Received: {name}={raw}")
+        return value
+
+    args.memory_cap_gb = search_option("memory_cap_gb", schema()["memory_cap_gb"], None)
+    args.batch_granularity = search_option("batch_granularity", GRANULARITY, 1)
     args.strategies = pick("strategies", str, ["single"])
     args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
     args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), ["tensorflow"])
