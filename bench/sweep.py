@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import os
 import shlex
 import subprocess
@@ -51,10 +52,12 @@ class Job:
     command: list[str]
     replicas: int
     backend: str = "tensorflow"
+    axes: tuple[tuple[str, str], ...] = ()   # (option, value) of each --axis, in order
 
     @property
     def label(self) -> str:
-        return f"{self.model} b{self.batch_size} {self.strategy} x{self.workers} {self.backend}"
+        extra = "".join(f" {name}={value}" for name, value in self.axes)
+        return f"{self.model} b{self.batch_size} {self.strategy} x{self.workers} {self.backend}{extra}"
 
     def key(self, has_gpu: bool) -> tuple:
         """The configuration key its row will have."""
@@ -78,6 +81,53 @@ def _flags(args: list[str]) -> set[str]:
     return {a.split("=")[0] for a in args if a.startswith("--")}
 
 
+# RunConfig fields the sweep sets itself: its own axes, or what it owns per configuration
+SWEEP_FIELDS = {"model": "--models", "batch_size": "--batch-sizes", "strategy": "--strategies",
+                "backend": "--backends", "output": "--output", "run_id": "", "source": "", "progress": "",
+                "summary": "", "find_max_batch": "--find-max-batch", "memory_cap_gb": "--memory-cap-gb"}
+Axes = list[tuple[str, list[Any]]]
+
+
+def parse_axis(name: str, values: str | list) -> tuple[str, list[Any]]:
+    """One `--axis NAME=V1,V2` (or a TOML axes entry): a bench/run.py option and its typed values."""
+    name = name.strip().replace("-", "_")
+    opts = schema()
+    if name in SWEEP_FIELDS:
+        own = SWEEP_FIELDS[name]
+        raise BenchInputError(f"--axis {name}: the sweep sets {name} itself" + (f"; use {own}" if own else "")
+                              + f". Received: axis={name}")
+    if name not in opts or not opts[name].cli or opts[name].hidden:
+        raise BenchInputError(f"--axis {name}: not a bench/run.py option. Received: axis={name}")
+    items = values if isinstance(values, list) else [v.strip() for v in str(values).split(",") if v.strip()]
+    if not items:
+        raise BenchInputError(f"--axis {name} has no values. Received: axis={name}=")
+    o = opts[name]
+    typed = [_axis_value(name, o, v) for v in items]
+    if len(set(map(str, typed))) != len(typed):
+        raise BenchInputError(f"--axis {name} repeats a value. Received: {name}={','.join(map(str, items))}")
+    return name, typed
+
+
+def _axis_value(name: str, o: Opt, value: Any) -> Any:
+    if o.kind == "bool":
+        text = str(value).strip().lower()
+        if text not in ("true", "false"):
+            raise BenchInputError(f"{name} must be true or false. Received: {name}={value!r}")
+        return text == "true"
+    return parse_value(name, o, str(value))
+
+
+def axis_args(name: str, value: Any) -> list[str]:
+    """The bench/run.py flags that set option `name` to `value`."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        action = schema()[name].action
+        if action == "toggle":
+            return [flag] if value else ["--no-" + name.replace("_", "-")]
+        return [flag] if value else []
+    return [flag, str(value)]
+
+
 def unsupported(strategies: list[str], backends: list[str]) -> list[tuple[str, str]]:
     """The (strategy, backend) cells of the grid that cannot run (e.g. Horovod on JAX)."""
     return [(s, b) for s in strategies for b in backends if b not in get_strategy(s).backends]
@@ -85,10 +135,11 @@ def unsupported(strategies: list[str], backends: list[str]) -> list[tuple[str, s
 
 def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str], workers: list[int],
                run_args: list[str], output: str, timeout: float, gpus: int = 0,
-               backends: tuple[str, ...] | list[str] = ("tensorflow",)) -> list[Job]:
-    """Expand the grid. A strategy that does not scale runs once, at one worker, whatever
-    --workers says. Each strategy says how it is launched, how the cores are split and which
-    backends it runs on: the cells it cannot run are left out (see `unsupported`)."""
+               backends: tuple[str, ...] | list[str] = ("tensorflow",), axes: Axes = ()) -> list[Job]:
+    """Expand the grid: models x batch sizes x strategies x backends x workers x every --axis.
+    A strategy that does not scale runs once, at one worker, whatever --workers says. Each
+    strategy says how it is launched, how the cores are split and which backends it runs on:
+    the cells it cannot run are left out (see `unsupported`)."""
     classes = [get_strategy(s) for s in strategies]
     for b in backends:
         parse_value("backend", schema()["backend"], b)
@@ -98,6 +149,13 @@ def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str],
     bad = sorted(_flags(run_args) & set(OWNED))
     if bad:
         raise BenchInputError(f"the sweep sets {bad[0]} itself; use --strategies/--backends/--batch-sizes/--workers/--output instead")
+    names = [name for name, _ in axes]
+    for name in names:
+        flags = {"--" + name.replace("_", "-"), "--no-" + name.replace("_", "-")}
+        if names.count(name) > 1 or flags & _flags(run_args):
+            raise BenchInputError(f"--axis {name} is given twice (as two axes, or as an axis and a run option). "
+                                  f"Received: axis={name}")
+    combos = list(itertools.product(*(values for _, values in axes)))
     jobs: list[Job] = []
     seen = set()
     for model in models:
@@ -105,10 +163,15 @@ def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str],
             for strategy, backend in ((c, b) for c in classes for b in backends if b in c.backends):
                 for w in workers:
                     w = w if strategy.scalable else 1
-                    if (model, batch, strategy.name, w, backend) in seen:
-                        continue
-                    seen.add((model, batch, strategy.name, w, backend))
-                    jobs.append(make_job(model, batch, strategy.name, w, backend, run_args, output, timeout, gpus))
+                    for combo in combos:
+                        if (model, batch, strategy.name, w, backend, combo) in seen:
+                            continue
+                        seen.add((model, batch, strategy.name, w, backend, combo))
+                        chosen = tuple(zip(names, combo))
+                        extra = [a for name, value in chosen for a in axis_args(name, value)]
+                        job = make_job(model, batch, strategy.name, w, backend, [*run_args, *extra], output, timeout,
+                                       gpus)
+                        jobs.append(dataclasses.replace(job, axes=tuple((n, str(v)) for n, v in chosen)))
     return jobs
 
 
@@ -205,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategies", help=f"comma list of: {', '.join(strategy_names())} (default: single)")
     p.add_argument("--workers")
     p.add_argument("--backends", help="comma list of: tensorflow, jax (default: tensorflow)")
+    p.add_argument("--axis", action="append", default=[], metavar="OPTION=V1,V2",
+                   help="make any bench/run.py option an axis of the grid (repeatable), e.g. "
+                   "--axis lr=0.1,0.01 --axis precision=fp32,mixed_bf16 --axis xla=true,false")
     p.add_argument("--output")
     p.add_argument("--timeout", help="seconds per configuration (default 1800)")
     p.add_argument("--force", action="store_true", help="rerun configurations that already have an ok row")
@@ -232,6 +298,10 @@ _FILE_KEYS = {
     "find_max_batch": (lambda v: isinstance(v, bool), "true or false"),
     "memory_cap_gb": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number of GiB"),
     "batch_granularity": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "axes": (lambda v: isinstance(v, dict) and all(isinstance(x, (list, str)) and
+                                                   all(isinstance(i, (bool, int, float, str)) for i in
+                                                       (x if isinstance(x, list) else [x])) for x in v.values()),
+             "a table of bench/run.py options, each with a list of values"),
     "run": (lambda v: isinstance(v, dict) and all(isinstance(x, (bool, int, float, str)) for x in v.values()),
             "a table of bench/run.py options with plain values"),
 }
@@ -263,6 +333,13 @@ def _read_config(path: str) -> dict[str, Any]:
         if not ok(value):
             raise BenchInputError(f"config={path}: {key} must be {what}. Received: {key}={value!r}")
     return file
+
+
+def _split_axis(text: str) -> tuple[str, str]:
+    name, sep, values = text.partition("=")
+    if not sep or not name.strip():
+        raise BenchInputError(f"--axis takes OPTION=V1,V2,... Received: axis={text!r}")
+    return name, values
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -299,6 +376,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
     args.memory_cap_gb = search_option("memory_cap_gb", schema()["memory_cap_gb"], None)
     args.batch_granularity = search_option("batch_granularity", GRANULARITY, 1)
+    axes = [parse_axis(*_split_axis(a)) for a in args.axis] if args.axis else \
+        [parse_axis(name, values) for name, values in file.get("axes", {}).items()]
+    args.axes = axes
     args.strategies = pick("strategies", str, ["single"])
     args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
     args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), ["tensorflow"])
@@ -321,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         gpus = gpu_count()
         from bench import max_batch
         batch_sizes = [max_batch.start_batch(gpus)] if args.find_max_batch else [int(b) for b in args.batch_sizes]
-        jobs = build_jobs(args.models, batch_sizes, args.strategies,
-                          [int(w) for w in args.workers], run_args, args.output, args.timeout, gpus, args.backends)
+        jobs = build_jobs(args.models, batch_sizes, args.strategies, [int(w) for w in args.workers], run_args,
+                          args.output, args.timeout, gpus, args.backends, args.axes)
         for strategy, backend in unsupported(args.strategies, args.backends):
             print(f"note: --strategies {strategy} does not run on {backend}; those configurations are left out")
         from bench.results import check_output, read_rows

@@ -150,6 +150,13 @@ CASES = [
     ("sweep-toml-find-max-batch-text", "sweep", ["--config", "{toml_find_text}", "--dry-run"], {}, 2,
      "find_max_batch='yes'"),
     ("sweep-mode-unknown", "sweep", [*SWEEP, "--mode", "serve"], {}, 2, "'serve'"),
+    ("sweep-axis-unknown-option", "sweep", [*SWEEP, "--axis", "lrr=0.1,0.2"], {}, 2, "axis=lrr"),
+    ("sweep-axis-owned", "sweep", [*SWEEP, "--axis", "strategy=single,horovod"], {}, 2, "--strategies"),
+    ("sweep-axis-bad-value", "sweep", [*SWEEP, "--axis", "lr=0.1,inf"], {}, 2, "lr=inf"),
+    ("sweep-axis-no-values", "sweep", [*SWEEP, "--axis", "lr="], {}, 2, "axis=lr="),
+    ("sweep-axis-no-equals", "sweep", [*SWEEP, "--axis", "lr"], {}, 2, "axis='lr'"),
+    ("sweep-axis-toggle-word", "sweep", [*SWEEP, "--axis", "xla=yes"], {}, 2, "xla='yes'"),
+    ("sweep-toml-axes-not-lists", "sweep", ["--config", "{toml_axes_bad}", "--dry-run"], {}, 2, "axes="),
     ("sweep-granularity-zero", "sweep", ["--models", "vgg11", "--find-max-batch", "--batch-granularity", "0",
                                          "--dry-run"], {}, 2, "batch_granularity=0"),
     ("sweep-granularity-without-search", "sweep", [*SWEEP, "--batch-granularity", "8"], {}, 2,
@@ -232,6 +239,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     put("toml_unknown.toml", 'models = ["vgg11"]\nbatchsizes = [8]\n')
     put("toml_bad.toml", 'models = ["vgg11"\n')
     put("toml_find_text.toml", 'models = ["vgg11"]\nfind_max_batch = "yes"\n')
+    put("toml_axes_bad.toml", 'models = ["vgg11"]\nbatch_sizes = [8]\naxes = [1, 2]\n')
     put("toml_run_list.toml", 'models = ["vgg11"]\nbatch_sizes = [8]\n[run]\nwidth = [0.5]\n')
     write_cifar100(d / "real.tar.gz")
     files["real_tgz"] = str(d / "real.tar.gz")

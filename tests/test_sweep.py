@@ -64,7 +64,38 @@ def test_toml_config_with_shared_run_options(tmp_path):
     assert "--width 0.125 --steps 3 --no-xla --data digits" in r.stdout
 
 
+def test_any_run_option_is_an_axis_on_the_command_line_and_in_toml(tmp_path):
+    r = sweep("--models", "vgg11", "--batch-sizes", "8", "--axis", "lr=0.1,0.01", "--axis", "xla=true,false",
+              "--axis", "precision=fp32,mixed_bf16", "--dry-run", *TINY, "--output", str(tmp_path / "r.csv"))
+    assert r.returncode == 0, r.stderr
+    runs = [l for l in r.stdout.splitlines() if l.startswith("run: ")]
+    assert len(runs) == 8 and "8 configuration(s): 8 to run" in r.stdout
+    assert "run: vgg11 b8 single x1 tensorflow lr=0.01 xla=False precision=mixed_bf16" in runs
+    commands = r.stdout.split("\n    ")[1:]
+    assert sum("--lr 0.01 --no-xla --precision mixed_bf16" in c for c in commands) == 1
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text('models = ["vgg11"]\nbatch_sizes = [8]\n[axes]\nlr = [0.1, 0.01]\naugment = [true, false]\n'
+                   '[run]\nwidth = 0.125\ndata = "digits"\n')
+    r = sweep("--config", str(cfg), "--dry-run", "--output", str(tmp_path / "r.csv"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("run: vgg11") == 4 and "lr=0.1 augment=True" in r.stdout and "--no-augment" in r.stdout
+
+
+def test_axis_values_make_distinct_configurations():
+    """Each point of an axis is its own configuration key: resume and the report keep them apart."""
+    import bench.sweep as sw
+
+    jobs = sw.build_jobs(["vgg11"], [8], ["single"], [1], ["--width", "0.125"], "r.csv", 60,
+                         axes=[sw.parse_axis("lr", "0.1,0.01"), sw.parse_axis("seed", "0,1")])
+    assert len({j.key(False) for j in jobs}) == 4
+    assert sorted((j.cfg.lr, j.cfg.seed) for j in jobs) == [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]
+
+
 @pytest.mark.parametrize("args,named", [
+    (["--models", "vgg13", "--batch-sizes", "32", "--axis", "batch_size=8,16"], "--batch-sizes"),
+    (["--models", "vgg13", "--batch-sizes", "32", "--axis", "summary=true"], "axis=summary"),
+    (["--models", "vgg13", "--batch-sizes", "32", "--axis", "lr=0.1", "--lr", "0.2"], "axis=lr"),
+    (["--models", "vgg13", "--batch-sizes", "32", "--axis", "width=0"], "width=0"),
     (["--models", "vgg13", "--batch-sizes", "32", "--strategies", "ring"], "ring"),
     (["--models", "vgg13", "--batch-sizes", "32", "--batch-size", "8"], "--batch-size"),
     (["--models", "vgg13", "--batch-sizes", "32", "--width", "0"], "width=0"),
@@ -326,3 +357,16 @@ def test_find_max_batch_under_a_memory_cap_then_resumes_from_its_rows(tmp_path):
     again = sweep(*args)
     assert again.returncode == 0 and len(read_rows(out)) == len(df)
     assert again.stdout.count("[row reused]") == len(df)
+
+
+@pytest.mark.slow
+def test_an_axis_sweep_writes_a_row_per_value_and_resumes(tmp_path):
+    out = tmp_path / "runs.csv"
+    args = ["--models", "vgg11", "--batch-sizes", "8", "--axis", "lr=0.1,0.01", *TINY, "--output", str(out)]
+    r = sweep(*args)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    df = read_rows(out)
+    assert sorted(df["lr"]) == [0.01, 0.1] and (df["status"] == "ok").all()
+    again = sweep(*args)
+    assert again.returncode == 0 and len(read_rows(out)) == 2
+    assert "2 skipped" in again.stdout
