@@ -35,7 +35,7 @@ def build_step(s: "Session") -> None:
     s.trainer = trainer = JaxTrainer(s.model, s.optimizer, s.dist, global_batch=s.global_batch,
                                      track_accuracy=s.cfg.accuracy_mode, preprocess=s.source.device_preprocess(),
                                      mode=s.cfg.mode)
-    s.step = make_step(trainer, s.dist, s.source, s.cfg.batch_size)
+    s.step = make_step(trainer, s.dist, s.source, s.cfg.batch_size, s.data_wait)
     s.device_sync = trainer.sync
 
 

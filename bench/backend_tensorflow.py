@@ -41,7 +41,7 @@ def build_step(s: "Session") -> None:
         fixed = dist.distribute_fixed(s.source.train_dataset, cfg.batch_size)
         s.step = lambda: trainer.step(fixed)
     else:
-        batches = iter(dist.distribute(s.source.train_dataset, cfg.batch_size))
+        batches = s.data_wait.wrap(iter(dist.distribute(s.source.train_dataset, cfg.batch_size)))
         s.step = lambda: trainer.step(next(batches))
     s.device_sync = tf.experimental.sync_devices if s.gpu_names else None
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
 # 3: the backend (older rows are TensorFlow's), its versions, the device kind, the initial weights
-# 4: the mode (older rows trained), latency percentiles, peak and estimated memory, max-batch probes
+# 4: the mode (older rows trained), latency percentiles, input wait, peak and estimated memory, max-batch probes
 SCHEMA_VERSION = 4
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,12 +60,13 @@ TIMING = {"compile_s": "float", "timed_steps": "int",
                                   "images_per_sec_jitter", "tflops")}}
 LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
                                  "latency_per_image_ms")}
+INPUT = {"data_wait_ms": "float"}
 MEMORY = {"peak_mem_bytes": "int", "mem_source": "str", "mem_estimate_bytes": "int"}
 ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
             "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
             "epoch_end_s": "str", "wall_s": "float"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **MEMORY,
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **INPUT, **MEMORY,
                                  **ACCURACY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = ("ok", "diverged", "failed", "oom", "oom_predicted", "timeout")
@@ -525,6 +526,8 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
                    final_loss=timing.losses[-1] if timing.losses and cfg.mode == "train" else None,
                    train_accuracy=(timing.correct / timing.images
                                    if timing.images and accuracy is not None else None))
+        if timing.data_waits:  # the rank that waited longest, on average per step
+            row["data_wait_ms"] = 1000.0 * float(dist.gather([sum(timing.data_waits) / len(timing.data_waits)]).max())
         if timing.peak_mem_bytes is not None:  # the largest over ranks
             row.update(peak_mem_bytes=int(dist.gather([timing.peak_mem_bytes]).max()), mem_source=timing.mem_source)
     if accuracy is not None:

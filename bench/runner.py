@@ -11,7 +11,7 @@ from .config import NATURAL_CLASSES, RunConfig
 from .errors import BenchInputError
 from .memory import PredictedOOM
 from .results import AccuracyResult, Outcome, Topology, build_row
-from .timing import NonFiniteLoss, Timing, run_steps
+from .timing import NonFiniteLoss, Timing, WaitClock, run_steps
 
 if TYPE_CHECKING:
     from .data import DataSource
@@ -52,6 +52,7 @@ class Session:
     desc: Any = None
     step: Callable[[], tuple] | None = None
     device_sync: Callable[[], None] | None = None
+    data_wait: WaitClock = dataclasses.field(default_factory=WaitClock)  # the step's waits for real batches
     estimate: Any = None          # bench.memory.Estimate, from the layer walk
     memory: Any = None            # bench.memory.HostPeak or DevicePeak: what the run really used
 
@@ -181,7 +182,8 @@ def execute(cfg: RunConfig) -> RunOutcome:
         else:
             timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
                                global_batch=session.global_batch, progress=progress,
-                               device_sync=session.device_sync, before_timed=session.memory.reset)
+                               device_sync=session.device_sync, before_timed=session.memory.reset,
+                               data_wait=None if session.source.fixed else session.data_wait)
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         if cfg.save_weights and dist.is_chief:
             session.save_weights(cfg.save_weights)
@@ -243,7 +245,7 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
         run_steps(step, warmup=warmup if first else 0,
                   timed=steps_per_epoch - (1 + warmup if first else 0), global_batch=global_batch,
                   timing=timing, first_is_compile=first, device_sync=device_sync,
-                  before_timed=s.memory.reset if first else None)
+                  before_timed=s.memory.reset if first else None, data_wait=s.data_wait)
         # every rank evaluates its own weights on the whole test split; metrics are averaged
         top1, top5 = dist.gather(trainer.evaluate(s.backend.test_batches(s, test_batch))).mean(axis=0)
         result.top1, result.top5, result.epochs_run = float(top1), float(top5), epoch + 1
@@ -273,7 +275,8 @@ def summary_text(row: dict, output: str) -> str:
         f"{row['images_per_sec_jitter']:.1f}, {row['images_per_sec_per_replica']:.1f} per replica",
         f"  step time   {ms('step_time_mean_s'):.1f} ms mean, {ms('step_time_median_s'):.1f} median, "
         f"{ms('step_time_p90_s'):.1f} p90, {ms('step_time_min_s'):.1f} min, std {ms('step_time_std_s'):.1f}"
-        f" over {row['timed_steps']} timed steps",
+        f" over {row['timed_steps']} timed steps"
+        + (f"; {row['data_wait_ms']:.2f} ms of each waiting for input" if row.get("data_wait_ms") is not None else ""),
         f"  latency     p50 {row['latency_p50_ms']:.2f} ms, p90 {row['latency_p90_ms']:.2f}, p95 "
         f"{row['latency_p95_ms']:.2f}, p99 {row['latency_p99_ms']:.2f} per batch; "
         f"{row['latency_per_image_ms']:.3f} ms per image (p50)",

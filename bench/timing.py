@@ -15,6 +15,30 @@ class NonFiniteLoss(RuntimeError):
         self.step, self.loss = step, loss
 
 
+class WaitClock:
+    """Times how long the step waits for its next batch: `wrap` an iterator of batches, and
+    `take` the seconds spent in its `next` since the last take."""
+
+    def __init__(self) -> None:
+        self._waited = 0.0
+
+    def wrap(self, batches: Iterator) -> Iterator:
+        def timed() -> Iterator:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                self._waited += time.perf_counter() - t0
+                yield batch
+        return timed()
+
+    def take(self) -> float:
+        waited, self._waited = self._waited, 0.0
+        return waited
+
+
 @dataclass
 class Timing:
     compile_s: float = math.nan
@@ -22,6 +46,7 @@ class Timing:
     losses: list[float] = field(default_factory=list)
     correct: float = 0.0
     images: int = 0
+    data_waits: list[float] = field(default_factory=list)  # per timed step, seconds spent waiting for the batch
     peak_mem_bytes: int | None = None  # over the timed part, on this rank (bench.memory)
     mem_source: str = ""
 
@@ -46,10 +71,11 @@ def sync_step(step: Callable[[], tuple], index: int,
 def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batch: int,
               progress: Callable[[str, int], Iterator[int]] | None = None, timing: Timing | None = None,
               first_is_compile: bool = True, device_sync: Callable[[], None] | None = None,
-              before_timed: Callable[[], None] | None = None) -> Timing:
+              before_timed: Callable[[], None] | None = None, data_wait: WaitClock | None = None) -> Timing:
     """The first step (trace + compile) is timed apart as compile_s; then `warmup` untimed
     steps; then `before_timed` (e.g. a peak-memory reset); then `timed` steps whose seconds
-    are kept."""
+    are kept, each with the part of it spent waiting for its batch where `data_wait` times
+    the input (real data; a fixed batch waits for nothing)."""
     timing = timing or Timing()
     bar = progress or (lambda desc, n: range(n))
     index = 0
@@ -63,8 +89,12 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
         index += 1
     if before_timed is not None:
         before_timed()
+    if data_wait is not None:
+        data_wait.take()  # what the untimed steps waited
     for _ in bar("timed steps", timed):
         dt, loss, correct = sync_step(step, index, device_sync)
+        if data_wait is not None:
+            timing.data_waits.append(data_wait.take())
         timing.step_times.append(dt)
         timing.losses.append(loss)
         timing.correct += correct

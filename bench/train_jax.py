@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from launch.base import MeshDistribution as JaxMesh
 
     from .data import DataSource
+    from .timing import WaitClock
 
 
 class JaxTrainer:
@@ -173,13 +174,15 @@ def prefetched_batches(dist: "JaxMesh", source: "DataSource", per_replica_batch:
     return batches()
 
 
-def make_step(trainer: JaxTrainer, dist: "JaxMesh", source: "DataSource", per_replica_batch: int
-              ) -> Callable[[], tuple]:
-    """The step callable the harness times."""
+def make_step(trainer: JaxTrainer, dist: "JaxMesh", source: "DataSource", per_replica_batch: int,
+              data_wait: "WaitClock | None" = None) -> Callable[[], tuple]:
+    """The step callable the harness times (`data_wait` times its waits for real batches)."""
     if source.fixed:
         batch = fixed_batch(dist, source, per_replica_batch)
         return lambda: trainer.step(batch)
     feed = prefetched_batches(dist, source, per_replica_batch)
+    if data_wait is not None:
+        feed = data_wait.wrap(feed)
     return lambda: trainer.step(next(feed))
 
 

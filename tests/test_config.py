@@ -29,7 +29,8 @@ V1_COLUMNS = (
 
 SCHEMA_3_ADDED = ["jax_version", "jaxlib_version", "device_kind", "init_weights_sha256", "backend", "init_weights"]
 SCHEMA_4_ADDED = ["mode", "find_max_batch", "memory_cap_gb", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
-                  "latency_p99_ms", "latency_per_image_ms", "peak_mem_bytes", "mem_source", "mem_estimate_bytes"]
+                  "latency_p99_ms", "latency_per_image_ms", "peak_mem_bytes", "mem_source", "mem_estimate_bytes",
+                  "data_wait_ms"]
 
 
 def test_columns_are_those_of_before_plus_the_backends_and_memory():

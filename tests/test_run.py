@@ -38,7 +38,12 @@ def test_tiny_run_writes_one_well_formed_row(tmp_path, data):
         extra = ["--data-dir", str(tmp_path)]
     r = run_cli("vgg11", "--data", data, *extra, *TINY, "--output", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
-    _check_ok_row(_one_row(out), "vgg11", data)
+    row = _one_row(out)
+    _check_ok_row(row, "vgg11", data)
+    if data == "synthetic":  # one fixed batch on the device: nothing to wait for
+        assert pd.isna(row["data_wait_ms"])
+    else:  # the input's share of the step, timed apart
+        assert 0 <= row["data_wait_ms"] <= 1000 * row["step_time_max_s"]
     assert "images/sec" in r.stdout
 
 

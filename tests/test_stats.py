@@ -62,3 +62,20 @@ def test_median_ci_from_order_statistics_by_hand():
     t = throughput(s, global_batch=30, replicas=1, flops_per_image=1.0)
     assert t["images_per_sec_median_ci95_low"] == pytest.approx(30 / 15.0)
     assert t["images_per_sec_median_ci95_high"] == pytest.approx(30 / 6.0)
+
+
+def test_wait_clock_times_the_wait_for_each_batch_apart():
+    import time
+
+    from bench.timing import WaitClock, run_steps
+
+    def slow_batches():
+        while True:
+            time.sleep(0.02)  # an input pipeline that cannot keep up
+            yield 1.0
+
+    clock = WaitClock()
+    feed = clock.wrap(slow_batches())
+    timing = run_steps(lambda: (next(feed), 0.0), warmup=1, timed=5, global_batch=1, data_wait=clock)
+    assert len(timing.data_waits) == 5
+    assert all(0.018 <= w <= s for w, s in zip(timing.data_waits, timing.step_times))
