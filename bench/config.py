@@ -22,6 +22,8 @@ DATASETS = ("synthetic", "cifar100", "digits")
 PRECISIONS = ("fp32", "mixed_bf16", "mixed_fp16")
 OPTIMIZERS = ("adam", "sgd")
 MODES = ("train", "inference")
+ALL_REDUCE = ("auto", "ring", "nccl", "hierarchical", "one-device")
+HVD_COMPRESSION = ("none", "fp16")
 # p99 of fewer batches is only the slowest one: inference runs time at least this many
 MIN_LATENCY_STEPS = 100
 DEFAULT_STEPS = {"train": 50, "inference": MIN_LATENCY_STEPS}
@@ -128,6 +130,18 @@ class RunConfig:
     cpu_replicas: int = opt(1, **_key("int", lo=1, hi=1024, group="where it runs",
                                       help="on a CPU-only machine, split the CPU into N logical devices for a "
                                       "strategy that mirrors over local devices"))
+    # communication knobs: each strategy says which it takes (launch.base.STRATEGY_OPTIONS)
+    all_reduce: str = opt("auto", **_key("str", choices=ALL_REDUCE, group="where it runs",
+                                         help="tf.distribute's all-reduce: cross-device ops (nccl, hierarchical, "
+                                         "one-device) or collective communication (ring, nccl)"))
+    hvd_compression: str = opt("none", **_key("str", choices=HVD_COMPRESSION, group="where it runs",
+                                              help="hvd: compress gradients for the all-reduce (fp16)"))
+    hvd_fusion_mb: float | None = opt(None, **_key("float", lo=0.0, hi=4096.0, group="where it runs",
+                                                   help="hvd: tensor fusion buffer in MiB (0 disables fusion; "
+                                                   "default: hvd's own)"))
+    hvd_cycle_ms: float | None = opt(None, **_key("float", lo=0.0, hi=10_000.0, lo_open=True, group="where it runs",
+                                                  help="hvd: cycle time in ms between fusion rounds "
+                                                  "(default: hvd's own)"))
     collective_timeout: float = opt(300.0, "float", column=True, lo=0.0, hi=7 * 86400.0, lo_open=True,
                                     group="where it runs",
                                     help="seconds a collective waits for a peer before the run fails "

@@ -73,8 +73,9 @@ STATUSES = ("ok", "diverged", "failed", "oom", "oom_predicted", "timeout")
 HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, of any schema, has these
 REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
 OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
-# what rows of older schemas meant by the columns they lack: TensorFlow before 3, training before 4
-OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train"}
+# what rows of older schemas meant by the columns they lack: TensorFlow before 3; training, and the
+# strategies' own all-reduce without compression, before 4
+OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train", "all_reduce": "auto", "hvd_compression": "none"}
 
 
 def _git(*args: str) -> str:

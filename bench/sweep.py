@@ -117,6 +117,15 @@ def _axis_value(name: str, o: Opt, value: Any) -> Any:
     return parse_value(name, o, str(value))
 
 
+def _not_for(strategy: Any, chosen: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether an axis point sets a strategy option (e.g. hvd_compression=fp16) that `strategy`
+    does not take: that cell of the grid is left out, as a backend a strategy cannot run is."""
+    from launch.base import STRATEGY_OPTIONS
+
+    return any(name in STRATEGY_OPTIONS and name not in strategy.options and value != STRATEGY_OPTIONS[name]
+               for name, value in chosen)
+
+
 def axis_args(name: str, value: Any) -> list[str]:
     """The bench/run.py flags that set option `name` to `value`."""
     flag = "--" + name.replace("_", "-")
@@ -164,10 +173,10 @@ def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str],
                 for w in workers:
                     w = w if strategy.scalable else 1
                     for combo in combos:
-                        if (model, batch, strategy.name, w, backend, combo) in seen:
+                        chosen = tuple(zip(names, combo))
+                        if (model, batch, strategy.name, w, backend, combo) in seen or _not_for(strategy, chosen):
                             continue
                         seen.add((model, batch, strategy.name, w, backend, combo))
-                        chosen = tuple(zip(names, combo))
                         extra = [a for name, value in chosen for a in axis_args(name, value)]
                         job = make_job(model, batch, strategy.name, w, backend, [*run_args, *extra], output, timeout,
                                        gpus)

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 DatasetFn = Callable[[int, int, int], Any]  # (num_shards, shard_index, per_replica_batch) -> tf.data.Dataset
 
+# Run options that only some strategies take (each lists its own in `options`), with the value
+# that means "not asked for".
+STRATEGY_OPTIONS = {"cpu_replicas": 1, "all_reduce": "auto", "hvd_compression": "none", "hvd_fusion_mb": None,
+                    "hvd_cycle_ms": None}
+
 
 @dataclasses.dataclass(frozen=True)
 class Launch:
@@ -47,6 +52,7 @@ class Distribution:
     backend_hint = ""        # what to use instead, for a backend this strategy does not support
     scalable = True          # False: the worker count is always 1, whatever a sweep asks
     jit_collectives = True   # may the gradient all-reduce sit inside an XLA-compiled step?
+    options: tuple[str, ...] = ()  # the STRATEGY_OPTIONS it takes
 
     # ---- before anything runs: class methods, no framework imported ---------------------------
     @classmethod
@@ -94,9 +100,18 @@ class Distribution:
     @classmethod
     def check_config(cls, cfg: "RunConfig") -> None:
         """Raise BenchInputError for options this strategy cannot take."""
-        if cfg.cpu_replicas > 1:
-            from bench.errors import BenchInputError
-            raise BenchInputError(f"--cpu-replicas applies to --strategy mirrored. Received: strategy={cls.name}")
+        from bench.errors import BenchInputError
+
+        from . import STRATEGIES
+
+        for name, unset in STRATEGY_OPTIONS.items():
+            if name not in cls.options and getattr(cfg, name) != unset:
+                takers = " or ".join(s for s, c in STRATEGIES.items() if name in c.options)
+                raise BenchInputError(f"--{name.replace('_', '-')} applies to --strategy {takers}. "
+                                      f"Received: strategy={cls.name}, {name}={getattr(cfg, name)}")
+        if cfg.backend == "jax" and cfg.all_reduce != "auto":
+            raise BenchInputError(f"--all-reduce is tf.distribute's; under --backend jax XLA places the "
+                                  f"all-reduces. Received: all_reduce={cfg.all_reduce}")
 
     @classmethod
     def check_environment(cls) -> None:

@@ -115,6 +115,10 @@ class Mirrored(TFDistribution):
 
     name = "mirrored"
     backends = ("tensorflow", "jax")
+    options = ("cpu_replicas", "all_reduce")
+    # --all-reduce -> tf.distribute's cross-device ops class (auto: the strategy's own choice)
+    CROSS_DEVICE_OPS = {"nccl": "NcclAllReduce", "hierarchical": "HierarchicalCopyAllReduce",
+                        "one-device": "ReductionToOneDevice"}
 
     @classmethod
     def replicas(cls, workers: int, gpus: int) -> int:
@@ -128,6 +132,7 @@ class Mirrored(TFDistribution):
 
     @classmethod
     def check_config(cls, cfg: "RunConfig") -> None:
+        super().check_config(cfg)
         # Each logical CPU device holds a model replica and its own traced step, so replicas
         # beyond a few per core only time-slice the same cores while tracing time grows
         # (99 replicas on 2 cores were still tracing after 400 s).
@@ -136,20 +141,22 @@ class Mirrored(TFDistribution):
             from bench.errors import BenchInputError
             raise BenchInputError(f"cpu_replicas must be <= {cap} ({MAX_CPU_REPLICAS_PER_CORE} per core on this "
                                   f"{os.cpu_count()}-core machine). Received: cpu_replicas={cfg.cpu_replicas}")
+        _check_all_reduce(cfg, cls.CROSS_DEVICE_OPS, gpu_only=("nccl", "hierarchical"))
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> Distribution:
         if cfg.backend == "jax":  # one process, data-parallel over a mesh of the local devices
             from . import jax_mesh
             return jax_mesh.mirrored(cfg.cpu_replicas)
-        return cls(cfg.cpu_replicas)
+        return cls(cfg.cpu_replicas, cfg.all_reduce)
 
-    def __init__(self, cpu_replicas: int = 1):
+    def __init__(self, cpu_replicas: int = 1, all_reduce: str = "auto"):
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")
+        ops = getattr(tf.distribute, self.CROSS_DEVICE_OPS[all_reduce])() if all_reduce != "auto" else None
         if gpus:
-            self.strategy = tf.distribute.MirroredStrategy()
+            self.strategy = tf.distribute.MirroredStrategy(cross_device_ops=ops)
         else:
             # Split the CPU into logical devices so the real strategy runs on CPU-only machines.
             cpu = tf.config.list_physical_devices("CPU")[0]
@@ -157,8 +164,22 @@ class Mirrored(TFDistribution):
                 cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
             self.strategy = tf.distribute.MirroredStrategy(
-                devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+                devices, cross_device_ops=ops or tf.distribute.ReductionToOneDevice())
         self.num_replicas = self.strategy.num_replicas_in_sync
+
+
+def _check_all_reduce(cfg: "RunConfig", choices: dict, gpu_only: tuple[str, ...]) -> None:
+    """BenchInputError for an --all-reduce this strategy has no implementation of, or one that
+    needs GPUs on a machine without them."""
+    from bench.errors import BenchInputError
+    from bench.hardware import gpu_count
+
+    if cfg.all_reduce != "auto" and cfg.all_reduce not in choices:
+        raise BenchInputError(f"--strategy {cfg.strategy} has no {cfg.all_reduce} all-reduce; valid: auto, "
+                              f"{', '.join(choices)}. Received: all_reduce={cfg.all_reduce}")
+    if cfg.all_reduce in gpu_only and gpu_count() == 0:
+        raise BenchInputError(f"--all-reduce {cfg.all_reduce} needs GPUs, and this machine has none. "
+                              f"Received: all_reduce={cfg.all_reduce}")
 
 
 def _tf_config() -> tuple[dict, dict]:
@@ -202,6 +223,9 @@ class MultiWorker(TFDistribution):
 
     name = "multiworker"
     backends = ("tensorflow", "jax")
+    options = ("all_reduce",)
+    # --all-reduce -> CommunicationImplementation (auto: the strategy's own choice)
+    COMMUNICATION = {"ring": "RING", "nccl": "NCCL"}
 
     @classmethod
     def processes(cls, workers: int) -> int:
@@ -236,6 +260,11 @@ class MultiWorker(TFDistribution):
         return sum(h.rsplit(":", 1)[0] == host for hosts in cluster.values() for h in hosts)
 
     @classmethod
+    def check_config(cls, cfg: "RunConfig") -> None:
+        super().check_config(cfg)
+        _check_all_reduce(cfg, cls.COMMUNICATION, gpu_only=("nccl",))
+
+    @classmethod
     def check_environment(cls) -> None:
         _tf_config()
 
@@ -246,13 +275,15 @@ class MultiWorker(TFDistribution):
             cluster, _ = _tf_config()
             coordinator = [*cluster.get("chief", []), *cluster.get("worker", [])][0]
             return jax_mesh.multiworker(coordinator, cls.env_size(), cls.env_rank(), cfg.collective_timeout)
-        return cls(cfg.collective_timeout)
+        return cls(cfg.collective_timeout, cfg.all_reduce)
 
-    def __init__(self, collective_timeout: float):
+    def __init__(self, collective_timeout: float, all_reduce: str = "auto"):
         import tensorflow as tf
 
         cluster, task = _tf_config()
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout)
+        impl = tf.distribute.experimental.CommunicationImplementation[self.COMMUNICATION.get(all_reduce, "AUTO")]
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout,
+                                                                  implementation=impl)
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
         self.size = len(workers)
@@ -285,6 +316,7 @@ class Horovod(Distribution):
     backend_hint = ("Horovod has no JAX binding; use --strategy mirrored (every local device) or "
                     "--strategy multiworker (jax.distributed) instead")
     jit_collectives = False  # Horovod's ops have no XLA kernels in this build
+    options = ("hvd_compression", "hvd_fusion_mb", "hvd_cycle_ms")
 
     @classmethod
     def processes(cls, workers: int) -> int:
@@ -323,18 +355,27 @@ class Horovod(Distribution):
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Horovod":
-        return cls(cfg.collective_timeout)
+        return cls(cfg.collective_timeout, compression=cfg.hvd_compression, fusion_mb=cfg.hvd_fusion_mb,
+                   cycle_ms=cfg.hvd_cycle_ms)
 
-    def __init__(self, collective_timeout: float):
+    def __init__(self, collective_timeout: float, *, compression: str = "none", fusion_mb: float | None = None,
+                 cycle_ms: float | None = None):
         # Horovod: stall detection and shutdown, so a hung rank cannot block the job forever.
         os.environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(max(5, int(collective_timeout // 4))))
         os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(int(collective_timeout)))
         os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(int(collective_timeout)))
+        # Horovod: tensor fusion and cycle time, read once by hvd.init()
+        if fusion_mb is not None:
+            os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(fusion_mb * 2**20))
+        if cycle_ms is not None:
+            os.environ["HOROVOD_CYCLE_TIME"] = f"{cycle_ms:g}"
         import horovod.tensorflow as hvd
         import tensorflow as tf
 
         hvd.init()  # Horovod: initialise
         self.hvd = hvd
+        # Horovod: gradients cast to fp16 for the all-reduce and back (Compression.fp16)
+        self.compression = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
         self.num_replicas = self.size
         gpus = tf.config.list_physical_devices("GPU")
@@ -358,7 +399,7 @@ class Horovod(Distribution):
         if self.size == 1:  # as Horovod's own gradient all-reduce (_grouped_allreduce_cond) does
             return grads
         # Horovod: SUM, since each rank's loss is divided by the global batch
-        return self.hvd.grouped_allreduce(grads, op=self.hvd.Sum)
+        return self.hvd.grouped_allreduce(grads, op=self.hvd.Sum, compression=self.compression)
 
     def broadcast_initial_state(self, model, optimizer) -> None:
         # Horovod: rank 0's weights and optimizer state to every rank

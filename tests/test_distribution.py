@@ -34,9 +34,10 @@ def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     return r
 
 
-def one_step(strategy: str, out: Path, model: str = "vgg11", steps: int = 2) -> list[dict]:
+def one_step(strategy: str, out: Path, model: str = "vgg11", steps: int = 2, extra: tuple[str, ...] = ()
+             ) -> list[dict]:
     """Every replica's weights after `steps` steps: [{key: array}] over all ranks and replicas."""
-    extra = ["--cpu-replicas", "2"] if strategy == "mirrored" else []
+    extra = [*extra, *(["--cpu-replicas", "2"] if strategy == "mirrored" else [])]
     run([*launcher(strategy), PY, ONE_STEP, "--strategy", strategy, "--out", str(out), "--model", model,
          "--steps", str(steps), *extra])
     replicas = []
@@ -99,13 +100,19 @@ TINY = ["--width", "0.125", "--steps", "6", "--warmup-steps", "1", "--batch-size
 def test_multi_process_run_writes_one_row_from_all_ranks(strategy, tmp_path):
     out = tmp_path / "runs.csv"
     args = [PY, "bench/run.py", "resnet18", *TINY, "--output", str(out)]
-    if strategy == "multiworker":
-        args += ["--strategy", "multiworker"]  # under horovodrun the strategy is implied
+    if strategy == "multiworker":  # under horovodrun the strategy is implied
+        args += ["--strategy", "multiworker", "--all-reduce", "ring"]
+    else:
+        args += ["--hvd-fusion-mb", "16", "--hvd-cycle-ms", "2"]
     r = run([*launcher(strategy), *args])
     df = read_rows(out)
     assert len(df) == 1
     row = df.iloc[0]
     assert row["status"] == "ok" and row["strategy"] == strategy
+    if strategy == "multiworker":  # the knobs are recorded (and part of the configuration key)
+        assert row["all_reduce"] == "ring"
+    else:
+        assert (row["hvd_fusion_mb"], row["hvd_cycle_ms"], row["hvd_compression"]) == (16, 2, "none")
     assert row["workers"] == 2 and row["replicas"] == 2 and row["global_batch"] == 16
     rank_means = [float(x) for x in row["rank_step_time_means_s"].split(";")]
     assert len(rank_means) == 2
@@ -118,9 +125,9 @@ def test_multi_process_run_writes_one_row_from_all_ranks(strategy, tmp_path):
 def test_mirrored_run_on_cpu_replicas(tmp_path):
     out = tmp_path / "runs.csv"
     run([PY, "bench/run.py", "vgg11", *TINY, "--strategy", "mirrored", "--cpu-replicas", "2",
-         "--output", str(out)])
+         "--all-reduce", "one-device", "--output", str(out)])
     row = read_rows(out).iloc[0]
-    assert row["status"] == "ok" and row["workers"] == 1 and row["replicas"] == 2
+    assert row["status"] == "ok" and row["workers"] == 1 and row["replicas"] == 2 and row["all_reduce"] == "one-device"
     assert row["global_batch"] == 16 and row["images_per_sec_per_replica"] == pytest.approx(
         row["images_per_sec"] / 2)
 
@@ -246,3 +253,22 @@ def test_inference_under_each_strategy_counts_every_rank(strategy, backend, tmp_
     assert row["step_time_mean_s"] >= max(rank_means) - 1e-9
     assert row["latency_p50_ms"] <= row["latency_p99_ms"] and row["peak_mem_bytes"] > 0
     assert r.stdout.count("latency     p50") == 1
+
+
+# fp16 keeps 11 significant bits: each gradient is rounded to within 2**-11 (about 5e-4) of
+# itself before the sum, so after two SGD steps at lr 0.05 the weights agree to about 1e-3
+FP16_RTOL, FP16_ATOL = 1e-2, 1e-3
+
+
+def test_horovod_fp16_compression_matches_the_uncompressed_math_within_fp16_tolerance(single_reference, tmp_path):
+    (a, b) = one_step("horovod", tmp_path, extra=("--hvd-compression", "fp16"))
+    weights = [k for k in single_reference if k.startswith("T/")]
+    exact = 0
+    for rep in (a, b):
+        np.testing.assert_allclose(rep["losses"], single_reference["losses"], rtol=FP16_RTOL)
+        for k in weights:
+            np.testing.assert_allclose(rep[k], single_reference[k], rtol=FP16_RTOL, atol=FP16_ATOL, err_msg=k)
+            exact += np.array_equal(rep[k], single_reference[k])
+    assert exact < len(weights), "no weight differs from fp32: the gradients were not compressed"
+    for k in weights:  # both ranks applied the same (compressed) sum
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -81,6 +81,15 @@ def test_any_run_option_is_an_axis_on_the_command_line_and_in_toml(tmp_path):
     assert r.stdout.count("run: vgg11") == 4 and "lr=0.1 augment=True" in r.stdout and "--no-augment" in r.stdout
 
 
+def test_a_strategy_option_axis_leaves_out_the_cells_of_strategies_without_it():
+    import bench.sweep as sw
+
+    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod"], [2], ["--width", "0.125"], "r.csv", 60,
+                         axes=[sw.parse_axis("hvd_compression", "none,fp16")])
+    assert sorted((j.strategy, j.cfg.hvd_compression) for j in jobs) == [
+        ("horovod", "fp16"), ("horovod", "none"), ("single", "none")]
+
+
 def test_axis_values_make_distinct_configurations():
     """Each point of an axis is its own configuration key: resume and the report keep them apart."""
     import bench.sweep as sw

@@ -27,6 +27,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--global-batch", type=int, default=8)
     p.add_argument("--optimizer", default="sgd")
+    p.add_argument("--hvd-compression", default="none")
     args = p.parse_args()
 
     import keras
@@ -40,7 +41,8 @@ def main() -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     cfg = RunConfig(model=args.model, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
-                    optimizer=args.optimizer, lr=0.05, momentum=0.9, collective_timeout=60)
+                    optimizer=args.optimizer, lr=0.05, momentum=0.9, collective_timeout=60,
+                    hvd_compression=args.hvd_compression)
     dist = make_distribution(cfg)
     per_replica = args.global_batch // dist.num_replicas
     keras.utils.set_random_seed(1234 + 17 * dist.rank)  # deliberately different on every rank
