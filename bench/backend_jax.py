@@ -71,6 +71,16 @@ def memory_probe(s: "Session") -> Any:
                       lambda: False)
 
 
+def tracer(logdir: str) -> Any:
+    """JAX's profiler (TensorBoard's trace), each step marked with its number."""
+    import jax
+
+    from .timing import Tracer
+
+    return Tracer(lambda: jax.profiler.start_trace(logdir), jax.profiler.stop_trace,
+                  lambda k: jax.profiler.StepTraceAnnotation("train", step_num=k))
+
+
 def device_memory() -> int | None:
     """What XLA's allocator may use on a local GPU, the smallest (None without GPUs). In use or
     not: the estimate already counts the weights the model holds by now."""

@@ -80,6 +80,16 @@ def memory_probe(s: "Session") -> Any:
     return DevicePeak("tf_gpu_peak", read, reset)
 
 
+def tracer(logdir: str) -> Any:
+    """TensorFlow's profiler (TensorBoard's trace), each step marked with its number."""
+    import tensorflow as tf
+
+    from .timing import Tracer
+
+    return Tracer(lambda: tf.profiler.experimental.start(logdir), tf.profiler.experimental.stop,
+                  lambda k: tf.profiler.experimental.Trace("train", step_num=k, _r=1))
+
+
 def device_memory() -> int | None:
     """A GPU's memory size, as nvidia-smi says (None without GPUs). Not what is free: TensorFlow
     reserves the free memory for its own allocator when it starts, and reports no total."""

@@ -97,6 +97,11 @@ class RunConfig:
                                          f"{DEFAULT_STEPS['inference']}, the fewest it takes)"))
     warmup_steps: int = opt(10, **_key("int", lo=0, hi=10**9, group="what to measure",
                                        help="untimed steps after the first (compile) step"))
+    profile_steps: str | None = opt(None, **_key("str", group="what to measure",
+                                                 help="A-B: capture a profiler trace of timed steps A to B (from 1; "
+                                                 "TensorFlow's or JAX's profiler, readable in TensorBoard) into "
+                                                 "traces/RUN_ID/ beside --output; those steps are left out of the "
+                                                 "statistics"))
     epochs: int = opt(0, **_key("int", lo=0, hi=10**6, group="what to measure",
                                 help="accuracy mode: train this many epochs, evaluating on the test split after each"))
     target_accuracy: float | None = opt(None, **_key("float", lo=0.0, hi=1.0, lo_open=True, group="what to measure",
@@ -165,6 +170,14 @@ class RunConfig:
     @property
     def accuracy_mode(self) -> bool:
         return self.epochs > 0
+
+    @property
+    def profile_range(self) -> tuple[int, int] | None:
+        """--profile-steps as (first, last) timed step, counted from 1."""
+        if self.profile_steps is None:
+            return None
+        first, last = self.profile_steps.split("-")
+        return int(first), int(last)
 
     def resolved(self, *, has_gpu: bool) -> "RunConfig":
         """Fill the defaults that depend on the hardware, the data set or the backend. On JAX,
@@ -302,8 +315,28 @@ def validate(cfg: RunConfig) -> None:
         if cfg.steps is not None and cfg.steps < MIN_LATENCY_STEPS:
             raise BenchInputError(f"--mode inference needs --steps >= {MIN_LATENCY_STEPS}, so that its p99 latency "
                                   f"is not just the slowest batch. Received: steps={cfg.steps}")
+    if cfg.profile_steps is not None:
+        _check_profile_steps(cfg)
     if cfg.lr_warmup_epochs is not None and not cfg.scale_lr:
         raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={cfg.lr_warmup_epochs}")
+
+
+def _check_profile_steps(cfg: RunConfig) -> None:
+    """A-B within the timed steps, leaving at least one step to measure."""
+    import re
+
+    steps = cfg.steps or DEFAULT_STEPS[cfg.mode]
+    m = re.fullmatch(r"(\d+)-(\d+)", cfg.profile_steps.strip())
+    if m is None:
+        raise BenchInputError(f"--profile-steps takes A-B, timed steps counted from 1. "
+                              f"Received: profile_steps={cfg.profile_steps!r}")
+    first, last = int(m.group(1)), int(m.group(2))
+    if not 1 <= first <= last <= steps or last - first + 1 >= steps:
+        raise BenchInputError(f"--profile-steps must lie within the {steps} timed steps and leave some unprofiled "
+                              f"(1 <= A <= B <= {steps}, B - A + 1 < {steps}). Received: profile_steps={cfg.profile_steps}")
+    if cfg.accuracy_mode:
+        raise BenchInputError(f"--profile-steps profiles a throughput run, not --epochs. "
+                              f"Received: profile_steps={cfg.profile_steps}, epochs={cfg.epochs}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> RunConfig:

@@ -61,12 +61,13 @@ TIMING = {"compile_s": "float", "timed_steps": "int",
 LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
                                  "latency_per_image_ms")}
 INPUT = {"data_wait_ms": "float"}
+PROFILE = {"trace_dir": "str"}
 MEMORY = {"peak_mem_bytes": "int", "mem_source": "str", "mem_estimate_bytes": "int"}
 ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
             "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
             "epoch_end_s": "str", "wall_s": "float"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **INPUT, **MEMORY,
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **INPUT, **PROFILE, **MEMORY,
                                  **ACCURACY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = ("ok", "diverged", "failed", "oom", "oom_predicted", "timeout")
@@ -514,6 +515,8 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
         row.update(params=session.desc.params, gflops_per_image=session.desc.gflops)
     if session is not None and session.estimate is not None:
         row["mem_estimate_bytes"] = session.estimate.total_bytes
+    if session is not None and session.trace_dir is not None:
+        row["trace_dir"] = session.trace_dir
     if timing is not None and session is not None:
         dist = session.dist
         per_rank = dist.gather(timing.step_times)

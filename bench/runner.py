@@ -5,6 +5,7 @@ import dataclasses
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .config import NATURAL_CLASSES, RunConfig
@@ -106,6 +107,20 @@ class Session:
         else:
             check(self.estimate, host_available(), processes=get_strategy(self.cfg.strategy).env_local_size())
 
+    @property
+    def trace_dir(self) -> str | None:
+        """Where --profile-steps puts its trace: traces/RUN_ID/ beside the output CSV."""
+        if self.cfg.profile_steps is None:
+            return None
+        return str(Path(self.cfg.output).parent / "traces" / self.cfg.run_id)
+
+    def tracer(self) -> Any:
+        """The backend's profiler for --profile-steps, on the chief (None elsewhere, or unasked)."""
+        if self.trace_dir is None or not self.dist.is_chief:
+            return None
+        Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
+        return self.backend.tracer(self.trace_dir)
+
     def build_step(self) -> "Session":
         """To train, the optimizer (built in the strategy's scope); then the backend's step:
         initial-state broadcast, compiled step, step callable."""
@@ -159,6 +174,9 @@ def execute(cfg: RunConfig) -> RunOutcome:
     from .data import read_data
 
     get_strategy(cfg.strategy).check_environment()
+    if cfg.profile_steps is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
+        from .results import new_run_id
+        cfg = dataclasses.replace(cfg, run_id=new_run_id())
     started = time.perf_counter()
     # bad data is input: found with numpy before TensorFlow starts (and prints its start-up lines)
     source = read_data(dataclasses.replace(cfg, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data]))
@@ -183,7 +201,8 @@ def execute(cfg: RunConfig) -> RunOutcome:
             timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
                                global_batch=session.global_batch, progress=progress,
                                device_sync=session.device_sync, before_timed=session.memory.reset,
-                               data_wait=None if session.source.fixed else session.data_wait)
+                               data_wait=None if session.source.fixed else session.data_wait,
+                               profile=cfg.profile_range, tracer=session.tracer())
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         if cfg.save_weights and dist.is_chief:
             session.save_weights(cfg.save_weights)
@@ -285,6 +304,9 @@ def summary_text(row: dict, output: str) -> str:
         f"  compile     {row['compile_s']:.2f} s    TFLOP/s {row['tflops']:.3f}    "
         f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    {loss}",
     ]
+    if row.get("trace_dir"):
+        lines.append(f"  profiled    timed steps {row['profile_steps']} (left out of the statistics); trace in "
+                     f"{row['trace_dir']} (tensorboard --logdir {row['trace_dir']})")
     if row.get("top1") is not None:
         ttt = row.get("time_to_target_s")
         lines.append(f"  accuracy    top-1 {row['top1']:.4f}, top-5 {row['top5']:.4f} after {row['epochs_run']} "

@@ -1,6 +1,7 @@
 """Warmup (untimed) then timed steps, each synchronised before its clock stops."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,13 @@ class NonFiniteLoss(RuntimeError):
     def __init__(self, step: int, loss: float):
         super().__init__(f"non-finite loss {loss} at step {step}")
         self.step, self.loss = step, loss
+
+
+class Tracer:
+    """A framework profiler around some steps: `start`, a `step(k)` context per step, `stop`."""
+
+    def __init__(self, start: Callable[[], None], stop: Callable[[], None], step: Callable[[int], object]):
+        self.start, self.stop, self.step = start, stop, step
 
 
 class WaitClock:
@@ -71,11 +79,13 @@ def sync_step(step: Callable[[], tuple], index: int,
 def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batch: int,
               progress: Callable[[str, int], Iterator[int]] | None = None, timing: Timing | None = None,
               first_is_compile: bool = True, device_sync: Callable[[], None] | None = None,
-              before_timed: Callable[[], None] | None = None, data_wait: WaitClock | None = None) -> Timing:
+              before_timed: Callable[[], None] | None = None, data_wait: WaitClock | None = None,
+              profile: tuple[int, int] | None = None, tracer: "Tracer | None" = None) -> Timing:
     """The first step (trace + compile) is timed apart as compile_s; then `warmup` untimed
     steps; then `before_timed` (e.g. a peak-memory reset); then `timed` steps whose seconds
     are kept, each with the part of it spent waiting for its batch where `data_wait` times
-    the input (real data; a fixed batch waits for nothing)."""
+    the input (real data; a fixed batch waits for nothing). Timed steps `profile` (first,
+    last; counted from 1) run under `tracer` (on this rank, where given) and are left out."""
     timing = timing or Timing()
     bar = progress or (lambda desc, n: range(n))
     index = 0
@@ -91,7 +101,21 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
         before_timed()
     if data_wait is not None:
         data_wait.take()  # what the untimed steps waited
-    for _ in bar("timed steps", timed):
+    first, last = profile or (0, -1)
+    for k in bar("timed steps", timed):
+        k += 1
+        if first <= k <= last:  # profiled: run (traced), but not measured
+            if k == first and tracer is not None:
+                tracer.start()
+            with tracer.step(k) if tracer is not None else contextlib.nullcontext():
+                _, loss, _ = sync_step(step, index, device_sync)
+            if k == last and tracer is not None:
+                tracer.stop()
+            timing.losses.append(loss)
+            index += 1
+            if data_wait is not None:
+                data_wait.take()
+            continue
         dt, loss, correct = sync_step(step, index, device_sync)
         if data_wait is not None:
             timing.data_waits.append(data_wait.take())

@@ -245,3 +245,42 @@ def test_the_memory_estimate_is_within_its_stated_factor_of_the_measured_peak(tm
     row = _one_row(out)
     ratio = row["peak_mem_bytes"] / row["mem_estimate_bytes"]
     assert 1 / ESTIMATE_FACTOR <= ratio <= ESTIMATE_FACTOR, (row["peak_mem_bytes"], row["mem_estimate_bytes"])
+
+
+
+def _traced_steps(trace_dir) -> set[int]:
+    """The step numbers marked in a profiler trace (TensorFlow's XSpace protobuf, which JAX's
+    profiler writes too)."""
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    steps: set[int] = set()
+    files = glob.glob(f"{trace_dir}/**/*.xplane.pb", recursive=True)
+    assert files, f"no trace in {trace_dir}"
+    for f in files:
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(open(f, "rb").read())
+        for plane in space.planes:
+            names = {i: m.name for i, m in plane.event_metadata.items()}
+            stats = {i: m.name for i, m in plane.stat_metadata.items()}
+            for line in plane.lines:
+                for ev in line.events:
+                    if names.get(ev.metadata_id) == "train":
+                        steps |= {s.int64_value or s.uint64_value for s in ev.stats
+                                  if stats.get(s.metadata_id) == "step_num"}
+    return steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_profile_steps_trace_exactly_those_steps_and_leave_them_out(tmp_path, backend):
+    out = tmp_path / "runs.csv"
+    r = run_cli("vgg11", "--backend", backend, "--width", "0.125", "--batch-size", "8", "--steps", "6",
+                "--warmup-steps", "1", "--profile-steps", "3-4", "--no-progress", "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = _one_row(out)
+    assert row["status"] == "ok" and row["profile_steps"] == "3-4"
+    assert row["steps"] == 6 and row["timed_steps"] == 4  # the two profiled steps are not in the statistics
+    assert row["trace_dir"] == str(tmp_path / "traces" / row["run_id"])
+    assert _traced_steps(row["trace_dir"]) == {3, 4}
