@@ -2,8 +2,9 @@
 
 Each backend is one module with the same functions (bench.backend_tensorflow and
 bench.backend_jax): configure the framework, name the GPUs, build the step of a Session,
-serve the test split, say which exceptions mean out-of-memory, and give the row its
-provenance. Keras reads KERAS_BACKEND when it is first imported, so `select` must run before
+serve the test split, say which exceptions mean out-of-memory, measure peak memory
+(`memory_probe`) and say how much a device has (`device_memory`), trace steps (`tracer`),
+and give the row its provenance. Keras reads KERAS_BACKEND when it is first imported, so `select` must run before
 anything imports keras; one process runs one backend.
 """
 from __future__ import annotations
