@@ -36,7 +36,7 @@ def build_step(s: "Session") -> None:
     cfg, dist = s.cfg, s.dist
     dist.broadcast_initial_state(s.model, s.optimizer)
     s.trainer = trainer = Trainer(s.model, s.optimizer, dist, global_batch=s.global_batch, xla=cfg.xla,
-                                  track_accuracy=cfg.accuracy_mode, mode=cfg.mode)
+                                  track_accuracy=cfg.accuracy_mode, mode=cfg.mode, gradient_sync=cfg.gradient_sync)
     if s.source.fixed:  # made once, held on the device, reused every step
         fixed = dist.distribute_fixed(s.source.train_dataset, cfg.batch_size)
         s.step = lambda: trainer.step(fixed)

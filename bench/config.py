@@ -102,6 +102,11 @@ class RunConfig:
                                                  "TensorFlow's or JAX's profiler, readable in TensorBoard) into "
                                                  "traces/RUN_ID/ beside --output; those steps are left out of the "
                                                  "statistics"))
+    gradient_sync: bool = opt(True, **_key("bool", action="toggle", group="what to measure",
+                                           help="--no-gradient-sync: a diagnostic run (tf_cnn_benchmarks' "
+                                           "'independent'): every replica steps on its own gradients and nothing "
+                                           "else changes; with a synced run of the same configuration it gives "
+                                           "the exposed communication. Never a training result"))
     epochs: int = opt(0, **_key("int", lo=0, hi=10**6, group="what to measure",
                                 help="accuracy mode: train this many epochs, evaluating on the test split after each"))
     target_accuracy: float | None = opt(None, **_key("float", lo=0.0, hi=1.0, lo_open=True, group="what to measure",
@@ -147,6 +152,22 @@ class RunConfig:
     hvd_cycle_ms: float | None = opt(None, **_key("float", lo=0.0, hi=10_000.0, lo_open=True, group="where it runs",
                                                   help="hvd: cycle time in ms between fusion rounds "
                                                   "(default: hvd's own)"))
+    hvd_hierarchical: bool = opt(False, **_key("bool", action="flag", group="where it runs",
+                                               help="hvd: hierarchical all-reduce (within hosts, then across them); "
+                                               "needs hvd built with MPI or NCCL"))
+    hvd_autotune: bool = opt(False, **_key("bool", action="flag", group="where it runs",
+                                           help="hvd: let hvd's autotuner search fusion and cycle settings "
+                                           "during the run; its log is kept beside --output and the best "
+                                           "settings it found go into the row"))
+    hvd_timeline: bool = opt(False, **_key("bool", action="flag", group="what to measure",
+                                           help="hvd: the chief writes hvd's timeline of the timed steps into "
+                                           "traces/RUN_ID/ beside --output; the row gets each step's negotiation, "
+                                           "all-reduce and queue time from it"))
+    all_reduce_pack_mb: float | None = opt(None, **_key("float", lo=0.0, hi=4096.0, lo_open=True,
+                                                        group="where it runs",
+                                                        help="tf.distribute collectives: pack gradients into all-reduces of this "
+                                                        "many MiB (CommunicationOptions.bytes_per_pack; default: "
+                                                        "the strategy's own)"))
     collective_timeout: float = opt(300.0, "float", column=True, lo=0.0, hi=7 * 86400.0, lo_open=True,
                                     group="where it runs",
                                     help="seconds a collective waits for a peer before the run fails "
@@ -170,6 +191,14 @@ class RunConfig:
     @property
     def accuracy_mode(self) -> bool:
         return self.epochs > 0
+
+    @property
+    def trace_dir(self) -> str | None:
+        """Where this run's traces and logs go (--profile-steps, --hvd-timeline,
+        --hvd-autotune): traces/RUN_ID/ beside the output CSV; None when none is asked for."""
+        if self.profile_steps is None and not self.hvd_timeline and not self.hvd_autotune:
+            return None
+        return str(Path(self.output).parent / "traces" / str(self.run_id))
 
     @property
     def profile_range(self) -> tuple[int, int] | None:
@@ -256,6 +285,8 @@ def _argparse_type(name: str, o: Opt) -> Callable[[str], Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The `bench/run.py` command line, one option per RunConfig field (a contract: tests, docs
     and sweeps rely on these names)."""
+    from launch.base import OPTION_ALIASES
+
     p = OneLineParser(prog="bench/run.py", description="Train one CNN under one strategy and measure "
                       "images/sec, step time and accuracy; append one row to a CSV.")
     groups: dict[str, Any] = {"": p, **{g: p.add_argument_group(g) for g in GROUPS}}
@@ -273,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         if o.action == "toggle":
             g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif o.action == "flag":
-            g.add_argument(flag, dest=name, action="store_true", help=help_text)
+            g.add_argument(flag, *OPTION_ALIASES.get(name, ()), dest=name, action="store_true", help=help_text)
         else:
             allowed = o.allowed()
             g.add_argument(flag, dest=name, type=_argparse_type(name, o), default=default, help=help_text,

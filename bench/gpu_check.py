@@ -1,6 +1,7 @@
 """The prepared GPU check: the JAX path of the harness beside Keras `model.fit` on the same
 backend, for resnet18, resnet34 and vgg13 at mixed_bf16 and batch 256, 512 and 2048; then
-inference (forward only) at batch 1 to 512, with latency percentiles and peak memory.
+inference (forward only) at batch 1 to 512, with latency percentiles and peak memory; then a
+profiler trace of the first model's training step, summed by op (bench/traces.py).
 
     bash scripts/gpu_check.sh --peak-tflops 989      # on a GPU machine with JAX and no TensorFlow
 
@@ -54,6 +55,29 @@ def _gib(v) -> str:
     return "n/a" if v is None else f"{v / 2**30:.2f}"
 
 
+class _Peaks:
+    """JAX's GPU peak counter cannot be reset, and every configuration here runs in one process:
+    a row's peak is its own only where it rose above every earlier one, `fit`'s included;
+    otherwise it is shown as a bound ("≤")."""
+
+    def __init__(self) -> None:
+        self.high = 0
+
+    def observe(self) -> None:
+        """Count what ran outside the harness (model.fit) as earlier too."""
+        import jax
+
+        self.high = max([self.high] + [int((d.memory_stats() or {}).get("peak_bytes_in_use", 0))
+                                       for d in jax.local_devices()])
+
+    def show(self, row: dict) -> str:
+        peak = row["peak_mem_bytes"]
+        if peak is None or row["mem_source"] != "jax_gpu_peak_since_start":
+            return _gib(peak)
+        own, self.high = peak > self.high, max(self.high, peak)
+        return _gib(peak) if own else f"≤{_gib(peak)}"
+
+
 def _free() -> None:
     """Let the next configuration have the device's memory."""
     import gc
@@ -69,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="resnet18,resnet34,vgg13")
     p.add_argument("--batch-sizes", default="256,512,2048")
-    p.add_argument("--inference-batch-sizes", default="1,8,32,128,512")
+    p.add_argument("--inference-batch-sizes", default="1,8,32,128,512", help="'' for none")
     p.add_argument("--precision", default="mixed_bf16")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--steps", type=int, default=20, help="timed steps for each contender")
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's bf16 dense peak, TFLOP/s")
     p.add_argument("--budget-s", type=float, default=330.0, help="stop starting new configurations after this")
+    p.add_argument("--trace-batch", type=int, default=512,
+                   help="then trace timed steps 5-7 of the first model at this batch and list its top ops (0: no trace)")
     p.add_argument("--output", default="results/gpu_check.csv")
     args = p.parse_args(argv)
 
@@ -96,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
           "| peak GiB | estimate GiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     skipped = []
+    peaks = _Peaks()
 
     def run_row(name: str, batch: int, **mode) -> dict | None:
         if time.perf_counter() - started > args.budget_s:
@@ -118,16 +145,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
                 continue
             fit = fit_images_per_sec(name, batch, args.width, args.precision, args.steps, args.warmup_steps)
+            peaks.observe()
             ips, tflops = row["images_per_sec_median"], 3.0 * row["gflops_per_image"] * row["images_per_sec_median"] / 1e3
             share = f"{100 * tflops / args.peak_tflops:.1f}%" if args.peak_tflops else "n/a"
             print(f"| {name} | {batch} | {ips:,.0f} | {fit:,.0f} | {ips / fit:.3f} | {tflops:.1f} | {share} "
-                  f"| {_gib(row['peak_mem_bytes'])} | {_gib(row['mem_estimate_bytes'])} |", flush=True)
+                  f"| {peaks.show(row)} | {_gib(row['mem_estimate_bytes'])} |", flush=True)
             _free()
     print(f"\n# inference (forward only), {args.precision}: latency per batch")
     print("| model | batch | img/s | p50 ms | p99 ms | peak GiB | estimate GiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in args.models.split(","):
-        for batch in map(int, args.inference_batch_sizes.split(",")):
+        for batch in [int(b) for b in args.inference_batch_sizes.split(",") if b]:
             row = run_row(name, batch, mode="inference")
             if row is None:
                 continue
@@ -135,9 +163,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
                 continue
             print(f"| {name} | {batch} | {row['images_per_sec_median']:,.0f} | {row['latency_p50_ms']:.2f} "
-                  f"| {row['latency_p99_ms']:.2f} | {_gib(row['peak_mem_bytes'])} | {_gib(row['mem_estimate_bytes'])} |",
+                  f"| {row['latency_p99_ms']:.2f} | {peaks.show(row)} | {_gib(row['mem_estimate_bytes'])} |",
                   flush=True)
             _free()
+    if args.trace_batch:
+        name = args.models.split(",")[0]
+        cfg = RunConfig(model=name, batch_size=args.trace_batch, precision=args.precision, backend="jax",
+                        width=args.width, steps=max(args.steps, 8), warmup_steps=args.warmup_steps,
+                        output=args.output, progress=False, source="sweep", profile_steps="5-7")
+        row = execute(cfg).row
+        append_row(args.output, row)
+        if row["status"] == "ok":
+            from bench.traces import summarize
+
+            print(f"\n# where a {name} step goes at batch {args.trace_batch}, {args.precision} "
+                  f"(trace in {row['trace_dir']})\n")
+            print(summarize(row["trace_dir"]).table(top=15))
+        else:
+            print(f"\ntrace of {name}/{args.trace_batch}: {row['status']}: {str(row['error'])[:120]}")
     if skipped:
         print(f"\nbudget of {args.budget_s:g} s spent: skipped {', '.join(skipped)}")
     print(f"\nrows in {args.output}; {time.perf_counter() - started:.0f} s in all")

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 # 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
 # 3: the backend (older rows are TensorFlow's), its versions, the device kind, the initial weights
 # 4: the mode (older rows trained), latency percentiles, input wait, peak and estimated memory, max-batch probes
-SCHEMA_VERSION = 4
+# 5: diagnostic runs without gradient sync, Horovod's hierarchical all-reduce, autotune and
+#    timeline (per-step negotiation, all-reduce and queue times), tf.distribute's pack size
+SCHEMA_VERSION = 5
 REPO = Path(__file__).resolve().parents[1]
 
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
@@ -62,12 +64,14 @@ LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95
                                  "latency_per_image_ms")}
 INPUT = {"data_wait_ms": "float"}
 PROFILE = {"trace_dir": "str"}
+# from Horovod's timeline (mean ms per timed step, the chief's view) and autotuner
+COMM = {"hvd_negotiate_ms": "float", "hvd_allreduce_ms": "float", "hvd_queue_ms": "float", "hvd_autotune_best": "str"}
 MEMORY = {"peak_mem_bytes": "int", "mem_source": "str", "mem_estimate_bytes": "int"}
 ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
             "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
             "epoch_end_s": "str", "wall_s": "float"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **INPUT, **PROFILE, **MEMORY,
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
                                  **ACCURACY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = ("ok", "diverged", "failed", "oom", "oom_predicted", "timeout")
@@ -75,8 +79,10 @@ HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, o
 REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
 OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
 # what rows of older schemas meant by the columns they lack: TensorFlow before 3; training, and the
-# strategies' own all-reduce without compression, before 4
-OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train", "all_reduce": "auto", "hvd_compression": "none"}
+# strategies' own all-reduce without compression, before 4; gradients synced, none of Horovod's
+# hierarchical all-reduce, autotune or timeline, before 5
+OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train", "all_reduce": "auto", "hvd_compression": "none",
+                "gradient_sync": True, "hvd_hierarchical": False, "hvd_autotune": False, "hvd_timeline": False}
 
 
 def _git(*args: str) -> str:
@@ -532,6 +538,7 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
                                    if timing.images and accuracy is not None else None))
         if timing.data_waits:  # the rank that waited longest, on average per step
             row["data_wait_ms"] = 1000.0 * float(dist.gather([sum(timing.data_waits) / len(timing.data_waits)]).max())
+        row.update(timing.comm)
         if timing.peak_mem_bytes is not None:  # the largest over ranks
             row.update(peak_mem_bytes=int(dist.gather([timing.peak_mem_bytes]).max()), mem_source=timing.mem_source)
     if accuracy is not None:

@@ -13,6 +13,7 @@ from .errors import BenchInputError
 from .memory import PredictedOOM
 from .results import AccuracyResult, Outcome, Topology, build_row
 from .timing import NonFiniteLoss, Timing, WaitClock, run_steps
+from .traces import AUTOTUNE_LOG, TIMELINE_FILE
 
 if TYPE_CHECKING:
     from .data import DataSource
@@ -53,6 +54,7 @@ class Session:
     desc: Any = None
     step: Callable[[], tuple] | None = None
     device_sync: Callable[[], None] | None = None
+    pipelined: bool = False       # keep one timed step in flight (bench.timing.run_steps)
     data_wait: WaitClock = dataclasses.field(default_factory=WaitClock)  # the step's waits for real batches
     estimate: Any = None          # bench.memory.Estimate, from the layer walk
     memory: Any = None            # bench.memory.HostPeak or DevicePeak: what the run really used
@@ -109,17 +111,35 @@ class Session:
 
     @property
     def trace_dir(self) -> str | None:
-        """Where --profile-steps puts its trace: traces/RUN_ID/ beside the output CSV."""
-        if self.cfg.profile_steps is None:
-            return None
-        return str(Path(self.cfg.output).parent / "traces" / self.cfg.run_id)
+        return self.cfg.trace_dir
 
     def tracer(self) -> Any:
         """The backend's profiler for --profile-steps, on the chief (None elsewhere, or unasked)."""
-        if self.trace_dir is None or not self.dist.is_chief:
+        if self.cfg.profile_steps is None or not self.dist.is_chief:
             return None
         Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
         return self.backend.tracer(self.trace_dir)
+
+    def comm_timeline(self) -> Any:
+        """The strategy's communication timeline for --hvd-timeline (a Tracer), or None."""
+        if not self.cfg.hvd_timeline:
+            return None
+        Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
+        return self.dist.comm_timeline(str(Path(self.trace_dir) / TIMELINE_FILE))
+
+    def comm_columns(self, timed_steps: int) -> dict[str, Any]:
+        """On the chief, the row's columns read from the timeline and the autotuner's log."""
+        from .traces import autotune_best, read_timeline
+
+        if not self.dist.is_chief or self.trace_dir is None:
+            return {}
+        cols: dict[str, Any] = {}
+        if self.cfg.hvd_timeline:
+            tl = read_timeline(Path(self.trace_dir) / TIMELINE_FILE, timed_steps)
+            cols.update(hvd_negotiate_ms=tl.negotiate_ms, hvd_allreduce_ms=tl.allreduce_ms, hvd_queue_ms=tl.queue_ms)
+        if self.cfg.hvd_autotune:
+            cols["hvd_autotune_best"] = autotune_best(Path(self.trace_dir) / AUTOTUNE_LOG)
+        return cols
 
     def build_step(self) -> "Session":
         """To train, the optimizer (built in the strategy's scope); then the backend's step:
@@ -174,7 +194,7 @@ def execute(cfg: RunConfig) -> RunOutcome:
     from .data import read_data
 
     get_strategy(cfg.strategy).check_environment()
-    if cfg.profile_steps is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
+    if cfg.trace_dir is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
         from .results import new_run_id
         cfg = dataclasses.replace(cfg, run_id=new_run_id())
     started = time.perf_counter()
@@ -198,11 +218,20 @@ def execute(cfg: RunConfig) -> RunOutcome:
         if cfg.accuracy_mode:
             timing, accuracy = _train_epochs(session, progress, started)
         else:
+            timeline = session.comm_timeline()
+
+            def before_timed() -> None:
+                session.memory.reset()
+                if timeline is not None:
+                    timeline.start()
+
             timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
                                global_batch=session.global_batch, progress=progress,
-                               device_sync=session.device_sync, before_timed=session.memory.reset,
+                               device_sync=session.device_sync, before_timed=before_timed,
+                               after_timed=timeline.stop if timeline is not None else None,
                                data_wait=None if session.source.fixed else session.data_wait,
-                               profile=cfg.profile_range, tracer=session.tracer())
+                               profile=cfg.profile_range, tracer=session.tracer(), pipelined=session.pipelined)
+            timing.comm = session.comm_columns(cfg.steps)
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         if cfg.save_weights and dist.is_chief:
             session.save_weights(cfg.save_weights)
@@ -264,7 +293,7 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
         run_steps(step, warmup=warmup if first else 0,
                   timed=steps_per_epoch - (1 + warmup if first else 0), global_batch=global_batch,
                   timing=timing, first_is_compile=first, device_sync=device_sync,
-                  before_timed=s.memory.reset if first else None, data_wait=s.data_wait)
+                  before_timed=s.memory.reset if first else None, data_wait=s.data_wait, pipelined=s.pipelined)
         # every rank evaluates its own weights on the whole test split; metrics are averaged
         top1, top5 = dist.gather(trainer.evaluate(s.backend.test_batches(s, test_batch))).mean(axis=0)
         result.top1, result.top5, result.epochs_run = float(top1), float(top5), epoch + 1
@@ -304,9 +333,19 @@ def summary_text(row: dict, output: str) -> str:
         f"  compile     {row['compile_s']:.2f} s    TFLOP/s {row['tflops']:.3f}    "
         f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    {loss}",
     ]
-    if row.get("trace_dir"):
-        lines.append(f"  profiled    timed steps {row['profile_steps']} (left out of the statistics); trace in "
-                     f"{row['trace_dir']} (tensorboard --logdir {row['trace_dir']})")
+    trace = row.get("trace_dir")
+    if row.get("profile_steps"):
+        lines.append(f"  profiled    timed steps {row['profile_steps']} (left out of the statistics); trace in {trace} "
+                     f"(tensorboard --logdir {trace}; its top ops: python -m bench.traces {trace})")
+    if row.get("hvd_allreduce_ms") is not None:
+        lines.append(f"  timeline    per step: negotiating {row['hvd_negotiate_ms']:.2f} ms, all-reducing "
+                     f"{row['hvd_allreduce_ms']:.2f} ms, queued {row['hvd_queue_ms']:.2f} ms (the timeline "
+                     f"in {trace}, chrome://tracing)")
+    if row.get("hvd_autotune_best"):
+        lines.append(f"  autotune    best: {row['hvd_autotune_best']} (log in {trace})")
+    if not row.get("gradient_sync", True):
+        lines.append("  diagnostic  --no-gradient-sync: every replica stepped on its own gradients; "
+                     "not a training result")
     if row.get("top1") is not None:
         ttt = row.get("time_to_target_s")
         lines.append(f"  accuracy    top-1 {row['top1']:.4f}, top-5 {row['top5']:.4f} after {row['epochs_run']} "

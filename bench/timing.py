@@ -1,11 +1,12 @@
-"""Warmup (untimed) then timed steps, each synchronised before its clock stops."""
+"""Warmup (untimed) then timed steps, each synchronised before its clock stops (or, on an
+asynchronous backend, with the next step dispatched first)."""
 from __future__ import annotations
 
 import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 
 class NonFiniteLoss(RuntimeError):
@@ -57,6 +58,7 @@ class Timing:
     data_waits: list[float] = field(default_factory=list)  # per timed step, seconds spent waiting for the batch
     peak_mem_bytes: int | None = None  # over the timed part, on this rank (bench.memory)
     mem_source: str = ""
+    comm: dict = field(default_factory=dict)  # columns from the strategy's timeline and autotuner (the chief's)
 
 
 def sync_step(step: Callable[[], tuple], index: int,
@@ -66,26 +68,61 @@ def sync_step(step: Callable[[], tuple], index: int,
     `device_sync` (tf.experimental.sync_devices) also drains the device queues, so no
     asynchronous work escapes the timer."""
     t0 = time.perf_counter()
-    loss, correct = step()
+    loss, correct = _wait(step(), index, device_sync)
+    return time.perf_counter() - t0, loss, correct
+
+
+def _wait(outputs: tuple, index: int, device_sync: Callable[[], None] | None = None) -> tuple[float, float]:
+    """Fetch a dispatched step's (loss, #correct) to the host, which waits for it; check the loss."""
+    loss, correct = outputs
     loss = float(loss)
     if device_sync is not None:
         device_sync()
-    dt = time.perf_counter() - t0
     if not math.isfinite(loss):
         raise NonFiniteLoss(index, loss)
-    return dt, loss, correct if isinstance(correct, float) else float(correct)
+    return loss, correct if isinstance(correct, float) else float(correct)
+
+
+def _timed_pipelined(step: Callable[[], tuple], steps: Iterable[int], timed: int, index: int, timing: Timing,
+                     global_batch: int,
+                     device_sync: Callable[[], None] | None, data_wait: WaitClock | None) -> None:
+    """Timed steps with the next one dispatched before the host waits for the current one, as
+    Keras' `fit` runs them, so the device never idles while the host dispatches. A step's time
+    is the interval between the completions of it and of its predecessor: in steady state the
+    time the device (or, when host-bound, the host) spends per step. The last step also waits
+    for the whole state, so the intervals add up to the wall time of the timed part."""
+    t_prev = time.perf_counter()
+    pending = step()
+    for i in steps:  # 0 .. timed-1, through the progress bar
+        last = i == timed - 1
+        ahead = None if last else step()
+        loss, correct = _wait(pending, index, device_sync if last else None)
+        t = time.perf_counter()
+        timing.step_times.append(t - t_prev)
+        t_prev, pending = t, ahead
+        if data_wait is not None:
+            timing.data_waits.append(data_wait.take())
+        timing.losses.append(loss)
+        timing.correct += correct
+        timing.images += global_batch
+        index += 1
 
 
 def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batch: int,
               progress: Callable[[str, int], Iterator[int]] | None = None, timing: Timing | None = None,
               first_is_compile: bool = True, device_sync: Callable[[], None] | None = None,
-              before_timed: Callable[[], None] | None = None, data_wait: WaitClock | None = None,
-              profile: tuple[int, int] | None = None, tracer: "Tracer | None" = None) -> Timing:
+              before_timed: Callable[[], None] | None = None, after_timed: Callable[[], None] | None = None,
+              data_wait: WaitClock | None = None,
+              profile: tuple[int, int] | None = None, tracer: "Tracer | None" = None,
+              pipelined: bool = False) -> Timing:
     """The first step (trace + compile) is timed apart as compile_s; then `warmup` untimed
     steps; then `before_timed` (e.g. a peak-memory reset); then `timed` steps whose seconds
     are kept, each with the part of it spent waiting for its batch where `data_wait` times
     the input (real data; a fixed batch waits for nothing). Timed steps `profile` (first,
-    last; counted from 1) run under `tracer` (on this rank, where given) and are left out."""
+    last; counted from 1) run under `tracer` (on this rank, where given) and are left out.
+    `after_timed` runs once the timed steps are done (e.g. to stop a communication timeline).
+    `pipelined` (a backend whose steps dispatch asynchronously, and no profiled steps) keeps one
+    step in flight during the timed part; otherwise each step is waited for in turn."""
     timing = timing or Timing()
     bar = progress or (lambda desc, n: range(n))
     index = 0
@@ -101,6 +138,11 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
         before_timed()
     if data_wait is not None:
         data_wait.take()  # what the untimed steps waited
+    if pipelined and profile is None and timed > 0:
+        _timed_pipelined(step, bar("timed steps", timed), timed, index, timing, global_batch, device_sync, data_wait)
+        if after_timed is not None:
+            after_timed()
+        return timing
     first, last = profile or (0, -1)
     for k in bar("timed steps", timed):
         k += 1
@@ -124,4 +166,6 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
         timing.correct += correct
         timing.images += global_batch
         index += 1
+    if after_timed is not None:
+        after_timed()
     return timing

@@ -65,7 +65,7 @@ class Trainer:
     """Owns the compiled step and evaluation functions for one model under one distribution."""
 
     def __init__(self, model: "keras.Model", optimizer, dist: "Distribution", *, global_batch: int,
-                 xla: bool, track_accuracy: bool = True, mode: str = "train"):
+                 xla: bool, track_accuracy: bool = True, mode: str = "train", gradient_sync: bool = True):
         import tensorflow as tf
 
         self.model, self.optimizer, self.dist = model, optimizer, dist
@@ -111,9 +111,12 @@ class Trainer:
         split_xla = xla and not dist.jit_collectives
         fb = tf.function(forward_backward, jit_compile=True) if split_xla else forward_backward
 
+        if not gradient_sync:  # the diagnostic run: each replica applies its own gradients
+            dist.skip_gradient_sync(optimizer)
+
         def replica_step(images, labels):
             loss, correct, grads = fb(images, labels)
-            optimizer.apply_gradients(zip(dist.allreduce_gradients(grads), variables))
+            optimizer.apply_gradients(zip(dist.allreduce_gradients(grads) if gradient_sync else grads, variables))
             return loss, correct
 
         compiled_step = tf.function(replica_step, jit_compile=xla and not split_xla)

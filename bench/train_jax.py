@@ -26,7 +26,8 @@ class JaxTrainer:
     """Owns the model's state as JAX arrays and the compiled step and evaluation."""
 
     def __init__(self, model: "keras.Model", optimizer, dist: "JaxMesh", *, global_batch: int,
-                 track_accuracy: bool = True, preprocess: Callable = lambda images: images, mode: str = "train"):
+                 track_accuracy: bool = True, preprocess: Callable = lambda images: images, mode: str = "train",
+                 gradient_sync: bool = True):
         import jax
         import jax.numpy as jnp
         import keras
@@ -83,7 +84,23 @@ class JaxTrainer:
             return (trainable, non_trainable, opt_vars), loss, correct
 
         # State buffers are donated: the step updates them in place, so parameters are not held twice.
-        self._step = jax.jit(step, donate_argnums=0, out_shardings=dist.replicated)
+        if gradient_sync:
+            self._step = jax.jit(step, donate_argnums=0, out_shardings=dist.replicated)
+            return
+        # --no-gradient-sync: under shard_map each device steps on its own shard alone, so XLA
+        # places no all-reduce (of gradients, nor of BatchNorm's statistics, which then come from
+        # the device's own shard). The state stays replicated in name while each device's copy
+        # drifts from the others, unchecked; only the loss and the count are summed, as when synced.
+        from jax.sharding import PartitionSpec as P
+
+        axis = dist.batch_axis
+
+        def own_step(state, images, labels):
+            state, loss, correct = step(state, images, labels)
+            return state, jax.lax.psum(loss, axis), jax.lax.psum(correct, axis)
+
+        self._step = jax.jit(jax.shard_map(own_step, mesh=dist.mesh, in_specs=(P(), P(axis), P(axis)),
+                                           out_specs=(P(), P(), P()), check_vma=False), donate_argnums=0)
 
     def step(self, batch: tuple) -> tuple:
         """One synchronous data-parallel step on a sharded batch; returns (loss, #correct). In

@@ -30,8 +30,11 @@ DatasetFn = Callable[[int, int, int], Any]  # (num_shards, shard_index, per_repl
 
 # Run options that only some strategies take (each lists its own in `options`), with the value
 # that means "not asked for".
-STRATEGY_OPTIONS = {"cpu_replicas": 1, "all_reduce": "auto", "hvd_compression": "none", "hvd_fusion_mb": None,
-                    "hvd_cycle_ms": None}
+STRATEGY_OPTIONS = {"cpu_replicas": 1, "all_reduce": "auto", "all_reduce_pack_mb": None, "hvd_compression": "none",
+                    "hvd_fusion_mb": None, "hvd_cycle_ms": None, "hvd_hierarchical": False, "hvd_autotune": False,
+                    "hvd_timeline": False}
+# Other spellings of a run option's flag, as the strategy's own tools name it.
+OPTION_ALIASES = {"hvd_timeline": ("--horovod-timeline",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +112,10 @@ class Distribution:
                 takers = " or ".join(s for s, c in STRATEGIES.items() if name in c.options)
                 raise BenchInputError(f"--{name.replace('_', '-')} applies to --strategy {takers}. "
                                       f"Received: strategy={cls.name}, {name}={getattr(cfg, name)}")
+        if not cfg.gradient_sync and (cls.name == "single" or cfg.mode != "train" or cfg.accuracy_mode):
+            raise BenchInputError("--no-gradient-sync is a diagnostic for distributed training throughput: it needs "
+                                  "a distributed strategy, --mode train and no --epochs. Received: "
+                                  f"strategy={cls.name}, mode={cfg.mode}, epochs={cfg.epochs}")
         if cfg.backend == "jax" and cfg.all_reduce != "auto":
             raise BenchInputError(f"--all-reduce is tf.distribute's; under --backend jax XLA places the "
                                   f"all-reduces. Received: all_reduce={cfg.all_reduce}")
@@ -164,6 +171,15 @@ class Distribution:
         """SUM gradients across processes where the optimizer does not already do it."""
         return grads
 
+    def comm_timeline(self, path: str) -> Any:
+        """A bench.timing.Tracer that records the strategy's communication into `path` between
+        its start and stop (--hvd-timeline; only Horovod has one)."""
+        raise RuntimeError(f"--strategy {self.name} has no communication timeline (check_config refuses it)")
+
+    def skip_gradient_sync(self, optimizer) -> None:
+        """--no-gradient-sync: leave out any gradient all-reduce the optimizer makes itself. (The
+        trainer skips allreduce_gradients; a strategy whose optimizer all-reduces overrides this.)"""
+
     def broadcast_initial_state(self, model, optimizer) -> None:
         """Make every replica start from rank 0's weights and optimizer state."""
 
@@ -187,6 +203,8 @@ class MeshDistribution(Distribution):
     replicated: Any                # the sharding of replicated state (parameters, optimizer slots)
     batch_sharded: Any             # the sharding of a batch (and of per-image outputs)
     local_devices: list            # this process's devices, in mesh order
+    mesh: Any                      # the jax.sharding.Mesh
+    batch_axis: str                # the mesh's one axis, along which batches are split
 
     @property
     def local_replicas(self) -> int:

@@ -36,7 +36,7 @@ class JaxMesh(MeshDistribution):
 
         self.name = name
         self.rank, self.size = rank, size
-        self.mesh = Mesh(np.asarray(devices), (BATCH_AXIS,))
+        self.mesh, self.batch_axis = Mesh(np.asarray(devices), (BATCH_AXIS,)), BATCH_AXIS
         self.num_replicas = len(devices)
         self.local_devices = [d for d in devices if d.process_index == jax.process_index()]
         self.replicated = NamedSharding(self.mesh, PartitionSpec())

@@ -2,6 +2,7 @@
 See launch.base for the contract. Nothing here imports a framework at module level."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -103,6 +104,13 @@ class TFDistribution(Distribution):
         # Each local replica contributes the same row; duplicates do not change a max or a mean.
         gathered = self.strategy.experimental_local_results(all_gather())[0]
         return gathered.numpy()
+
+    def skip_gradient_sync(self, optimizer) -> None:
+        # Keras 3 optimizers SUM-all-reduce the gradients in a replica context before applying
+        # them; without it each replica applies its own gradients to its own copy of the weights
+        for opt in (optimizer, getattr(optimizer, "inner_optimizer", None)):
+            if opt is not None:
+                opt._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
 
     def replica_values(self, variable) -> list[np.ndarray]:
         """Each local replica's copy of a variable (for equivalence checks)."""
@@ -223,7 +231,7 @@ class MultiWorker(TFDistribution):
 
     name = "multiworker"
     backends = ("tensorflow", "jax")
-    options = ("all_reduce",)
+    options = ("all_reduce", "all_reduce_pack_mb")
     # --all-reduce -> CommunicationImplementation (auto: the strategy's own choice)
     COMMUNICATION = {"ring": "RING", "nccl": "NCCL"}
 
@@ -275,15 +283,17 @@ class MultiWorker(TFDistribution):
             cluster, _ = _tf_config()
             coordinator = [*cluster.get("chief", []), *cluster.get("worker", [])][0]
             return jax_mesh.multiworker(coordinator, cls.env_size(), cls.env_rank(), cfg.collective_timeout)
-        return cls(cfg.collective_timeout, cfg.all_reduce)
+        return cls(cfg.collective_timeout, cfg.all_reduce, cfg.all_reduce_pack_mb)
 
-    def __init__(self, collective_timeout: float, all_reduce: str = "auto"):
+    def __init__(self, collective_timeout: float, all_reduce: str = "auto", pack_mb: float | None = None):
         import tensorflow as tf
 
         cluster, task = _tf_config()
         impl = tf.distribute.experimental.CommunicationImplementation[self.COMMUNICATION.get(all_reduce, "AUTO")]
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=collective_timeout,
-                                                                  implementation=impl)
+        # gradients are packed into all-reduces of bytes_per_pack (0: the strategy's own packing)
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=collective_timeout, implementation=impl,
+            bytes_per_pack=int(pack_mb * 2**20) if pack_mb else 0)
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
         self.size = len(workers)
@@ -316,7 +326,7 @@ class Horovod(Distribution):
     backend_hint = ("Horovod has no JAX binding; use --strategy mirrored (every local device) or "
                     "--strategy multiworker (jax.distributed) instead")
     jit_collectives = False  # Horovod's ops have no XLA kernels in this build
-    options = ("hvd_compression", "hvd_fusion_mb", "hvd_cycle_ms")
+    options = ("hvd_compression", "hvd_fusion_mb", "hvd_cycle_ms", "hvd_hierarchical", "hvd_autotune", "hvd_timeline")
 
     @classmethod
     def processes(cls, workers: int) -> int:
@@ -355,11 +365,16 @@ class Horovod(Distribution):
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Horovod":
+        from bench.traces import AUTOTUNE_LOG
+
+        autotune_log = str(Path(cfg.trace_dir) / AUTOTUNE_LOG) if cfg.hvd_autotune else None
         return cls(cfg.collective_timeout, compression=cfg.hvd_compression, fusion_mb=cfg.hvd_fusion_mb,
-                   cycle_ms=cfg.hvd_cycle_ms)
+                   cycle_ms=cfg.hvd_cycle_ms, hierarchical=cfg.hvd_hierarchical, autotune_log=autotune_log,
+                   timeline=cfg.hvd_timeline)
 
     def __init__(self, collective_timeout: float, *, compression: str = "none", fusion_mb: float | None = None,
-                 cycle_ms: float | None = None):
+                 cycle_ms: float | None = None, hierarchical: bool = False, autotune_log: str | None = None,
+                 timeline: bool = False):
         # Horovod: stall detection and shutdown, so a hung rank cannot block the job forever.
         os.environ.setdefault("HOROVOD_STALL_CHECK_TIME_SECONDS", str(max(5, int(collective_timeout // 4))))
         os.environ.setdefault("HOROVOD_STALL_SHUTDOWN_TIME_SECONDS", str(int(collective_timeout)))
@@ -369,9 +384,22 @@ class Horovod(Distribution):
             os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(fusion_mb * 2**20))
         if cycle_ms is not None:
             os.environ["HOROVOD_CYCLE_TIME"] = f"{cycle_ms:g}"
+        if autotune_log is not None:  # Horovod: the autotuner; the coordinator logs every sample it scores
+            Path(autotune_log).parent.mkdir(parents=True, exist_ok=True)
+            os.environ.update(HOROVOD_AUTOTUNE="1", HOROVOD_AUTOTUNE_LOG=autotune_log)
+        if timeline:  # Horovod: a timeline started and stopped from Python, around the timed steps
+            os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"
         import horovod.tensorflow as hvd
         import tensorflow as tf
 
+        if hierarchical:
+            # Horovod: hierarchical all-reduce (within each host, then across hosts) exists in its MPI
+            # and NCCL operations only; a Gloo-only build would silently run the flat ring instead
+            if not (hvd.mpi_built() or hvd.nccl_built()):
+                from bench.errors import BenchInputError
+                raise BenchInputError("--hvd-hierarchical needs a Horovod built with MPI or NCCL; this one has "
+                                      "Gloo only (rebuild it: see README, 'Horovod'). Received: hvd_hierarchical=True")
+            os.environ["HOROVOD_HIERARCHICAL_ALLREDUCE"] = "1"
         hvd.init()  # Horovod: initialise
         self.hvd = hvd
         # Horovod: gradients cast to fp16 for the all-reduce and back (Compression.fp16)
@@ -400,6 +428,12 @@ class Horovod(Distribution):
             return grads
         # Horovod: SUM, since each rank's loss is divided by the global batch
         return self.hvd.grouped_allreduce(grads, op=self.hvd.Sum, compression=self.compression)
+
+    def comm_timeline(self, path: str) -> Any:
+        from bench.timing import Tracer
+
+        # Horovod: every rank starts and stops it; the coordinator writes the file
+        return Tracer(lambda: self.hvd.start_timeline(path), self.hvd.stop_timeline, lambda k: contextlib.nullcontext())
 
     def broadcast_initial_state(self, model, optimizer) -> None:
         # Horovod: rank 0's weights and optimizer state to every rank

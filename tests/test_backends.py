@@ -159,14 +159,38 @@ def test_the_gpu_check_runs_end_to_end_and_names_the_device_it_measured(tmp_path
     out = tmp_path / "gpu.csv"
     r = _run(["bash", "scripts/gpu_check.sh", "--models", "vgg11", "--batch-sizes", "8,16", "--width", "0.125",
               "--inference-batch-sizes", "1,4", "--steps", "2", "--warmup-steps", "1", "--peak-tflops", "1",
-              "--output", str(out)], env={**no_tensorflow, "PYTHON": PY})
+              "--trace-batch", "4", "--output", str(out)], env={**no_tensorflow, "PYTHON": PY})
     assert "GPU check on cpu (cpu," in r.stdout
     lines = [l for l in r.stdout.splitlines() if l.startswith("| vgg11 |")]
     assert len(lines) == 4
     assert all(len(l.split("|")) == 11 for l in lines[:2]) and all(len(l.split("|")) == 9 for l in lines[2:])
+    # the trace: 3 profiled steps, read without TensorFlow, summed by kind of op
+    assert "trace of 3 step(s) on /host:CPU" in r.stdout and "| convolution |" in r.stdout
     df = read_rows(out)
-    assert list(df["status"]) == ["ok"] * 4 and set(df["backend"]) == {"jax"}
+    assert list(df["status"]) == ["ok"] * 5 and set(df["backend"]) == {"jax"}
+    assert df["trace_dir"].notna().tolist() == [False] * 4 + [True]
+    df = df.iloc[:4]
     assert list(df["mode"]) == ["train", "train", "inference", "inference"]
     assert (df[df["mode"] == "inference"]["timed_steps"] == 100).all()  # the p99 minimum
     assert set(df["precision"]) == {"mixed_bf16"} and set(df["device_kind"]) == {"cpu"}
     assert set(df["mem_source"]) == {"cpu_rss"}  # a CPU's figure says it is one
+
+
+@pytest.mark.distributed
+def test_jax_without_gradient_sync_places_no_all_reduce_but_the_loss_sum(tmp_path, no_tensorflow):
+    """Two host devices, resnet18 (BatchNorm): synced, XLA all-reduces gradients and BatchNorm's
+    statistics, scores of collectives per step in the trace; --no-gradient-sync leaves only
+    the loss's and the count's sums."""
+    from bench.traces import summarize
+
+    per_step = {}
+    for sync in ("--gradient-sync", "--no-gradient-sync"):
+        out = tmp_path / f"{sync}.csv"
+        _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--strategy", "mirrored", "--cpu-replicas", "2",
+              *TINY, "--profile-steps", "2-3", sync, "--output", str(out)], env=no_tensorflow)
+        row = read_rows(out).iloc[0]
+        assert row["status"] == "ok" and bool(row["gradient_sync"]) == (sync == "--gradient-sync")
+        s = summarize(row["trace_dir"])
+        # on a CPU both host devices' ops are in the one trace: per step and device
+        per_step[sync] = sum(n for op, n in s.op_count.items() if s.kind(op) == "collective") / s.steps / 2
+    assert per_step["--gradient-sync"] >= 20 and per_step["--no-gradient-sync"] <= 2, per_step

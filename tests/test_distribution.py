@@ -272,3 +272,45 @@ def test_horovod_fp16_compression_matches_the_uncompressed_math_within_fp16_tole
     assert exact < len(weights), "no weight differs from fp32: the gradients were not compressed"
     for k in weights:  # both ranks applied the same (compressed) sum
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("strategy", ["mirrored", "multiworker", "horovod"])
+def test_without_gradient_sync_each_replica_steps_on_its_own_gradients(strategy, single_reference, tmp_path):
+    """--no-gradient-sync: the replicas start from the same weights (the broadcast still runs)
+    and take the same first loss, then each applies its own shard's gradients, so their weights
+    part: from each other, and from the synced run's."""
+    a, b = one_step(strategy, tmp_path, extra=("--no-gradient-sync",))
+    weights = [k for k in single_reference if k.startswith("T/")]
+    np.testing.assert_allclose(a["losses"][0], single_reference["losses"][0], rtol=1e-5)
+    apart = [k for k in weights if not np.allclose(a[k], b[k], rtol=1e-4, atol=1e-5)]
+    assert len(apart) == len(weights), f"replicas still agree on {sorted(set(weights) - set(apart))}"
+    assert not np.allclose(a[weights[0]], single_reference[weights[0]], rtol=1e-4, atol=1e-5)
+
+
+def test_hvd_timeline_has_every_tensors_all_reduce_in_every_timed_step_and_autotune_keeps_its_log(tmp_path):
+    """horovodrun -np 2, resnet18: the chief's timeline covers exactly the timed steps (each
+    gradient tensor all-reduced once per step), its per-step times go into the row, and the
+    autotuner's log is kept and its best sample named. Without gradient sync the timeline
+    holds no gradient's all-reduce: only the loss and the count are summed."""
+    from bench.traces import AUTOTUNE_LOG, TIMELINE_FILE, read_timeline
+
+    out, steps = tmp_path / "runs.csv", 30
+    env = {**ENV, "HOROVOD_AUTOTUNE_WARMUP_SAMPLES": "1", "HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE": "2"}
+    args = [*launcher("horovod"), PY, "bench/run.py", "resnet18", "--strategy", "horovod", "--width", "0.125",
+            "--batch-size", "8", "--steps", str(steps), "--warmup-steps", "1", "--no-progress", "--threads", "1",
+            "--horovod-timeline", "--output", str(out)]
+    r = subprocess.run([*args, "--hvd-autotune"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    run([*args, "--no-gradient-sync"])
+    synced, unsynced = read_rows(out).to_dict("records")
+    assert r.stdout.count("timeline    per step") == 1 and r.stdout.count("autotune    best") == 1
+    timeline = read_timeline(Path(synced["trace_dir"]) / TIMELINE_FILE, steps)
+    grads = {t: n for t, n in timeline.allreduces.items() if "gradient_tape" in t}
+    assert len(grads) >= 20 and set(grads.values()) == {steps}, grads  # every tensor, every step, nothing more
+    assert synced["hvd_allreduce_ms"] > 0 and synced["hvd_negotiate_ms"] > 0 and synced["hvd_queue_ms"] >= 0
+    assert synced["hvd_allreduce_ms"] < 1e3 * synced["step_time_mean_s"]
+    assert (Path(synced["trace_dir"]) / AUTOTUNE_LOG).exists()
+    assert "tensor_fusion_threshold=" in synced["hvd_autotune_best"] and "best of" in synced["hvd_autotune_best"]
+    bare = read_timeline(Path(unsynced["trace_dir"]) / TIMELINE_FILE, steps)
+    assert not unsynced["gradient_sync"] and not [t for t in bare.allreduces if "gradient_tape" in t]
+    assert sum(bare.allreduces.values()) == 2 * steps, bare.allreduces  # the loss and the count, once a step

@@ -284,3 +284,8 @@ def test_profile_steps_trace_exactly_those_steps_and_leave_them_out(tmp_path, ba
     assert row["steps"] == 6 and row["timed_steps"] == 4  # the two profiled steps are not in the statistics
     assert row["trace_dir"] == str(tmp_path / "traces" / row["run_id"])
     assert _traced_steps(row["trace_dir"]) == {3, 4}
+    from bench.traces import summarize  # the ops of those two steps, summed by kind
+
+    summary = summarize(row["trace_dir"])
+    assert summary.steps == 2 and summary.source == "/host:CPU"
+    assert summary.by_kind().get("convolution", 0) > 0 and sum(summary.op_count.values()) > 10

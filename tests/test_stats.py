@@ -79,3 +79,70 @@ def test_wait_clock_times_the_wait_for_each_batch_apart():
     timing = run_steps(lambda: (next(feed), 0.0), warmup=1, timed=5, global_batch=1, data_wait=clock)
     assert len(timing.data_waits) == 5
     assert all(0.018 <= w <= s for w, s in zip(timing.data_waits, timing.step_times))
+
+
+class _Dispatched:
+    """A step's result that is ready `delay` seconds after its dispatch, and only after the step
+    dispatched before it (one device queue): fetching it (float) waits, as a JAX array does."""
+    queue_free = 0.0
+
+    def __init__(self, log: list, k: int, delay: float):
+        import time
+
+        start = max(time.perf_counter(), _Dispatched.queue_free)
+        self.ready = _Dispatched.queue_free = start + delay
+        self.log, self.k = log, k
+        log.append(("dispatch", k))
+
+    def __float__(self) -> float:
+        import time
+
+        time.sleep(max(0.0, self.ready - time.perf_counter()))
+        self.log.append(("wait", self.k))
+        return 1.0
+
+
+def test_pipelined_timing_dispatches_the_next_step_before_waiting_and_its_intervals_add_up():
+    import time
+
+    from bench.timing import run_steps
+
+    log: list = []
+    count = iter(range(100))
+    _Dispatched.queue_free = 0.0
+    t0 = time.perf_counter()
+    timing = run_steps(lambda: (_Dispatched(log, next(count), 0.01), 0.0), warmup=1, timed=6, global_batch=4,
+                       pipelined=True)
+    wall = time.perf_counter() - t0
+    timed = log[4:]  # compile and warmup steps: dispatched and waited for in turn
+    assert log[:4] == [("dispatch", 0), ("wait", 0), ("dispatch", 1), ("wait", 1)]
+    # step k+1 is queued before the host waits for step k; no step is dispatched beyond the last
+    assert timed[:3] == [("dispatch", 2), ("dispatch", 3), ("wait", 2)]
+    assert [e for e in timed if e[0] == "dispatch"] == [("dispatch", k) for k in range(2, 8)]
+    assert timed[-1] == ("wait", 7) and len(timing.step_times) == 6 and timing.images == 24
+    # the device is never idle: each interval is the device's 10 ms, and they add up to the timed part
+    assert all(0.009 <= dt < 0.03 for dt in timing.step_times[1:])
+    assert sum(timing.step_times) <= wall
+
+
+def test_synchronous_timing_waits_for_each_step_before_the_next():
+    from bench.timing import run_steps
+
+    log: list = []
+    count = iter(range(100))
+    _Dispatched.queue_free = 0.0
+    run_steps(lambda: (_Dispatched(log, next(count), 0.001), 0.0), warmup=0, timed=3, global_batch=1)
+    assert log == [(kind, k) for k in range(4) for kind in ("dispatch", "wait")]
+
+
+@pytest.mark.parametrize("op,kind", [
+    ("cudnn-conv-bw-filter.26", "convolution"), ("conv_general_dilated.59", "convolution"),
+    ("_MklNativeConv2DBackpropInput gradient_tape/x/Conv2DBackpropInput", "convolution"),
+    ("loop_convert_fusion_1", "other fusion"),  # "convert" is no convolution
+    ("all-reduce.3", "collective"), ("loop_reduce_window_fusion", "pooling"), ("input_reduce_fusion_10", "reduction"),
+    ("input_scatter_fusion", "scatter/gather"), ("transpose_copy_fusion.19", "copy/transpose"),
+    ("cublas-gemm.1", "matmul"), ("wrapped_iota", "other")])
+def test_trace_ops_are_sorted_into_kinds_by_their_names(op, kind):
+    from bench.traces import kind_of
+
+    assert kind_of(op) == kind

@@ -5,6 +5,7 @@ Each rank seeds its own weights differently, so only broadcast_initial_state (or
 own initial sync) can make them start equal.
 
     python tests/dist/one_step.py --strategy S --out DIR [--cpu-replicas N] [--model M] [--steps K]
+        [--hvd-compression fp16] [--no-gradient-sync]
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def main() -> int:
     p.add_argument("--global-batch", type=int, default=8)
     p.add_argument("--optimizer", default="sgd")
     p.add_argument("--hvd-compression", default="none")
+    p.add_argument("--no-gradient-sync", action="store_true")
     args = p.parse_args()
 
     import keras
@@ -42,7 +44,7 @@ def main() -> int:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     cfg = RunConfig(model=args.model, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
                     optimizer=args.optimizer, lr=0.05, momentum=0.9, collective_timeout=60,
-                    hvd_compression=args.hvd_compression)
+                    hvd_compression=args.hvd_compression, gradient_sync=not args.no_gradient_sync)
     dist = make_distribution(cfg)
     per_replica = args.global_batch // dist.num_replicas
     keras.utils.set_random_seed(1234 + 17 * dist.rank)  # deliberately different on every rank
@@ -52,7 +54,7 @@ def main() -> int:
         opt.build(model.trainable_variables)
     dist.broadcast_initial_state(model, opt)
     initial = {v.path: np.array(v.numpy() if hasattr(v, "numpy") else v) for v in model.trainable_weights}
-    trainer = Trainer(model, opt, dist, global_batch=args.global_batch, xla=False)
+    trainer = Trainer(model, opt, dist, global_batch=args.global_batch, xla=False, gradient_sync=cfg.gradient_sync)
 
     rng = np.random.default_rng(99)
     x = rng.standard_normal((args.global_batch, 32, 32, 3)).astype(np.float32)
