@@ -124,7 +124,8 @@ class Session:
         """The strategy's communication timeline for --hvd-timeline (a Tracer), or None."""
         if not self.cfg.hvd_timeline:
             return None
-        Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
+        if self.dist.is_chief:  # every rank starts it; the chief's file is the one written
+            Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
         return self.dist.comm_timeline(str(Path(self.trace_dir) / TIMELINE_FILE))
 
     def comm_columns(self, timed_steps: int) -> dict[str, Any]:

@@ -144,8 +144,11 @@ def unsupported(strategies: list[str], backends: list[str]) -> list[tuple[str, s
 
 def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str], workers: list[int],
                run_args: list[str], output: str, timeout: float, gpus: int = 0,
-               backends: tuple[str, ...] | list[str] = ("tensorflow",), axes: Axes = ()) -> list[Job]:
+               backends: tuple[str, ...] | list[str] = ("tensorflow",), axes: Axes = (),
+               breakdown: bool = False) -> list[Job]:
     """Expand the grid: models x batch sizes x strategies x backends x workers x every --axis.
+    With `breakdown`, each configuration of more than one replica is followed by its twin
+    run with --no-gradient-sync (the report's exposed communication is their difference).
     A strategy that does not scale runs once, at one worker, whatever --workers says. Each
     strategy says how it is launched, how the cores are split and which backends it runs on:
     the cells it cannot run are left out (see `unsupported`)."""
@@ -181,6 +184,10 @@ def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str],
                         job = make_job(model, batch, strategy.name, w, backend, [*run_args, *extra], output, timeout,
                                        gpus)
                         jobs.append(dataclasses.replace(job, axes=tuple((n, str(v)) for n, v in chosen)))
+                        if breakdown and job.replicas > 1 and strategy.name != "single":
+                            twin = make_job(model, batch, strategy.name, w, backend,
+                                            [*run_args, *extra, "--no-gradient-sync"], output, timeout, gpus)
+                            jobs.append(dataclasses.replace(twin, axes=(*jobs[-1].axes, ("gradient_sync", "False"))))
     return jobs
 
 
@@ -290,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "fits and the smallest that does not are this close, probing multiples of it (default 1: exact)")
     p.add_argument("--memory-cap-gb", help="with --find-max-batch: a probe whose measured peak memory exceeds "
                    "this many GiB does not fit (a stand-in for a smaller device, e.g. on a CPU machine)")
+    p.add_argument("--breakdown", action="store_true",
+                   help="run each configuration of more than one replica twice: as asked, and with "
+                   "--no-gradient-sync; the report then splits its step time into input wait, exposed "
+                   "communication (their difference, with its CI) and compute")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and commands, run nothing")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p
@@ -305,6 +316,7 @@ _FILE_KEYS = {
     "timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number of seconds"),
     "output": (lambda v: isinstance(v, str), "a path string"),
     "find_max_batch": (lambda v: isinstance(v, bool), "true or false"),
+    "breakdown": (lambda v: isinstance(v, bool), "true or false"),
     "memory_cap_gb": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number of GiB"),
     "batch_granularity": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "axes": (lambda v: isinstance(v, dict) and all(isinstance(x, (list, str)) and
@@ -388,6 +400,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     axes = [parse_axis(*_split_axis(a)) for a in args.axis] if args.axis else \
         [parse_axis(name, values) for name, values in file.get("axes", {}).items()]
     args.axes = axes
+    args.breakdown = args.breakdown or file.get("breakdown", False)
+    if args.breakdown and args.find_max_batch:
+        raise BenchInputError("--breakdown and --find-max-batch are two kinds of sweep: run them apart. "
+                              "Received: breakdown=True, find_max_batch=True")
     args.strategies = pick("strategies", str, ["single"])
     args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
     args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), ["tensorflow"])
@@ -398,6 +414,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     args.timeout = parse_value("timeout", TIMEOUT, str(timeout))
     args.output = args.output or file.get("output", DEFAULT_OUTPUT)
     run_args = toml_to_args(file.get("run", {})) + run_args
+    if args.breakdown and ("gradient_sync" in [n for n, _ in axes] or
+                           {"--no-gradient-sync", "--gradient-sync"} & _flags(run_args)):
+        raise BenchInputError("--breakdown runs each configuration with and without gradient sync itself: "
+                              "drop the gradient_sync axis or option. Received: breakdown=True")
     return args, run_args
 
 
@@ -411,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import max_batch
         batch_sizes = [max_batch.start_batch(gpus)] if args.find_max_batch else [int(b) for b in args.batch_sizes]
         jobs = build_jobs(args.models, batch_sizes, args.strategies, [int(w) for w in args.workers], run_args,
-                          args.output, args.timeout, gpus, args.backends, args.axes)
+                          args.output, args.timeout, gpus, args.backends, args.axes, args.breakdown)
         for strategy, backend in unsupported(args.strategies, args.backends):
             print(f"note: --strategies {strategy} does not run on {backend}; those configurations are left out")
         from bench.results import check_output, read_rows

@@ -385,7 +385,8 @@ class Horovod(Distribution):
         if cycle_ms is not None:
             os.environ["HOROVOD_CYCLE_TIME"] = f"{cycle_ms:g}"
         if autotune_log is not None:  # Horovod: the autotuner; the coordinator logs every sample it scores
-            Path(autotune_log).parent.mkdir(parents=True, exist_ok=True)
+            if self.env_rank() == 0:
+                Path(autotune_log).parent.mkdir(parents=True, exist_ok=True)
             os.environ.update(HOROVOD_AUTOTUNE="1", HOROVOD_AUTOTUNE_LOG=autotune_log)
         if timeline:  # Horovod: a timeline started and stopped from Python, around the timed steps
             os.environ["HOROVOD_TIMELINE"] = "DYNAMIC"

@@ -303,6 +303,8 @@ def test_hvd_timeline_has_every_tensors_all_reduce_in_every_timed_step_and_autot
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     run([*args, "--no-gradient-sync"])
     synced, unsynced = read_rows(out).to_dict("records")
+    # one folder per run, the chief's: the other rank leaves none behind
+    assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == sorted([synced["run_id"], unsynced["run_id"]])
     assert r.stdout.count("timeline    per step") == 1 and r.stdout.count("autotune    best") == 1
     timeline = read_timeline(Path(synced["trace_dir"]) / TIMELINE_FILE, steps)
     grads = {t: n for t, n in timeline.allreduces.items() if "gradient_tape" in t}
@@ -314,3 +316,25 @@ def test_hvd_timeline_has_every_tensors_all_reduce_in_every_timed_step_and_autot
     bare = read_timeline(Path(unsynced["trace_dir"]) / TIMELINE_FILE, steps)
     assert not unsynced["gradient_sync"] and not [t for t in bare.allreduces if "gradient_tape" in t]
     assert sum(bare.allreduces.values()) == 2 * steps, bare.allreduces  # the loss and the count, once a step
+
+
+def test_a_breakdown_sweep_gives_the_exposed_communication_with_its_ci_for_horovod_and_multiworker(tmp_path):
+    """sweep --breakdown at 2 processes, real launchers: each strategy runs synced and unsynced,
+    and the report's "where the time goes" table has the difference with its CI for both."""
+    from bench.reporting.tables import where_time_goes
+    from bench.results import load_results
+
+    out = tmp_path / "runs.csv"
+    r = subprocess.run([PY, "bench/sweep.py", "--no-progress", "--models", "resnet18", "--batch-sizes", "8",
+                        "--strategies", "horovod,multiworker", "--workers", "2", "--breakdown", "--width", "0.125",
+                        "--steps", "10", "--warmup-steps", "1", "--output", str(out)],
+                       cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    df = load_results([out])
+    assert len(df) == 4 and (df["status"] == "ok").all() and sorted(df["gradient_sync"]) == [False, False, True, True]
+    t = where_time_goes(df).set_index("strategy")
+    assert sorted(t.index) == ["horovod", "multiworker"]
+    for strategy, row in t.iterrows():
+        lo, hi = (float(x) for x in row["exposed_comm_ci95"].strip("[]").split(","))
+        assert lo <= round(row["exposed_comm_ms"], 1) <= hi, (strategy, row)
+        assert row["compute_ms"] + row["exposed_comm_ms"] + row["input_wait_ms"] == pytest.approx(row["step_ms"])

@@ -303,3 +303,42 @@ def test_latency_memory_and_max_batch_tables(tmp_path):
     assert "latency.png" in files
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Inference latency" in md and "Largest batch that fits" in md and "Peak memory" in md
+
+
+def test_where_the_time_goes_splits_each_synced_step_by_its_unsynced_twin(tmp_path):
+    """Known medians and CIs: the exposed communication is the synced median minus the unsynced
+    one, its CI adds the two medians' half-widths in quadrature, shares add to 1, and the
+    efficiency uses the one-replica run. The unsynced rows appear in no other table."""
+    from bench.config import RunConfig
+    from bench.reporting.tables import where_time_goes
+    from bench.results import Outcome, Topology, append_row, build_row
+
+    path = tmp_path / "runs.csv"
+
+    def add(strategy, replicas, sync, median_ms, half_ms, wait_ms=None):
+        cfg = RunConfig(model="resnet18", batch_size=8, strategy=strategy, gradient_sync=sync).resolved(has_gpu=False)
+        row = build_row(cfg, Outcome("ok"), topology=Topology(replicas, replicas, 8, 8 * replicas))
+        m, h = median_ms / 1e3, half_ms / 1e3
+        append_row(path, {**row, "step_time_median_s": m, "step_time_median_ci95_low_s": m - h,
+                          "step_time_median_ci95_high_s": m + h, "images_per_sec_median": 8 * replicas / m,
+                          "data_wait_ms": wait_ms})
+
+    add("single", 1, True, 20.0, 1.0)
+    add("horovod", 2, True, 30.0, 3.0, wait_ms=2.0)
+    add("horovod", 2, False, 22.0, 4.0)
+    add("multiworker", 2, True, 25.0, 1.0)  # no twin: not in the breakdown
+    df = load_results([path])
+    t = where_time_goes(df)
+    assert len(t) == 1
+    r = t.iloc[0]
+    assert (r["strategy"], r["replicas"]) == ("horovod", 2)
+    assert r["step_ms"] == pytest.approx(30.0) and r["input_wait_ms"] == pytest.approx(2.0)
+    assert r["exposed_comm_ms"] == pytest.approx(8.0) and r["compute_ms"] == pytest.approx(20.0)
+    assert r["exposed_comm_ci95"] == "[3.0, 13.0]"  # 8 -/+ hypot(3, 4)
+    assert r["input_share"] + r["comm_share"] + r["compute_share"] == pytest.approx(1.0)
+    assert r["efficiency"] == pytest.approx((16 / 0.030) / (2 * 8 / 0.020))
+    s = scaling_efficiency(df)
+    assert len(s[s.strategy == "horovod"]) == 1 and s[s.strategy == "horovod"]["images_per_sec"].iloc[0] == \
+        pytest.approx(16 / 0.030)  # the unsynced twin is no training result
+    h = _table(throughput_tables(df), "train, horovod")
+    assert h.loc["resnet18", 8] == pytest.approx(16 / 0.030)

@@ -168,3 +168,20 @@ def test_the_registry_config_and_sweep_import_no_framework():
 
 def test_strategy_choices_come_from_the_registry():
     assert schema()["strategy"].allowed() == tuple(strategy_names())
+
+
+@pytest.mark.slow
+def test_the_pack_size_and_all_reduce_reach_multiworker_strategy():
+    """--all-reduce-pack-mb and --all-reduce set MultiWorkerMirroredStrategy's communication options."""
+    import json
+
+    code = ("from bench.config import RunConfig\nfrom launch import make_distribution\n"
+            "d = make_distribution(RunConfig(model='vgg11', strategy='multiworker', all_reduce='ring', "
+            "all_reduce_pack_mb=2.5, collective_timeout=60))\n"
+            "o = d.strategy.extended._communication_options\n"
+            "print(o.bytes_per_pack, o.implementation.name, o.timeout_seconds)\n")
+    tf_config = {"cluster": {"worker": ["localhost:23999"]}, "task": {"type": "worker", "index": 0}}
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-3:] == [str(int(2.5 * 2**20)), "RING", "60"]

@@ -90,6 +90,22 @@ def test_a_strategy_option_axis_leaves_out_the_cells_of_strategies_without_it():
         ("horovod", "fp16"), ("horovod", "none"), ("single", "none")]
 
 
+def test_breakdown_follows_each_multi_replica_configuration_with_its_unsynced_twin():
+    import bench.sweep as sw
+
+    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod", "multiworker"], [1, 2], ["--width", "0.125"], "r.csv",
+                         60, axes=[sw.parse_axis("hvd_compression", "none,fp16")], breakdown=True)
+    got = [(j.strategy, j.workers, j.cfg.hvd_compression, j.cfg.gradient_sync) for j in jobs]
+    assert got == [("single", 1, "none", True),
+                   ("horovod", 1, "none", True), ("horovod", 1, "fp16", True),
+                   ("horovod", 2, "none", True), ("horovod", 2, "none", False),
+                   ("horovod", 2, "fp16", True), ("horovod", 2, "fp16", False),
+                   ("multiworker", 1, "none", True), ("multiworker", 2, "none", True),
+                   ("multiworker", 2, "none", False)]
+    assert len({j.key(False) for j in jobs}) == len(jobs)
+    assert all("--no-gradient-sync" in j.command for j in jobs if not j.cfg.gradient_sync)
+
+
 def test_axis_values_make_distinct_configurations():
     """Each point of an axis is its own configuration key: resume and the report keep them apart."""
     import bench.sweep as sw
@@ -112,6 +128,9 @@ def test_axis_values_make_distinct_configurations():
     (["--models", "vgg13", "--batch-sizes", "0"], "batch_size=0"),
     (["--models", "vgg13"], "--batch-sizes"),
     (["--config", "/nonexistent/sweep.toml"], "/nonexistent/sweep.toml"),
+    (["--models", "vgg13", "--batch-sizes", "32", "--breakdown", "--axis", "gradient_sync=true,false"],
+     "breakdown=True"),
+    (["--models", "vgg13", "--batch-sizes", "32", "--breakdown", "--no-gradient-sync"], "breakdown=True"),
 ])
 def test_bad_sweep_input_is_one_line_exit_2(tmp_path, args, named):
     r = sweep(*args, "--output", str(tmp_path / "r.csv"))

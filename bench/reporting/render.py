@@ -38,6 +38,8 @@ def sections(df: pd.DataFrame) -> list[Section]:
         Section("VGG vs ResNet (ratio VGG / ResNet)", tables.vgg_vs_resnet(df), ".3f"),
         Section("TensorFlow vs JAX (ratio JAX / TensorFlow)", tables.backend_comparison(df), ".3f"),
         Section("Scaling efficiency", tables.scaling_efficiency(df), ".3f"),
+        Section("Where the time goes: median step split into input wait, exposed communication (synced minus "
+                "--no-gradient-sync, 95% CI) and compute", tables.where_time_goes(df), ".3f"),
         Section("Best batch size (by images/sec)", tables.best_batch_sizes(df)),
         Section("Accuracy and time to accuracy", tables.accuracy_table(df), ".4f"),
         Section("Failures", tables.failures(df)),

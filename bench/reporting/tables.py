@@ -38,9 +38,12 @@ def key_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(list(_keyed(df)["config_key"]), columns=KEY_COLUMNS, index=df.index, dtype=object)
 
 
-def latest_ok(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per configuration (config_key): the most recent ok row."""
+def latest_ok(df: pd.DataFrame, diagnostics: bool = False) -> pd.DataFrame:
+    """One row per configuration (config_key): the most recent ok row. Diagnostic runs
+    (--no-gradient-sync) are no training results: left out unless `diagnostics`."""
     ok = _keyed(df)[df["status"] == "ok"].sort_values("timestamp_utc", kind="stable")
+    if not diagnostics and "gradient_sync" in ok:
+        ok = ok[ok["gradient_sync"].astype(object).ne(False)]
     return ok.drop_duplicates(subset="config_key", keep="last")
 
 
@@ -208,6 +211,21 @@ def backend_comparison(df: pd.DataFrame) -> pd.DataFrame:
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:7])
 
 
+def _baselines(ok: pd.DataFrame) -> dict[Any, float]:
+    """Each row's one-replica images/sec: the same strategy at one replica, else `single`, with
+    every other key field equal (rows without a baseline are left out)."""
+    out: dict[Any, float] = {}
+    lead = ["model", "batch_size", "data", "precision", "xla", "width", "image_size", "num_classes"]
+    for _, g in groups(ok, exclude=TOPOLOGY_FIELDS, lead=lead):
+        single = g[(g["strategy"] == "single") & (g["replicas"] == 1)]
+        for _, gs in g.groupby("strategy", sort=True):
+            base = gs[gs["replicas"] == 1]
+            base = base if not base.empty else single
+            if not base.empty:
+                out.update(dict.fromkeys(gs.index, float(base["images_per_sec_median"].iloc[-1])))
+    return out
+
+
 def scaling_efficiency(df: pd.DataFrame) -> pd.DataFrame:
     """images/sec(N) / (N x images/sec(1)) per model, strategy and per-replica batch, with N the
     replica count. The baseline is the same strategy at one replica, else `single`."""
@@ -215,24 +233,61 @@ def scaling_efficiency(df: pd.DataFrame) -> pd.DataFrame:
     ok = ok[ok["replicas"].notna()]  # a row without its replica count has no place on the scale
     cols = ["model", "strategy", "data", "batch_size", "replicas", "images_per_sec", "baseline_images_per_sec",
             "speedup", "efficiency"]
+    base = _baselines(ok)
     rows, used = [], []
-    lead = ["model", "batch_size", "data", "precision", "xla", "width", "image_size", "num_classes"]
-    for _, g in groups(ok, exclude=TOPOLOGY_FIELDS, lead=lead):
-        single = g[(g["strategy"] == "single") & (g["replicas"] == 1)]
-        for strategy, gs in g.groupby("strategy", sort=True):
-            base = gs[gs["replicas"] == 1]
-            base = base if not base.empty else single
-            if base.empty:
-                continue
-            one = float(base["images_per_sec_median"].iloc[-1])
-            for label, r in gs.sort_values("replicas", kind="stable").iterrows():
-                n = int(r["replicas"])
-                rows.append({"model": r["model"], "strategy": strategy, "data": r["data"],
-                             "batch_size": r["batch_size"], "replicas": n,
-                             "images_per_sec": r["images_per_sec_median"], "baseline_images_per_sec": one,
-                             "speedup": r["images_per_sec_median"] / one,
-                             "efficiency": r["images_per_sec_median"] / (n * one)})
-                used.append(label)
+    for label, r in ok.loc[list(base)].sort_values(["model", "batch_size", "strategy", "replicas"],
+                                                    kind="stable").iterrows():
+        one, n = base[label], int(r["replicas"])
+        rows.append({"model": r["model"], "strategy": r["strategy"], "data": r["data"], "batch_size": r["batch_size"],
+                     "replicas": n, "images_per_sec": r["images_per_sec_median"], "baseline_images_per_sec": one,
+                     "speedup": r["images_per_sec_median"] / one, "efficiency": r["images_per_sec_median"] / (n * one)})
+        used.append(label)
+    return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:5])
+
+
+def _diff_ci(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
+    """median(a) - median(b) in ms, with a 95% CI from the two medians' own CIs (their half-widths
+    added in quadrature on each side: the runs are independent)."""
+    ms = 1e3
+    ma, la, ha = (float(a[c]) * ms for c in ("step_time_median_s", "step_time_median_ci95_low_s",
+                                              "step_time_median_ci95_high_s"))
+    mb, lb, hb = (float(b[c]) * ms for c in ("step_time_median_s", "step_time_median_ci95_low_s",
+                                              "step_time_median_ci95_high_s"))
+    d = ma - mb
+    return d, d - float(np.hypot(ma - la, hb - mb)), d + float(np.hypot(ha - ma, mb - lb))
+
+
+def where_time_goes(df: pd.DataFrame) -> pd.DataFrame:
+    """For each distributed configuration run both ways (sweep --breakdown): its median step
+    time split into input wait, exposed communication (synced minus --no-gradient-sync, with
+    its 95% CI) and the remaining compute, each with its share of the step, beside the
+    configuration's scaling efficiency."""
+    ok = latest_ok(df, diagnostics=True)
+    ok = ok[ok["replicas"].notna() & (ok["replicas"] > 1)]
+    keys = key_frame(ok)
+    sync_at = KEY_COLUMNS.index("gradient_sync")
+    unsynced = {k[:sync_at] + k[sync_at + 1:]: label for label, k, s in
+                zip(ok.index, ok["config_key"], keys["gradient_sync"]) if s is not None and not s}
+    base = _baselines(latest_ok(df))
+    cols = ["model", "strategy", "backend", "batch_size", "replicas", "step_ms", "input_wait_ms", "exposed_comm_ms",
+            "exposed_comm_ci95", "compute_ms", "input_share", "comm_share", "compute_share", "efficiency"]
+    rows, used = [], []
+    for label, k, s in zip(ok.index, ok["config_key"], keys["gradient_sync"]):
+        pair = unsynced.get(k[:sync_at] + k[sync_at + 1:])
+        if (s is not None and not s) or pair is None:
+            continue
+        r, n = ok.loc[label], ok.loc[pair]
+        step = 1e3 * float(r["step_time_median_s"])
+        wait = float(r["data_wait_ms"]) if pd.notna(r.get("data_wait_ms")) else 0.0
+        comm, lo, hi = _diff_ci(r, n)
+        compute = step - comm - wait
+        eff = (r["images_per_sec_median"] / (int(r["replicas"]) * base[label])) if label in base else np.nan
+        rows.append({"model": r["model"], "strategy": r["strategy"], "backend": r["backend"],
+                     "batch_size": r["batch_size"], "replicas": int(r["replicas"]), "step_ms": step,
+                     "input_wait_ms": wait, "exposed_comm_ms": comm, "exposed_comm_ci95": f"[{lo:.1f}, {hi:.1f}]",
+                     "compute_ms": compute, "input_share": wait / step, "comm_share": comm / step,
+                     "compute_share": compute / step, "efficiency": eff})
+        used.append(label)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:5])
 
 
