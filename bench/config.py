@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from models.common import FORMS  # the zoo imports no Keras until a model is built
+
 from .errors import BenchInputError
 
 BACKENDS = ("tensorflow", "jax")
@@ -112,6 +114,9 @@ class RunConfig:
     target_accuracy: float | None = opt(None, **_key("float", lo=0.0, hi=1.0, lo_open=True, group="what to measure",
                                                      help="accuracy mode: stop when test top-1 reaches this; records time to accuracy"))
     width: float = opt(1.0, **_key("float", lo=0.0, hi=16.0, lo_open=True, help="channel width multiplier"))
+    form: str = opt("auto", **_key("str", choices=FORMS,
+                                   help="the model's CIFAR form (cifar) or the paper's (imagenet): its stem or "
+                                   "head; auto: cifar below 64 px"))
     precision: str = opt("fp32", **_key("str", choices=PRECISIONS))
     xla: bool | None = opt(None, **_key("bool", action="toggle",
                                         help="compile the step with XLA (default: on with a GPU, off on CPU)"))

@@ -20,15 +20,15 @@ from bench.config import OneLineParser  # noqa: E402
 from bench.errors import BenchInputError, input_error  # noqa: E402
 from bench.reporting.plots import plot_accuracy, plot_scaling, plot_throughput  # noqa: E402
 from bench.reporting.render import build_report, markdown_table  # noqa: E402
-from bench.reporting.tables import (accuracy_table, best_batch_sizes, compare, failures, latest_ok,  # noqa: E402
-                                    provenance_summary, scaling_efficiency, step_time_tables,
+from bench.reporting.tables import (accuracy_table, best_batch_sizes, compare, failures,  # noqa: E402
+                                    family_comparison, latest_ok, provenance_summary, where_time_goes, scaling_efficiency, step_time_tables,
                                     throughput_ci_tables, throughput_tables, vgg_vs_resnet)
 from bench.results import load_results  # noqa: E402
 
-__all__ = ["accuracy_table", "best_batch_sizes", "build_report", "compare", "failures", "latest_ok",
+__all__ = ["accuracy_table", "best_batch_sizes", "build_report", "compare", "failures", "family_comparison", "latest_ok",
            "load_results", "main", "plot_accuracy", "plot_scaling", "plot_throughput", "provenance_summary",
            "scaling_efficiency", "step_time_tables", "throughput_ci_tables", "throughput_tables",
-           "vgg_vs_resnet"]
+           "vgg_vs_resnet", "where_time_goes"]
 FORMATS = ("md", "html")
 
 

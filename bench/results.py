@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 # 3: the backend (older rows are TensorFlow's), its versions, the device kind, the initial weights
 # 4: the mode (older rows trained), latency percentiles, input wait, peak and estimated memory, max-batch probes
 # 5: diagnostic runs without gradient sync, Horovod's hierarchical all-reduce, autotune and
-#    timeline (per-step negotiation, all-reduce and queue times), tf.distribute's pack size
+#    timeline (per-step negotiation, all-reduce and queue times), tf.distribute's pack size;
+#    the model's form (CIFAR or the paper's)
 SCHEMA_VERSION = 5
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,9 +81,10 @@ REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
 OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
 # what rows of older schemas meant by the columns they lack: TensorFlow before 3; training, and the
 # strategies' own all-reduce without compression, before 4; gradients synced, none of Horovod's
-# hierarchical all-reduce, autotune or timeline, before 5
+# hierarchical all-reduce, autotune or timeline, and the automatic form, before 5
 OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train", "all_reduce": "auto", "hvd_compression": "none",
-                "gradient_sync": True, "hvd_hierarchical": False, "hvd_autotune": False, "hvd_timeline": False}
+                "gradient_sync": True, "hvd_hierarchical": False, "hvd_autotune": False, "hvd_timeline": False,
+                "form": "auto"}
 
 
 def _git(*args: str) -> str:

@@ -85,8 +85,11 @@ class Session:
         apply_precision_policy(cfg.precision)
         keras.utils.set_random_seed(cfg.seed)
         with dist.scope():
-            self.model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
-                                            input_shape=(cfg.image_size, cfg.image_size, 3))
+            try:
+                self.model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
+                                                input_shape=(cfg.image_size, cfg.image_size, 3), form=cfg.form)
+            except models.ModelShapeError as e:  # bad input: --image-size too small for the model's form
+                raise BenchInputError(f"{e}. Received: image_size={cfg.image_size}, form={cfg.form}") from None
             if cfg.init_weights:
                 load_initial_weights(self.model, cfg.init_weights)
         self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)

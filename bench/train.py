@@ -20,6 +20,19 @@ def apply_precision_policy(precision: str) -> None:
         {"fp32": "float32", "mixed_bf16": "mixed_bfloat16", "mixed_fp16": "mixed_float16"}[precision])
 
 
+def training_loss(outputs, labels, weights: tuple[float, ...]):
+    """(per-example loss, the main head's float32 logits): sparse categorical cross-entropy from
+    logits of each output, weighted (auxiliary heads, e.g. 0.3 each), in Keras ops for either backend."""
+    import keras
+    from keras import ops
+
+    outs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    logits = [ops.cast(o, "float32") for o in outs]
+    per_example = sum(w * keras.losses.sparse_categorical_crossentropy(labels, l, from_logits=True)
+                      for w, l in zip(weights, logits))
+    return per_example, logits[0]
+
+
 def make_learning_rate(cfg: "RunConfig", num_replicas: int, steps_per_epoch: int | None):
     """cfg.lr, or with --scale-lr: lr x replicas, reached by a linear warmup (Goyal et al.)."""
     import keras
@@ -68,12 +81,15 @@ class Trainer:
                  xla: bool, track_accuracy: bool = True, mode: str = "train", gradient_sync: bool = True):
         import tensorflow as tf
 
+        from models import main_output, output_weights
+
         self.model, self.optimizer, self.dist = model, optimizer, dist
         self.global_batch = global_batch
         variables = model.trainable_variables
+        weights = output_weights(model)
 
         def replica_eval(images, labels):
-            logits = tf.cast(model(images, training=False), tf.float32)
+            logits = tf.cast(main_output(model(images, training=False)), tf.float32)
             labels = tf.cast(labels, tf.int32)
             k5 = min(5, logits.shape[-1])
             top1 = tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32))
@@ -84,7 +100,8 @@ class Trainer:
         if mode == "inference":
             def replica_infer(images, labels):
                 # The outputs' sum: fetching it waits for the batch, and a non-finite one shows a broken model.
-                return tf.reduce_sum(tf.cast(model(images, training=False), tf.float32)), tf.constant(0.0)
+                out = main_output(model(images, training=False))
+                return tf.reduce_sum(tf.cast(out, tf.float32)), tf.constant(0.0)
 
             compiled_infer = tf.function(replica_infer, jit_compile=xla)
             # no collective: each rank's batches are its own, and the harness gathers the timings
@@ -93,8 +110,7 @@ class Trainer:
 
         def forward_backward(images, labels):
             with tf.GradientTape() as tape:
-                logits = tf.cast(model(images, training=True), tf.float32)
-                per_example = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+                per_example, logits = training_loss(model(images, training=True), labels, weights)
                 # Scaled by the *global* batch: summing over replicas then gives the global mean.
                 loss = tf.reduce_sum(per_example) / global_batch
                 scaled = optimizer.scale_loss(loss)

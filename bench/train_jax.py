@@ -32,14 +32,19 @@ class JaxTrainer:
         import jax.numpy as jnp
         import keras
 
+        from models import main_output, output_weights
+
+        from .train import training_loss
+
         self.model, self.optimizer, self.dist, self.mode = model, optimizer, dist, mode
+        weights = output_weights(model)
         self.state = dist.replicate(([v.value for v in model.trainable_variables],
                                      [v.value for v in model.non_trainable_variables],
                                      [v.value for v in (optimizer.variables if optimizer else [])]))
 
         def evaluate(trainable, non_trainable, images, labels):
-            logits, _ = model.stateless_call(trainable, non_trainable, preprocess(images), training=False)
-            labels = labels.astype(jnp.int32)
+            outputs, _ = model.stateless_call(trainable, non_trainable, preprocess(images), training=False)
+            logits, labels = main_output(outputs), labels.astype(jnp.int32)
             k = min(5, logits.shape[-1])
             top = jax.lax.top_k(logits.astype(jnp.float32), k)[1]
             top1 = jnp.sum(top[:, 0] == labels)
@@ -50,7 +55,8 @@ class JaxTrainer:
         if mode == "inference":
             def infer(state, images):
                 trainable, non_trainable, _ = state
-                logits, _ = model.stateless_call(trainable, non_trainable, preprocess(images), training=False)
+                outputs, _ = model.stateless_call(trainable, non_trainable, preprocess(images), training=False)
+                logits = main_output(outputs)
                 # per image, left sharded along the batch: summing here would be a collective
                 return jnp.sum(logits.astype(jnp.float32), axis=-1)
 
@@ -60,9 +66,8 @@ class JaxTrainer:
 
         def loss_fn(trainable, non_trainable, opt_vars, images, labels):
             # the host sends uint8 pixels; scaling them here lets XLA fuse it into the first layer
-            logits, non_trainable = model.stateless_call(trainable, non_trainable, preprocess(images), training=True)
-            logits = logits.astype(jnp.float32)
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+            outputs, non_trainable = model.stateless_call(trainable, non_trainable, preprocess(images), training=True)
+            per_example, logits = training_loss(outputs, labels, weights)
             # Scaled by the global batch, as on TensorFlow: the sum over replicas is the global mean.
             loss = jnp.sum(per_example) / global_batch
             scaled = loss

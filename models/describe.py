@@ -126,7 +126,7 @@ def describe_model(model: "keras.Model", *, name: str | None = None, width: floa
                                int(layer.count_params()), _flops(layer, in_shape, out_shape)))
     in_shape = tuple(model.input.shape[1:])
     trainable = sum(_numel(tuple(w.shape)) for w in model.trainable_weights)
-    return ModelDescription(name or model.name, in_shape, int(model.output.shape[-1]), width,
+    return ModelDescription(name or model.name, in_shape, int(model.outputs[0].shape[-1]), width,
                             int(model.count_params()), sum(i.flops for i in infos), infos, trainable)
 
 

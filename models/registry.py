@@ -18,16 +18,18 @@ class ModelEntry:
     builder: Builder
     defaults: dict[str, Any] = field(default_factory=dict)
     family: str = ""
+    form_param: str = "form"  # the builder's parameter that picks its CIFAR or paper form
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, builder: Builder, *, family: str = "", **defaults: Any) -> None:
+def register_model(name: str, builder: Builder, *, family: str = "", form_param: str = "form",
+                   **defaults: Any) -> None:
     """Register `builder(**defaults)` under `name`."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = ModelEntry(name, builder, dict(defaults), family)
+    _REGISTRY[name] = ModelEntry(name, builder, dict(defaults), family, form_param)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -46,8 +48,10 @@ def get_entry(name: str) -> ModelEntry:
 
 
 def build_model(name: str, *, num_classes: int = 100, input_shape: tuple[int, int, int] = (32, 32, 3),
-                width: float = 1.0, **overrides: Any) -> "keras.Model":
-    """Build a registered model. `overrides` replace the registered defaults (e.g. batch_norm)."""
+                width: float = 1.0, form: str = "auto", **overrides: Any) -> "keras.Model":
+    """Build a registered model. `form` picks the CIFAR form ('cifar') or the paper's ('imagenet');
+    'auto' takes the CIFAR form below 64 px. `overrides` replace the registered defaults (e.g.
+    batch_norm). A model's form that the input is too small for raises ModelShapeError."""
     entry = get_entry(name)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer. Received: num_classes={num_classes!r}")
@@ -56,5 +60,7 @@ def build_model(name: str, *, num_classes: int = 100, input_shape: tuple[int, in
     if len(input_shape) != 3 or min(input_shape) < 1:
         raise ValueError(f"input_shape must be (height, width, channels). Received: input_shape={input_shape!r}")
     kwargs = {**entry.defaults, **overrides}
+    if form != "auto":
+        kwargs[entry.form_param] = form
     return entry.builder(num_classes=num_classes, input_shape=tuple(input_shape), width=width,
                          name=name, **kwargs)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import BN_MOMENTUM, resolve_variant, scale_channels
+from .common import conv_bn, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -21,30 +21,21 @@ STAGE_FILTERS = (64, 128, 256, 512)
 EXPANSION = {"basic": 1, "bottleneck": 4}
 
 
-def _conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool):
-    from keras import layers
-
-    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
-                      name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
-    return layers.ReLU(name=f"{name}_relu")(x) if relu else x
-
-
 def _block(x, kind: str, filters: int, stride: int, name: str):
     """BasicBlock (3x3, 3x3) or Bottleneck (1x1 reduce, 3x3, 1x1 expand x4), plus shortcut."""
     from keras import layers
 
     out_channels = filters * EXPANSION[kind]
     if kind == "basic":
-        y = _conv_bn(x, filters, 3, stride, f"{name}_1", relu=True)
-        y = _conv_bn(y, out_channels, 3, 1, f"{name}_2", relu=False)
+        y = conv_bn(x, filters, 3, stride, f"{name}_1", relu=True)
+        y = conv_bn(y, out_channels, 3, 1, f"{name}_2", relu=False)
     else:
-        y = _conv_bn(x, filters, 1, 1, f"{name}_1", relu=True)
-        y = _conv_bn(y, filters, 3, stride, f"{name}_2", relu=True)
-        y = _conv_bn(y, out_channels, 1, 1, f"{name}_3", relu=False)
+        y = conv_bn(x, filters, 1, 1, f"{name}_1", relu=True)
+        y = conv_bn(y, filters, 3, stride, f"{name}_2", relu=True)
+        y = conv_bn(y, out_channels, 1, 1, f"{name}_3", relu=False)
     shortcut = x
     if stride != 1 or x.shape[-1] != out_channels:
-        shortcut = _conv_bn(x, out_channels, 1, stride, f"{name}_proj", relu=False)
+        shortcut = conv_bn(x, out_channels, 1, stride, f"{name}_proj", relu=False)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
@@ -63,10 +54,10 @@ def build_resnet(depth: int, *, num_classes: int, input_shape: tuple[int, int, i
     stem = resolve_variant(stem, input_shape, "stem")
     inputs = keras.Input(shape=input_shape, name="input")
     if stem == "cifar":
-        x = _conv_bn(inputs, scale_channels(64, width), 3, 1, "stem", relu=True)
+        x = conv_bn(inputs, scale_channels(64, width), 3, 1, "stem", relu=True)
         x = layers.MaxPool2D(2, 1, padding="same", name="stem_pool")(x)
     else:
-        x = _conv_bn(inputs, scale_channels(64, width), 7, 2, "stem", relu=True)
+        x = conv_bn(inputs, scale_channels(64, width), 7, 2, "stem", relu=True)
         x = layers.MaxPool2D(3, 2, padding="same", name="stem_pool")(x)
     for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, depths), start=1):
         for b in range(1, blocks + 1):
@@ -78,4 +69,4 @@ def build_resnet(depth: int, *, num_classes: int, input_shape: tuple[int, int, i
 
 
 for _depth in RESNET_SPECS:
-    register_model(f"resnet{_depth}", build_resnet, family="resnet", depth=_depth)
+    register_model(f"resnet{_depth}", build_resnet, family="resnet", form_param="stem", depth=_depth)

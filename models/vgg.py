@@ -5,10 +5,9 @@ Table entries: an int is a 3x3 conv with that many filters, ("1x1", n) a 1x1 con
 """
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Union
 
-from .common import BN_MOMENTUM, resolve_variant, scale_channels
+from .common import BN_MOMENTUM, local_response_norm_layer, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -29,32 +28,6 @@ VGG_CONFIGS: dict[str, list[Spec]] = {
 
 # Classifier heads: the paper's for ImageNet-sized inputs, the seed course's for CIFAR.
 VGG_HEADS: dict[str, tuple[int, ...]] = {"imagenet": (4096, 4096), "cifar": (256, 128)}
-
-
-@functools.cache
-def local_response_norm_layer() -> type:
-    """The LRN layer class, defined on first use so that importing the zoo needs no Keras."""
-    import keras
-    import tensorflow as tf  # Keras has no LRN op; this layer is TensorFlow-backend only
-
-    @keras.saving.register_keras_serializable("cnnbench")
-    class LocalResponseNorm(keras.layers.Layer):
-        """Krizhevsky et al. LRN (n=5, k=2, alpha=1e-4, beta=0.75), as in VGG config A-LRN."""
-
-        def __init__(self, depth_radius: int = 2, bias: float = 2.0, alpha: float = 1e-4,
-                     beta: float = 0.75, **kwargs):
-            super().__init__(**kwargs)
-            self.depth_radius, self.bias, self.alpha, self.beta = depth_radius, bias, alpha, beta
-
-        def call(self, x):
-            return tf.nn.local_response_normalization(x, self.depth_radius, self.bias, self.alpha,
-                                                      self.beta)
-
-        def get_config(self):
-            return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias,
-                    "alpha": self.alpha, "beta": self.beta}
-
-    return LocalResponseNorm
 
 
 def build_vgg(config: str, *, num_classes: int, input_shape: tuple[int, int, int], width: float,
@@ -103,6 +76,6 @@ def build_vgg(config: str, *, num_classes: int, input_shape: tuple[int, int, int
 _VGG_NAMES = {"vgg11": "A", "vgg11_lrn": "A-LRN", "vgg13": "B", "vgg16_c": "C", "vgg16": "D", "vgg19": "E"}
 
 for _name, _config in _VGG_NAMES.items():
-    register_model(_name, build_vgg, family="vgg", config=_config)
+    register_model(_name, build_vgg, family="vgg", form_param="head", config=_config)
     if _config != "A-LRN":  # LRN and BN are alternative normalisations; one at a time
-        register_model(f"{_name}_bn", build_vgg, family="vgg", config=_config, batch_norm=True)
+        register_model(f"{_name}_bn", build_vgg, family="vgg", form_param="head", config=_config, batch_norm=True)

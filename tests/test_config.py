@@ -31,7 +31,7 @@ SCHEMA_3_ADDED = ["jax_version", "jaxlib_version", "device_kind", "init_weights_
 SCHEMA_4_ADDED = ["mode", "find_max_batch", "memory_cap_gb", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
                   "latency_p99_ms", "latency_per_image_ms", "peak_mem_bytes", "mem_source", "mem_estimate_bytes",
                   "data_wait_ms", "profile_steps", "trace_dir", "all_reduce", "hvd_compression", "hvd_fusion_mb", "hvd_cycle_ms"]
-SCHEMA_5_ADDED = ["gradient_sync", "hvd_hierarchical", "hvd_autotune", "hvd_timeline", "all_reduce_pack_mb",
+SCHEMA_5_ADDED = ["form", "gradient_sync", "hvd_hierarchical", "hvd_autotune", "hvd_timeline", "all_reduce_pack_mb",
                   "hvd_negotiate_ms", "hvd_allreduce_ms", "hvd_queue_ms", "hvd_autotune_best"]
 
 
@@ -97,7 +97,7 @@ def test_the_key_tells_rows_apart_by_every_key_field_and_nothing_else(tmp_path):
     assert config_key(base.resolved(has_gpu=False), workers=1, replicas=1) == k  # a config and its row agree
     for name in KEY_FIELDS:
         if name in ("model", "strategy", "backend", "data", "precision", "optimizer", "mode", "all_reduce",
-                    "hvd_compression", "profile_steps"):
+                    "hvd_compression", "profile_steps", "form"):
             continue  # choices: covered by lr below and the strategy registry tests
         value = getattr(base.resolved(has_gpu=False), name)
         other = (not value) if isinstance(value, bool) or value is None and name == "xla" else \

@@ -327,7 +327,7 @@ def test_a_breakdown_sweep_gives_the_exposed_communication_with_its_ci_for_horov
     out = tmp_path / "runs.csv"
     r = subprocess.run([PY, "bench/sweep.py", "--no-progress", "--models", "resnet18", "--batch-sizes", "8",
                         "--strategies", "horovod,multiworker", "--workers", "2", "--breakdown", "--width", "0.125",
-                        "--steps", "10", "--warmup-steps", "1", "--output", str(out)],
+                        "--steps", "6", "--warmup-steps", "1", "--output", str(out)],
                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     df = load_results([out])

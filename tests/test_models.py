@@ -12,9 +12,12 @@ from helpers import cached_describe
 def test_registry_lists_every_family():
     names = models.list_models()
     for n in ["vgg11", "vgg11_lrn", "vgg13", "vgg16_c", "vgg16", "vgg19", "vgg13_bn",
-              "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]:
+              "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "lenet5", "alexnet", "alexnet_lrn",
+              "googlenet", "googlenet_aux", "densenet121", "densenet169", "densenet201"]:
         assert n in names
     assert models.list_models("resnet*") == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+    assert {models.get_entry(n).family for n in names} == {"lenet", "alexnet", "vgg", "googlenet", "resnet",
+                                                            "densenet"}
 
 
 def test_unknown_model_names_the_valid_ones():
@@ -121,7 +124,127 @@ def test_width_scales_every_channel_count():
     assert min(l.filters for l in tiny.layers if isinstance(l, layers.Conv2D)) == 1
 
 
+def test_lenet5_is_the_course_table_with_max_pooling_and_relu():
+    m = models.build_model("lenet5", num_classes=10, input_shape=(32, 32, 1))
+    convs = [l for l in m.layers if isinstance(l, layers.Conv2D)]
+    assert [(c.filters, c.kernel_size, c.padding, c.activation.__name__) for c in convs] == [
+        (6, (5, 5), "valid", "relu"), (16, (5, 5), "valid", "relu")]
+    assert [type(l).__name__ for l in m.layers if isinstance(l, layers.MaxPooling2D)] == ["MaxPooling2D"] * 2
+    assert m.get_layer("flatten").output.shape[1] == 5 * 5 * 16
+    assert [d.units for d in m.layers if isinstance(d, layers.Dense)] == [120, 84, 10]
+
+
+def test_alexnet_is_torchvisions_at_224_and_has_a_cifar_stem_at_32():
+    m = models.build_model("alexnet", num_classes=1000, input_shape=(224, 224, 3))
+    convs = [l for l in m.layers if isinstance(l, layers.Conv2D)]
+    assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
+        (64, 11, 4), (192, 5, 1), (384, 3, 1), (256, 3, 1), (256, 3, 1)]
+    assert tuple(m.get_layer("conv1").output.shape[1:3]) == (55, 55)  # 2 pixels of padding, as torchvision
+    assert tuple(m.get_layer("pool5").output.shape[1:]) == (6, 6, 256)
+    assert [d.units for d in m.layers if isinstance(d, layers.Dense)] == [4096, 4096, 1000]
+    assert sum(isinstance(l, layers.Dropout) for l in m.layers) == 2
+    c = models.build_model("alexnet")
+    assert c.get_layer("conv1").kernel_size == (3, 3) and c.get_layer("conv1").strides == (1, 1)
+    assert tuple(c.get_layer("pool5").output.shape[1:]) == (4, 4, 256)
+    lrn = models.build_model("alexnet_lrn", width=0.125)
+    assert [l.name for l in lrn.layers if "lrn" in l.name] == ["conv1_lrn", "conv2_lrn"]
+    # the adaptive pool brings a larger input's map to 6x6, as torchvision's does
+    big = models.build_model("alexnet", num_classes=10, input_shape=(256, 256, 3), width=0.125)
+    assert tuple(big.get_layer("avg_pool").output.shape[1:3]) == (6, 6)
+
+
+def test_googlenet_modules_follow_the_inception_table():
+    from models.googlenet import INCEPTION
+
+    m = models.build_model("googlenet", num_classes=1000, input_shape=(224, 224, 3))
+    for name, (c1, _, c3, _, c5, pool) in INCEPTION.items():
+        assert m.get_layer(f"inception{name}_concat").output.shape[-1] == c1 + c3 + c5 + pool
+    assert tuple(m.get_layer("inception3a_concat").output.shape[1:3]) == (28, 28)
+    assert tuple(m.get_layer("inception5b_concat").output.shape[1:]) == (7, 7, 1024)
+    assert m.get_layer("inception3a_5x5_conv").kernel_size == (3, 3)  # torchvision's 3x3, not the paper's 5x5
+    assert all(l.name.replace("_conv", "_bn") in {x.name for x in m.layers}
+               for l in m.layers if isinstance(l, layers.Conv2D))  # BatchNorm after every convolution
+    assert len(m.outputs) == 1
+    aux = models.build_model("googlenet_aux", num_classes=10, width=0.125)
+    assert len(aux.outputs) == 3 and models.output_weights(aux) == (1.0, 0.3, 0.3)
+    assert models.output_weights(m) == (1.0,)
+    c = models.build_model("googlenet", width=0.125)
+    assert c.get_layer("conv1_conv").kernel_size == (3, 3) and "pool1" not in {l.name for l in c.layers}
+    assert tuple(c.get_layer("inception5b_concat").output.shape[1:3]) == (8, 8)
+
+
+@pytest.mark.slow  # DenseNet-201 and its kin take seconds each to build
+@pytest.mark.parametrize("name,blocks,features", [("densenet121", (6, 12, 24, 16), 1024),
+                                                  ("densenet169", (6, 12, 32, 32), 1664),
+                                                  ("densenet201", (6, 12, 48, 32), 1920)])
+def test_densenet_blocks_grow_by_32_and_transitions_halve(name, blocks, features):
+    m = models.build_model(name, num_classes=1000, input_shape=(224, 224, 3))
+    names = {l.name for l in m.layers}
+    for b, n in enumerate(blocks, start=1):
+        assert f"block{b}_layer{n}_concat" in names and f"block{b}_layer{n + 1}_concat" not in names
+    assert m.get_layer("block1_layer1_1_conv").filters == 128 and m.get_layer("block1_layer1_2_conv").filters == 32
+    assert m.get_layer("block1_layer6_concat").output.shape[-1] == 64 + 6 * 32
+    assert m.get_layer("transition1_conv").filters == (64 + 6 * 32) // 2
+    assert m.get_layer("final_bn").output.shape[-1] == features
+    c = models.build_model(name, width=0.125)
+    assert c.get_layer("stem_conv").kernel_size == (3, 3) and c.get_layer("stem_conv").filters == 2 * 4
+    assert tuple(c.get_layer("final_relu").output.shape[1:3]) == (4, 4)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "googlenet"])
+def test_width_scales_every_channel_and_hidden_unit_of_the_new_families(name):
+    full, half = models.build_model(name), models.build_model(name, width=0.5)
+    for lf, lh in zip(full.layers, half.layers):
+        if isinstance(lf, layers.Conv2D):
+            assert lh.filters == max(1, round(lf.filters * 0.5)), lf.name
+        if isinstance(lf, layers.Dense) and lf.name != "logits":
+            assert lh.units == max(1, round(lf.units * 0.5)), lf.name
+
+
+@pytest.mark.parametrize("name,kwargs,layer", [("alexnet", {"form": "imagenet"}, "pool5"),
+                                               ("lenet5", {"input_shape": (12, 12, 3)}, "conv2")])
+def test_a_map_that_vanishes_names_its_layer(name, kwargs, layer):
+    with pytest.raises(models.ModelShapeError, match=f"vanishes at {layer}:"):
+        models.build_model(name, **kwargs)
+
+
+def test_local_response_norm_matches_tensorflows():
+    from models.common import local_response_norm_layer
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 5, 7)).astype(np.float32) * 30
+    ours = np.asarray(local_response_norm_layer()()(x))
+    ref = tf.nn.local_response_normalization(x, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75).numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_adaptive_average_pool_takes_torchvisions_windows():
+    from models.common import adaptive_avg_pool_layer
+
+    x = np.random.default_rng(1).standard_normal((1, 7, 9, 2)).astype(np.float32)
+    got = np.asarray(adaptive_avg_pool_layer()(6)(x))
+    rows = [(i * 7 // 6, -(-(i + 1) * 7 // 6)) for i in range(6)]
+    cols = [(j * 9 // 6, -(-(j + 1) * 9 // 6)) for j in range(6)]
+    want = np.array([[x[0, a:b, c:d].mean(axis=(0, 1)) for c, d in cols] for a, b in rows])
+    np.testing.assert_allclose(got[0], want, rtol=1e-6)
+    assert rows[0] == (0, 2) and rows[1] == (1, 3)  # overlapping windows where 7 does not divide by 6
+
+
 # ---- parameter counts and FLOPs against the literature ------------------------------------
+# trainable parameters at 224x224 with 1000 classes (BatchNorm's moving statistics are not trainable)
+@pytest.mark.slow  # DenseNet-201 and its kin take seconds each to build
+@pytest.mark.parametrize("name,published", [("alexnet", 61_100_840), ("googlenet", 6_624_904),
+                                            ("densenet121", 7_978_856), ("densenet169", 14_149_480),
+                                            ("densenet201", 20_013_928)])
+def test_new_families_match_published_trainable_parameter_counts(name, published):
+    d = cached_describe(name, 1000, 224)
+    assert d.trainable_params == pytest.approx(published, rel=0.01)
+    assert d.trainable_params == published  # as built, exactly torchvision's
+
+
+def test_lenet5_has_exactly_61706_parameters():
+    d = models.describe("lenet5", num_classes=10, input_shape=(32, 32, 1))
+    assert d.trainable_params == d.params == 61_706
+
 @pytest.mark.parametrize("name,millions", [("vgg11", 133), ("vgg11_lrn", 133), ("vgg13", 133),
                                            ("vgg16_c", 134), ("vgg16", 138), ("vgg19", 144)])
 def test_vgg_params_match_paper_table2(name, millions):
@@ -142,7 +265,7 @@ def _profiler_flops(model) -> int:
 
     @tf.function(autograph=False)
     def forward(x):
-        return model(x, training=False)
+        return models.main_output(model(x, training=False))
 
     cf = forward.get_concrete_function(tf.TensorSpec([1, *model.input.shape[1:]], tf.float32))
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
@@ -156,6 +279,18 @@ def _profiler_flops(model) -> int:
 def test_flops_agree_with_tensorflow_profiler(name, width):
     m = models.build_model(name, width=width)
     assert models.describe_model(m).flops == pytest.approx(_profiler_flops(m), rel=0.02)
+
+
+# describe() counts convolutions and dense layers; the profiler also counts BatchNorm, pooling and
+# concatenations, which weigh more in GoogLeNet's and DenseNet's many thin layers: within 3%
+@pytest.mark.slow  # DenseNet-201 and its kin take seconds each to build
+@pytest.mark.parametrize("name,width,size", [("lenet5", 1.0, 32), ("alexnet", 0.25, 32), ("alexnet_lrn", 0.25, 224),
+                                             ("googlenet", 0.25, 32), ("googlenet", 0.25, 224),
+                                             ("densenet121", 0.25, 32), ("densenet169", 0.25, 32),
+                                             ("densenet201", 0.25, 32)])
+def test_flops_of_the_new_families_agree_with_tensorflow_profiler(name, width, size):
+    m = models.build_model(name, width=width, input_shape=(size, size, 3))
+    assert models.describe_model(m).flops == pytest.approx(_profiler_flops(m), rel=0.03)
 
 
 def test_flops_hand_count_small_vgg():
@@ -178,14 +313,15 @@ def test_describe_table_lists_every_layer():
 @pytest.mark.parametrize("name", models.list_models())
 def test_every_model_builds_and_trains(name):
     tf.keras.utils.set_random_seed(0)
+    from bench.train import training_loss
+
     m = models.build_model(name, num_classes=10, width=0.125)
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     y = np.array([1, 7])
-    assert tuple(m(x, training=False).shape) == (2, 10)
+    assert tuple(models.main_output(m(x, training=False)).shape) == (2, 10)
     opt = tf.keras.optimizers.Adam(1e-3)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, m(x, training=True),
-                                                                              from_logits=True))
+        loss = tf.reduce_mean(training_loss(m(x, training=True), y, models.output_weights(m))[0])
     grads = tape.gradient(loss, m.trainable_variables)
     opt.apply_gradients(zip(grads, m.trainable_variables))
     assert np.isfinite(loss.numpy())

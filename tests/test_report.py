@@ -342,3 +342,18 @@ def test_where_the_time_goes_splits_each_synced_step_by_its_unsynced_twin(tmp_pa
         pytest.approx(16 / 0.030)  # the unsynced twin is no training result
     h = _table(throughput_tables(df), "train, horovod")
     assert h.loc["resnet18", 8] == pytest.approx(16 / 0.030)
+
+
+def test_families_are_compared_by_their_fastest_model_with_the_work_rate_each_achieves(tmp_path):
+    from bench.report import family_comparison
+
+    rows = [{"model": m, "batch_size": 32, "images_per_sec_median": ips, "gflops_per_image": g, "top1": t}
+            for m, ips, g, t in [("resnet18", 100.0, 1.0, 0.9), ("resnet34", 50.0, 2.0, 0.92),
+                                 ("vgg13", 300.0, 0.5, 0.8), ("lenet5", 5000.0, 0.001, 0.7),
+                                 ("densenet121", 40.0, 1.8, None)]]
+    t = family_comparison(_rows_csv(tmp_path / "f.csv", rows)).set_index("family")
+    assert list(t.index) == ["lenet", "vgg", "resnet", "densenet"]  # fastest first
+    assert t.loc["resnet", "model"] == "resnet18" and t.loc["resnet", "images_per_sec_vs_resnet"] == 1.0
+    assert t.loc["vgg", "images_per_sec_vs_resnet"] == pytest.approx(3.0)
+    assert t.loc["vgg", "gflop_per_sec"] == pytest.approx(300 * 0.5 * 3)  # training: 3 passes
+    assert t.loc["vgg", "top1"] == pytest.approx(0.8) and np.isnan(t.loc["densenet", "top1"])

@@ -35,6 +35,8 @@ def sections(df: pd.DataFrame) -> list[Section]:
         Section("Inference latency per batch (ms) and images/sec", tables.latency_table(df), ".2f"),
         Section("Peak memory beside images/sec (MiB; estimate made before the run)", tables.memory_table(df), ".1f"),
         Section("Largest batch that fits (sweep --find-max-batch)", tables.max_batch_table(df), ".1f"),
+        Section("Model families at equal batch size (each family's fastest model; GFLOP/s achieved)",
+                tables.family_comparison(df), ".3f"),
         Section("VGG vs ResNet (ratio VGG / ResNet)", tables.vgg_vs_resnet(df), ".3f"),
         Section("TensorFlow vs JAX (ratio JAX / TensorFlow)", tables.backend_comparison(df), ".3f"),
         Section("Scaling efficiency", tables.scaling_efficiency(df), ".3f"),

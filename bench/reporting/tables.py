@@ -1,4 +1,4 @@
-"""The analysis tables: throughput, step time, VGG vs ResNet, scaling, best batch size,
+"""The analysis tables: throughput, step time, model families, VGG vs ResNet, scaling, best batch size,
 accuracy, failures, provenance and --compare, each a pandas DataFrame.
 
 A configuration is a `config_key` (bench.config): when several ok rows share one, the most
@@ -187,6 +187,33 @@ def vgg_vs_resnet(df: pd.DataFrame) -> pd.DataFrame:
                              "top1_ratio": top1})
                 pairs.append(v.name)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[pairs], cols[:6], shown=["model"])
+
+
+def family_comparison(df: pd.DataFrame) -> pd.DataFrame:
+    """The model families side by side, per setting and per-replica batch size: for each family
+    (the registry's `family`) its fastest model's images/sec and test top-1, its forward GFLOPs
+    per image, the work rate that achieves (GFLOP/s: images/sec x GFLOPs/image x 3 passes in
+    training, 1 in inference), and its images/sec relative to ResNet's fastest model."""
+    ok = latest_ok(df)
+    cols = ["strategy", "replicas", "data", "batch_size", "family", "model", "images_per_sec", "top1",
+            "gflops_per_image", "gflop_per_sec", "images_per_sec_vs_resnet"]
+    rows, used = [], []
+    for _, g in groups(ok, exclude=["model"], lead=["batch_size", *TITLE_FIELDS]):
+        fam = g["model"].map(_family)
+        best = {f: g.loc[gf["images_per_sec_median"].idxmax()] for f, gf in g[fam != ""].groupby(fam[fam != ""])}
+        if len(best) < 2:
+            continue
+        resnet = best["resnet"]["images_per_sec_median"] if "resnet" in best else np.nan
+        for f, r in sorted(best.items(), key=lambda kv: -kv[1]["images_per_sec_median"]):
+            passes = 1 if r.get("mode") == "inference" else 3
+            rows.append({"strategy": r["strategy"], "replicas": r["replicas"], "data": r["data"],
+                         "batch_size": r["batch_size"], "family": f, "model": r["model"],
+                         "images_per_sec": r["images_per_sec_median"], "top1": r["top1"],
+                         "gflops_per_image": r["gflops_per_image"],
+                         "gflop_per_sec": r["images_per_sec_median"] * r["gflops_per_image"] * passes,
+                         "images_per_sec_vs_resnet": r["images_per_sec_median"] / resnet})
+            used.append(r.name)
+    return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:6], shown=["model"])
 
 
 def backend_comparison(df: pd.DataFrame) -> pd.DataFrame:
