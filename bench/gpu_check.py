@@ -144,12 +144,13 @@ def main(argv: list[str] | None = None) -> int:
             if row["status"] != "ok":
                 print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
                 continue
+            peak = peaks.show(row)  # before fit runs: its peak comes after this row's
             fit = fit_images_per_sec(name, batch, args.width, args.precision, args.steps, args.warmup_steps)
             peaks.observe()
             ips, tflops = row["images_per_sec_median"], 3.0 * row["gflops_per_image"] * row["images_per_sec_median"] / 1e3
             share = f"{100 * tflops / args.peak_tflops:.1f}%" if args.peak_tflops else "n/a"
             print(f"| {name} | {batch} | {ips:,.0f} | {fit:,.0f} | {ips / fit:.3f} | {tflops:.1f} | {share} "
-                  f"| {peaks.show(row)} | {_gib(row['mem_estimate_bytes'])} |", flush=True)
+                  f"| {peak} | {_gib(row['mem_estimate_bytes'])} |", flush=True)
             _free()
     print(f"\n# inference (forward only), {args.precision}: latency per batch")
     print("| model | batch | img/s | p50 ms | p99 ms | peak GiB | estimate GiB |")
