@@ -117,7 +117,7 @@ def test_multi_process_run_writes_one_row_from_all_ranks(strategy, tmp_path):
     rank_means = [float(x) for x in row["rank_step_time_means_s"].split(";")]
     assert len(rank_means) == 2
     # steps last as long as their slowest rank: the mean of per-step maxima >= every rank's mean
-    assert row["step_time_mean_s"] >= max(rank_means) - 1e-9
+    assert row["step_time_mean_s"] >= max(rank_means) * (1 - 1e-5)  # the means are written to 6 digits
     assert row["images_per_sec"] == pytest.approx(16 / row["step_time_mean_s"])
     assert r.stdout.count("images/sec") == 1  # only the chief prints the summary
 
@@ -250,7 +250,7 @@ def test_inference_under_each_strategy_counts_every_rank(strategy, backend, tmp_
     assert row["replicas"] == 2 and row["global_batch"] == 8 and row["timed_steps"] == 100
     rank_means = [float(x) for x in str(row["rank_step_time_means_s"]).split(";")]
     assert len(rank_means) == row["workers"]
-    assert row["step_time_mean_s"] >= max(rank_means) - 1e-9
+    assert row["step_time_mean_s"] >= max(rank_means) * (1 - 1e-5)  # the means are written to 6 digits
     assert row["latency_p50_ms"] <= row["latency_p99_ms"] and row["peak_mem_bytes"] > 0
     assert r.stdout.count("latency     p50") == 1
 
@@ -274,6 +274,7 @@ def test_horovod_fp16_compression_matches_the_uncompressed_math_within_fp16_tole
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+# (Horovod's unsynced run is also checked through its timeline, which holds no gradient all-reduce)
 @pytest.mark.parametrize("strategy", ["mirrored", "multiworker", "horovod"])
 def test_without_gradient_sync_each_replica_steps_on_its_own_gradients(strategy, single_reference, tmp_path):
     """--no-gradient-sync: the replicas start from the same weights (the broadcast still runs)
@@ -294,8 +295,8 @@ def test_hvd_timeline_has_every_tensors_all_reduce_in_every_timed_step_and_autot
     holds no gradient's all-reduce: only the loss and the count are summed."""
     from bench.traces import AUTOTUNE_LOG, TIMELINE_FILE, read_timeline
 
-    out, steps = tmp_path / "runs.csv", 30
-    env = {**ENV, "HOROVOD_AUTOTUNE_WARMUP_SAMPLES": "1", "HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE": "2"}
+    out, steps = tmp_path / "runs.csv", 16
+    env = {**ENV, "HOROVOD_AUTOTUNE_WARMUP_SAMPLES": "1", "HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE": "1"}
     args = [*launcher("horovod"), PY, "bench/run.py", "resnet18", "--strategy", "horovod", "--width", "0.125",
             "--batch-size", "8", "--steps", str(steps), "--warmup-steps", "1", "--no-progress", "--threads", "1",
             "--horovod-timeline", "--output", str(out)]
