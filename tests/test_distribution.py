@@ -274,8 +274,9 @@ def test_horovod_fp16_compression_matches_the_uncompressed_math_within_fp16_tole
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-# (Horovod's unsynced run is also checked through its timeline, which holds no gradient all-reduce)
-@pytest.mark.parametrize("strategy", ["mirrored", "multiworker", "horovod"])
+# Horovod's unsynced run is checked through its timeline, which holds no gradient all-reduce
+# (test_hvd_timeline_...), and JAX's through its trace (test_backends)
+@pytest.mark.parametrize("strategy", ["mirrored", "multiworker"])
 def test_without_gradient_sync_each_replica_steps_on_its_own_gradients(strategy, single_reference, tmp_path):
     """--no-gradient-sync: the replicas start from the same weights (the broadcast still runs)
     and take the same first loss, then each applies its own shard's gradients, so their weights
