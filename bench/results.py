@@ -143,7 +143,11 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
+    """12 hex digits with a letter other than e, so no CSV reader takes the id for a number."""
+    while True:
+        run_id = uuid.uuid4().hex[:12]
+        if any(c in "abcdf" for c in run_id):
+            return run_id
 
 
 def provenance(gpu_names: Iterable[str] = (), source: str = "cli", run_id: str | None = None,
@@ -344,7 +348,9 @@ def read_rows(path: str | os.PathLike):
     missing values; statuses of older schemas get their current names."""
     import pandas as pd
 
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""], compression=None)
+    # text columns stay text: a hex run id or commit like 1234e5678901 would otherwise read as a float
+    text = {c: str for c, kind in COLUMN_TYPES.items() if kind == "str"}
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""], compression=None, dtype=text)
     for col in ("status", "error"):
         if col in df:
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)

@@ -29,6 +29,19 @@ def test_header_once_and_rows_roundtrip(tmp_path):
     assert df["error"][0] == 'a, "quoted"\nmessage'
 
 
+def test_ids_that_look_like_numbers_read_back_as_text(tmp_path):
+    """A sweep finds its child's row by run id; 1234e5678901 must not come back as 1.234e+5681."""
+    out = tmp_path / "runs.csv"
+    ids = ["123456789012", "1234e5678901", "0000000000e1"]
+    for run_id in ids:
+        append_row(out, {**_row(1), "run_id": run_id, "git_commit": run_id})
+    df = results.read_rows(out)
+    assert df["run_id"].tolist() == ids and df["git_commit"].tolist() == ids
+    assert df["images_per_sec"].dtype.kind == "f"
+    fresh = {results.new_run_id() for _ in range(2000)}
+    assert all(any(c in "abcdf" for c in run_id) and len(run_id) == 12 for run_id in fresh)
+
+
 def test_unknown_column_is_rejected():
     with pytest.raises(KeyError, match="bogus"):
         format_row({"bogus": 1})
