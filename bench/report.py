@@ -18,6 +18,7 @@ if __package__ in (None, ""):
 
 from bench.config import OneLineParser  # noqa: E402
 from bench.errors import BenchInputError, input_error  # noqa: E402
+from bench.reporting.findings import findings  # noqa: E402
 from bench.reporting.plots import plot_accuracy, plot_scaling, plot_throughput  # noqa: E402
 from bench.reporting.render import build_report, markdown_table  # noqa: E402
 from bench.reporting.tables import (accuracy_table, best_batch_sizes, compare, failures,  # noqa: E402
@@ -25,7 +26,8 @@ from bench.reporting.tables import (accuracy_table, best_batch_sizes, compare, f
                                     throughput_ci_tables, throughput_tables, vgg_vs_resnet)
 from bench.results import load_results  # noqa: E402
 
-__all__ = ["accuracy_table", "best_batch_sizes", "build_report", "compare", "failures", "family_comparison", "latest_ok",
+__all__ = ["accuracy_table", "best_batch_sizes", "build_report", "compare", "failures", "family_comparison", "findings",
+           "latest_ok",
            "load_results", "main", "plot_accuracy", "plot_scaling", "plot_throughput", "provenance_summary",
            "scaling_efficiency", "step_time_tables", "throughput_ci_tables", "throughput_tables",
            "vgg_vs_resnet", "where_time_goes"]

@@ -121,3 +121,17 @@ def throughput(stats: StepStats, *, global_batch: int, replicas: int, flops_per_
         "images_per_sec_jitter": ips_median * stats.step_time_jitter_s / stats.step_time_median_s,
         "tflops": passes * flops_per_image * ips_mean / 1e12,
     }
+
+
+def ratio_ci95(a: float, a_low: float, a_high: float, b: float, b_low: float, b_high: float
+               ) -> tuple[float, float, float]:
+    """a / b with a 95% CI from each value's own 95% CI: on the log scale, the two relative
+    half-widths are added in quadrature on each side (independent runs). NaN where a value or
+    an end of its CI is missing or not positive."""
+    vals = np.asarray([a, a_low, a_high, b, b_low, b_high], dtype=float)
+    if not np.all(np.isfinite(vals)) or np.any(vals <= 0):
+        return (a / b if np.isfinite(a) and np.isfinite(b) and b > 0 else math.nan), math.nan, math.nan
+    r = a / b
+    down = math.hypot(math.log(a / a_low), math.log(b_high / b))
+    up = math.hypot(math.log(a_high / a), math.log(b / b_low))
+    return r, r * math.exp(-down), r * math.exp(up)

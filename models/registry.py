@@ -22,6 +22,9 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# how reports spell each family
+FAMILY_NAMES = {"lenet": "LeNet", "alexnet": "AlexNet", "vgg": "VGG", "googlenet": "GoogLeNet", "resnet": "ResNet",
+                "densenet": "DenseNet"}
 
 
 def register_model(name: str, builder: Builder, *, family: str = "", form_param: str = "form",

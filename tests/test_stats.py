@@ -120,9 +120,9 @@ def test_pipelined_timing_dispatches_the_next_step_before_waiting_and_its_interv
     assert timed[:3] == [("dispatch", 2), ("dispatch", 3), ("wait", 2)]
     assert [e for e in timed if e[0] == "dispatch"] == [("dispatch", k) for k in range(2, 8)]
     assert timed[-1] == ("wait", 7) and len(timing.step_times) == 6 and timing.images == 24
-    # the device is never idle: each interval is the device's 10 ms, and they add up to the timed part
-    assert all(0.009 <= dt < 0.03 for dt in timing.step_times[1:])
-    assert sum(timing.step_times) <= wall
+    # the intervals hold the device's 6 x 10 ms and add up to no more than the timed part; single
+    # intervals are left unchecked, since a loaded host can wait late for one step and early for the next
+    assert 6 * 0.01 * 0.95 <= sum(timing.step_times) <= wall
 
 
 def test_synchronous_timing_waits_for_each_step_before_the_next():
@@ -146,3 +146,16 @@ def test_trace_ops_are_sorted_into_kinds_by_their_names(op, kind):
     from bench.traces import kind_of
 
     assert kind_of(op) == kind
+
+
+def test_a_ratio_ci_adds_both_relative_half_widths_in_quadrature():
+    from bench.stats import ratio_ci95
+
+    r, lo, hi = ratio_ci95(400, 390, 410, 200, 195, 205)
+    assert r == 2.0
+    assert lo == pytest.approx(2 * math.exp(-math.hypot(math.log(400 / 390), math.log(205 / 200))))
+    assert hi == pytest.approx(2 * math.exp(math.hypot(math.log(410 / 400), math.log(200 / 195))))
+    # an exact denominator leaves the numerator's own relative CI
+    assert ratio_ci95(400, 380, 440, 200, 200, 200)[1:] == pytest.approx((1.9, 2.2))
+    assert all(math.isnan(x) for x in ratio_ci95(400, float("nan"), 410, 200, 195, 205)[1:])
+    assert math.isnan(ratio_ci95(400, 390, 410, 0, 0, 0)[0])

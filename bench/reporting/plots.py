@@ -7,6 +7,7 @@ touched and nothing needs a display.
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,9 +54,9 @@ def throughput_figure(df: pd.DataFrame) -> "Figure":
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     panels = list(model_batch_groups(df, short=True))
-    cols = min(3, max(1, len(panels)))
+    cols = min(2, max(1, len(panels)))  # two panels a row stay legible when the page scales them down
     rows = max(1, -(-len(panels) // cols))
-    fig = _figure(figsize=(5 * cols, 3.8 * rows))
+    fig = _figure(figsize=(5.5 * cols, 3.8 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
@@ -65,7 +66,8 @@ def throughput_figure(df: pd.DataFrame) -> "Figure":
             ax.errorbar(gm["batch_size"].astype(int), gm["images_per_sec_median"], yerr=median_ci_errors(gm),
                         marker="o", capsize=3, label=model)
         ax.set(xlabel="per-replica batch size", ylabel="images/sec (median, 95% CI)", xscale="log")
-        ax.set_title(title, fontsize="medium")
+        ax.set_ylim(bottom=0)  # heights compare as ratios only from zero
+        ax.set_title(textwrap.fill(title, 52), fontsize="medium")  # a long setting wraps, never crops
         ax.set_xticks(sorted(g["batch_size"].astype(int).unique()))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -85,20 +87,27 @@ def _label(column: str, value: object) -> str:
 
 
 def plot_scaling(df: pd.DataFrame, path: Path) -> Path:
-    """Scaling efficiency against replica count, one line per model, strategy and batch size."""
+    """Scaling efficiency (with its 95% CI) against replica count, one line per model, strategy
+    and batch size, from the one-replica baseline at 1.0."""
     eff = scaling_efficiency(df)
     fig = _figure(figsize=(6, 4))
     ax = fig.subplots()
     extra = [c for c in eff.columns if c not in ("images_per_sec", "baseline_images_per_sec", "speedup",
-                                                   "efficiency", "replicas")]
+                                                   "efficiency", "efficiency_ci95_low", "efficiency_ci95_high",
+                                                   "replicas")]
     drawn = False
     for values, g in eff.groupby(extra, sort=True, dropna=False):
         if len(g) > 1:  # a line needs more than the baseline point
             label = " ".join(_label(c, v) for c, v in zip(extra, values))
-            ax.plot(g["replicas"], g["efficiency"], marker="o", label=label)
+            err = np.clip(np.vstack([g["efficiency"] - g["efficiency_ci95_low"],
+                                     g["efficiency_ci95_high"] - g["efficiency"]]).astype(float), 0.0, None)
+            ax.errorbar(g["replicas"], g["efficiency"], yerr=err, marker="o", capsize=3, label=label)
             drawn = True
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
-    ax.set(xlabel="replicas (workers)", ylabel="scaling efficiency", title="images/sec(N) / (N x images/sec(1))")
+    ax.set_ylim(bottom=0)
+    if drawn:
+        ax.set_xticks(sorted(eff["replicas"].astype(int).unique()))
+    ax.set(xlabel="replicas (workers)", ylabel="scaling efficiency (95% CI)", title="images/sec(N) / (N x images/sec(1))")
     _style(ax, drawn)
     return _save(fig, path)
 

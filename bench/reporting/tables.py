@@ -76,10 +76,11 @@ def groups(df: pd.DataFrame, exclude: Iterable[str], lead: Iterable[str] = TITLE
         yield dict(zip(fields, values)), df.loc[buckets[values]]
 
 
-def _value(name: str, v: Any) -> str:
+def value_words(name: str, v: Any) -> str:
+    """A key field's value in words, e.g. 'xla on', 'lr 0.01'."""
     if v is None:
         return f"{name} n/a"
-    if isinstance(v, bool):
+    if isinstance(v, (bool, np.bool_)):
         return f"{name} {'on' if v else 'off'}"
     return f"{name} {v:g}" if isinstance(v, float) else f"{name} {v}"
 
@@ -91,7 +92,7 @@ def title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
     head = (f"{v['mode']}, {v['strategy']}, {v['backend']}, {v['replicas']} replica(s) on {v['workers']} worker(s), {v['data']}, "
             f"{v['precision']}{', xla' if v['xla'] is True else ''}, width {width}, "
             f"{v['image_size']}px, {v['num_classes']} classes")
-    return head + "".join(f", {_value(f, values[f])}" for f in extra)
+    return head + "".join(f", {value_words(f, values[f])}" for f in extra)
 
 
 def short_title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
@@ -99,7 +100,7 @@ def short_title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
     width = f"{values['width']:g}" if isinstance(values["width"], float) else values["width"]
     head = (f"{values['mode']}: {values['strategy']} x{values['replicas']} {values['backend']}, {values['data']}, {values['precision']}"
             f"{' xla' if values['xla'] is True else ''}, w{width}")
-    return head + "".join(f", {_value(f, values[f])}" for f in extra)
+    return head + "".join(f", {value_words(f, values[f])}" for f in extra)
 
 
 def model_batch_groups(df: pd.DataFrame, short: bool = False) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -133,6 +134,19 @@ def _told_apart(out: pd.DataFrame, rows: pd.DataFrame, ident: list[str], shown: 
 
 
 # ---- tables -------------------------------------------------------------------------------
+def _median_ci(r: pd.Series) -> tuple[float, float, float]:
+    """A row's median images/sec and the ends of its 95% CI."""
+    return (float(r["images_per_sec_median"]), float(r["images_per_sec_median_ci95_low"]),
+            float(r["images_per_sec_median_ci95_high"]))
+
+
+def throughput_ratio(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
+    """Row a's median images/sec over row b's, with its 95% CI (bench.stats.ratio_ci95)."""
+    from bench.stats import ratio_ci95
+
+    return ratio_ci95(*_median_ci(a), *_median_ci(b))
+
+
 def _pivot(g: pd.DataFrame, values: str) -> pd.DataFrame:
     # pivot, not pivot_table: each (model, batch) is one configuration here, and pivot raises
     # rather than keep the first of two
@@ -174,17 +188,19 @@ def vgg_vs_resnet(df: pd.DataFrame) -> pd.DataFrame:
     of images/sec and of test top-1 (VGG / ResNet)."""
     ok = latest_ok(df)
     family = {m: _family(m) for m in ok["model"].dropna().unique()}
-    cols = ["strategy", "replicas", "data", "batch_size", "vgg", "resnet", "images_per_sec_ratio", "top1_ratio"]
+    cols = ["strategy", "replicas", "data", "batch_size", "vgg", "resnet", "images_per_sec_ratio",
+            "images_per_sec_ratio_ci95_low", "images_per_sec_ratio_ci95_high", "top1_ratio"]
     rows, pairs = [], []
     for _, g in groups(ok, exclude=["model"], lead=["batch_size", *TITLE_FIELDS]):
         fam = g["model"].map(family)
         for _, v in g[fam == "vgg"].iterrows():
             for _, r in g[fam == "resnet"].iterrows():
                 top1 = v["top1"] / r["top1"] if pd.notna(v["top1"]) and pd.notna(r["top1"]) and r["top1"] else np.nan
+                ratio, lo, hi = throughput_ratio(v, r)
                 rows.append({"strategy": v["strategy"], "replicas": v["replicas"], "data": v["data"],
                              "batch_size": v["batch_size"], "vgg": v["model"], "resnet": r["model"],
-                             "images_per_sec_ratio": v["images_per_sec_median"] / r["images_per_sec_median"],
-                             "top1_ratio": top1})
+                             "images_per_sec_ratio": ratio, "images_per_sec_ratio_ci95_low": lo,
+                             "images_per_sec_ratio_ci95_high": hi, "top1_ratio": top1})
                 pairs.append(v.name)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[pairs], cols[:6], shown=["model"])
 
@@ -195,25 +211,26 @@ def family_comparison(df: pd.DataFrame) -> pd.DataFrame:
     per image, the work rate that achieves (GFLOP/s: images/sec x GFLOPs/image x 3 passes in
     training, 1 in inference), and its images/sec relative to ResNet's fastest model."""
     ok = latest_ok(df)
-    cols = ["strategy", "replicas", "data", "batch_size", "family", "model", "images_per_sec", "top1",
-            "gflops_per_image", "gflop_per_sec", "images_per_sec_vs_resnet"]
+    cols = ["mode", "strategy", "replicas", "data", "batch_size", "family", "model", "images_per_sec", "top1",
+            "gflops_per_image", "gflop_per_sec", "images_per_sec_vs_resnet", "vs_resnet_ci95_low", "vs_resnet_ci95_high"]
     rows, used = [], []
     for _, g in groups(ok, exclude=["model"], lead=["batch_size", *TITLE_FIELDS]):
         fam = g["model"].map(_family)
         best = {f: g.loc[gf["images_per_sec_median"].idxmax()] for f, gf in g[fam != ""].groupby(fam[fam != ""])}
         if len(best) < 2:
             continue
-        resnet = best["resnet"]["images_per_sec_median"] if "resnet" in best else np.nan
+        resnet = best.get("resnet")
         for f, r in sorted(best.items(), key=lambda kv: -kv[1]["images_per_sec_median"]):
             passes = 1 if r.get("mode") == "inference" else 3
-            rows.append({"strategy": r["strategy"], "replicas": r["replicas"], "data": r["data"],
+            vs, lo, hi = throughput_ratio(r, resnet) if resnet is not None else (np.nan,) * 3
+            rows.append({"mode": r["mode"], "strategy": r["strategy"], "replicas": r["replicas"], "data": r["data"],
                          "batch_size": r["batch_size"], "family": f, "model": r["model"],
                          "images_per_sec": r["images_per_sec_median"], "top1": r["top1"],
                          "gflops_per_image": r["gflops_per_image"],
                          "gflop_per_sec": r["images_per_sec_median"] * r["gflops_per_image"] * passes,
-                         "images_per_sec_vs_resnet": r["images_per_sec_median"] / resnet})
+                         "images_per_sec_vs_resnet": vs, "vs_resnet_ci95_low": lo, "vs_resnet_ci95_high": hi})
             used.append(r.name)
-    return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:6], shown=["model"])
+    return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:7], shown=["model"])
 
 
 def backend_comparison(df: pd.DataFrame) -> pd.DataFrame:
@@ -222,7 +239,7 @@ def backend_comparison(df: pd.DataFrame) -> pd.DataFrame:
     TensorFlow row, with XLA or without, is paired with the JAX row of its configuration."""
     ok = latest_ok(df)
     cols = ["model", "strategy", "replicas", "batch_size", "precision", "data", "tensorflow_xla",
-            "tensorflow_images_per_sec", "jax_images_per_sec", "jax_tensorflow_ratio"]
+            "tensorflow_images_per_sec", "jax_images_per_sec", "jax_tensorflow_ratio", "ratio_ci95_low", "ratio_ci95_high"]
     rows, used = [], []
     for _, g in groups(ok, exclude=["backend", "xla"]):
         jax_rows = g[g["backend"] == "jax"]
@@ -230,18 +247,19 @@ def backend_comparison(df: pd.DataFrame) -> pd.DataFrame:
             continue
         j = jax_rows.iloc[-1]
         for _, t in g[g["backend"] == "tensorflow"].iterrows():
+            ratio, lo, hi = throughput_ratio(j, t)
             rows.append({**{c: t[c] for c in cols[:6]}, "tensorflow_xla": t["xla"],
                          "tensorflow_images_per_sec": t["images_per_sec_median"],
-                         "jax_images_per_sec": j["images_per_sec_median"],
-                         "jax_tensorflow_ratio": j["images_per_sec_median"] / t["images_per_sec_median"]})
+                         "jax_images_per_sec": j["images_per_sec_median"], "jax_tensorflow_ratio": ratio,
+                         "ratio_ci95_low": lo, "ratio_ci95_high": hi})
             used.append(t.name)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:7])
 
 
-def _baselines(ok: pd.DataFrame) -> dict[Any, float]:
-    """Each row's one-replica images/sec: the same strategy at one replica, else `single`, with
-    every other key field equal (rows without a baseline are left out)."""
-    out: dict[Any, float] = {}
+def _baselines(ok: pd.DataFrame) -> dict[Any, Any]:
+    """Each row's one-replica row (by label): the same strategy at one replica, else `single`,
+    with every other key field equal (rows without a baseline are left out)."""
+    out: dict[Any, Any] = {}
     lead = ["model", "batch_size", "data", "precision", "xla", "width", "image_size", "num_classes"]
     for _, g in groups(ok, exclude=TOPOLOGY_FIELDS, lead=lead):
         single = g[(g["strategy"] == "single") & (g["replicas"] == 1)]
@@ -249,25 +267,33 @@ def _baselines(ok: pd.DataFrame) -> dict[Any, float]:
             base = gs[gs["replicas"] == 1]
             base = base if not base.empty else single
             if not base.empty:
-                out.update(dict.fromkeys(gs.index, float(base["images_per_sec_median"].iloc[-1])))
+                out.update(dict.fromkeys(gs.index, base.index[-1]))
     return out
 
 
-def scaling_efficiency(df: pd.DataFrame) -> pd.DataFrame:
+def scaling_efficiency(df: pd.DataFrame, baselines: bool = True) -> pd.DataFrame:
     """images/sec(N) / (N x images/sec(1)) per model, strategy and per-replica batch, with N the
-    replica count. The baseline is the same strategy at one replica, else `single`."""
+    replica count and the efficiency's 95% CI. The baseline is the same strategy at one replica,
+    else `single`. Without `baselines`, the one-replica rows (each its own baseline, 1.000) are
+    left out."""
     ok = latest_ok(df)
     ok = ok[ok["replicas"].notna()]  # a row without its replica count has no place on the scale
     cols = ["model", "strategy", "data", "batch_size", "replicas", "images_per_sec", "baseline_images_per_sec",
-            "speedup", "efficiency"]
+            "speedup", "efficiency", "efficiency_ci95_low", "efficiency_ci95_high"]
     base = _baselines(ok)
     rows, used = [], []
     for label, r in ok.loc[list(base)].sort_values(["model", "batch_size", "strategy", "replicas"],
                                                     kind="stable").iterrows():
-        one, n = base[label], int(r["replicas"])
+        n = int(r["replicas"])
+        if n == 1 and not baselines:
+            continue
+        one = ok.loc[base[label]]
+        # a baseline is exactly its own: no CI around 1
+        speedup, lo, hi = (1.0, 1.0, 1.0) if base[label] == label else throughput_ratio(r, one)
         rows.append({"model": r["model"], "strategy": r["strategy"], "data": r["data"], "batch_size": r["batch_size"],
-                     "replicas": n, "images_per_sec": r["images_per_sec_median"], "baseline_images_per_sec": one,
-                     "speedup": r["images_per_sec_median"] / one, "efficiency": r["images_per_sec_median"] / (n * one)})
+                     "replicas": n, "images_per_sec": r["images_per_sec_median"],
+                     "baseline_images_per_sec": one["images_per_sec_median"], "speedup": speedup,
+                     "efficiency": speedup / n, "efficiency_ci95_low": lo / n, "efficiency_ci95_high": hi / n})
         used.append(label)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:5])
 
@@ -295,7 +321,8 @@ def where_time_goes(df: pd.DataFrame) -> pd.DataFrame:
     sync_at = KEY_COLUMNS.index("gradient_sync")
     unsynced = {k[:sync_at] + k[sync_at + 1:]: label for label, k, s in
                 zip(ok.index, ok["config_key"], keys["gradient_sync"]) if s is not None and not s}
-    base = _baselines(latest_ok(df))
+    synced = latest_ok(df)
+    base, base_ips = _baselines(synced), synced["images_per_sec_median"]
     cols = ["model", "strategy", "backend", "batch_size", "replicas", "step_ms", "input_wait_ms", "exposed_comm_ms",
             "exposed_comm_ci95", "compute_ms", "input_share", "comm_share", "compute_share", "efficiency"]
     rows, used = [], []
@@ -308,7 +335,7 @@ def where_time_goes(df: pd.DataFrame) -> pd.DataFrame:
         wait = float(r["data_wait_ms"]) if pd.notna(r.get("data_wait_ms")) else 0.0
         comm, lo, hi = _diff_ci(r, n)
         compute = step - comm - wait
-        eff = (r["images_per_sec_median"] / (int(r["replicas"]) * base[label])) if label in base else np.nan
+        eff = (r["images_per_sec_median"] / (int(r["replicas"]) * base_ips[base[label]])) if label in base else np.nan
         rows.append({"model": r["model"], "strategy": r["strategy"], "backend": r["backend"],
                      "batch_size": r["batch_size"], "replicas": int(r["replicas"]), "step_ms": step,
                      "input_wait_ms": wait, "exposed_comm_ms": comm, "exposed_comm_ci95": f"[{lo:.1f}, {hi:.1f}]",
