@@ -234,12 +234,15 @@ def execute(cfg: RunConfig) -> RunOutcome:
                                device_sync=session.device_sync, before_timed=before_timed,
                                after_timed=timeline.stop if timeline is not None else None,
                                data_wait=None if session.source.fixed else session.data_wait,
-                               profile=cfg.profile_range, tracer=session.tracer(), pipelined=session.pipelined)
+                               profile=cfg.profile_range, tracer=session.tracer(), pipelined=session.pipelined,
+                               keep_diverged=cfg.mode == "train")
             timing.comm = session.comm_columns(cfg.steps)
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         if cfg.save_weights and dist.is_chief:
             session.save_weights(cfg.save_weights)
         outcome = Outcome("ok")
+        if timing.diverged is not None:  # a throughput run timed every step anyway: its row keeps them
+            outcome = Outcome("diverged", f"{timing.diverged}; every step was run and timed")
     except NonFiniteLoss as e:
         outcome = Outcome("diverged", str(e))
     except PredictedOOM as e:
@@ -255,10 +258,11 @@ def execute(cfg: RunConfig) -> RunOutcome:
             log.exception("run failed")
             outcome = Outcome("failed", _one_line(e))
     ok = outcome.status == "ok"
+    finished = ok or (timing is not None and timing.diverged is not None)  # every rank ran every step
     # after a failure a peer may be gone: gathering its timings would only wait for it
-    row = build_row(cfg, outcome, session=session, timing=timing if ok else None, accuracy=accuracy,
+    row = build_row(cfg, outcome, session=session, timing=timing if finished else None, accuracy=accuracy,
                     wall_s=time.perf_counter() - started)
-    if ok:  # likewise a closing barrier
+    if finished:  # likewise a closing barrier
         dist.shutdown()
     return RunOutcome(row, dist.is_chief, 0 if ok else 1)
 
@@ -313,7 +317,12 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
 def summary_text(row: dict, output: str) -> str:
     """A short human summary of the row just written."""
     if row.get("status") != "ok":
-        return f"{row['model']}: status {row.get('status')}: {row.get('error')}"
+        head = f"{row['model']}: status {row.get('status')}: {row.get('error')}"
+        if row.get("images_per_sec_median") is None:
+            return head
+        return (f"{head}\n  images/sec  {row['images_per_sec_median']:.1f} median (95% CI "
+                f"{row['images_per_sec_median_ci95_low']:.1f}-{row['images_per_sec_median_ci95_high']:.1f}) over "
+                f"{row['timed_steps']} timed steps, flagged: the loss went non-finite")
     ms = lambda k: 1000 * row[k]  # noqa: E731
     mib = lambda k: f"{row[k] / 2**20:,.0f} MiB" if row.get(k) is not None else "n/a"  # noqa: E731
     loss = f"final loss {row['final_loss']:.4f}" if row.get("final_loss") is not None else "forward only"

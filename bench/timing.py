@@ -59,33 +59,39 @@ class Timing:
     peak_mem_bytes: int | None = None  # over the timed part, on this rank (bench.memory)
     mem_source: str = ""
     comm: dict = field(default_factory=dict)  # columns from the strategy's timeline and autotuner (the chief's)
+    # with run_steps(keep_diverged=True): the first step whose loss was non-finite, and that loss
+    diverged: NonFiniteLoss | None = None
 
 
-def sync_step(step: Callable[[], tuple], index: int,
-              device_sync: Callable[[], None] | None = None) -> tuple[float, float, float]:
+def sync_step(step: Callable[[], tuple], index: int, device_sync: Callable[[], None] | None = None,
+              timing: "Timing | None" = None) -> tuple[float, float, float]:
     """Run one step and wait for it. Fetching the loss to the host waits for the step's
     function (tf.function runs all its stateful ops before returning); on accelerators
     `device_sync` (tf.experimental.sync_devices) also drains the device queues, so no
-    asynchronous work escapes the timer."""
+    asynchronous work escapes the timer. A non-finite loss raises NonFiniteLoss, unless
+    `timing` is given to note it in (run_steps(keep_diverged=True))."""
     t0 = time.perf_counter()
-    loss, correct = _wait(step(), index, device_sync)
+    loss, correct = _wait(step(), index, device_sync, timing)
     return time.perf_counter() - t0, loss, correct
 
 
-def _wait(outputs: tuple, index: int, device_sync: Callable[[], None] | None = None) -> tuple[float, float]:
+def _wait(outputs: tuple, index: int, device_sync: Callable[[], None] | None = None,
+          timing: "Timing | None" = None) -> tuple[float, float]:
     """Fetch a dispatched step's (loss, #correct) to the host, which waits for it; check the loss."""
     loss, correct = outputs
     loss = float(loss)
     if device_sync is not None:
         device_sync()
     if not math.isfinite(loss):
-        raise NonFiniteLoss(index, loss)
+        if timing is None:
+            raise NonFiniteLoss(index, loss)
+        timing.diverged = timing.diverged or NonFiniteLoss(index, loss)
     return loss, correct if isinstance(correct, float) else float(correct)
 
 
 def _timed_pipelined(step: Callable[[], tuple], steps: Iterable[int], timed: int, index: int, timing: Timing,
-                     global_batch: int,
-                     device_sync: Callable[[], None] | None, data_wait: WaitClock | None) -> None:
+                     global_batch: int, device_sync: Callable[[], None] | None, data_wait: WaitClock | None,
+                     keep: Timing | None) -> None:
     """Timed steps with the next one dispatched before the host waits for the current one, as
     Keras' `fit` runs them, so the device never idles while the host dispatches. A step's time
     is the interval between the completions of it and of its predecessor: in steady state the
@@ -96,7 +102,7 @@ def _timed_pipelined(step: Callable[[], tuple], steps: Iterable[int], timed: int
     for i in steps:  # 0 .. timed-1, through the progress bar
         last = i == timed - 1
         ahead = None if last else step()
-        loss, correct = _wait(pending, index, device_sync if last else None)
+        loss, correct = _wait(pending, index, device_sync if last else None, keep)
         t = time.perf_counter()
         timing.step_times.append(t - t_prev)
         t_prev, pending = t, ahead
@@ -114,7 +120,7 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
               before_timed: Callable[[], None] | None = None, after_timed: Callable[[], None] | None = None,
               data_wait: WaitClock | None = None,
               profile: tuple[int, int] | None = None, tracer: "Tracer | None" = None,
-              pipelined: bool = False) -> Timing:
+              pipelined: bool = False, keep_diverged: bool = False) -> Timing:
     """The first step (trace + compile) is timed apart as compile_s; then `warmup` untimed
     steps; then `before_timed` (e.g. a peak-memory reset); then `timed` steps whose seconds
     are kept, each with the part of it spent waiting for its batch where `data_wait` times
@@ -122,16 +128,19 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
     last; counted from 1) run under `tracer` (on this rank, where given) and are left out.
     `after_timed` runs once the timed steps are done (e.g. to stop a communication timeline).
     `pipelined` (a backend whose steps dispatch asynchronously, and no profiled steps) keeps one
-    step in flight during the timed part; otherwise each step is waited for in turn."""
+    step in flight during the timed part; otherwise each step is waited for in turn.
+    A non-finite loss raises NonFiniteLoss at once, or with `keep_diverged` (a throughput run,
+    as tf_cnn_benchmarks keeps timing) is noted in `timing.diverged` while every step still runs."""
     timing = timing or Timing()
+    keep = timing if keep_diverged else None
     bar = progress or (lambda desc, n: range(n))
     index = 0
     if first_is_compile:
-        timing.compile_s, loss, _ = sync_step(step, index, device_sync)
+        timing.compile_s, loss, _ = sync_step(step, index, device_sync, keep)
         timing.losses.append(loss)
         index += 1
     for _ in bar("warmup", warmup):
-        _, loss, _ = sync_step(step, index, device_sync)
+        _, loss, _ = sync_step(step, index, device_sync, keep)
         timing.losses.append(loss)
         index += 1
     if before_timed is not None:
@@ -139,7 +148,8 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
     if data_wait is not None:
         data_wait.take()  # what the untimed steps waited
     if pipelined and profile is None and timed > 0:
-        _timed_pipelined(step, bar("timed steps", timed), timed, index, timing, global_batch, device_sync, data_wait)
+        _timed_pipelined(step, bar("timed steps", timed), timed, index, timing, global_batch, device_sync, data_wait,
+                         keep)
         if after_timed is not None:
             after_timed()
         return timing
@@ -150,7 +160,7 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
             if k == first and tracer is not None:
                 tracer.start()
             with tracer.step(k) if tracer is not None else contextlib.nullcontext():
-                _, loss, _ = sync_step(step, index, device_sync)
+                _, loss, _ = sync_step(step, index, device_sync, keep)
             if k == last and tracer is not None:
                 tracer.stop()
             timing.losses.append(loss)
@@ -158,7 +168,7 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
             if data_wait is not None:
                 data_wait.take()
             continue
-        dt, loss, correct = sync_step(step, index, device_sync)
+        dt, loss, correct = sync_step(step, index, device_sync, keep)
         if data_wait is not None:
             timing.data_waits.append(data_wait.take())
         timing.step_times.append(dt)

@@ -3,6 +3,7 @@ it: tf.function + GradientTape + sparse categorical cross-entropy from logits. T
 policy, learning-rate schedule and optimizer here are backend-neutral (bench.train_jax uses them)."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -59,6 +60,42 @@ def make_learning_rate(cfg: "RunConfig", num_replicas: int, steps_per_epoch: int
     return LinearWarmup()
 
 
+@functools.cache
+def momentum_sgd() -> type:
+    """Keras' SGD whose momentum update, on TensorFlow, is one fused ResourceApplyKerasMomentum op
+    per variable (accum = momentum * accum - lr * grad; var += accum: Keras' own formula), where
+    Keras 3 runs five element-wise ops that each read and write the whole variable (as the
+    tf_cnn_benchmarks peer's ApplyMomentum does not). Only for plain variables: under a
+    tf.distribute strategy's mirrored variables, and on JAX, it is Keras' own update."""
+    import keras
+
+    class MomentumSGD(keras.optimizers.SGD):
+        def update_step(self, gradient, variable, learning_rate):
+            if keras.backend.backend() != "tensorflow" or self.momentum == 0:  # under JAX, no TensorFlow
+                return super().update_step(gradient, variable, learning_rate)
+            import tensorflow as tf
+
+            accum = self.momentums[self._get_variable_index(variable)].value
+            if isinstance(gradient, tf.IndexedSlices) or not _plain(variable) or not _plain(accum):
+                return super().update_step(gradient, variable, learning_rate)
+            var = variable.value if isinstance(variable, keras.Variable) else variable
+            tf.raw_ops.ResourceApplyKerasMomentum(
+                var=var.handle, accum=accum.handle, lr=tf.cast(learning_rate, var.dtype),
+                grad=tf.cast(gradient, var.dtype), momentum=tf.cast(self.momentum, var.dtype),
+                use_nesterov=bool(self.nesterov))
+
+    return MomentumSGD
+
+
+def _plain(v) -> bool:
+    """A single-device TensorFlow resource variable (not a tf.distribute one)."""
+    import keras
+    import tensorflow as tf
+
+    v = v.value if isinstance(v, keras.Variable) else v
+    return isinstance(v, tf.Variable) and not isinstance(v, tf.distribute.DistributedValues) and hasattr(v, "handle")
+
+
 def make_optimizer(cfg: "RunConfig", num_replicas: int = 1, steps_per_epoch: int | None = None):
     """Adam (default 1e-3) or SGD with momentum; weight decay via Keras' decoupled decay."""
     import keras
@@ -68,7 +105,7 @@ def make_optimizer(cfg: "RunConfig", num_replicas: int = 1, steps_per_epoch: int
     if cfg.optimizer == "adam":
         opt = keras.optimizers.Adam(learning_rate=lr, weight_decay=wd)
     else:
-        opt = keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, weight_decay=wd)
+        opt = momentum_sgd()(learning_rate=lr, momentum=cfg.momentum, weight_decay=wd)
     if cfg.precision == "mixed_fp16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt

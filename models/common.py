@@ -63,8 +63,16 @@ def conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = T
     from keras import layers
 
     x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = bn_layer(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+
+def bn_layer(name: str) -> Any:
+    """Every model's BatchNorm layer: Keras' semantics, TensorFlow's fused kernel on TensorFlow
+    (models.batchnorm)."""
+    from .batchnorm import batch_norm_layer
+
+    return batch_norm_layer()(momentum=BN_MOMENTUM, name=name)
 
 
 @functools.cache

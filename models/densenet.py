@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import BN_MOMENTUM, resolve_variant, scale_channels
+from .common import bn_layer, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ GROWTH, BOTTLENECK, COMPRESSION, INIT_MAPS = 32, 4, 0.5, 64
 def _bn_relu(x, name: str):
     from keras import layers
 
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = bn_layer(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

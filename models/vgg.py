@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
 
-from .common import BN_MOMENTUM, local_response_norm_layer, resolve_variant, scale_channels
+from .common import bn_layer, local_response_norm_layer, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def build_vgg(config: str, *, num_classes: int, input_shape: tuple[int, int, int
                           use_bias=not batch_norm, activation=None if batch_norm else "relu",
                           name=prefix)(x)
         if batch_norm:
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn")(x)
+            x = bn_layer(name=f"{prefix}_bn")(x)
             x = layers.ReLU(name=f"{prefix}_relu")(x)
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(VGG_HEADS[head], start=1):

@@ -74,9 +74,11 @@ def test_non_finite_and_out_of_range_values_are_refused(flag, value):
         parse_args(["vgg11", flag, value])
 
 
-def test_lr_defaults_follow_the_optimizer():
+def test_lr_defaults_follow_the_optimizer_and_the_mode():
     assert RunConfig(model="vgg11").lr == 1e-3
-    assert RunConfig(model="vgg11", optimizer="sgd").lr == 0.1
+    assert RunConfig(model="vgg11", optimizer="sgd").lr == 1e-3  # throughput: finite on every model
+    assert RunConfig(model="vgg11", optimizer="sgd", epochs=2).lr == 0.1  # accuracy mode: the course's recipe
+    assert parse_args(["vgg11", "--optimizer", "sgd", "--epochs", "1", "--data", "digits"]).lr == 0.1
     assert parse_args(["vgg11", "--optimizer", "sgd", "--lr", "0.5"]).lr == 0.5
 
 

@@ -336,3 +336,33 @@ def test_every_model_builds_and_trains(name):
     opt.apply_gradients(zip(grads, m.trainable_variables))
     assert np.isfinite(loss.numpy())
     assert all(g is not None for g in grads)
+
+
+# TensorFlow 2.21's oneDNN CPU kernels crash the process (heap corruption) on a 1x1 stride-2
+# convolution's gradient with 8 or fewer input channels on a 56x56 map, which resnet18/34 at
+# 224 px have below width 0.25 (the stage-2 projection); every other model runs at 1/16
+FINITE_WIDTH = {"resnet18": 0.25, "resnet34": 0.25}
+# where SGD diverged at 224 px: at 0.1 the VGGs and AlexNets without BatchNorm, at 0.01 those with it
+SGD_PRONE = [m for m in models.list_models() if m.startswith(("vgg", "alexnet"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,optimizer", [(m, "adam") for m in models.list_models()]
+                         + [(m, "sgd") for m in SGD_PRONE])
+def test_throughput_defaults_stay_finite_for_60_steps_at_224_px(name, optimizer):
+    """A throughput run's default optimizer setting (bench.config.THROUGHPUT_LR) trains every
+    registered model at 224 px for 60 steps without a non-finite loss."""
+    import keras
+
+    from bench.config import THROUGHPUT_LR, RunConfig
+    from bench.runner import open_session
+    from bench.timing import run_steps
+
+    cfg = RunConfig(model=name, image_size=224, width=FINITE_WIDTH.get(name, 0.0625), batch_size=2, steps=60,
+                    warmup_steps=0, optimizer=optimizer, progress=False)
+    assert cfg.lr == THROUGHPUT_LR[optimizer]
+    session = open_session(cfg).build()
+    timing = run_steps(session.step, warmup=0, timed=59, global_batch=2, device_sync=session.device_sync)
+    assert len(timing.losses) == 60 and np.isfinite(timing.losses).all()  # NonFiniteLoss would have raised
+    del session
+    keras.backend.clear_session()

@@ -362,3 +362,24 @@ def test_families_are_compared_by_their_fastest_model_with_the_work_rate_each_ac
     assert t.loc["vgg", "images_per_sec_vs_resnet"] == pytest.approx(3.0)
     assert t.loc["vgg", "gflop_per_sec"] == pytest.approx(300 * 0.5 * 3)  # training: 3 passes
     assert t.loc["vgg", "top1"] == pytest.approx(0.8) and np.isnan(t.loc["densenet", "top1"])
+
+
+def test_a_diverged_run_that_kept_its_timing_is_shown_flagged(tmp_path):
+    """A throughput run whose loss went non-finite still timed every step: the throughput tables
+    and the findings show it, marked; the accuracy and scaling tables take ok rows only."""
+    from bench.report import findings
+    from bench.reporting.tables import throughput_ci_tables
+
+    d = pd.read_csv(FIXTURE, keep_default_na=False, na_values=[""])
+    d.loc[2, "status"], d.loc[2, "error"] = "diverged", "non-finite loss nan at step 9; every step was run and timed"
+    p = tmp_path / "runs.csv"
+    d.to_csv(p, index=False)
+    df = load_results([p])
+    t = _table(throughput_ci_tables(df), "train, single, tensorflow, 1 replica(s) on 1 worker(s), synthetic")
+    assert t.loc["vgg13", 64] == "500.0 [480.0, 520.0] diverged" and t.loc["vgg13", 32] == "400.0 [390.0, 410.0]"
+    assert 64 not in set(best_batch_sizes(df).query("model == 'vgg13' and data == 'synthetic' and strategy == 'single'")
+                         ["batch_size"])
+    d.loc[[6, 10], "status"] = "failed"  # so that the diverged row is vgg13's fastest
+    d.to_csv(p, index=False)
+    (best,) = [f.text for f in findings(load_results([p])) if f.kind == "best" and f.text.startswith("vgg13")]
+    assert "fastest at 500 images/sec" in best and "flagged: its loss went non-finite" in best

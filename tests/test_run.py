@@ -72,14 +72,23 @@ def test_accuracy_mode_on_digits_beats_chance(tmp_path):
 
 
 @pytest.mark.slow
-def test_nonfinite_loss_gives_a_diverged_row(tmp_path):
+def test_a_diverged_throughput_run_keeps_its_timing_and_is_flagged(tmp_path):
     out = tmp_path / "runs.csv"
     r = run_cli("resnet18", *TINY, "--optimizer", "sgd", "--lr", "1e6", "--output", str(out))
     assert r.returncode == 1
     row = _one_row(out)
-    assert row["status"] == "diverged" and "non-finite" in row["error"]
+    assert row["status"] == "diverged" and "non-finite" in row["error"] and "every step was run" in row["error"]
+    # as tf_cnn_benchmarks does, every step still ran and was timed
+    assert row["timed_steps"] == 4 and row["images_per_sec_median"] > 0 and row["step_time_median_s"] > 0
+    assert "images/sec" in r.stdout and "flagged" in r.stdout
     import pandas as pd
     assert pd.read_csv(out)["status"].tolist() == ["diverged"]  # a plain reader sees a status, not a missing value
+    # accuracy mode keeps its own rule: it stops at the first non-finite loss, with no timing
+    r = run_cli("lenet5", "--data", "digits", "--epochs", "1", "--optimizer", "sgd", "--lr", "1e6",
+                "--no-progress", "--output", str(out))
+    assert r.returncode == 1
+    acc = pd.read_csv(out).iloc[-1]
+    assert acc["status"] == "diverged" and pd.isna(acc["images_per_sec_median"]) and pd.isna(acc["top1"])
 
 
 @pytest.mark.slow

@@ -1,10 +1,8 @@
 """The install: Horovod built against this TensorFlow, with Gloo, and importable alongside it."""
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 
 def _horovodrun() -> str:
@@ -12,13 +10,14 @@ def _horovodrun() -> str:
     return str(exe) if exe.exists() else shutil.which("horovodrun")
 
 
-@pytest.mark.slow
-def test_horovodrun_check_build_lists_tensorflow_and_gloo():
-    exe = _horovodrun()
-    assert exe, "horovodrun is not installed; run scripts/setup.sh"
-    out = subprocess.run([exe, "--check-build"], capture_output=True, text=True, timeout=120).stdout
-    assert "[X] TensorFlow" in out
-    assert "[X] Gloo" in out
+def test_horovod_is_built_with_tensorflow_and_gloo():
+    """What `horovodrun --check-build` lists, asked in process (the command imports TensorFlow five
+    times over); the distributed tests run horovodrun itself."""
+    import horovod.tensorflow as hvd
+
+    assert _horovodrun(), "horovodrun is not installed; run scripts/setup.sh"
+    assert hvd.gloo_built() and hvd.gloo_enabled() is not None
+    assert not hvd.mpi_built() and not hvd.nccl_built()  # the CPU build: Gloo only (see --hvd-hierarchical)
 
 
 def test_horovod_tensorflow_ops_load_in_process():

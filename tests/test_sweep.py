@@ -238,8 +238,13 @@ def test_a_writer_killed_mid_row_never_leaves_a_torn_row(tmp_path):
     out = tmp_path / "runs.csv"
     code = WRITER.format(repo=str(REPO), out=str(out))
     for k in range(6):
+        rows_before = out.stat().st_size if out.exists() else 0
         p = subprocess.Popen([PY, "-c", code])
-        time.sleep(0.3 + 0.17 * k)
+        deadline = time.monotonic() + 60
+        # a loaded machine can take longer than any fixed delay just to import: kill it only once it writes
+        while (not out.exists() or out.stat().st_size <= rows_before) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05 + 0.07 * k)
         p.kill()
         p.wait()
         df = read_rows(out)
@@ -399,17 +404,14 @@ def test_an_axis_sweep_writes_a_row_per_value_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_new_families_run_on_both_backends_through_a_sweep(tmp_path):
-    """GoogLeNet with its auxiliary heads (three outputs, weighted losses) trains through the
-    TensorFlow harness, and AlexNet with LRN (Keras ops) through the JAX one, each an ok row.
-    (XLA:CPU takes about a minute to compile GoogLeNet or DenseNet; the TensorFlow step of every
-    family is in test_models.)"""
+def test_a_new_family_runs_on_jax_through_a_sweep(tmp_path):
+    """AlexNet with LRN (Keras ops) trains through the JAX harness from a sweep, an ok row. (On
+    TensorFlow every registered model trains 60 steps at 224 px in test_models, GoogLeNet's
+    auxiliary heads included; XLA:CPU takes about a minute to compile GoogLeNet or DenseNet.)"""
     out = tmp_path / "runs.csv"
-    for models, backend in (("googlenet_aux", "tensorflow"), ("alexnet_lrn", "jax")):
-        r = sweep("--models", models, "--batch-sizes", "4", "--backends", backend, "--width", "0.125",
-                  "--steps", "2", "--warmup-steps", "1", "--output", str(out))
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = sweep("--models", "alexnet_lrn", "--batch-sizes", "4", "--backends", "jax", "--width", "0.125",
+              "--steps", "2", "--warmup-steps", "1", "--output", str(out))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     df = read_rows(out)
-    assert len(df) == 2 and (df["status"] == "ok").all()
-    assert sorted(zip(df["model"], df["backend"])) == [("alexnet_lrn", "jax"), ("googlenet_aux", "tensorflow")]
+    assert len(df) == 1 and (df["status"] == "ok").all() and df["backend"].tolist() == ["jax"]
     assert (df["final_loss"] > 0).all() and (df["params"] > 0).all()

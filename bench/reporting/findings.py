@@ -83,7 +83,7 @@ def _range(lo: float, hi: float, n: int, what: str, unit: str = "") -> str:
 def best_per_model(df: pd.DataFrame) -> list[Finding]:
     """The fastest configuration of each model (training and inference apart) and how far
     ahead of the next best it is."""
-    ok = tables.latest_ok(df)
+    ok = tables.latest_timed(df)
     ok = ok[ok["images_per_sec_median"].notna()]
     out = []
     for (model, mode), g in ok.groupby(["model", "mode"], sort=True):
@@ -93,7 +93,8 @@ def best_per_model(df: pd.DataFrame) -> list[Finding]:
         text = (f"{model}, {_mode_word(mode)}: fastest at "
                 f"{num(best['images_per_sec_median'])} images/sec "
                 f"{ci(best['images_per_sec_median_ci95_low'], best['images_per_sec_median_ci95_high'])} "
-                f"with {_setting(best, extra)}")
+                f"with {_setting(best, extra)}"
+                + (" (flagged: its loss went non-finite; every step was timed)" if best["status"] == "diverged" else ""))
         if len(g) > 1:
             nxt = g.iloc[1]
             gap = 100.0 * (1.0 - nxt["images_per_sec_median"] / best["images_per_sec_median"])

@@ -47,6 +47,21 @@ def latest_ok(df: pd.DataFrame, diagnostics: bool = False) -> pd.DataFrame:
     return ok.drop_duplicates(subset="config_key", keep="last")
 
 
+def latest_timed(df: pd.DataFrame) -> pd.DataFrame:
+    """latest_ok, plus throughput runs whose loss went non-finite but that timed every step
+    (status diverged, with images/sec): a measurement, flagged. For the throughput and step-time
+    tables; everything else takes only ok rows."""
+    keyed = _keyed(df)
+    timed = keyed[(keyed["status"] == "diverged") & keyed["images_per_sec_median"].notna()]
+    both = pd.concat([latest_ok(df), timed]) if not timed.empty else latest_ok(df)
+    both = both[both["gradient_sync"].astype(object).ne(False)] if "gradient_sync" in both else both
+    return both.sort_values("timestamp_utc", kind="stable").drop_duplicates(subset="config_key", keep="last")
+
+
+def is_diverged(rows: pd.DataFrame) -> pd.Series:
+    return rows["status"] == "diverged"
+
+
 def varying(df: pd.DataFrame, shown: Iterable[str] = ()) -> list[str]:
     """Key fields, other than `shown`, that take more than one value across `df`'s rows."""
     keys = key_frame(df)
@@ -104,9 +119,9 @@ def short_title(values: dict[str, Any], extra: Iterable[str] = ()) -> str:
 
 
 def model_batch_groups(df: pd.DataFrame, short: bool = False) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(title, latest ok rows) per model x batch-size table: rows that differ only in model and
-    per-replica batch size."""
-    ok = latest_ok(df)
+    """(title, latest timed rows) per model x batch-size table: rows that differ only in model and
+    per-replica batch size (diverged throughput runs included: see latest_timed)."""
+    ok = latest_timed(df)
     extra = varying(ok, shown=["model", "batch_size", *TITLE_FIELDS])
     for values, g in groups(ok, exclude=["model", "batch_size"]):
         yield (short_title if short else title)(values, extra), g
@@ -159,12 +174,13 @@ def throughput_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def throughput_ci_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The same layout as text: 'median [95% CI of the median]'."""
+    """The same layout as text: 'median [95% CI of the median]', and 'diverged' after a run whose
+    loss went non-finite (timed all the same)."""
     out = {}
     for t, g in model_batch_groups(df):
-        g = g.assign(cell=[f"{m:.1f} [{lo:.1f}, {hi:.1f}]" for m, lo, hi in
+        g = g.assign(cell=[f"{m:.1f} [{lo:.1f}, {hi:.1f}]{' diverged' if bad else ''}" for m, lo, hi, bad in
                            zip(g["images_per_sec_median"], g["images_per_sec_median_ci95_low"],
-                               g["images_per_sec_median_ci95_high"])])
+                               g["images_per_sec_median_ci95_high"], is_diverged(g))])
         out[t] = _pivot(g, "cell")
     return out
 
