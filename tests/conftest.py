@@ -35,6 +35,8 @@ def pytest_addoption(parser):
     g.addoption("--benchmark-warmup-rounds", type=int, default=3, help="untimed rounds after the compile step")
     g.addoption("--benchmark-csv", default=None, metavar="PATH",
                 help="append each benchmark as a row in bench/run.py's CSV schema (source=pytest)")
+    g.addoption("--extra-large", action="store_true", default=False,
+                help="also run the tests marked extra_large (minutes each; the deepest models)")
 
 
 def benchmark_backends(config) -> list[str]:
@@ -77,6 +79,11 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--extra-large"):
+        big = pytest.mark.skip(reason="extra_large: run with `pytest --extra-large`")
+        for item in items:
+            if "extra_large" in item.keywords:
+                item.add_marker(big)
     if config.getoption("--benchmark"):
         return
     skip = pytest.mark.skip(reason="benchmarks run only with `pytest --benchmark`")

@@ -27,6 +27,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--global-batch", type=int, default=8)
     p.add_argument("--out", required=True)
+    p.add_argument("--keras-batchnorm", action="store_true",
+                   help="on TensorFlow, Keras' own BatchNorm ops instead of the fused kernel (models.batchnorm)")
     args = p.parse_args()
 
     from bench.backends import select
@@ -40,7 +42,9 @@ def main() -> int:
     cfg = RunConfig(model=args.model, backend=args.backend, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
                     batch_size=per_replica, width=0.125, num_classes=10, optimizer="sgd", lr=0.05, momentum=0.9,
                     threads=1, init_weights=args.init_weights, progress=False)
-    s = open_session(cfg).build()
+    from models.batchnorm import fused
+    with fused(not args.keras_batchnorm):
+        s = open_session(cfg).build()
     assert s.dist.num_replicas == args.cpu_replicas
     rng = np.random.default_rng(99)
     x = rng.standard_normal((args.global_batch, 32, 32, 3)).astype(np.float32)
