@@ -39,7 +39,7 @@ def _main(argv: list[str] | None) -> int:
             print(models.describe(cfg.model, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data], width=cfg.width,
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
             return 0
-        from bench.results import append_row, check_output
+        from bench.results import OutputRefused, append_row, check_output
         check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("cnnbench").setLevel(logging.INFO)  # ours; the frameworks' INFO chatter stays off
@@ -50,6 +50,8 @@ def _main(argv: list[str] | None) -> int:
     if outcome.is_chief:
         try:
             append_row(cfg.output, outcome.row)
+        except OutputRefused as e:  # the file became one that is not ours to grow while the run ran
+            return input_error(BenchInputError(f"no row written: {e}"))
         except OSError as e:
             print(f"error: could not write the result row to {cfg.output}: {one_line(e)}", file=sys.stderr)
             return 1

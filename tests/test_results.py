@@ -1,7 +1,11 @@
 """Result rows: schema, atomic append, concurrent writers, schema migration, failures."""
 import csv
+import io
 import multiprocessing as mp
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -9,6 +13,9 @@ import pytest
 
 from bench import results
 from bench.results import COLUMNS, append_row, format_row
+from helpers import REPO
+
+TINY = ["--width", "0.125", "--steps", "3", "--warmup-steps", "1", "--batch-size", "8", "--no-progress"]
 
 
 def _row(i: int) -> dict:
@@ -21,12 +28,13 @@ def test_header_once_and_rows_roundtrip(tmp_path):
     for i in range(3):
         append_row(out, _row(i))
     text = out.read_text()
-    assert text.count("schema_version,") == 1
+    assert text.count("schema_version,") == 1 and text.count("\n") == 4  # one line a row
     df = pd.read_csv(out)
     assert list(df.columns) == COLUMNS
     assert df["model"].tolist() == ["m0", "m1", "m2"]
     assert df["images_per_sec"].tolist() == [0.0, 1.5, 3.0]
-    assert df["error"][0] == 'a, "quoted"\nmessage'
+    assert df["error"][0] == "'a, \"quoted\"\\nmessage"  # protected: a plain reader sees the escape
+    assert results.read_rows(out)["error"][0] == 'a, "quoted"\nmessage'
 
 
 def test_ids_that_look_like_numbers_read_back_as_text(tmp_path):
@@ -117,14 +125,21 @@ def test_a_torn_last_line_is_dropped_and_a_complete_one_kept(tmp_path, caplog):
     assert pd.read_csv(out)["model"].tolist() == ["m1", "m4", "m5"]
 
 
+def _raw_line(row: dict) -> str:
+    """A row as writers before issue 21 wrote it: a line break inside a quoted cell."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([results._cell(row.get(c)) for c in COLUMNS])
+    return buf.getvalue()
+
+
 def test_a_torn_quoted_multiline_cell_is_dropped_whole(tmp_path):
     out = tmp_path / "runs.csv"
-    append_row(out, _row(1))
-    line = format_row(_row(2))
+    out.write_text(results._header(COLUMNS) + _raw_line(_row(1)))
+    line = _raw_line(_row(2))
     cut = line.index("\nmessage") + 3  # inside the quoted, multi-line error cell
     out.write_text(out.read_text() + line[:cut])
     append_row(out, _row(3))
-    df = pd.read_csv(out)
+    df = results.read_rows(out)
     assert df["model"].tolist() == ["m1", "m3"] and df["error"].tolist() == [_row(1)["error"]] * 2
 
 
@@ -175,3 +190,147 @@ def test_check_output_refuses_before_anything_runs(tmp_path):
         results.check_output(tmp_path / "notes.txt")
     with pytest.raises(BenchInputError, match="directory"):
         results.check_output(tmp_path)
+
+
+# ---- issue 21: every byte a cell can hold, the size cap, headers the writer must not rewrite ----
+HOSTILE = ["<script>alert(1)</script>", "a\rb", "a\nb", "\r\n", "tab\there", "nul\x00bel\x07esc\x1bdel\x7f",
+           "c1\x85\x9b fs\x1c", "ls\u2028ps\u2029", "$x^2$", "$\\alpha$", "=1+1", "+x", "-x", "@x", "\t=1", "\r=1",
+           " =HYPERLINK(\"http://x\")", "=cmd|' /C calc'!A0", "'quoted", "''", "'", "\\n is not a newline",
+           "C:\\dir\\new", "x\\", "-1.5", "+2", "undecodable \udcff name", 'a, "quoted", cell', "é ü 漢字"]
+TEXT_COLUMNS = [c for c, kind in results.COLUMN_TYPES.items() if kind == "str"]
+
+
+def _hostile_row(value: str) -> dict:
+    return {**{c: value for c in TEXT_COLUMNS}, "schema_version": results.SCHEMA_VERSION, "batch_size": 8,
+            "final_loss": -1.5, "images_per_sec": -0.0025, "timed_steps": -3}
+
+
+def test_hostile_text_in_every_text_column_round_trips(tmp_path):
+    out = tmp_path / "runs.csv"
+    for value in HOSTILE:
+        append_row(out, _hostile_row(value))
+    text = out.read_text(encoding="utf-8")
+    # one record, one line, whatever splits lines: bytes, str.splitlines (U+2028, \x1c, \x85 ...)
+    assert len(out.read_bytes().splitlines()) == len(text.splitlines()) == len(HOSTILE) + 1
+    number = re.compile(r"[+-]?\d+(\.\d+)?(e[+-]?\d+)?")
+    for fields in list(csv.reader(io.StringIO(text)))[1:]:
+        for cell in fields:  # what a spreadsheet sees: no formula, no control character
+            assert number.fullmatch(cell) or not cell.lstrip(" ").startswith(tuple("=+-@\t\r")), cell
+            assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", cell), cell
+    plain = pd.read_csv(out)  # numbers stay numbers for a plain reader
+    assert plain["final_loss"].tolist() == [-1.5] * len(HOSTILE) and plain["timed_steps"].tolist() == [-3] * len(HOSTILE)
+    assert plain["model"][0] == HOSTILE[0] and plain["model"][HOSTILE.index("=1+1")] == "'=1+1"
+    rows, loaded = results.read_rows(out), results.load_results([out])
+    for c in TEXT_COLUMNS:
+        assert rows[c].tolist() == HOSTILE, c
+        assert loaded[c].astype(object).tolist() == HOSTILE, c
+    assert loaded["final_loss"].tolist() == [-1.5] * len(HOSTILE)
+    assert loaded["images_per_sec"].tolist() == [-0.0025] * len(HOSTILE)
+
+
+def test_rows_migrated_from_an_older_writer_are_protected_and_read_the_same(tmp_path):
+    out = tmp_path / "runs.csv"
+    old_columns = [c for c in COLUMNS if c != "form"]  # schema 4: no form column
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([old_columns, [{"schema_version": 4, "model": "=1+1", "status": "ok",
+                                                                   "error": "two\nlines"}.get(c, "") for c in old_columns]])
+    out.write_text(buf.getvalue())
+    assert results.read_rows(out)["error"].tolist() == ["two\nlines"]
+    append_row(out, _row(1))
+    assert len(out.read_text().splitlines()) == 3
+    df = results.read_rows(out)
+    assert df["model"].tolist() == ["=1+1", "m1"] and df["error"].tolist() == ["two\nlines", _row(1)["error"]]
+    assert df["form"].tolist() == ["auto", "auto"]
+
+
+def test_a_complete_last_row_with_trimmed_empty_cells_is_kept(tmp_path, caplog):
+    out = tmp_path / "runs.csv"
+    append_row(out, _row(1))
+    whole = out.read_text()
+    trimmed = format_row({**_row(2), "error": ""}).rstrip("\n").rstrip(",")  # what some editors save
+    assert trimmed.endswith(",ok")
+    out.write_text(whole + trimmed)
+    assert pd.read_csv(out)["model"].tolist() == ["m1", "m2"]  # a reader accepts it
+    append_row(out, _row(3))
+    assert pd.read_csv(out)["model"].tolist() == ["m1", "m2", "m3"]
+    assert "dropped" not in caplog.text
+    out.write_text(whole + trimmed[:-1])  # cut inside its status: "o" is no run's status
+    append_row(out, _row(4))
+    assert pd.read_csv(out)["model"].tolist() == ["m1", "m4"] and "dropped a partial last line" in caplog.text
+
+
+@pytest.mark.parametrize("case", ["newer-schema", "duplicated-column"])
+def test_a_header_the_writer_would_not_read_is_never_rewritten(tmp_path, case):
+    from bench.errors import BenchInputError
+
+    out = tmp_path / "runs.csv"
+    append_row(out, _row(1))
+    if case == "newer-schema":
+        append_row(out, {**_row(2), "schema_version": results.SCHEMA_VERSION + 1})
+        fragment = "newer schema"
+    else:
+        lines = out.read_text().split("\n")
+        out.write_text("\n".join([lines[0] + ",model", *(l + ",again" if l else l for l in lines[1:])]))
+        fragment = "'model' twice"
+    before = out.read_bytes()
+    with pytest.raises(results.OutputRefused, match=fragment):
+        append_row(out, _row(3))
+    with pytest.raises(BenchInputError, match=fragment):
+        results.check_output(out)
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    if case == "duplicated-column":
+        with pytest.raises(BenchInputError, match=fragment):
+            results.load_results([out])
+
+
+def test_the_writer_never_grows_a_file_past_what_readers_accept(tmp_path, monkeypatch):
+    from bench.errors import BenchInputError
+
+    out = tmp_path / "runs.csv"
+    append_row(out, _row(1))
+    append_row(out, _row(2))
+    before = out.read_bytes()
+    monkeypatch.setattr(results, "MAX_CSV_BYTES", len(before) + 100)  # room for less than a row
+    monkeypatch.setattr(results, "ROW_ROOM", 50)
+    results.check_output(out)  # up front the file still has its room
+    with pytest.raises(results.OutputRefused, match="pass --output NEW.csv"):
+        append_row(out, _row(3))
+    assert out.read_bytes() == before
+    assert results.read_existing(out) == before.decode()  # and readers still accept it
+    monkeypatch.setattr(results, "ROW_ROOM", 200)
+    with pytest.raises(BenchInputError, match=r"runs.csv holds \d+ bytes.*pass --output NEW.csv"):
+        results.check_output(out)  # up front, before a run trains for nothing
+    assert out.read_bytes() == before
+
+
+def test_a_file_split_by_a_raw_line_break_is_refused_up_front(tmp_path):
+    """What writers before issue 21 left for a carriage return in a cell: the run must not train
+    only to lose its row with a traceback."""
+    from bench.errors import BenchInputError
+
+    out = tmp_path / "runs.csv"
+    out.write_text(results._header(COLUMNS) + _raw_line({**_row(1), "error": "", "model": "a\rb"}))
+    before = out.read_bytes()
+    with pytest.raises(BenchInputError, match="not a readable CSV"):
+        results.check_output(out)
+    with pytest.raises(results.OutputRefused, match="not a readable CSV"):
+        append_row(out, _row(2))
+    assert out.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_run_refuses_with_exit_2_when_its_row_would_cross_the_cap(tmp_path):
+    """The file grew while the run ran (another writer): one line, exit 2, the file as it was."""
+    out = tmp_path / "runs.csv"
+    append_row(out, _row(1))
+    before = out.read_bytes()
+    code = ("import sys; sys.path.insert(0, '.'); import bench.results as r; "
+            f"r.MAX_CSV_BYTES = {len(before) + 100}; r.ROW_ROOM = 0; import bench.run; "
+            f"sys.exit(bench.run.main(['vgg11', *{TINY!r}, '--output', {str(out)!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    lines = [l for l in p.stderr.splitlines() if l.strip()]
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: no row written:") and "pass --output NEW.csv" in lines[0]
+    assert out.read_bytes() == before
