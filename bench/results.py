@@ -347,10 +347,10 @@ def check_output(path: str | os.PathLike) -> None:
     p = output_target(path)
     try:
         text = read_existing(p)
-        _refuse_rewrite(text, p)
         size = p.stat().st_size if text else 0
         if size + ROW_ROOM > MAX_CSV_BYTES:
             raise OutputRefused(_too_large(p, size, ROW_ROOM))
+        _refuse_rewrite(text, p)
         p.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(p.parent, os.W_OK | os.X_OK):
             raise PermissionError(f"cannot write to directory {p.parent}")

@@ -221,6 +221,17 @@ CASES = [
     ("cluster-word-workers", "cluster", ["-n", "two", "--", "true"], {}, 2, "num_workers='two'"),
     ("cluster-no-command", "cluster", ["-n", "2"], {}, 2, "no command"),
     ("cluster-abbreviated-option", "cluster", ["-n", "2", "--tim", "5", "--", "true"], {}, 2, "--tim"),
+    # ---- issue 21: the results file ----
+    # files the writer would have to rewrite wrongly, or grow past what readers accept: refused
+    # before anything trains ({cap_dir} is a folder so that each case does not copy its 256 MiB)
+    ("run-output-newer-schema", "run", ["vgg11", "--output", "{schema_9}"], {}, 2, "newer schema (9 > "),
+    ("run-output-duplicated-column", "run", ["vgg11", "--output", "{dup_column}"], {}, 2, "'model' twice"),
+    ("run-output-split-by-a-raw-cr", "run", ["vgg11", "--output", "{raw_cr}"], {}, 2, "not a readable CSV"),
+    ("run-output-at-size-cap", "run", ["vgg11", "--output", "{cap_dir}/runs.csv"], {}, 2, "pass --output NEW.csv"),
+    ("sweep-output-newer-schema", "sweep", [*SWEEP, "--output", "{schema_9}"], {}, 2, "newer schema (9 > "),
+    ("sweep-output-at-size-cap", "sweep", [*SWEEP, "--output", "{cap_dir}/runs.csv"], {}, 2,
+     "pass --output NEW.csv"),
+    ("report-duplicated-column", "report", ["{dup_column}", "--out", "{dir}/rep"], {}, 2, "'model' twice"),
 ]
 
 
@@ -266,6 +277,20 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     put("schema_9.csv", _csv_row_text(schema_version=9))
     put("header_only.csv", good.split("\n")[0] + "\n")
     put("empty.csv", "")
+    # issue 21: a duplicated column; a carriage return as writers before issue 21 left it; a file
+    # with less than a row's room below the size readers accept
+    header, row = good.split("\n", 1)
+    put("dup_column.csv", f"{header},model\n{row.rstrip(chr(10))},vgg13\n")
+    put("raw_cr.csv", f"{header}\n{row.replace('vgg11', 'vgg' + chr(13) + '11', 1)}")
+    from bench.results import MAX_CSV_BYTES, ROW_ROOM
+    (d / "cap").mkdir()
+    with open(d / "cap" / "runs.csv", "w") as f:
+        f.write(good)
+        while f.tell() + len(row) * 1024 <= MAX_CSV_BYTES - ROW_ROOM:
+            f.write(row * 1024)
+        while f.tell() <= MAX_CSV_BYTES - ROW_ROOM:
+            f.write(row)
+    files["cap_dir"] = str(d / "cap")
     put("toml_timeout_text.toml", 'models = ["vgg11"]\nbatch_sizes = [8]\ntimeout = "soon"\n')
     put("toml_run_5.toml", 'models = ["vgg11"]\nbatch_sizes = [8]\nrun = 5\n')
     put("toml_output_5.toml", 'models = ["vgg11"]\nbatch_sizes = [8]\noutput = 5\n')
