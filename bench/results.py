@@ -333,8 +333,8 @@ def _number(cell: str) -> float:
         return math.nan
 
 
-def _too_large(path: Path, size: int, need: int) -> str:
-    return (f"{path} holds {size} bytes; {need} more would take it past {MAX_CSV_BYTES // 2**20} MiB, the most a "
+def _too_large(path: Path, size: int, more: str) -> str:
+    return (f"{path} holds {size} bytes; {more} would take it past {MAX_CSV_BYTES // 2**20} MiB, the most a "
             "cnnbench results file may hold: pass --output NEW.csv to start a new file")
 
 
@@ -349,7 +349,7 @@ def check_output(path: str | os.PathLike) -> None:
         text = read_existing(p)
         size = p.stat().st_size if text else 0
         if size + ROW_ROOM > MAX_CSV_BYTES:
-            raise OutputRefused(_too_large(p, size, ROW_ROOM))
+            raise OutputRefused(_too_large(p, size, f"a row (up to {ROW_ROOM // 2**10} KiB)"))
         _refuse_rewrite(text, p)
         p.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(p.parent, os.W_OK | os.X_OK):
@@ -417,7 +417,7 @@ def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
             data = _merge(_repair_torn_tail(old, path), line, path).encode("utf-8")
             if len(data) > MAX_CSV_BYTES:
                 size = path.stat().st_size if old else 0
-                raise OutputRefused(_too_large(path, size, len(data) - size))
+                raise OutputRefused(_too_large(path, size, f"this row's {len(data) - size} bytes"))
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
