@@ -417,7 +417,7 @@ def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
             data = _merge(_repair_torn_tail(old, path), line, path).encode("utf-8")
             if len(data) > MAX_CSV_BYTES:
                 size = path.stat().st_size if old else 0
-                raise OutputRefused(_too_large(path, size, f"this row's {len(data) - size} bytes"))
+                raise OutputRefused(_too_large(path, size, f"this append ({len(data) - size} more bytes)"))
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -438,17 +438,25 @@ def _migrate(row: dict[str, str]) -> dict[str, str]:
     return row
 
 
-def _needs_migration(rows: list[dict[str, str]]) -> bool:
-    return any(r.get("status") in OLD_STATUS_NAMES or any(not r.get(c) for c in OLD_DEFAULTS) for r in rows)
+def _needs_migration(old: str) -> bool:
+    """Whether `old` has another header or a row of an older schema (read row by row: a file
+    near MAX_CSV_BYTES as dicts would take several times its size in memory)."""
+    reader = csv.reader(_lines(old))
+    if next(reader) != COLUMNS:
+        return True
+    at = [COLUMNS.index(c) for c in OLD_DEFAULTS]
+    status = COLUMNS.index("status")
+    return any(len(fields) <= max(*at, status) or fields[status] in OLD_STATUS_NAMES or not all(fields[i] for i in at)
+               for fields in reader if fields)
 
 
 def _merge(old: str, line: str, path: Path) -> str:
     if not old.strip():
         return _header(COLUMNS) + line
+    if not _needs_migration(old):
+        return (old if old.endswith("\n") else old + "\n") + line
     reader = csv.DictReader(_lines(old))
     rows = list(reader)
-    if reader.fieldnames == COLUMNS and not _needs_migration(rows):
-        return (old if old.endswith("\n") else old + "\n") + line
     # An older schema: rewrite every row under the current columns, keeping any columns this
     # version does not know at the end so that nothing is lost.
     if any(None in r for r in rows):
