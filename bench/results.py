@@ -486,6 +486,7 @@ def read_rows(path: str | os.PathLike):
     for col in df.columns:
         if df[col].dtype == object or isinstance(df[col].dtype, pd.StringDtype):
             df[col] = df[col].map(unprotect_cell, na_action="ignore")
+    df = df.copy()  # one block per dtype again after the columns replaced one by one
     for col in ("status", "error"):
         if col in df:
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
@@ -493,7 +494,10 @@ def read_rows(path: str | os.PathLike):
         df["status"] = df["status"].replace(OLD_STATUS_NAMES)
     if "model" in df:
         for col, value in OLD_DEFAULTS.items():
-            df[col] = df[col].fillna(value) if col in df else value
+            if col not in df:
+                df[col] = value
+            elif df[col].isna().any():  # an all-empty column reads as float, which holds no text or bool
+                df[col] = (df[col].astype(object) if df[col].dtype.kind == "f" else df[col]).fillna(value)
     return df
 
 
