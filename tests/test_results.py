@@ -334,3 +334,19 @@ def test_run_refuses_with_exit_2_when_its_row_would_cross_the_cap(tmp_path):
     assert p.returncode == 2, p.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: no row written:") and "pass --output NEW.csv" in lines[0]
     assert out.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_real_run_in_a_folder_named_with_a_carriage_return_keeps_its_row_on_one_line(tmp_path):
+    """The break as found: a CR in the output folder's name reached the row through trace_dir,
+    unquoted, and the next append (a later run's) died with a traceback."""
+    out = tmp_path / "=1+1\rfolder <script>" / "runs.csv"
+    p = subprocess.run([sys.executable, "bench/run.py", "vgg11", "--backend", "jax", *TINY, "--steps", "4",
+                        "--profile-steps", "3-3", "--output", str(out)], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    append_row(out, _row(1))
+    assert len(out.read_bytes().splitlines()) == 3 and len(pd.read_csv(out)) == 2
+    df = results.read_rows(out)
+    assert df["trace_dir"][0] == str(out.parent / "traces" / df["run_id"][0])
+    assert results.load_results([out])["trace_dir"][0] == df["trace_dir"][0]
