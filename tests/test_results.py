@@ -218,7 +218,8 @@ def test_hostile_text_in_every_text_column_round_trips(tmp_path):
             assert number.fullmatch(cell) or not cell.lstrip(" ").startswith(tuple("=+-@\t\r")), cell
             assert not re.search("[\x00-\x1f\x7f-\x9f\u2028\u2029]", cell), cell
     plain = pd.read_csv(out)  # numbers stay numbers for a plain reader
-    assert plain["final_loss"].tolist() == [-1.5] * len(HOSTILE) and plain["timed_steps"].tolist() == [-3] * len(HOSTILE)
+    assert plain["final_loss"].tolist() == [-1.5] * len(HOSTILE)
+    assert plain["timed_steps"].tolist() == [-3] * len(HOSTILE)
     assert plain["model"][0] == HOSTILE[0] and plain["model"][HOSTILE.index("=1+1")] == "'=1+1"
     rows, loaded = results.read_rows(out), results.load_results([out])
     for c in TEXT_COLUMNS:
@@ -231,9 +232,9 @@ def test_hostile_text_in_every_text_column_round_trips(tmp_path):
 def test_rows_migrated_from_an_older_writer_are_protected_and_read_the_same(tmp_path):
     out = tmp_path / "runs.csv"
     old_columns = [c for c in COLUMNS if c != "form"]  # schema 4: no form column
+    cells = {"schema_version": 4, "model": "=1+1", "status": "ok", "error": "two\nlines"}
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows([old_columns, [{"schema_version": 4, "model": "=1+1", "status": "ok",
-                                                                   "error": "two\nlines"}.get(c, "") for c in old_columns]])
+    csv.writer(buf, lineterminator="\n").writerows([old_columns, [cells.get(c, "") for c in old_columns]])
     out.write_text(buf.getvalue())
     assert results.read_rows(out)["error"].tolist() == ["two\nlines"]
     append_row(out, _row(1))
