@@ -114,3 +114,13 @@ def tmpfs(tmp_path):
     yield mount
     for path in reversed(mounted):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The bad-input corpus's count per command and per class, whenever it ran."""
+    corpus = sys.modules.get("test_bad_input")
+    lines = corpus.corpus_summary(terminalreporter.stats) if corpus is not None else []
+    if lines:
+        terminalreporter.section("bad-input corpus")
+        for line in lines:
+            terminalreporter.write_line(line)
