@@ -658,3 +658,28 @@ def test_the_corpus_is_large_and_covers_every_tool():
     assert {BY_ID[i][1] for i in HOSTILE_ENV} == set(TOOLS), "a command without an unwritable-HOME case"
     classes = case_classes()
     assert set(classes) == set(BY_ID) and "unclassified" not in classes.values()
+
+
+def test_a_full_disk_under_the_run_costs_its_row_and_nothing_else(tmpfs, tmp_path):
+    """A real ENOSPC (a small tmpfs, filled), not one faked from os.fsync: the run trains, cannot
+    append its row, says so on one line and exits 1; the CSV is byte-identical and the disk holds
+    nothing new (no temporary, no partial file)."""
+    disk = tmpfs(256)
+    out = disk / "runs.csv"
+    out.write_text(_csv_row_text())
+    with open(disk / "ballast", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    before = _tree(disk)
+    r = subprocess.run([PY, "bench/run.py", "vgg11", "--width", "0.125", "--steps", "2", "--warmup-steps", "0",
+                        "--batch-size", "2", "--no-progress", "--output", str(out)], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdin=subprocess.DEVNULL)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
+    assert "could not write the result row" in lines[0] and "No space left" in lines[0], lines[0]
+    after = {k: v for k, v in _tree(disk).items() if not k.endswith(".csv.lock")}  # the writers' lock, kept by design
+    assert after == before, _tree_diff(before, after)
