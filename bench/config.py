@@ -392,7 +392,8 @@ def _check_init_weights(path: str) -> None:
     if not Path(path).is_file():
         raise BenchInputError(f"no such weights file: init_weights={path}")
     if not path.endswith(WEIGHTS_SUFFIX):
-        raise BenchInputError(f"init_weights={path} is not a Keras {WEIGHTS_SUFFIX} file: its name must end in {WEIGHTS_SUFFIX}")
+        raise BenchInputError(f"init_weights={path} is not a Keras {WEIGHTS_SUFFIX} file: its name must end in "
+                              f"{WEIGHTS_SUFFIX}")
 
 
 def _check_save_weights(path: str) -> None:

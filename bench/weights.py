@@ -112,9 +112,13 @@ def save_weights(model: "keras.Model", path: str) -> None:
     if free < need:
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} ({free:,} bytes free, the weights need "
                       f"about {need:,})", str(p.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = p.stat().st_mode & 0o777 if p.is_file() else 0o666 & ~umask  # as a plain write would leave it
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=WEIGHTS_SUFFIX)
     os.close(fd)
     try:
+        os.chmod(tmp, mode)
         model.save_weights(tmp)
         os.replace(tmp, p)
     except BaseException:
