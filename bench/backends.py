@@ -55,6 +55,7 @@ def load(name: str) -> ModuleType:
     """The backend module for `name` (imports its framework, quietly)."""
     select(name)
     quiet_import(name)
+    quiet_import("keras")  # it imports matplotlib, which talks where HOME cannot be written
     return importlib.import_module(f"bench.backend_{name}")
 
 

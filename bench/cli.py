@@ -1,17 +1,29 @@
 """`cnnbench SUBCOMMAND ...`: one console entry point for the suite's tools."""
 from __future__ import annotations
 
+import os
 import sys
 
+if __package__ in (None, ""):
+    sys.path[0] = str(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench.errors import BenchInputError, input_error  # noqa: E402 - after the path is set
+
 COMMANDS = {"run": "bench.run", "sweep": "bench.sweep", "report": "bench.report"}
+USAGE = f"usage: cnnbench {{{','.join(COMMANDS)}}} ..."
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Bad input (no command, an unknown one): one line, exit 2; the command's own errors are its own."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        bad = f"error: unknown command {argv[0]!r}\n" if argv and argv[0] not in ("-h", "--help") else ""
-        print(f"{bad}usage: cnnbench {{{','.join(COMMANDS)}}} ...", file=sys.stderr if bad else sys.stdout)
-        return 2 if bad or not argv else 0
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        got = f"Received: {argv[0]!r}" if argv else "Received: nothing"
+        return input_error(BenchInputError(f"give a command, one of {', '.join(COMMANDS)} ({USAGE}). {got}"))
     import importlib
     return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import math
+import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from models.common import FORMS  # the zoo imports no Keras until a model is built
 
-from .errors import BenchInputError
+from .errors import BenchInputError, one_line
 
 BACKENDS = ("tensorflow", "jax")
 DATASETS = ("synthetic", "cifar100", "digits")
@@ -40,6 +43,7 @@ NATURAL_CLASSES = {"synthetic": 100, "cifar100": 100, "digits": 10}
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1}
 THROUGHPUT_LR = {"adam": 1e-3, "sgd": 1e-3}
 GROUPS = ("data and size", "what to measure", "model and training", "where it runs", "output")  # --help order
+WEIGHTS_SUFFIX = ".weights.h5"  # the only name Keras 3 reads and writes as weights alone
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which Keras' set_random_seed uses, takes no more
 
 
@@ -346,8 +350,10 @@ def validate(cfg: RunConfig) -> None:
         raise BenchInputError(f"--output is a directory: output={cfg.output}")
     if cfg.backend == "jax" and cfg.xla is False:
         raise BenchInputError("XLA is always on under --backend jax (jax.jit compiles every step). Received: --no-xla")
-    if cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
-        raise BenchInputError(f"no such weights file: init_weights={cfg.init_weights}")
+    if cfg.init_weights is not None:
+        _check_init_weights(cfg.init_weights)
+    if cfg.save_weights is not None:
+        _check_save_weights(cfg.save_weights)
     from .backends import check_installed
     check_installed(cfg.backend)
     if cfg.mode == "inference":
@@ -361,6 +367,57 @@ def validate(cfg: RunConfig) -> None:
         _check_profile_steps(cfg)
     if cfg.lr_warmup_epochs is not None and not cfg.scale_lr:
         raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={cfg.lr_warmup_epochs}")
+
+
+def probe_write(folder: Path) -> None:
+    """OSError unless this process can write into `folder`, or create it: tried for real, in the
+    nearest folder that exists (root passes every permission check, but not a read-only mount),
+    and undone. Nothing is left behind."""
+    folder = Path(folder)
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)}: {ancestor}")
+    if ancestor == folder:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cnnbench-", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    else:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".cnnbench-", suffix=".probe"))
+
+
+def _check_init_weights(path: str) -> None:
+    """--init-weights before anything starts: an existing regular file with Keras' weights suffix."""
+    if not Path(path).is_file():
+        raise BenchInputError(f"no such weights file: init_weights={path}")
+    if not path.endswith(WEIGHTS_SUFFIX):
+        raise BenchInputError(f"init_weights={path} is not a Keras {WEIGHTS_SUFFIX} file: its name must end in "
+                              f"{WEIGHTS_SUFFIX}")
+
+
+def _check_save_weights(path: str) -> None:
+    """--save-weights before anything trains: a name ending in .weights.h5, in an existing folder
+    this process can write to, and not a folder or other non-file itself. Writes nothing that stays."""
+    p = Path(path)
+    if p.is_dir():
+        raise BenchInputError(f"--save-weights is a directory: save_weights={path}")
+    if p.exists() and not p.is_file():
+        raise BenchInputError(f"--save-weights is not a regular file: save_weights={path}")
+    if not path.endswith(WEIGHTS_SUFFIX) or p.name == WEIGHTS_SUFFIX:
+        raise BenchInputError(f"--save-weights must name a {WEIGHTS_SUFFIX} file (Keras writes weights only under that "
+                              f"suffix). Received: save_weights={path}")
+    if not p.parent.is_dir():
+        what = "does not exist" if not p.parent.exists() else "is not a folder"
+        raise BenchInputError(f"the folder of --save-weights {what}: save_weights={path}")
+    try:
+        probe_write(p.parent)
+        if p.exists():
+            with open(p, "ab"):  # opened for writing, nothing written
+                pass
+    except OSError as e:
+        raise BenchInputError(f"cannot write --save-weights into {p.parent}: {e.strerror or one_line(e)}. "
+                              f"Received: save_weights={path}") from None
 
 
 def _check_profile_steps(cfg: RunConfig) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,11 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.config import OneLineParser, Opt, RunConfig, parse_value  # noqa: E402 - after the path is set
+from bench.errors import BenchInputError, input_error, one_line  # noqa: E402
+from bench.results import Outcome, Topology, append_row, build_row, check_output, read_rows  # noqa: E402
+from bench.stats import step_stats, throughput  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = "tf_cnn_benchmarks"
@@ -99,8 +105,6 @@ def ours_args(match: Match, output: str) -> list[str]:
 
 
 def run_ours(match: Match, output: str) -> dict:
-    from bench.results import read_rows
-
     before = len(read_rows(output)) if Path(output).exists() else 0
     r = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), *ours_args(match, output)], cwd=REPO,
                        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -113,10 +117,6 @@ def run_ours(match: Match, output: str) -> dict:
 def peer_row(match: Match, run: PeerRun, peer_version: str) -> dict:
     """The peer's run as a row in the cnnbench schema (source tf_cnn_benchmarks): its own mean
     images/sec, and the median statistics from its per-step line intervals."""
-    from bench.config import RunConfig
-    from bench.results import Outcome, Topology, build_row
-    from bench.stats import step_stats, throughput
-
     cfg = RunConfig(model=match.ours, image_size=IMAGE, form="imagenet", batch_size=BATCH, num_classes=CLASSES,
                     steps=STEPS, warmup_steps=WARMUP, optimizer="sgd", momentum=MOMENTUM, lr=match.lr, xla=False,
                     source=SOURCE).resolved(has_gpu=False)
@@ -147,66 +147,90 @@ def _median(xs: list[float]) -> float:
     return float(np.median(xs))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench.errors import BenchInputError, input_error
+def _compare(names: list[str], pairs: int, script: Path, peer_python: str, append: str | None,
+             peer_version: str) -> list[tuple[str, str, float, list[float]]]:
+    """Each model's pairs, alternating which side goes first; (model, peer model, median ratio, ratios)."""
+    summary = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ours_csv = str(Path(tmp) / "ours.csv")
+        for name in names:
+            match, ratios = MATCHES[name], []
+            for pair in range(pairs):
+                order = ("ours", "peer") if pair % 2 == 0 else ("peer", "ours")
+                got = {}
+                for side in order:
+                    got[side] = run_ours(match, ours_csv) if side == "ours" else run_peer(peer_python, script, match)
+                ours_ips, peer_ips = float(got["ours"]["images_per_sec"]), got["peer"].images_per_sec
+                ratios.append(ours_ips / peer_ips)
+                print(f"{name} pair {pair + 1} ({' then '.join(order)}): cnnbench {ours_ips:.2f}, "
+                      f"tf_cnn_benchmarks {peer_ips:.2f} images/sec, ratio {ratios[-1]:.3f}", flush=True)
+                if append:
+                    append_row(append, {**got["ours"], "source": "cli"})
+                    append_row(append, peer_row(match, got["peer"], peer_version))
+            summary.append((name, match.peer, _median(ratios), ratios))
+    return summary
 
-    p = argparse.ArgumentParser(prog="scripts/compare_tf_cnn.sh", description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def main(argv: list[str] | None = None) -> int:
+    """Bad input: one line, exit 2, before anything runs (--check: only that)."""
+    p = OneLineParser(prog="scripts/compare_tf_cnn.sh", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peer-dir", help="a checkout of tensorflow/benchmarks, or its scripts/tf_cnn_benchmarks")
     p.add_argument("--peer-python", default="python", help="the peer's side venv's python")
     p.add_argument("--models", default="resnet50,vgg16")
-    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--pairs", default="3")
     p.add_argument("--append", help="a results CSV to append both sides' rows to")
     p.add_argument("--peer-trace", metavar="JSON", help="only print the top ops of a --trace_file the peer wrote")
-    args = p.parse_args(argv)
-    if args.peer_trace:
-        ops = trace_ops(args.peer_trace)
-        total = sum(ops.values())
-        print(f"| op | ms | share |\n|---|---:|---:|")
-        for op, ms in list(ops.items())[:15]:
-            print(f"| {op} | {ms:.1f} | {ms / total:.1%} |")
-        print(f"| all ops | {total:.1f} | 100% |")
-        return 0
+    p.add_argument("--check", action="store_true",
+                   help="only check the arguments (scripts/compare_tf_cnn.sh does, before it builds the peer's venv)")
     try:
+        args = p.parse_args(argv)
+        if args.peer_trace:
+            try:
+                ops = trace_ops(args.peer_trace)
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise BenchInputError(f"cannot read the peer's trace: {type(e).__name__}: {one_line(e)}. "
+                                      f"Received: peer_trace={args.peer_trace}") from None
+            if not ops:
+                raise BenchInputError(f"the peer's trace holds no op events. Received: peer_trace={args.peer_trace}")
+            if args.check:
+                return 0
+            total = sum(ops.values())
+            print("| op | ms | share |\n|---|---:|---:|")
+            for op, ms in list(ops.items())[:15]:
+                print(f"| {op} | {ms:.1f} | {ms / total:.1%} |")
+            print(f"| all ops | {total:.1f} | 100% |")
+            return 0
         names = [m.strip() for m in args.models.split(",") if m.strip()]
         bad = [m for m in names if m not in MATCHES]
         if bad or not names:
             raise BenchInputError(f"--models takes {', '.join(MATCHES)}. Received: models={args.models}")
-        if args.pairs < 1:
-            raise BenchInputError(f"--pairs must be at least 1. Received: pairs={args.pairs}")
+        pairs = parse_value("pairs", Opt("int", lo=1, hi=1000), args.pairs)
         if not args.peer_dir:
             raise BenchInputError("give --peer-dir, a checkout of tensorflow/benchmarks")
-        script = find_script(Path(args.peer_dir))
-    except FileNotFoundError as e:
-        return input_error(BenchInputError(str(e)))
+        try:
+            script = find_script(Path(args.peer_dir))
+        except FileNotFoundError as e:
+            raise BenchInputError(str(e)) from None
+        if args.append:
+            check_output(args.append)
+        if args.check:
+            return 0
+        if shutil.which(args.peer_python) is None:
+            raise BenchInputError(f"no such python for the peer: peer_python={args.peer_python}")
     except BenchInputError as e:
         return input_error(e)
-    from bench.results import append_row
-
     peer_version = subprocess.run([args.peer_python, "-c", "import tensorflow as tf; print(tf.__version__)"],
                                   capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
                                   ).stdout.strip().splitlines()[-1:] or ["?"]
     print(f"# cnnbench vs tf_cnn_benchmarks ({script}), TF {peer_version[0]} with tf-keras on the peer's side; "
           f"{BATCH} images x {STEPS} timed steps after {WARMUP}, {IMAGE} px, momentum SGD, fp32 NHWC, synthetic, "
           f"{os.cpu_count()} CPUs", flush=True)
-    summary = []
-    with tempfile.TemporaryDirectory() as tmp:
-        ours_csv = str(Path(tmp) / "ours.csv")
-        for name in names:
-            match, ratios = MATCHES[name], []
-            for pair in range(args.pairs):
-                order = ("ours", "peer") if pair % 2 == 0 else ("peer", "ours")
-                got = {}
-                for side in order:
-                    got[side] = run_ours(match, ours_csv) if side == "ours" else run_peer(args.peer_python, script, match)
-                ours_ips, peer_ips = float(got["ours"]["images_per_sec"]), got["peer"].images_per_sec
-                ratios.append(ours_ips / peer_ips)
-                print(f"{name} pair {pair + 1} ({' then '.join(order)}): cnnbench {ours_ips:.2f}, "
-                      f"tf_cnn_benchmarks {peer_ips:.2f} images/sec, ratio {ratios[-1]:.3f}", flush=True)
-                if args.append:
-                    append_row(args.append, {**got["ours"], "source": "cli"})
-                    append_row(args.append, peer_row(match, got["peer"], peer_version[0]))
-            summary.append((name, match.peer, _median(ratios), ratios))
+    try:
+        summary = _compare(names, pairs, script, args.peer_python, args.append, peer_version[0])
+    except (RuntimeError, OSError) as e:  # a side that failed, or a row that could not be written
+        print(f"error: {one_line(e)}"[:2000], file=sys.stderr)
+        return 1
     print("\n| model | peer model | cnnbench / peer, images/sec (median) | pairs |\n|---|---|---:|---|")
     for name, peer, med, ratios in summary:
         print(f"| {name} | {peer} | {med:.3f} | {', '.join(f'{r:.3f}' for r in ratios)} |")

@@ -19,6 +19,9 @@ _NOISE = [re.compile(p) for p in (
     r"Unable to register cu(DNN|FFT|BLAS) factory",
     r"Could not find cuda drivers|TF-TRT Warning|cuda_dispatcher",
     r"computation placer already registered",
+    # matplotlib (imported by Keras) under a HOME it cannot write: it works on from a temporary folder
+    r"mkdir -p failed for path .*matplotlib",
+    r"Matplotlib created a temporary (cache|config) directory",
     r"^\$ ",                                               # the sweep's own command line in the log
 )]
 _LAUNCHER_PREFIX = re.compile(r"^(\[\d+(,\d+)?\]<(stdout|stderr)>:|\[worker \d+\] )")

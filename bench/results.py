@@ -43,7 +43,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .config import CONFIG_COLUMNS, schema
+from .config import CONFIG_COLUMNS, probe_write, schema
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -351,9 +351,7 @@ def check_output(path: str | os.PathLike) -> None:
         if size + ROW_ROOM > MAX_CSV_BYTES:
             raise OutputRefused(_too_large(p, size, f"a row (up to {ROW_ROOM // 2**10} KiB)"))
         _refuse_rewrite(text, p)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(p.parent, os.W_OK | os.X_OK):
-            raise PermissionError(f"cannot write to directory {p.parent}")
+        probe_write(p.parent)  # the folder is made by the first row: a run refused later leaves none behind
     except OutputRefused as e:
         raise BenchInputError(f"refusing output={path}: {e}") from None
     except OSError as e:
@@ -661,8 +659,8 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
     row: dict[str, Any] = provenance(gpu_names, source=cfg.source, run_id=cfg.run_id, backend=cfg.backend)
     if session is not None:
         row.update(session.backend.provenance(session.gpu_names))
-    if cfg.init_weights:
-        row["init_weights_sha256"] = file_sha256(cfg.init_weights)
+    if session is not None and session.init_weights_sha256:  # taken when the file was read, not now
+        row["init_weights_sha256"] = session.init_weights_sha256
     row.update({k: getattr(cfg, k) for k in CONFIG})
     if topology is not None:
         row.update(dataclasses.asdict(topology))

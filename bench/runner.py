@@ -58,6 +58,7 @@ class Session:
     data_wait: WaitClock = dataclasses.field(default_factory=WaitClock)  # the step's waits for real batches
     estimate: Any = None          # bench.memory.Estimate, from the layer walk
     memory: Any = None            # bench.memory.HostPeak or DevicePeak: what the run really used
+    init_weights_sha256: str | None = None  # of --init-weights as it was read, before the run could change it
 
     @property
     def topology(self) -> Topology:
@@ -91,7 +92,7 @@ class Session:
             except models.ModelShapeError as e:  # bad input: --image-size too small for the model's form
                 raise BenchInputError(f"{e}. Received: image_size={cfg.image_size}, form={cfg.form}") from None
             if cfg.init_weights:
-                load_initial_weights(self.model, cfg.init_weights)
+                self.init_weights_sha256 = load_initial_weights(self.model, cfg.init_weights)
         self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
         # a GPU holds one replica; a CPU process holds all of its own
         self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size)
@@ -160,8 +161,10 @@ class Session:
 
     def save_weights(self, path: str) -> None:
         """The trained weights as a Keras .weights.h5 file (readable by either backend)."""
+        from .weights import save_weights
+
         self.backend.finish(self)
-        self.model.save_weights(path)
+        save_weights(self.model, path)
 
 
 def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
@@ -215,6 +218,7 @@ def execute(cfg: RunConfig) -> RunOutcome:
     cfg, dist = session.cfg, session.dist
     progress = _progress(cfg.progress and dist.is_chief)
     timing = accuracy = None
+    ran_all = False  # every rank ran every step: the row gathers its timing
     try:
         session.build_model()
         session.check_memory()
@@ -238,11 +242,12 @@ def execute(cfg: RunConfig) -> RunOutcome:
                                keep_diverged=cfg.mode == "train")
             timing.comm = session.comm_columns(cfg.steps)
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
-        if cfg.save_weights and dist.is_chief:
-            session.save_weights(cfg.save_weights)
+        ran_all = True
         outcome = Outcome("ok")
         if timing.diverged is not None:  # a throughput run timed every step anyway: its row keeps them
             outcome = Outcome("diverged", f"{timing.diverged}; every step was run and timed")
+        if cfg.save_weights and dist.is_chief:
+            outcome = _save_weights(session, outcome)
     except NonFiniteLoss as e:
         outcome = Outcome("diverged", str(e))
     except PredictedOOM as e:
@@ -258,13 +263,25 @@ def execute(cfg: RunConfig) -> RunOutcome:
             log.exception("run failed")
             outcome = Outcome("failed", _one_line(e))
     ok = outcome.status == "ok"
-    finished = ok or (timing is not None and timing.diverged is not None)  # every rank ran every step
+    finished = ran_all
     # after a failure a peer may be gone: gathering its timings would only wait for it
     row = build_row(cfg, outcome, session=session, timing=timing if finished else None, accuracy=accuracy,
                     wall_s=time.perf_counter() - started)
     if finished:  # likewise a closing barrier
         dist.shutdown()
     return RunOutcome(row, dist.is_chief, 0 if ok else 1)
+
+
+def _save_weights(session: Session, outcome: Outcome) -> Outcome:
+    """--save-weights once every step has run; a failure to write (a full disk) fails the row but
+    keeps its timing."""
+    path = session.cfg.save_weights
+    try:
+        session.save_weights(path)
+    except Exception as e:  # noqa: BLE001 - the path was checked before the run: what is left is the disk
+        log.error("could not save the weights to %s: %s", path, _one_line(e))
+        return Outcome("failed", f"could not save the weights to {path}: {_one_line(e)}")
+    return outcome
 
 
 def _startup_failure(cfg: RunConfig, error: BaseException, wall_s: float) -> RunOutcome:

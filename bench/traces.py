@@ -22,6 +22,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from bench.config import OneLineParser, Opt, parse_value  # noqa: E402 - after the path is set
+from bench.errors import BenchInputError, input_error, one_line  # noqa: E402
+
 # (kind, pattern on the op's name without its ".N" suffix); the first match wins.
 KINDS: tuple[tuple[str, str], ...] = (
     ("collective", r"all-reduce|all-gather|reduce-scatter|collective|all-to-all|nccl"),
@@ -105,7 +108,9 @@ def summarize(trace_dir: str | Path) -> TraceSummary:
         # one event per op where the profiler writes an "XLA Ops" line; else its kernels on the streams
         lines = [l for l in plane.lines if l.name == "XLA Ops"] or [l for l in plane.lines if l.name.startswith("Stream")]
     else:
-        plane = next(p for p in planes if p.name == "/host:CPU")
+        plane = next((p for p in planes if p.name == "/host:CPU"), None)
+        if plane is None:
+            raise ValueError(f"{find_xplane(trace_dir)} holds neither a device nor the host CPU")
         # XLA's thread pool (JAX), or TensorFlow's executor threads
         lines = [l for l in plane.lines if l.name.startswith(("tf_XLA", "tf_Compute"))]
     lo, hi = (min(s for s, _ in steps), max(e for _, e in steps)) if steps else (float("-inf"), float("inf"))
@@ -148,16 +153,26 @@ def _op(line: str, name: str, stats: dict) -> tuple[str | None, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.traces", description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Bad input (no trace there, a file that is not one, a bad --top): one line, exit 2."""
+    p = OneLineParser(prog="python -m bench.traces", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trace_dir", help="a trace folder, e.g. results/traces/<run_id>")
-    p.add_argument("--top", type=int, default=15, help="how many ops to list")
-    args = p.parse_args(argv)
+    p.add_argument("--top", default="15", help="how many ops to list")
     try:
-        print(summarize(args.trace_dir).table(args.top))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"bench.traces: {e}", file=sys.stderr)
-        return 2
+        args = p.parse_args(argv)
+        top = parse_value("top", Opt("int", lo=1, hi=10**6), args.top)
+        if not Path(args.trace_dir).is_dir():
+            raise BenchInputError(f"no such trace folder: trace_dir={args.trace_dir}")
+        try:
+            table = summarize(args.trace_dir).table(top)
+        except BenchInputError:
+            raise
+        except (OSError, ValueError, RuntimeError, StopIteration) as e:  # a file that is not a trace
+            raise BenchInputError(f"cannot read a trace in trace_dir={args.trace_dir}: "
+                                  f"{one_line(e) or type(e).__name__}") from None
+    except BenchInputError as e:
+        return input_error(e)
+    print(table)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -117,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             "timeout", Opt("float", lo=0.0, hi=7 * 86400.0, lo_open=True), args.timeout)
         if not command:
             raise BenchInputError("no command given after --")
+        if shutil.which(command[0]) is None:  # else every worker fails to start, with a traceback
+            raise BenchInputError(f"no such command (or not executable): {command[0]}")
     except BenchInputError as e:
         return input_error(e)
-    return launch(n, command, timeout)
+    try:
+        return launch(n, command, timeout)
+    except OSError as e:  # found yet not startable (a text file with an x bit): no worker started
+        return input_error(BenchInputError(f"cannot start {command[0]}: {e.strerror or e}"))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.backends import quiet_import  # noqa: E402 - the CLI's own tools, framework-free
+from bench.config import OneLineParser, parse_value, schema  # noqa: E402
+from bench.errors import BenchInputError, input_error, one_line  # noqa: E402
+from models import list_models  # noqa: E402
+
 BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
 
 
@@ -33,39 +38,58 @@ def markdown_table(describe=None) -> str:
 
 
 def update_readme(path: str) -> bool:
-    """Rewrite the table between the markers in `path`; True if the file changed."""
-    text = open(path, encoding="utf-8").read()
+    """Rewrite the table between the markers in `path`; True if the file changed. BenchInputError
+    if it cannot be read as UTF-8 text or lacks the markers."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchInputError(f"cannot read update_readme={path}: {getattr(e, 'strerror', None) or one_line(e)}") \
+            from None
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"error: {path} has no {BEGIN} ... {END} block")
+        raise BenchInputError(f"{path} has no {BEGIN} ... {END} block. Received: update_readme={path}")
     new = pattern.sub(lambda _: f"{BEGIN}\n{markdown_table()}\n{END}", text)
     if new != text:
-        open(path, "w", encoding="utf-8").write(new)
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(new)
+        except OSError as e:
+            raise BenchInputError(f"cannot write update_readme={path}: {e.strerror or one_line(e)}") from None
     return new != text
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models", description=__doc__, allow_abbrev=False,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Bad input (an unknown model, a value out of bounds, a README without the markers): one
+    line, exit 2, before Keras starts where it can be found before."""
+    p = OneLineParser(prog="python -m models", description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?")
-    p.add_argument("--image-size", type=int, default=32)
-    p.add_argument("--num-classes", type=int, default=100)
-    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--image-size", default="32")
+    p.add_argument("--num-classes", default="100")
+    p.add_argument("--width", default="1.0")
     p.add_argument("--update-readme", metavar="PATH")
-    args = p.parse_args(argv)
-    if args.update_readme:
-        print("updated" if update_readme(args.update_readme) else "unchanged")
-    elif args.model:
-        from models import describe
-        try:
-            d = describe(args.model, num_classes=args.num_classes, width=args.width,
-                         input_shape=(args.image_size, args.image_size, 3))
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(d.table())
-    else:
-        print(markdown_table())
+    opts = schema()  # the bounds bench/run.py takes
+    try:
+        args = p.parse_args(argv)
+        image_size, num_classes, width = (parse_value(name, opts[name], getattr(args, name))
+                                          for name in ("image_size", "num_classes", "width"))
+        if args.model is not None and args.model not in list_models():
+            raise BenchInputError(f"unknown model {args.model!r}; valid models: {', '.join(list_models())}")
+        quiet_import("keras")  # its framework's start-up lines held back
+        if args.update_readme:
+            print("updated" if update_readme(args.update_readme) else "unchanged")
+        elif args.model:
+            from models import describe
+            try:
+                d = describe(args.model, num_classes=num_classes, width=width,
+                             input_shape=(image_size, image_size, 3))
+            except ValueError as e:  # the input vanishes inside the model
+                raise BenchInputError(f"{one_line(e)}. Received: image_size={image_size}") from None
+            print(d.table())
+        else:
+            print(markdown_table())
+    except BenchInputError as e:
+        return input_error(e)
     return 0
 
 

@@ -8,14 +8,21 @@
 #   CNNBENCH_PEER_VENV  the peer's side venv (default: .venv-peer in the repo), built once:
 #                       TensorFlow 2.21 (CPU) and tf-keras 2.21 installed with --no-deps, run with
 #                       TF_USE_LEGACY_KERAS=1. Needs nothing beyond the package index.
-# Needs cnnbench's own .venv (bash scripts/setup.sh). See bench/peer.py for what is matched.
+#   CNNBENCH_PYTHON     cnnbench's own python (default: the repo's .venv, from bash scripts/setup.sh)
+# Every argument is checked before the side venv is built. See bench/peer.py for what is matched.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-[ $# -ge 1 ] || { echo "usage: bash scripts/compare_tf_cnn.sh PEER_DIR [--models ...] [--pairs N] [--append CSV]" >&2; exit 2; }
+usage="bash scripts/compare_tf_cnn.sh PEER_DIR [--models resnet50,vgg16] [--pairs N] [--append CSV]"
+case "${1:-}" in -h|--help) echo "usage: $usage"; exit 0;; esac
+[ $# -ge 1 ] || { echo "error: give PEER_DIR, a checkout of tensorflow/benchmarks. Usage: $usage" >&2; exit 2; }
 peer_dir="$1"; shift
 [ -d "$peer_dir" ] || { echo "error: PEER_DIR is not a folder. Received: $peer_dir" >&2; exit 2; }
-[ -x "$repo/.venv/bin/python" ] || { echo "error: no $repo/.venv: run bash scripts/setup.sh first" >&2; exit 2; }
+py="${CNNBENCH_PYTHON:-$repo/.venv/bin/python}"
+[ -x "$py" ] || { echo "error: no cnnbench python at $py: run bash scripts/setup.sh first" >&2; exit 2; }
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+# the folder's script, the models, --pairs, --append: all refused here, before anything is downloaded
+"$py" -m bench.peer --check --peer-dir "$peer_dir" "$@" || exit $?
 side="${CNNBENCH_PEER_VENV:-$repo/.venv-peer}"
 if [ ! -x "$side/bin/python" ] || ! "$side/bin/python" -c "import tf_keras" 2>/dev/null; then
   echo "[compare] building the peer's side venv in $side (TensorFlow 2.21, tf-keras with --no-deps)" >&2
@@ -24,4 +31,4 @@ if [ ! -x "$side/bin/python" ] || ! "$side/bin/python" -c "import tf_keras" 2>/d
   "$side/bin/python" -m pip install -q "tensorflow-cpu==2.21.*"
   "$side/bin/python" -m pip install -q --no-deps "tf-keras==2.21.*"
 fi
-exec "$repo/.venv/bin/python" -m bench.peer --peer-dir "$peer_dir" --peer-python "$side/bin/python" "$@"
+exec "$py" -m bench.peer --peer-dir "$peer_dir" --peer-python "$side/bin/python" "$@"

@@ -90,3 +90,37 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if BENCH_DIR in Path(str(item.fspath)).parents:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size_kb, name="disk", ro=False) -> a folder on a small tmpfs of its own: a real full
+    disk (ENOSPC) or a real read-only folder, whoever runs the test (root passes every permission
+    check). Unmounted at teardown; the test is skipped, saying why, where mounting is not allowed."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size_kb: int, name: str = "disk", ro: bool = False) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        opts = f"size={size_kb}k" + (",ro" if ro else "")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"needs `mount -t tmpfs` (root): {(r.stderr.strip() or 'mount failed').splitlines()[-1]}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The bad-input corpus's count per command and per class, whenever it ran."""
+    corpus = sys.modules.get("test_bad_input")
+    lines = corpus.corpus_summary(terminalreporter.stats) if corpus is not None else []
+    if lines:
+        terminalreporter.section("bad-input corpus")
+        for line in lines:
+            terminalreporter.write_line(line)

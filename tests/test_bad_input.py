@@ -1,14 +1,21 @@
-"""The bad-input corpus: every case is a real process of run, sweep, report or local_cluster
-given one hostile-but-fair input. Each must exit with its code, print exactly one line on
-stderr, no traceback, and leave every CSV (and every file it was pointed at) byte-identical."""
+"""The bad-input corpus: every case is a real process of one of the suite's commands (run, sweep,
+report, local_cluster, bench.traces, bench.peer, python -m models, the cnnbench dispatcher,
+scripts/compare_tf_cnn.sh) given one hostile-but-fair input. Each must exit with its code, print
+exactly one line on stderr (no traceback, no usage block, no framework start-up line), leave
+every CSV (and every file it was pointed at) byte-identical, and leave the whole temporary tree
+as it found it: nothing created (not even the fresh --output folder each case is given),
+changed or removed. One case per command also runs with an unwritable HOME and TensorFlow's
+default logging. A run prints the corpus's count per command and per class (its section below)."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,12 +25,17 @@ from helpers import REPO, write_cifar100
 pytestmark = pytest.mark.slow  # each case starts a process
 PY = sys.executable
 TOOLS = {"run": [PY, "bench/run.py"], "sweep": [PY, "bench/sweep.py", "--no-progress"],
-         "report": [PY, "bench/report.py"], "cluster": [PY, "-m", "launch.local_cluster"]}
+         "report": [PY, "bench/report.py"], "cluster": [PY, "-m", "launch.local_cluster"],
+         "traces": [PY, "-m", "bench.traces"], "peer": [PY, "-m", "bench.peer"], "peer-script": [PY, "bench/peer.py"],
+         "models": [PY, "-m", "models"], "cnnbench": [PY, "-m", "bench.cli"],
+         "compare": ["bash", "scripts/compare_tf_cnn.sh"]}
 SWEEP = ["--models", "vgg11", "--batch-sizes", "8", "--dry-run"]
 TF_CONFIG_OK = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
 
 # (id, tool, arguments, extra environment, exit code, a fragment the error line must hold).
-# {csv} is a real cnnbench CSV with one row; other {names} are files made by `corpus_dir`.
+# {csv} is a real cnnbench CSV with one row, {fresh} a results CSV in a folder that does not exist
+# yet (run and sweep get it as --output unless a case names one), {tmp} the case's own folder;
+# other {names} are files made by `corpus_dir`. Each `# ---- name ----` line starts a class.
 CASES = [
     # ---- bench/run.py: where the row would go --------------------------------------------------
     ("run-output-device", "run", ["vgg11", "--output", "{dev}"], {}, 2, "character device"),
@@ -232,6 +244,117 @@ CASES = [
     ("sweep-output-at-size-cap", "sweep", [*SWEEP, "--output", "{cap_dir}/runs.csv"], {}, 2,
      "pass --output NEW.csv"),
     ("report-duplicated-column", "report", ["{dup_column}", "--out", "{dir}/rep"], {}, 2, "'model' twice"),
+    # ---- issue 21: tools: --save-weights ---------------------------
+    ("run-save-weights-missing-folder", "run", ["vgg11", "--save-weights", "{tmp}/nope/w.weights.h5"], {}, 2,
+     "folder of --save-weights does not exist"),
+    ("run-save-weights-missing-folder-jax", "run", ["vgg11", "--backend", "jax", "--save-weights",
+                                                    "{tmp}/nope/w.weights.h5"], {}, 2, "does not exist"),
+    ("run-save-weights-under-a-file", "run", ["vgg11", "--save-weights", "{foreign}/w.weights.h5"], {}, 2,
+     "is not a folder"),
+    ("run-save-weights-wrong-suffix", "run", ["vgg11", "--save-weights", "{tmp}/w.h5"], {}, 2,
+     "save_weights={tmp}/w.h5"),
+    ("run-save-weights-wrong-suffix-jax", "run", ["vgg11", "--backend", "jax", "--save-weights", "{tmp}/w.keras"],
+     {}, 2, "must name a .weights.h5 file"),
+    ("run-save-weights-suffix-alone", "run", ["vgg11", "--save-weights", "{tmp}/.weights.h5"], {}, 2,
+     "must name a .weights.h5 file"),
+    ("run-save-weights-directory", "run", ["vgg11", "--save-weights", "{dir}"], {}, 2, "is a directory"),
+    ("run-save-weights-directory-jax", "run", ["vgg11", "--backend", "jax", "--save-weights", "{dir}"], {}, 2,
+     "is a directory"),
+    ("run-save-weights-device", "run", ["vgg11", "--save-weights", "{dev}"], {}, 2, "not a regular file"),
+    ("run-save-weights-fifo", "run", ["vgg11", "--save-weights", "{fifo}"], {}, 2, "not a regular file"),
+    ("run-save-weights-read-only-folder", "run", ["vgg11", "--save-weights", "{ro_dir}/w.weights.h5"], {}, 2,
+     "cannot write --save-weights"),
+    ("run-save-weights-read-only-folder-jax", "run", ["vgg11", "--backend", "jax", "--save-weights",
+                                                      "{ro_dir}/w.weights.h5"], {}, 2, "cannot write --save-weights"),
+    # ---- issue 21: tools: --init-weights Keras cannot load ------------------
+    ("run-init-weights-cannot-load", "run", ["vgg11", "--width", "0.125", "--num-classes", "10", "--init-weights",
+                                             "{weights_strings}"], {}, 2, "cannot be loaded into vgg11"),
+    ("run-init-weights-cannot-load-jax", "run", ["vgg11", "--backend", "jax", "--width", "0.125", "--num-classes",
+                                                 "10", "--init-weights", "{weights_strings}"], {}, 2,
+     "cannot be loaded into vgg11"),
+    ("run-init-weights-malformed", "run", ["vgg11", "--width", "0.125", "--num-classes", "10", "--init-weights",
+                                           "{weights_badkey}"], {}, 2, "not a well-formed Keras"),
+    ("run-init-weights-malformed-jax", "run", ["vgg11", "--backend", "jax", "--width", "0.125", "--num-classes",
+                                               "10", "--init-weights", "{weights_badkey}"], {}, 2,
+     "not a well-formed Keras"),
+    ("run-init-weights-legacy-suffix", "run", ["vgg11", "--width", "0.125", "--num-classes", "10", "--init-weights",
+                                               "{weights_h5name}"], {}, 2, "must end in .weights.h5"),
+    ("run-init-weights-of-another-model-tf", "run", ["vgg11", "--init-weights", "{resnet_weights}"], {}, 2,
+     "layer 'unit1_conv1'"),
+    ("run-init-weights-a-folder", "run", ["vgg11", "--init-weights", "{dir}"], {}, 2, "no such weights file"),
+    # ---- issue 21: tools: a refused run makes no folder ------------------------------------------
+    ("run-refused-late-new-output-folder", "run", ["resnet18", "--batch-size", "1000000", "--output",
+                                                   "{tmp}/new/deeper/runs.csv"], {}, 2, "exceeds available RAM"),
+    ("run-output-read-only-folder", "run", ["vgg11", "--output", "{ro_dir}/new/runs.csv"], {}, 2,
+     "cannot write results"),
+    # ---- issue 21: tools: bench.traces ------------------------------------------------------
+    ("traces-no-folder", "traces", [], {}, 2, "trace_dir"),
+    ("traces-missing-folder", "traces", ["{tmp}/nope"], {}, 2, "trace_dir={tmp}/nope"),
+    ("traces-a-file", "traces", ["{foreign}"], {}, 2, "no such trace folder"),
+    ("traces-no-trace-inside", "traces", ["{peer_dir}"], {}, 2, "no .xplane.pb"),
+    ("traces-garbage", "traces", ["{garbage_trace}"], {}, 2, "cannot read a trace"),
+    ("traces-empty", "traces", ["{empty_trace}"], {}, 2, "cannot read a trace"),
+    ("traces-top-zero", "traces", ["{garbage_trace}", "--top", "0"], {}, 2, "top=0"),
+    ("traces-top-word", "traces", ["{garbage_trace}", "--top", "all"], {}, 2, "top='all'"),
+    ("traces-unknown-option", "traces", ["{garbage_trace}", "--bogus"], {}, 2, "--bogus"),
+    ("traces-abbreviated-option", "traces", ["{garbage_trace}", "--to", "3"], {}, 2, "--to"),
+    # ---- issue 21: tools: bench.peer ---------------------------------
+    ("peer-no-peer-dir", "peer", [], {}, 2, "give --peer-dir"),
+    ("peer-dir-without-script", "peer", ["--peer-dir", "{dir}"], {}, 2, "no tf_cnn_benchmarks.py"),
+    ("peer-pairs-zero", "peer", ["--peer-dir", "{peer_dir}", "--pairs", "0"], {}, 2, "pairs=0"),
+    ("peer-pairs-word", "peer", ["--peer-dir", "{peer_dir}", "--pairs", "three"], {}, 2, "pairs='three'"),
+    ("peer-unknown-model", "peer", ["--peer-dir", "{peer_dir}", "--models", "mobilenet"], {}, 2, "models=mobilenet"),
+    ("peer-append-foreign", "peer", ["--peer-dir", "{peer_dir}", "--append", "{foreign}"], {}, 2,
+     "not a cnnbench results CSV"),
+    ("peer-append-device", "peer", ["--peer-dir", "{peer_dir}", "--append", "{dev}"], {}, 2, "character device"),
+    ("peer-python-missing", "peer", ["--peer-dir", "{peer_dir}", "--peer-python", "{tmp}/nope/python"], {}, 2,
+     "peer_python={tmp}/nope/python"),
+    ("peer-trace-missing", "peer", ["--peer-trace", "{tmp}/none.json"], {}, 2, "peer_trace={tmp}/none.json"),
+    ("peer-trace-not-json", "peer", ["--peer-trace", "{foreign}"], {}, 2, "cannot read the peer's trace"),
+    ("peer-trace-binary", "peer", ["--peer-trace", "{binary}"], {}, 2, "cannot read the peer's trace"),
+    ("peer-abbreviated-option", "peer", ["--peer", "{peer_dir}"], {}, 2, "--peer"),
+    ("peer-script-pairs-word", "peer-script", ["--peer-dir", "{peer_dir}", "--pairs", "x"], {}, 2, "pairs='x'"),
+    ("peer-script-no-peer-dir", "peer-script", [], {}, 2, "give --peer-dir"),
+    # ---- issue 21: tools: python -m models ----------------------------------------------------------
+    ("models-unknown", "models", ["vgg99"], {}, 2, "vgg99"),
+    ("models-width-word", "models", ["vgg11", "--width", "wide"], {}, 2, "width='wide'"),
+    ("models-width-zero", "models", ["vgg11", "--width", "0"], {}, 2, "width=0"),
+    ("models-width-nan", "models", ["vgg11", "--width", "nan"], {}, 2, "width=nan"),
+    ("models-image-size-zero", "models", ["vgg11", "--image-size", "0"], {}, 2, "image_size=0"),
+    ("models-num-classes-word", "models", ["vgg11", "--num-classes", "ten"], {}, 2, "num_classes='ten'"),
+    ("models-image-too-small", "models", ["lenet5", "--image-size", "12"], {}, 2, "vanishes at conv2"),
+    ("models-readme-missing", "models", ["--update-readme", "{tmp}/none.md"], {}, 2, "none.md"),
+    ("models-readme-without-markers", "models", ["--update-readme", "{foreign}"], {}, 2, "model-table:begin"),
+    ("models-readme-binary", "models", ["--update-readme", "{binary}"], {}, 2, "update_readme="),
+    ("models-unknown-option", "models", ["vgg11", "--bogus"], {}, 2, "--bogus"),
+    # ---- issue 21: tools: cnnbench dispatcher ------------------------------------------------------
+    ("cnnbench-no-command", "cnnbench", [], {}, 2, "give a command"),
+    ("cnnbench-unknown-command", "cnnbench", ["train"], {}, 2, "'train'"),
+    ("cnnbench-option-first", "cnnbench", ["--bogus"], {}, 2, "'--bogus'"),
+    ("cnnbench-run-bad-value", "cnnbench", ["run", "vgg11", "--width", "inf", "--output", "{fresh}"], {}, 2,
+     "width=inf"),
+    ("cnnbench-run-memory", "cnnbench", ["run", "resnet18", "--batch-size", "1000000", "--output", "{fresh}"], {}, 2,
+     "exceeds available RAM"),
+    ("cnnbench-sweep-bad-value", "cnnbench", ["sweep", *SWEEP, "--timeout", "nan", "--output", "{fresh}"], {}, 2,
+     "timeout=nan"),
+    ("cnnbench-report-foreign", "cnnbench", ["report", "{foreign}", "--out", "{tmp}/rep"], {}, 2,
+     "not a cnnbench results"),
+    # ---- issue 21: tools: compare_tf_cnn.sh -----------
+    ("compare-no-folder", "compare", [], {}, 2, "give PEER_DIR"),
+    ("compare-folder-missing", "compare", ["{tmp}/nope"], {}, 2, "Received: {tmp}/nope"),
+    ("compare-folder-a-file", "compare", ["{foreign}"], {}, 2, "PEER_DIR is not a folder"),
+    ("compare-folder-without-script", "compare", ["{dir}"], {}, 2, "no tf_cnn_benchmarks.py"),
+    ("compare-pairs-zero", "compare", ["{peer_dir}", "--pairs", "0"], {}, 2, "pairs=0"),
+    ("compare-unknown-model", "compare", ["{peer_dir}", "--models", "resnet18"], {}, 2, "models=resnet18"),
+    ("compare-append-foreign", "compare", ["{peer_dir}", "--append", "{foreign}"], {}, 2, "not a cnnbench results"),
+    ("compare-unknown-option", "compare", ["{peer_dir}", "--bogus"], {}, 2, "--bogus"),
+    ("compare-no-cnnbench-python", "compare", ["{peer_dir}"], {"CNNBENCH_PYTHON": "{tmp}/nope/python"}, 2,
+     "no cnnbench python"),
+    # ---- issue 21: tools: local_cluster's command ----------------------------------------
+    ("cluster-no-such-command", "cluster", ["-n", "2", "--", "no-such-command-cnnbench"], {}, 2,
+     "no-such-command-cnnbench"),
+    ("cluster-command-not-executable", "cluster", ["-n", "2", "--", "{foreign}"], {}, 2, "not executable"),
+    ("cluster-command-a-folder", "cluster", ["-n", "2", "--", "{dir}"], {}, 2, "not executable"),
 ]
 
 
@@ -324,18 +447,64 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
         "        if name.split('.')[0] in ('jax', 'jaxlib'):\n            raise ImportError(name)\n"
         "sys.meta_path.insert(0, B())\n")
     files["nojax"] = str(nojax)
-    files["resnet_weights"] = str(_resnet_weights(d / "resnet18.weights.h5"))
+    files.update(_weights_files(d))
+    peer_dir = d / "peer"  # a folder with the peer's script in it (empty: nothing may run it)
+    peer_dir.mkdir()
+    (peer_dir / "tf_cnn_benchmarks.py").write_text("")
+    files["peer_dir"] = str(peer_dir)
+    for name, content in (("garbage_trace", os.urandom(3000)), ("empty_trace", b"")):
+        nested = d / name / "plugins" / "profile" / "2026_01_01"  # where profilers put it
+        nested.mkdir(parents=True)
+        (nested / "host.xplane.pb").write_bytes(content)
+        files[name] = str(d / name)
+    files["ro_dir"] = _read_only_dir(d / "ro")
     yield files
     sock.close()
+    if files["ro_dir"]:
+        subprocess.run(["umount", "-l", files["ro_dir"]], capture_output=True)
 
 
-def _resnet_weights(path: Path) -> Path:
-    """A real Keras weights file of another model, written by a JAX subprocess."""
-    code = ("import sys; sys.path.insert(0, '.'); import models; "
-            f"models.build_model('resnet18', num_classes=10, width=0.125).save_weights({str(path)!r})")
-    subprocess.run([PY, "-c", code], cwd=REPO, env={**os.environ, "KERAS_BACKEND": "jax"}, check=True,
-                   capture_output=True, timeout=120)
-    return path
+def _read_only_dir(path: Path) -> str:
+    """A folder nobody can write to, root included: a read-only tmpfs (or, unprivileged, mode 0555);
+    '' where neither holds (the cases that need it are skipped)."""
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True)
+    if r.returncode == 0:
+        return str(path)
+    path.chmod(0o555)
+    return "" if os.access(path, os.W_OK) else str(path)
+
+
+WEIGHTS_CODE = """
+import sys, h5py, numpy as np
+sys.path.insert(0, '.')
+import models
+d = sys.argv[1]
+models.build_model('resnet18', num_classes=10, width=0.125).save_weights(d + '/resnet18.weights.h5')
+vgg = models.build_model('vgg11', num_classes=10, width=0.125)
+for name in ('vgg11_strings', 'vgg11_badkey', 'vgg11_h5name'):
+    vgg.save_weights(d + '/' + name + '.weights.h5')
+with h5py.File(d + '/vgg11_strings.weights.h5', 'r+') as f:  # right shapes, text for numbers
+    g = f['layers/conv2d/vars']
+    shape = g['1'].shape
+    del g['1']
+    g.create_dataset('1', data=np.full(shape, b'x', dtype='S1'))
+with h5py.File(d + '/vgg11_badkey.weights.h5', 'r+') as f:  # a variable under a name Keras never writes
+    f['layers/conv2d/vars'].move('1', 'bias')
+import os
+os.rename(d + '/vgg11_h5name.weights.h5', d + '/vgg11_h5name.h5')
+"""
+
+
+def _weights_files(d: Path) -> dict[str, str]:
+    """Real Keras weights files, written by one JAX subprocess: another model's (resnet18) and
+    vgg11's (10 classes, width 0.125) that pass the shape check but that Keras cannot load, that
+    are malformed, or that are named .h5 (Keras reads those as the legacy format)."""
+    r = subprocess.run([PY, "-c", WEIGHTS_CODE, str(d)], cwd=REPO, capture_output=True, text=True, timeout=180,
+                       env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {"resnet_weights": str(d / "resnet18.weights.h5"), "weights_strings": str(d / "vgg11_strings.weights.h5"),
+            "weights_badkey": str(d / "vgg11_badkey.weights.h5"), "weights_h5name": str(d / "vgg11_h5name.h5")}
 
 
 def _string_label_archive(path: Path) -> None:
@@ -362,33 +531,180 @@ def _snapshot(paths: list[Path]) -> dict[str, object]:
     return out
 
 
-@pytest.mark.parametrize("case_id,tool,args,env,code,fragment", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_corpus(corpus_dir, tmp_path, case_id, tool, args, env, code, fragment):
-    if "{dev}" in " ".join(args) and "dev" not in corpus_dir or "{link_dev}" in " ".join(args) and "link_dev" not in corpus_dir:
-        pytest.skip("mknod needs root")
+def _tree(root: Path) -> dict[str, object]:
+    """Everything under `root`, recursively, links not followed: a file by its bytes (by size and
+    mtime past 1 MiB), a folder by its mode, a link by its target, anything else by its mode. A
+    temporary made and removed inside a case leaves no trace here; anything that stays does."""
+    out: dict[str, object] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(folder, name)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                out[p] = ("link", os.readlink(p))
+            elif stat.S_ISREG(st.st_mode):
+                out[p] = Path(p).read_bytes() if st.st_size <= 2**20 else (st.st_size, st.st_mtime_ns)
+            else:
+                out[p] = ("mode", st.st_mode)
+    return out
+
+
+def _tree_diff(before: dict, after: dict) -> str:
+    new = sorted(set(after) - set(before))
+    gone = sorted(set(before) - set(after))
+    changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+    return f"appeared {new[:5]}, disappeared {gone[:5]}, changed {changed[:5]}"
+
+
+def _fill(text: str, values: dict[str, str]) -> str:
+    """{name} placeholders filled where they name a file; other braces (JSON) left alone."""
+    for k, v in values.items():
+        text = text.replace("{" + k + "}", v)
+    return text
+
+
+def _run_case(corpus_dir, tmp_path, tool, args, env, code, fragment, *, hostile_home: str | None = None):
+    joined = " ".join(args)
+    for key in ("dev", "link_dev", "ro_dir"):
+        if "{" + key + "}" in joined and not corpus_dir.get(key):
+            pytest.skip(f"{{{key}}} needs root (mknod, mount) or an unprivileged user")
     csv = tmp_path / "runs.csv"
     csv.write_text(_csv_row_text())
-    values = {**corpus_dir, "csv": str(csv)}
+    fresh = tmp_path / "fresh" / "runs.csv"  # a folder that must still not exist afterwards
+    values = {**corpus_dir, "csv": str(csv), "fresh": str(fresh), "tmp": str(tmp_path)}
     argv = [a.format(**values) for a in args]
     if tool in ("run", "sweep") and "--output" not in argv:
-        argv += ["--output", str(csv)]
-    watched = [csv, *(Path(v) for k, v in corpus_dir.items() if k != "dir"), tmp_path / "x.csv", Path(REPO / "x.csv")]
+        argv += ["--output", str(fresh)]
+    watched = [csv, *(Path(v) for k, v in corpus_dir.items() if k != "dir" and v), tmp_path / "x.csv",
+               Path(REPO / "x.csv")]
     before = _snapshot(watched)
-    listing = sorted(os.listdir(corpus_dir["dir"]))
-    env = {k: values[v[1:-1]] if v.startswith("{") and v[1:-1] in values else v for k, v in env.items()}
+    root = tmp_path.parent  # this session's base temporary folder: this case's and the corpus's
+    tree = _tree(root)
+    repo_top = sorted(os.listdir(REPO))
+    env = {k: _fill(v, values) for k, v in env.items()}
+    fragment = _fill(fragment, values)
     base = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "CNNBENCH_BACKEND_SET")}
-    r = subprocess.run([*TOOLS[tool], *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
-                       env={**base, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, stdin=subprocess.DEVNULL)
+    base["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    if tool == "compare":  # the peer's venv it would build, inside the tree: it must not appear
+        base.update(CNNBENCH_PYTHON=PY, CNNBENCH_PEER_VENV=str(tmp_path / "peer-venv"))
+    if hostile_home is not None:  # a HOME nobody can write to, and the frameworks' default logging
+        for k in ("TF_CPP_MIN_LOG_LEVEL", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR", "KERAS_HOME"):
+            base.pop(k, None)
+        base["HOME"] = hostile_home
+    r = subprocess.run([*TOOLS[tool], *argv], cwd=REPO, capture_output=True, text=True, timeout=180,
+                       env={**base, **env}, stdin=subprocess.DEVNULL)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == code, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr
     assert len(lines) == 1, r.stderr[-2000:]
     assert lines[0].startswith("error:") and fragment in lines[0], lines[0]
     assert _snapshot(watched) == before, "a file changed"
-    assert sorted(os.listdir(corpus_dir["dir"])) == listing, "a file appeared"
+    after = _tree(root)
+    assert after == tree, f"the temporary tree changed: {_tree_diff(tree, after)}"
+    assert sorted(os.listdir(REPO)) == repo_top, "a file appeared in the repo"
+
+
+@pytest.mark.parametrize("case_id,tool,args,env,code,fragment", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_corpus(corpus_dir, tmp_path, case_id, tool, args, env, code, fragment):
+    _run_case(corpus_dir, tmp_path, tool, args, env, code, fragment)
+
+
+# One case per command (two for run, one per backend) again with an unwritable HOME and the
+# frameworks' default logging: each reaches as far as its command goes (a framework started, a
+# CSV read) before it refuses.
+HOSTILE_ENV = ["run-init-weights-cannot-load", "run-memory-estimate-exceeds-ram-jax", "sweep-output-foreign",
+               "report-nothing-to-compare", "cluster-no-such-command", "traces-garbage", "peer-append-foreign",
+               "peer-script-pairs-word", "models-image-too-small", "cnnbench-run-memory",
+               "compare-unknown-model"]
+BY_ID = {c[0]: c for c in CASES}
+
+
+@pytest.fixture(scope="module")
+def hostile_home(corpus_dir) -> str:
+    if not corpus_dir["ro_dir"]:
+        pytest.skip("an unwritable HOME needs `mount -t tmpfs -o ro` (root) or an unprivileged user")
+    return corpus_dir["ro_dir"]
+
+
+@pytest.mark.parametrize("case_id", HOSTILE_ENV)
+def test_bad_input_with_an_unwritable_home_and_default_logging(corpus_dir, tmp_path, hostile_home, case_id):
+    _, tool, args, env, code, fragment = BY_ID[case_id]
+    _run_case(corpus_dir, tmp_path, tool, args, env, code, fragment, hostile_home=hostile_home)
+
+
+def case_classes() -> dict[str, str]:
+    """Each case's class: the `# ---- name ----` section of CASES it is listed under."""
+    out, current = {}, "unclassified"
+    for line in Path(__file__).read_text().splitlines():
+        header = re.match(r"\s*#\s*-{3,}\s*(.*?)\s*-{3,}\s*$", line)
+        if header:
+            current = header.group(1)
+        case = re.match(r'\s*\("([^"]+)",\s*"([^"]+)",', line)
+        if case and case.group(1) in BY_ID:
+            out[case.group(1)] = current
+    return out
+
+
+def corpus_summary(stats: dict) -> list[str]:
+    """Lines for pytest's terminal summary: the corpus cases this session ran, per command and per
+    class, with how many passed (tests/conftest.py prints them)."""
+    classes = case_classes()
+    runs: list[tuple[str, str, str]] = []  # (command, class, outcome)
+    for outcome in ("passed", "failed", "skipped"):
+        for rep in stats.get(outcome, []):
+            m = re.search(r"::test_bad_input_(corpus|with_an_unwritable_home_and_default_logging)\[(.+?)(?:-\d+)?\]$",
+                          getattr(rep, "nodeid", ""))
+            if not m or (outcome != "skipped" and rep.when != "call") or m.group(2) not in BY_ID:
+                continue
+            case_id = m.group(2)
+            klass = classes.get(case_id, "unclassified") + (" [unwritable HOME]" if m.group(1) != "corpus" else "")
+            runs.append((BY_ID[case_id][1], klass, outcome))
+    if not runs:
+        return []
+    out = [f"bad-input corpus: {len(runs)} case runs, " + ", ".join(f"{n} {o}" for o, n in
+                                                                      Counter(o for *_, o in runs).items())]
+    for title, index in (("per command", 0), ("per class", 1)):
+        out.append(f"  {title}:")
+        counts = Counter((r[index], r[2]) for r in runs)
+        keys = sorted({r[index] for r in runs})
+        width = max(map(len, keys))
+        for key in keys:
+            detail = ", ".join(f"{counts[key, o]} {o}" for o in ("passed", "failed", "skipped") if counts[key, o])
+            out.append(f"    {key:<{width}} {sum(counts[key, o] for o in ('passed', 'failed', 'skipped')):>4}  ({detail})")
+    return out
 
 
 def test_the_corpus_is_large_and_covers_every_tool():
     assert len(CASES) >= 60
-    assert {c[1] for c in CASES} == set(TOOLS)
     assert len({c[0] for c in CASES}) == len(CASES)
+    per_tool = Counter(c[1] for c in CASES)
+    assert set(per_tool) == set(TOOLS), f"commands without cases: {set(TOOLS) - set(per_tool)}"
+    assert min(per_tool.values()) >= 2, per_tool
+    assert {BY_ID[i][1] for i in HOSTILE_ENV} == set(TOOLS), "a command without an unwritable-HOME case"
+    classes = case_classes()
+    assert set(classes) == set(BY_ID) and "unclassified" not in classes.values()
+
+
+def test_a_full_disk_under_the_run_costs_its_row_and_nothing_else(tmpfs, tmp_path):
+    """A real ENOSPC (a small tmpfs, filled), not one faked from os.fsync: the run trains, cannot
+    append its row, says so on one line and exits 1; the CSV is byte-identical and the disk holds
+    nothing new (no temporary, no partial file)."""
+    disk = tmpfs(256)
+    out = disk / "runs.csv"
+    out.write_text(_csv_row_text())
+    with open(disk / "ballast", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    before = _tree(disk)
+    r = subprocess.run([PY, "bench/run.py", "vgg11", "--width", "0.125", "--steps", "2", "--warmup-steps", "0",
+                        "--batch-size", "2", "--no-progress", "--output", str(out)], cwd=REPO, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdin=subprocess.DEVNULL)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
+    assert "could not write the result row" in lines[0] and "No space left" in lines[0], lines[0]
+    after = {k: v for k, v in _tree(disk).items() if not k.endswith(".csv.lock")}  # the writers' lock, kept by design
+    assert after == before, _tree_diff(before, after)

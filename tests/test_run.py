@@ -298,3 +298,44 @@ def test_profile_steps_trace_exactly_those_steps_and_leave_them_out(tmp_path, ba
     summary = summarize(row["trace_dir"])
     assert summary.steps == 2 and summary.source == "/host:CPU"
     assert summary.by_kind().get("convolution", 0) > 0 and sum(summary.op_count.values()) > 10
+
+
+@pytest.mark.slow
+def test_the_init_weights_checksum_is_of_the_file_read_not_of_the_one_saved_over_it(tmp_path):
+    """--init-weights W --save-weights W: the row's provenance names the start, taken when W was
+    read, not the trained file that replaced it at the end."""
+    from bench.results import file_sha256
+
+    out, w = tmp_path / "runs.csv", tmp_path / "w.weights.h5"
+    small = ["--width", "0.125", "--steps", "2", "--warmup-steps", "0", "--batch-size", "4", "--no-progress"]
+    r = run_cli("vgg11", *small, "--output", str(tmp_path / "first.csv"), "--save-weights", str(w))
+    assert r.returncode == 0, r.stderr[-2000:]
+    start = file_sha256(w)
+    r = run_cli("vgg11", *small, "--output", str(out), "--init-weights", str(w), "--save-weights", str(w))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert file_sha256(w) != start  # trained and saved over the start
+    assert _one_row(out)["init_weights_sha256"] == start
+
+
+@pytest.mark.slow
+def test_weights_that_cannot_be_written_at_the_end_fail_the_row_but_keep_its_timing_and_the_old_file(tmp_path,
+                                                                                                        tmpfs):
+    """A real full disk under --save-weights (checked writable before the run, full when the
+    weights come): a failed row that keeps the measured timing, one line, exit 1; the file that
+    was there stays whole and no temporary is left."""
+    disk = tmpfs(48)
+    w = disk / "w.weights.h5"
+    w.write_bytes(b"an earlier file" * 100)
+    before = w.read_bytes()
+    out = tmp_path / "runs.csv"
+    r = run_cli("vgg11", "--width", "0.125", "--steps", "2", "--warmup-steps", "0", "--batch-size", "4",
+                "--no-progress", "--output", str(out), "--save-weights", str(w))
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    errors = [l for l in r.stderr.splitlines() if "could not save the weights" in l]
+    assert len(errors) == 1 and "No space left" in errors[0], r.stderr[-2000:]
+    row = _one_row(out)
+    assert row["status"] == "failed" and "could not save the weights" in row["error"]
+    assert row["timed_steps"] == 2 and row["images_per_sec"] > 0
+    assert w.read_bytes() == before
+    assert sorted(p.name for p in disk.iterdir()) == ["w.weights.h5"]
