@@ -131,12 +131,94 @@ def test_axis_values_make_distinct_configurations():
     (["--models", "vgg13", "--batch-sizes", "32", "--breakdown", "--axis", "gradient_sync=true,false"],
      "breakdown=True"),
     (["--models", "vgg13", "--batch-sizes", "32", "--breakdown", "--no-gradient-sync"], "breakdown=True"),
+    # options outside the configuration key: their points would share one key (issue 21)
+    *[(["--models", "vgg13", "--batch-sizes", "32", "--axis", axis], f"axis={axis.split('=')[0]}")
+      for axis in ("threads=1,2", "force=true,false", "collective_timeout=5,10", "data_dir=/a,/b",
+                   "init_weights=a.weights.h5,b.weights.h5", "save_weights=a.weights.h5,b.weights.h5")],
 ])
 def test_bad_sweep_input_is_one_line_exit_2(tmp_path, args, named):
     r = sweep(*args, "--output", str(tmp_path / "r.csv"))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and named in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_every_axis_is_part_of_the_configuration_key():
+    """What an axis may be swept over: exactly the options that tell configurations apart."""
+    import bench.sweep as sw
+    from bench.config import KEY_FIELDS, schema
+
+    for name, o in schema().items():
+        if not o.cli or o.hidden or name in sw.SWEEP_FIELDS:
+            continue
+        if name in KEY_FIELDS:  # "1,2" may be out of its bounds, but the option is never refused as an axis
+            try:
+                sw.parse_axis(name, "1,2")
+            except sw.BenchInputError as e:
+                assert "configuration's key" not in str(e)
+        else:
+            with pytest.raises(sw.BenchInputError, match="not part of a configuration's key"):
+                sw.parse_axis(name, "1,2")
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"KERAS_BACKEND": "torch"}, "KERAS_BACKEND=torch"),
+    ({"KERAS_BACKEND": "jax"}, "--backends jax"),
+    ({"TF_CONFIG": '{"cluster": {"worker": ["localhost:1"], "ps": ["localhost:2"]}, '
+                   '"task": {"type": "worker", "index": 0}}'}, "TF_CONFIG"),
+    ({"TF_CONFIG": '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}'},
+     "TF_CONFIG"),
+    ({"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2"}, "HOROVOD_RANK=0"),
+])
+def test_a_bad_environment_is_refused_before_any_child(tmp_path, env, named):
+    """Not a failed row per configuration: one line, exit 2, no child, no row, no log folder."""
+    out = tmp_path / "runs.csv"
+    r = subprocess.run([PY, "bench/sweep.py", "--no-progress", "--models", "vgg11", "--batch-sizes", "2,4", *TINY,
+                        "--output", str(out)], cwd=REPO, env={**ENV, **env}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.count("\n") == 1 and named in r.stderr and "Traceback" not in r.stderr
+    assert "--backend torch" not in r.stderr  # a value --backend refuses is no hint
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def _answer_rows(out: Path, lrs: list[float], fits_up_to: int) -> None:
+    """Rows that answer every probe of a vgg11 search at these learning rates: ok up to
+    `fits_up_to`, oom above, as a finished search would have left them."""
+    from bench.config import parse_args
+    from bench.results import Outcome, Topology, build_row
+
+    for lr in lrs:
+        for batch in (fits_up_to, 2 * fits_up_to):
+            cfg = parse_args(["vgg11", "--batch-size", str(batch), "--lr", str(lr), *TINY, "--find-max-batch",
+                              "--output", str(out), "--source", "sweep"]).resolved(has_gpu=False)
+            ok = batch == fits_up_to
+            row = build_row(cfg, Outcome("ok" if ok else "oom", "" if ok else "ResourceExhausted"),
+                            topology=Topology(1, 1, batch, batch))
+            append_row(out, {**row, "images_per_sec": 10.0, "peak_mem_bytes": 2**20} if ok else row)
+
+
+def test_find_max_batch_carries_every_axis_value_into_its_probes(tmp_path):
+    """Each search's probes are its axis point's configurations: the dry run lists them, and rows
+    of exactly those configurations answer them (none of the default learning rate's)."""
+    out = tmp_path / "runs.csv"
+    args = ["--models", "vgg11", "--find-max-batch", "--batch-granularity", "32", "--axis", "lr=0.1,0.01", *TINY,
+            "--timeout", "1",
+            "--output", str(out)]
+    dry = sweep(*args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    commands = [l.strip() for l in dry.stdout.splitlines() if l.startswith("    ")]
+    assert len(commands) == 2 and "2 search(es)" in dry.stdout
+    for lr, command in zip(("0.1", "0.01"), commands):
+        assert f"--lr {lr}" in command and "--find-max-batch" in command and "--batch-size 32" in command
+    assert "search: vgg11 single x1 tensorflow lr=0.01," in dry.stdout
+    _answer_rows(out, [0.1, 0.01], fits_up_to=32)
+    before = out.read_bytes()
+    r = sweep(*args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.stdout.count("[row reused]") == 4 and out.read_bytes() == before  # no probe ran
+    assert "vgg11 single x1 tensorflow lr=0.1: largest batch that fits 32" in r.stdout
+    assert "vgg11 single x1 tensorflow lr=0.01: largest batch that fits 32" in r.stdout
 
 
 # ---- real sweeps ------------------------------------------------------------------------------
