@@ -290,6 +290,69 @@ def test_ctrl_c_keeps_finished_rows_and_the_next_run_resumes(tmp_path):
     assert f"{len(done)} skipped" in r.stdout
 
 
+def _processes_naming(text: str) -> dict[int, str]:
+    """Every live process whose command line names `text`, and every process in their sessions
+    (a child's own children: launchers, ranks, watchdogs), with their command lines. Zombies
+    (dead, not yet reaped) are left out."""
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if entry.isdigit() and stat[0] != "Z":
+                procs[int(entry)] = (int(stat[3]), Path(f"/proc/{entry}/cmdline").read_text(errors="replace"))
+    # the children's own sessions (each started with start_new_session), never this test's, nor init's
+    sessions = {sid for pid, (sid, cmd) in procs.items() if text in cmd and sid == pid}
+    return {pid: cmd.replace("\0", " ") for pid, (sid, cmd) in procs.items() if sid in sessions or text in cmd}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,strategy", [(signal.SIGTERM, "multiworker"), (signal.SIGHUP, "single")])
+def test_sigterm_or_sighup_stops_the_sweep_and_every_child_as_ctrl_c_does(tmp_path, sig, strategy):
+    """No survivor by PID (the child, its launcher and every rank), no row appended after the
+    sweep is gone, the summary, and 128 + the signal's number."""
+    out = tmp_path / "runs.csv"
+    p = subprocess.Popen([PY, "bench/sweep.py", "--no-progress", "--models", "vgg11", "--batch-sizes", "2,4",
+                          "--strategies", strategy, "--workers", "2", *TINY, "--steps", "100000",
+                          "--output", str(out)], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    ranks = 2 if strategy == "multiworker" else 1
+    children: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and \
+                sum("bench/run.py" in cmd for pid, cmd in children.items() if pid != p.pid) < ranks:
+            time.sleep(0.5)
+            children = _processes_naming(str(out))
+        assert sum("bench/run.py" in cmd for pid, cmd in children.items() if pid != p.pid) >= ranks, children
+        time.sleep(15)  # into the framework's start-up, where TensorFlow catches SIGTERM
+        children = _processes_naming(str(out))
+        p.send_signal(sig)
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 128 + sig, stdout[-2000:] + stderr[-2000:]
+        assert "Traceback" not in stderr
+        assert "2 not started (interrupted; rerun to resume)" in stdout
+        survivors = {pid: cmd for pid, cmd in _processes_naming(str(out)).items()}
+        survivors.update({pid: cmd for pid, cmd in children.items() if _alive(pid)})
+        assert not survivors, f"children outlived the sweep: {survivors}"
+        assert not out.exists()  # the interrupted configuration has no row, nor will it
+        time.sleep(3)
+        assert not out.exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for c, cmd in _processes_naming(str(out)).items():
+            if str(out) in cmd:  # it names this test's folder: surely ours
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(c, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 @pytest.mark.slow
 def test_two_sweeps_appending_at_once(tmp_path):
     out = tmp_path / "runs.csv"
@@ -410,6 +473,42 @@ def test_a_full_disk_leaves_every_row_whole(tmp_path):
                            timeout=300, preexec_fn=d.preexec)
         assert r.returncode == 1 and "could not write the result row" in r.stderr, r.stderr[-2000:]
         assert out.read_bytes() == good
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_sweep_with_its_summary_and_one_line(tmp_path):
+    """Neither the log nor the row can be written: the child still runs (its output kept in a
+    temporary file), the sweep stops at the first row it cannot write, prints its summary and
+    ends with one line and exit 1, the CSV as it was."""
+    disk = tmp_path / "disk"
+    with tiny_disk(disk, 64) as d:
+        if not d.mounted:
+            pytest.skip("mounting a tmpfs is not permitted here (a real full disk is needed)")
+        out = disk / "runs.csv"
+        append_row(out, {"schema_version": 1, "model": "m0", "status": "ok"})
+        d.fill(keep=out)
+        good = out.read_bytes()
+        r = sweep("--models", "vgg11", "--batch-sizes", "2,4", *TINY, "--output", str(out))
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
+        assert lines[0].startswith("error: could not write the row of vgg11 b2 ") and "No space left" in lines[0]
+        assert "could not write the logs in" in lines[0]
+        assert "1 not started (the CSV cannot be written)" in r.stdout
+        assert out.read_bytes() == good
+
+
+@pytest.mark.slow
+def test_a_log_folder_that_cannot_be_written_loses_no_row(tmp_path):
+    out = tmp_path / "runs.csv"
+    (tmp_path / "logs").write_text("a file where the log folder would be")
+    r = sweep("--models", "vgg11", "--batch-sizes", "2", *TINY, "--output", str(out))
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and len(lines) == 1 and "could not write the logs in" in lines[0], r.stderr
+    df = read_rows(out)
+    assert len(df) == 1 and (df["status"] == "ok").all()
+    assert "1 ran ok" in r.stdout
 
 
 def test_backends_are_a_sweep_axis_and_unsupported_cells_are_left_out(tmp_path):
