@@ -70,7 +70,16 @@ def killed_for_memory(returncode: int) -> bool:
 def stop_groups(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
     """Stop children started with start_new_session=True and everything they started: SIGTERM to
     each process group, then SIGKILL to those still running `grace` seconds later. A group may
-    already be gone."""
+    already be gone. A stop signal arriving meanwhile (see `stop_on_signals`) is passed on only
+    once they are all stopped."""
+    try:
+        _stop_groups(procs, grace)
+    except KeyboardInterrupt:  # repeats are ignored now: this second pass cannot be cut short
+        _stop_groups(procs, grace)
+        raise
+
+
+def _stop_groups(procs: list[subprocess.Popen], grace: float) -> None:
     import time
 
     running = [p for p in procs if p.poll() is None]

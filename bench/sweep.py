@@ -330,10 +330,8 @@ def run_job(job: Job, output: str, timeout: float, log_dir: Path, gpus: int = 0,
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 timed_out = True
+            finally:  # past its timeout, or Ctrl-C, SIGTERM, SIGHUP (re-raised): stop it, keep what is written
                 stop_groups([proc])
-            except BaseException:  # Ctrl-C, SIGTERM, SIGHUP: stop the child, keep what is written, re-raise
-                stop_groups([proc])
-                raise
         log.seek(0)
         output_text = log.read()
     rows = read_rows(output) if Path(output).exists() else None
