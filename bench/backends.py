@@ -43,12 +43,20 @@ def select(name: str) -> None:
             raise BenchInputError(f"this process already runs Keras on {current}; --backend {name} needs a "
                                   f"process of its own")
         return
-    env = os.environ.get("KERAS_BACKEND")
-    if env and env != name and "CNNBENCH_BACKEND_SET" not in os.environ:
-        raise BenchInputError(f"KERAS_BACKEND={env} is set in the environment but --backend {name} was asked "
-                              f"for; unset KERAS_BACKEND or pass --backend {env}")
+    check_environment(name)
     os.environ["KERAS_BACKEND"] = name
     os.environ["CNNBENCH_BACKEND_SET"] = name  # children (launchers' ranks) inherit it: not a conflict
+
+
+def check_environment(name: str, flag: str = "--backend") -> None:
+    """BenchInputError where KERAS_BACKEND, set by hand, names another backend than `name`
+    (`flag` is the option that asked for it, to name in the hint)."""
+    env = os.environ.get("KERAS_BACKEND")
+    if not env or env == name or "CNNBENCH_BACKEND_SET" in os.environ:
+        return
+    hint = (f"unset KERAS_BACKEND or pass {flag} {env}" if env in BACKENDS else
+            f"cnnbench runs on {' and '.join(BACKENDS)} only: unset KERAS_BACKEND")
+    raise BenchInputError(f"KERAS_BACKEND={env} is set in the environment but {flag} {name} was asked for; {hint}")
 
 
 def load(name: str) -> ModuleType:

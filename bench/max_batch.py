@@ -90,11 +90,14 @@ def start_batch(gpus: int) -> int:
     return RunConfig(model="", batch_size=None).resolved(has_gpu=gpus > 0).batch_size
 
 
-def run(groups: list, *, run_args: list[str], output: str, timeout: float, gpus: int, rows, force: bool,
-        cap_gb: float | None, log_dir: Path, step: int = 1, say: Callable[[str], None] = print) -> list[Result]:
-    """Search each group (a sweep Job at the start batch). A probe whose configuration already
+def run(groups: list, *, output: str, timeout: float, gpus: int, rows, force: bool, cap_gb: float | None,
+        log_dir: Path, step: int = 1, say: Callable[[str], None] = print, results: list[Result] | None = None,
+        notes: list[str] | None = None) -> list[Result]:
+    """Search each group (a sweep Job at the start batch, its run options and axis values those
+    of every probe: its command line is the first probe's). A probe whose configuration already
     has a row that answers the question (ok, oom or oom_predicted) is not run again, unless
-    `force`."""
+    `force`. Each finished search is appended to `results` as it ends, so a caller stopped
+    half-way (Ctrl-C, an unwritable CSV) still has them; `notes` as in sweep.run_job."""
     from .sweep import make_job, run_job
 
     known: dict[tuple, dict[str, Any]] = {}
@@ -102,17 +105,16 @@ def run(groups: list, *, run_args: list[str], output: str, timeout: float, gpus:
         answered = rows[rows["status"].isin(["ok", "oom", "oom_predicted"])]
         for r in answered.sort_values("timestamp_utc", kind="stable").to_dict("records"):
             known[config_key(r)] = r
-    probe_args = [*run_args, "--find-max-batch", *(["--memory-cap-gb", f"{cap_gb:g}"] if cap_gb else [])]
-    results = []
+    results = [] if results is None else results
     for g in groups:
-        result = Result(f"{g.model} {g.strategy} x{g.workers} {g.backend}", cap_gb)
+        result = Result(g.group_label, cap_gb)
 
         def fit(batch: int, g=g, result=result) -> bool:
-            job = make_job(g.model, batch, g.strategy, g.workers, g.backend, probe_args, output, timeout, gpus)
+            job = make_job(g.model, batch, g.strategy, g.workers, g.backend, list(g.run_args), output, timeout, gpus)
             row = known.get(job.key(gpus > 0))
             reused = row is not None
             if row is None:
-                row = run_job(job, output, timeout, log_dir, gpus)
+                row = run_job(job, output, timeout, log_dir, gpus, notes)
             result.probes[batch] = row
             verdict = bool(fits(row, cap_gb))
             what = (f"{float(row['images_per_sec']):.1f} images/sec, peak {_gib(row.get('peak_mem_bytes'))}"

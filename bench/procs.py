@@ -1,4 +1,5 @@
-"""Child processes: stopping a process group, and saying in words how a child ended."""
+"""Child processes: stopping a process group, saying in words how a child ended, and turning
+SIGTERM and SIGHUP into the same orderly stop as Ctrl-C in a process that has children."""
 from __future__ import annotations
 
 import contextlib
@@ -72,7 +73,16 @@ def killed_for_memory(returncode: int) -> bool:
 def stop_groups(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
     """Stop children started with start_new_session=True and everything they started: SIGTERM to
     each process group, then SIGKILL to those still running `grace` seconds later. A group may
-    already be gone."""
+    already be gone. A stop signal arriving meanwhile (see `stop_on_signals`) is passed on only
+    once they are all stopped."""
+    try:
+        _stop_groups(procs, grace)
+    except KeyboardInterrupt:  # repeats are ignored now: this second pass cannot be cut short
+        _stop_groups(procs, grace)
+        raise
+
+
+def _stop_groups(procs: list[subprocess.Popen], grace: float) -> None:
     import time
 
     running = [p for p in procs if p.poll() is None]
@@ -87,3 +97,42 @@ def stop_groups(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP, raised as Ctrl-C is, so every `except KeyboardInterrupt`
+    path (stop the children, keep the finished rows) serves all three."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def exit_code(stop: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as shells report it: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    return 128 + getattr(stop, "signum", signal.SIGINT)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within: SIGINT, SIGTERM and SIGHUP raise `Stopped` in the main thread. Only the first does:
+    a repeat while the children are being stopped is ignored, so that a second Ctrl-C (or a
+    supervisor's second SIGTERM) cannot cut the stopping short and orphan them. Main thread only."""
+    first: list[int] = []
+
+    def handler(signum, frame):
+        if first:
+            return
+        first.append(signum)
+        raise Stopped(signum)
+
+    # a signal ignored when we started stays ignored (nohup's SIGHUP, a background job's SIGINT)
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

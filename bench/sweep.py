@@ -10,16 +10,34 @@ Each configuration runs through its strategy's launcher (see launch/) with a tim
 and the tail of its output, and the sweep goes on; one whose memory estimate exceeds the memory
 available becomes an `oom_predicted` row within seconds. Configurations that already have an `ok`
 row in the CSV are skipped (unless --force), so an interrupted sweep resumes where it stopped.
+
+--axis OPTION=V1,V2 takes options that are part of a configuration's key (those the report
+and resume tell runs apart by: lr, precision, seed, ...). Options outside the key (threads,
+force, data_dir, init_weights, save_weights, collective_timeout) are refused as axes: their
+points would share one key, so resume would skip all but one and the report would merge them.
+Pass such an option as a plain run option (one value for the whole sweep), or run one sweep per value.
+With --find-max-batch every probe carries the axis values and run options of its point.
+
+Ctrl-C, SIGTERM and SIGHUP stop the running child (and everything it started) and keep every
+finished row; the sweep prints its summary and exits 128 + the signal's number (130, 143, 129).
+A log folder that cannot be written (read-only, full) does not stop the sweep: each child's
+output is then kept in a temporary file for its row. A CSV that cannot be written does: the
+summary names the configurations not started. Either way the sweep ends with one line on
+stderr and exit 1. The environment is checked before any child starts: KERAS_BACKEND naming
+another backend, TF_CONFIG (the sweep gives each multiworker rank its own) and a launcher's
+rank variables (HOROVOD_RANK, ...) are refused with one line, exit 2.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import itertools
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import dataclass
@@ -31,8 +49,9 @@ if __package__ in (None, ""):
 
 from bench.config import (DEFAULT_OUTPUT, OneLineParser, Opt, RunConfig, config_key, parse_args,  # noqa: E402
                           parse_value, schema)
-from bench.errors import BenchInputError, input_error  # noqa: E402
-from launch import Launch, get_strategy, strategy_names  # noqa: E402
+from bench.errors import BenchInputError, input_error, one_line  # noqa: E402
+from bench.procs import exit_code, stop_on_signals  # noqa: E402
+from launch import STRATEGIES, Launch, get_strategy, strategy_names  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
@@ -53,11 +72,18 @@ class Job:
     replicas: int
     backend: str = "tensorflow"
     axes: tuple[tuple[str, str], ...] = ()   # (option, value) of each --axis, in order
+    run_args: tuple[str, ...] = ()           # the bench/run.py options of this point, axis values included
 
     @property
     def label(self) -> str:
         extra = "".join(f" {name}={value}" for name, value in self.axes)
         return f"{self.model} b{self.batch_size} {self.strategy} x{self.workers} {self.backend}{extra}"
+
+    @property
+    def group_label(self) -> str:
+        """The label without the batch size (a --find-max-batch search)."""
+        extra = "".join(f" {name}={value}" for name, value in self.axes)
+        return f"{self.model} {self.strategy} x{self.workers} {self.backend}{extra}"
 
     def key(self, has_gpu: bool) -> tuple:
         """The configuration key its row will have."""
@@ -98,6 +124,11 @@ def parse_axis(name: str, values: str | list) -> tuple[str, list[Any]]:
                               + f". Received: axis={name}")
     if name not in opts or not opts[name].cli or opts[name].hidden:
         raise BenchInputError(f"--axis {name}: not a bench/run.py option. Received: axis={name}")
+    if not opts[name].key:
+        raise BenchInputError(f"--axis {name}: {name} is not part of a configuration's key, so the points of this "
+                              f"axis would share one key (resume would skip all but one, the report would merge "
+                              f"them); pass --{name.replace('_', '-')} as a plain run option, one sweep per value. "
+                              f"Received: axis={name}")
     items = values if isinstance(values, list) else [v.strip() for v in str(values).split(",") if v.strip()]
     if not items:
         raise BenchInputError(f"--axis {name} has no values. Received: axis={name}=")
@@ -207,7 +238,21 @@ def make_job(model: str, batch: int, strategy_name: str, workers: int, backend: 
     cfg = parse_args([*args, "--output", output])  # validates every run option
     command = [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *args,
                "--output", output, "--no-progress", "--source", "sweep"]
-    return Job(model, batch, strategy.name, workers, cfg, launch, command, strategy.replicas(workers, gpus), backend)
+    return Job(model, batch, strategy.name, workers, cfg, launch, command, strategy.replicas(workers, gpus), backend,
+               run_args=tuple(run_args))
+
+
+def check_environment(backends: list[str]) -> None:
+    """BenchInputError for an environment every child would inherit and fail on, found once
+    here instead of as a failed row per configuration: KERAS_BACKEND naming another backend
+    than the grid's, and any strategy launcher's variables (e.g. TF_CONFIG, HOROVOD_RANK): the
+    sweep starts each configuration's processes through their launchers itself."""
+    from bench.backends import check_environment as check_backend
+
+    for backend in backends:
+        check_backend(backend, flag="--backends")
+    for strategy in STRATEGIES.values():
+        strategy.check_no_launcher()
 
 
 # ---- resuming ------------------------------------------------------------------------------
@@ -219,6 +264,35 @@ def done_keys(rows) -> set[tuple]:
 
 
 # ---- running one configuration ---------------------------------------------------------------
+class Unwritable(Exception):
+    """The sweep could not write a row to its CSV (read-only, disk full): later rows would be lost too."""
+
+
+def _open_log(log_dir: Path, run_id: str, header: str, notes: list[str]):
+    """The child's log file with `header` written; where its folder cannot be written (read-only,
+    full), an anonymous temporary file instead (the reason goes into `notes`), so that the child
+    still runs and its row still gets the tail of its output."""
+    path = log_dir / f"{run_id}.log"
+    log = None
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(path, "w+", encoding="utf-8", errors="replace")
+        log.write(header)
+        log.flush()
+        return log
+    except OSError as e:
+        notes.append(f"could not write the logs in {log_dir}: {one_line(e)}")
+        if log is not None:
+            with contextlib.suppress(OSError):  # closing flushes the same failed write again
+                log.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+    log = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+    log.write(header)
+    log.flush()
+    return log
+
+
 def _classify(returncode: int, output: str, timed_out: bool) -> str:
     from bench.procs import killed_for_memory
 
@@ -231,45 +305,54 @@ def _classify(returncode: int, output: str, timed_out: bool) -> str:
     return "failed"
 
 
-def run_job(job: Job, output: str, timeout: float, log_dir: Path, gpus: int = 0) -> dict[str, Any]:
-    """Run one configuration; make sure it leaves exactly one row (its own, or ours)."""
+def run_job(job: Job, output: str, timeout: float, log_dir: Path, gpus: int = 0,
+            notes: list[str] | None = None) -> dict[str, Any]:
+    """Run one configuration; make sure it leaves exactly one row (its own, or ours). A log
+    folder that cannot be written is noted in `notes`; a CSV that cannot be written raises
+    Unwritable."""
     from bench.procs import describe_exit, stop_groups, tail
     from bench.results import Outcome, Topology, append_row, build_row, new_run_id, read_rows
 
     run_id = new_run_id()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{run_id}.log"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
            "PYTHONUNBUFFERED": "1", **job.launch.env}
     timed_out = False
     started = time.monotonic()
-    with open(log_path, "w") as log:
-        log.write(f"$ {shlex.join(job.command)} --run-id {run_id}\n")
-        log.flush()
-        proc = subprocess.Popen([*job.command, "--run-id", run_id], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+    with _open_log(log_dir, run_id, f"$ {shlex.join(job.command)} --run-id {run_id}\n",
+                   notes if notes is not None else []) as log:
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            stop_groups([proc])
-        except BaseException:  # Ctrl-C: stop the child, keep what is written, re-raise
-            stop_groups([proc])
-            raise
-    output_text = log_path.read_text(errors="replace")
+            proc = subprocess.Popen([*job.command, "--run-id", run_id], cwd=REPO, env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:  # the launcher itself is missing or cannot run
+            proc, how = None, f"could not start {job.command[0]}: {one_line(e)}"
+        if proc is not None:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:  # past its timeout, or Ctrl-C, SIGTERM, SIGHUP (re-raised): stop it, keep what is written
+                stop_groups([proc])
+        log.seek(0)
+        output_text = log.read()
     rows = read_rows(output) if Path(output).exists() else None
     mine = rows[rows["run_id"] == run_id] if rows is not None and "run_id" in rows else None
     if mine is not None and not mine.empty:
         return mine.iloc[-1].to_dict()  # its own row (ok, diverged, oom or failed)
-    status = _classify(proc.returncode, output_text, timed_out)
-    how = f"timed out after {timeout:g} s" if timed_out else describe_exit(proc.returncode)
+    if proc is None:
+        status = "failed"
+    else:
+        status = _classify(proc.returncode, output_text, timed_out)
+        how = f"timed out after {timeout:g} s" if timed_out else describe_exit(proc.returncode)
     cfg = job.cfg.resolved(has_gpu=gpus > 0)
     topology = Topology(workers=job.launch.processes, replicas=job.replicas, per_replica_batch=cfg.batch_size,
                         global_batch=cfg.batch_size * job.replicas)
     row = build_row(dataclasses.replace(cfg, run_id=run_id, source="sweep"),
                     Outcome(status, f"{how}: {tail(output_text, ERROR_TAIL_LINES)}"), topology=topology,
                     wall_s=time.monotonic() - started)
-    append_row(output, row)
+    try:
+        append_row(output, row)
+    except OSError as e:
+        raise Unwritable(f"could not write the row of {job.label} to {output}: {one_line(e)}") from None
     return row
 
 
@@ -422,14 +505,28 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run (or list) the sweep. Bad input: one line, exit 2. Interrupted: exit 130."""
+    """Run (or list) the sweep. Bad input: one line, exit 2. Ctrl-C, SIGTERM, SIGHUP: the running
+    child stopped, the summary, exit 128 + the signal's number. A CSV or log that cannot be
+    written: the summary, one line, exit 1."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        with stop_on_signals():
+            return _main(argv)
+    except KeyboardInterrupt as stop:  # before any child started (or after the last ended)
+        return exit_code(stop)
+
+
+def _main(argv: list[str]) -> int:
+    try:
         args, run_args = parse(argv)
+        check_environment(args.backends)
         from bench.hardware import gpu_count
         gpus = gpu_count()
         from bench import max_batch
         batch_sizes = [max_batch.start_batch(gpus)] if args.find_max_batch else [int(b) for b in args.batch_sizes]
+        if args.find_max_batch:  # what "fits" means goes into each probe's row
+            run_args = [*run_args, "--find-max-batch",
+                        *(["--memory-cap-gb", f"{args.memory_cap_gb:g}"] if args.memory_cap_gb else [])]
         jobs = build_jobs(args.models, batch_sizes, args.strategies, [int(w) for w in args.workers], run_args,
                           args.output, args.timeout, gpus, args.backends, args.axes, args.breakdown)
         for strategy, backend in unsupported(args.strategies, args.backends):
@@ -441,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         return input_error(e)
     log_dir = Path(args.output).parent / "logs"
     if args.find_max_batch:
-        return _find_max_batch(args, jobs, run_args, rows, gpus, log_dir)
+        return _find_max_batch(args, jobs, rows, gpus, log_dir)
     done = done_keys(rows)
     todo = [(j, not args.force and j.key(gpus > 0) in done) for j in jobs]
     if args.dry_run:
@@ -454,7 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.progress:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), unit="config", file=sys.stderr, dynamic_ncols=True)
-    interrupted = False
+    stop: KeyboardInterrupt | None = None
+    unwritable: Unwritable | None = None
+    notes: list[str] = []
     try:
         for job, skip in todo:
             if bar:
@@ -462,7 +561,12 @@ def main(argv: list[str] | None = None) -> int:
             if skip:
                 results.append((job, "skipped", None))
             else:
-                row = run_job(job, args.output, args.timeout, log_dir, gpus)
+                try:
+                    row = run_job(job, args.output, args.timeout, log_dir, gpus, notes)
+                except Unwritable as e:  # every later row would be lost as well: stop here
+                    unwritable = e
+                    results.append((job, "unwritten", None))
+                    break
                 results.append((job, row["status"], row.get("images_per_sec")))
                 msg = f"{job.label}: {row['status']}"
                 if row["status"] == "ok":
@@ -472,40 +576,62 @@ def main(argv: list[str] | None = None) -> int:
                 (bar.write if bar else print)(msg)
             if bar:
                 bar.update(1)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM or SIGHUP (bench.procs.Stopped)
+        stop = e
     finally:
         if bar:
             bar.close()
-    print(summary(results, len(jobs), args.output, interrupted))
-    if interrupted:
-        return 130
+    why = "interrupted; rerun to resume" if stop is not None else \
+        "the CSV cannot be written" if unwritable is not None else ""
+    print(summary(results, len(jobs), args.output, why))
+    if stop is not None:
+        return exit_code(stop)
+    if _write_problems(unwritable, notes):
+        return 1
     return 0 if all(s in ("ok", "skipped") for _, s, _ in results) else 1
 
 
-def _find_max_batch(args: argparse.Namespace, groups: list[Job], run_args: list[str], rows, gpus: int,
-                    log_dir: Path) -> int:
-    """The --find-max-batch sweep: exit 0 when every group found a batch that fits."""
+def _write_problems(unwritable: Exception | None, notes: list[str]) -> bool:
+    """One line on stderr for whatever could not be written (the CSV first, then the logs)."""
+    problems = [str(e) for e in (unwritable,) if e is not None] + sorted(set(notes))[:1]
+    if problems:
+        print(f"error: {'; '.join(problems)}", file=sys.stderr)
+    return bool(problems)
+
+
+def _find_max_batch(args: argparse.Namespace, groups: list[Job], rows, gpus: int, log_dir: Path) -> int:
+    """The --find-max-batch sweep: exit 0 when every group found a batch that fits. Each group
+    is the first probe of its search, run options and axis values included."""
     from bench import max_batch
 
     if args.dry_run:
         for g in groups:
-            print(f"search: {g.model} {g.strategy} x{g.workers} {g.backend}, doubling from batch {g.batch_size}"
-                  f"\n    {shlex.join(g.command)}")
+            print(f"search: {g.group_label}, doubling from batch {g.batch_size} (first probe below; the others "
+                  f"differ only in --batch-size)\n    {shlex.join(g.command)}")
         print(f"{len(groups)} search(es)")
         return 0
+    results: list = []
+    notes: list[str] = []
     try:
-        results = max_batch.run(groups, run_args=run_args, output=args.output, timeout=args.timeout, gpus=gpus,
-                                rows=rows, force=args.force, cap_gb=args.memory_cap_gb, log_dir=log_dir,
-                                step=args.batch_granularity)
-    except KeyboardInterrupt:
+        max_batch.run(groups, output=args.output, timeout=args.timeout, gpus=gpus, rows=rows, force=args.force,
+                      cap_gb=args.memory_cap_gb, log_dir=log_dir, step=args.batch_granularity, results=results,
+                      notes=notes)
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP
+        print(max_batch.summary(results, args.output))
         print("interrupted: the probes so far are rows in " + args.output)
-        return 130
+        return exit_code(stop)
+    except Unwritable as e:
+        print(max_batch.summary(results, args.output))
+        _write_problems(e, notes)
+        return 1
     print(max_batch.summary(results, args.output))
+    if _write_problems(None, notes):
+        return 1
     return 0 if all(r.largest is not None for r in results) else 1
 
 
-def summary(results: list, total: int, output: str, interrupted: bool) -> str:
+def summary(results: list, total: int, output: str, stopped: str = "") -> str:
+    """The table of configurations and the counts; `stopped` says why the rest did not start."""
     counts = {"ok": 0, "skipped": 0}
     for _, status, _ in results:
         counts[status] = counts.get(status, 0) + 1
@@ -515,7 +641,7 @@ def summary(results: list, total: int, output: str, interrupted: bool) -> str:
         lines.append(f"{job.label:<40} {status:<9} {'' if ips is None or ips != ips else f'{float(ips):.1f}':>11}")
     lines.append(f"\nsweep: {total} configuration(s): {counts['ok']} ran ok, {counts['skipped']} skipped "
                  f"(ok row exists), {failed} failed" +
-                 (f", {total - len(results)} not started (interrupted; rerun to resume)" if interrupted else "") +
+                 (f", {total - len(results)} not started ({stopped})" if stopped else "") +
                  f". Rows in {output}")
     return "\n".join(lines)
 

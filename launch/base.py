@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -35,6 +36,38 @@ STRATEGY_OPTIONS = {"cpu_replicas": 1, "all_reduce": "auto", "all_reduce_pack_mb
                     "hvd_timeline": False}
 # Other spellings of a run option's flag, as the strategy's own tools name it.
 OPTION_ALIASES = {"hvd_timeline": ("--horovod-timeline",)}
+
+
+# The helper that turns the watchdog's traceback dump into one line: it reads until the watched
+# process ends or disarms it (EOF); only a dump (the deadline passed) makes it speak.
+_WATCHDOG = "import sys\nif sys.stdin.buffer.read():\n    sys.stderr.write(sys.argv[1] + '\\n')\n"
+
+
+@contextlib.contextmanager
+def startup_watchdog(seconds: float, message: str):
+    """Bound a start-up wait that can block inside a framework's C++ with the GIL held: there no
+    Python thread or signal handler runs, and TensorFlow catches SIGTERM, so such a process
+    waited 10 minutes past its collective timeout and only SIGKILL ended it. Past `seconds`,
+    faulthandler's own C thread (it needs no GIL) ends the process with exit code 1, writing its
+    traceback dump into a pipe; a helper process reading that pipe then prints `message` as the
+    one line that says why. Leaving the block in time disarms both."""
+    import faulthandler
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    try:
+        helper = subprocess.Popen([sys.executable, "-c", _WATCHDOG, message], stdin=read, stdout=subprocess.DEVNULL)
+    finally:
+        os.close(read)
+    dump = os.fdopen(write, "w")
+    faulthandler.dump_traceback_later(seconds, exit=True, file=dump)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        dump.close()  # EOF: the helper ends without a word
+        helper.wait()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +156,30 @@ class Distribution:
     @classmethod
     def check_environment(cls) -> None:
         """Raise BenchInputError if what the launcher gave this process (e.g. TF_CONFIG) is
-        malformed. Called just before the run starts, not when a configuration is parsed (a
-        sweep parses its children's configurations where no launcher has run yet)."""
+        malformed, or if any strategy's launcher variables are set by hand (see
+        `check_launcher_environment`). Called just before the run starts, not when a
+        configuration is parsed (a sweep parses its children's configurations where no launcher
+        has run yet)."""
+        from . import STRATEGIES
+
+        for strategy in STRATEGIES.values():
+            strategy.check_launcher_environment()
+
+    @classmethod
+    def check_launcher_environment(cls) -> None:
+        """Raise BenchInputError where this strategy's launcher variables (a rank, a size) are set
+        but its launcher did not start this process: whatever strategy runs, they would mislead it."""
+
+    @classmethod
+    def check_no_launcher(cls) -> None:
+        """Raise BenchInputError where this process's environment holds this strategy's launcher
+        variables, in a process that starts its own launchers (a sweep): it is not one rank of a
+        job, and every child would inherit them."""
+        cls.check_launcher_environment()
+        if cls.launched_here() or cls.env_size() > 1:
+            from bench.errors import BenchInputError
+            raise BenchInputError(f"this process runs as one rank of a --strategy {cls.name} job (its launcher's "
+                                  f"variables are set); run the sweep on its own: it launches each configuration")
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Distribution":

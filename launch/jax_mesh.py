@@ -15,9 +15,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .base import MeshDistribution
+from .base import MeshDistribution, startup_watchdog
 
 BATCH_AXIS = "batch"
+STARTUP_MARGIN_S = 30
 
 
 def force_host_devices(n: int) -> None:
@@ -97,7 +98,13 @@ def multiworker(coordinator: str, num_processes: int, process_id: int, timeout_s
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=max(1, int(timeout_s)))
+    # JAX's own timeout should end a start-up whose peers never come, with an error the run turns
+    # into a row; the watchdog, a little later, ends one that blocks past it anyway
+    with startup_watchdog(max(1, int(timeout_s)) + STARTUP_MARGIN_S,
+                          f"error: multiworker start-up: not every one of the {num_processes} processes joined the "
+                          f"coordinator at {coordinator} within --collective-timeout {timeout_s:g} s; process "
+                          f"{process_id} gave up"):
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=max(1, int(timeout_s)))
     return JaxMesh("multiworker", jax.devices(), rank=jax.process_index(), size=jax.process_count())
 

@@ -4,7 +4,9 @@
 
 Workers get free loopback ports. Their output is streamed with a `[worker i]` prefix. If any
 worker fails, the others are stopped and the launcher exits non-zero naming it; past
---timeout, every worker is stopped and the launcher exits 124.
+--timeout, every worker is stopped and the launcher exits 124. Ctrl-C, SIGTERM and SIGHUP stop
+every worker (SIGTERM, then SIGKILL after a grace period) before the launcher exits, with
+128 + the signal's number (130, 143, 129).
 """
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ import sys
 import threading
 import time
 
-from bench.procs import stop_groups
+from bench.procs import exit_code, stop_groups, stop_on_signals
 
-GRACE_S = 10.0
+# shorter than the sweep's own grace (bench.procs.stop_groups), so that a sweep stopping this
+# launcher leaves it time to SIGKILL workers that ignore SIGTERM (TensorFlow's do, in start-up)
+GRACE_S = 5.0
 
 
 def free_ports(n: int) -> list[int]:
@@ -51,20 +55,27 @@ def _pump(stream, prefix: str, out) -> None:
 
 
 def launch(n: int, command: list[str], timeout: float | None = None) -> int:
-    """Run `command` as n workers; return 0 if all succeed, else non-zero (124 on timeout)."""
+    """Run `command` as n workers; return 0 if all succeed, else non-zero (124 on timeout,
+    128 + N on signal N)."""
+    with stop_on_signals():
+        return _launch(n, command, timeout)
+
+
+def _launch(n: int, command: list[str], timeout: float | None) -> int:
     ports = free_ports(n)
-    procs, pumps = [], []
-    for i in range(n):
-        env = {**os.environ, "TF_CONFIG": tf_config(ports, i), "PYTHONUNBUFFERED": "1"}
-        p = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, bufsize=1, start_new_session=True)
-        procs.append(p)
-        t = threading.Thread(target=_pump, args=(p.stdout, f"[worker {i}] ", sys.stdout), daemon=True)
-        t.start()
-        pumps.append(t)
-    start = time.monotonic()
+    procs: list[subprocess.Popen] = []
+    pumps = []
     code = 0
     try:
+        for i in range(n):
+            env = {**os.environ, "TF_CONFIG": tf_config(ports, i), "PYTHONUNBUFFERED": "1"}
+            p = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, bufsize=1, start_new_session=True)
+            procs.append(p)
+            t = threading.Thread(target=_pump, args=(p.stdout, f"[worker {i}] ", sys.stdout), daemon=True)
+            t.start()
+            pumps.append(t)
+        start = time.monotonic()
         while True:
             codes = [p.poll() for p in procs]
             failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
@@ -83,8 +94,8 @@ def launch(n: int, command: list[str], timeout: float | None = None) -> int:
                 code = 124
                 break
             time.sleep(0.2)
-    except KeyboardInterrupt:
-        code = 130
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP (bench.procs.Stopped)
+        code = exit_code(stop)
     finally:
         stop_groups(procs, GRACE_S)
         for t in pumps:

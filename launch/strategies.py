@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .base import DatasetFn, Distribution, Launch
+from .base import DatasetFn, Distribution, Launch, startup_watchdog
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
@@ -190,6 +190,9 @@ def _check_all_reduce(cfg: "RunConfig", choices: dict, gpu_only: tuple[str, ...]
                               f"Received: all_reduce={cfg.all_reduce}")
 
 
+TF_CONFIG_TASKS = ("chief", "worker")
+
+
 def _tf_config() -> tuple[dict, dict]:
     """TF_CONFIG's cluster and task, checked; BenchInputError naming what is wrong."""
     from bench.errors import BenchInputError
@@ -209,6 +212,18 @@ def _tf_config() -> tuple[dict, dict]:
         if not isinstance(hosts, list) or not all(isinstance(h, str) and ":" in h for h in hosts):
             raise BenchInputError(f"TF_CONFIG cluster {kind!r} must be a list of 'host:port' strings. "
                                   f"Received: {hosts!r}")
+        for h in hosts:
+            host, port = h.rsplit(":", 1)
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise BenchInputError(f"TF_CONFIG cluster {kind!r} names an impossible address (a host, then a port "
+                                      f"in 1-65535). Received: {h!r}")
+    # MultiWorkerMirroredStrategy coordinates chief and worker tasks only: a parameter server or an
+    # evaluator would never join its collectives
+    others = sorted(set(cluster) - set(TF_CONFIG_TASKS))
+    if others:
+        raise BenchInputError(f"TF_CONFIG names a {others[0]!r} task, but --strategy multiworker "
+                              f"(MultiWorkerMirroredStrategy) takes {' and '.join(TF_CONFIG_TASKS)} tasks only. "
+                              f"Received: cluster jobs={sorted(cluster)}")
     kind, index = task.get("type"), task.get("index")
     if kind not in cluster:
         raise BenchInputError(f"TF_CONFIG task type must be one of {sorted(cluster)}. Received: type={kind!r}")
@@ -274,7 +289,17 @@ class MultiWorker(TFDistribution):
 
     @classmethod
     def check_environment(cls) -> None:
+        super().check_environment()
         _tf_config()
+
+    @classmethod
+    def check_no_launcher(cls) -> None:
+        raw = os.environ.get("TF_CONFIG", "")
+        if raw.strip():  # even a valid one: each rank gets its own from launch.local_cluster
+            from bench.errors import BenchInputError
+            raise BenchInputError("TF_CONFIG is set, but a sweep starts each configuration's processes itself "
+                                  "(launch.local_cluster gives each multiworker rank its own TF_CONFIG) and every "
+                                  f"other child would take it for its cluster; unset TF_CONFIG. Received: TF_CONFIG={raw}")
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> Distribution:
@@ -294,8 +319,13 @@ class MultiWorker(TFDistribution):
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=collective_timeout, implementation=impl,
             bytes_per_pack=int(pack_mb * 2**20) if pack_mb else 0)
-        self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
+        # The strategy waits here, inside TensorFlow's C++, until every task of the cluster has
+        # joined, however long that takes, whatever the collective timeout
+        with startup_watchdog(collective_timeout, f"error: multiworker start-up: not every task of TF_CONFIG's "
+                              f"cluster ({', '.join(workers)}) joined within --collective-timeout "
+                              f"{collective_timeout:g} s; {task['type']} {task['index']} gave up"):
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         self.size = len(workers)
         self.rank = task["index"] + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
         self.local_rank = 0
@@ -342,12 +372,33 @@ class Horovod(Distribution):
         return [str(hvdrun) if hvdrun.exists() else "horovodrun", "-np", str(workers),
                 "-H", f"localhost:{workers}", "--gloo"]
 
+    # what horovodrun's Gloo launcher sets in every rank (horovod/runner/gloo_run.py): its place in
+    # the job, and where the rendezvous server is
+    RANK_VARIABLES = ("HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_LOCAL_RANK", "HOROVOD_LOCAL_SIZE",
+                      "HOROVOD_CROSS_RANK", "HOROVOD_CROSS_SIZE")
+    GLOO_RENDEZVOUS = ("HOROVOD_GLOO_RENDEZVOUS_ADDR", "HOROVOD_GLOO_RENDEZVOUS_PORT")
+    MPI_RANK = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")  # Open MPI, MPICH / Intel MPI, PMIx
+
     @classmethod
     def launched_here(cls) -> bool:
         if "HOROVOD_RANK" in os.environ:  # horovodrun's Gloo launcher sets it in every rank
             return True
         # MPI launcher: an MPI rank whose environment horovodrun filled with HOROVOD_* settings
         return "OMPI_COMM_WORLD_RANK" in os.environ and any(k.startswith("HOROVOD_") for k in os.environ)
+
+    @classmethod
+    def check_launcher_environment(cls) -> None:
+        # A rank set by hand (no rendezvous server, no MPI job) makes hvd.init() wait for peers
+        # that no launcher started, then abort in C++; Horovod's tuning knobs (HOROVOD_CYCLE_TIME, ...)
+        # are not a launcher's, and stay allowed.
+        stray = [v for v in cls.RANK_VARIABLES if v in os.environ]
+        launcher = all(v in os.environ for v in cls.GLOO_RENDEZVOUS) or any(v in os.environ for v in cls.MPI_RANK)
+        if stray and not launcher:
+            from bench.errors import BenchInputError
+            raise BenchInputError(
+                f"{stray[0]}={os.environ[stray[0]]} is set, but no Horovod launcher started this process "
+                f"(horovodrun sets {cls.GLOO_RENDEZVOUS[0]}, mpirun {cls.MPI_RANK[0]}): unset "
+                f"{', '.join(stray)}, or start the ranks with horovodrun")
 
     @classmethod
     def env_rank(cls) -> int:

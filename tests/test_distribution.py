@@ -211,6 +211,24 @@ def test_local_cluster_gives_each_worker_its_tf_config():
     assert len(ports) == 2
 
 
+@pytest.mark.parametrize("index", [0, 1])  # 0 waits for a peer that never comes; 1 for a chief that never comes
+def test_a_multiworker_rank_alone_ends_within_its_collective_timeout(tmp_path, index):
+    """TensorFlow's strategy waits in C++ for every task of the cluster, past any collective
+    timeout and deaf to SIGTERM; the run must end by itself, with one line and exit 1."""
+    from launch.local_cluster import free_ports, tf_config
+
+    out = tmp_path / "runs.csv"
+    env = {**ENV, "TF_CONFIG": tf_config(free_ports(2), index)}
+    r = subprocess.run([PY, "bench/run.py", "vgg11", "--strategy", "multiworker", "--width", "0.125", "--steps", "2",
+                        "--warmup-steps", "1", "--batch-size", "4", "--no-progress", "--collective-timeout", "5",
+                        "--output", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert len(lines) == 1 and "not every task of TF_CONFIG's cluster" in lines[0] and \
+        "within --collective-timeout 5 s" in lines[0] and f"worker {index} gave up" in lines[0], r.stderr[-2000:]
+    assert not out.exists()
+
+
 def test_a_one_process_strategy_under_horovodrun_is_refused_on_every_rank(tmp_path):
     """Two `single` runs side by side would each write an ok row, timed while disturbing each other."""
     out = tmp_path / "runs.csv"

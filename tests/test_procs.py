@@ -2,6 +2,8 @@
 that died without writing one."""
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -79,3 +81,80 @@ def test_the_sweep_row_for_a_child_that_died_names_the_signal_and_the_cause(tmp_
     assert list(df.columns) == COLUMNS and len(df) == 1
     assert df.iloc[0]["model"] == "vgg11" and df.iloc[0]["batch_size"] == 8 and df.iloc[0]["source"] == "sweep"
     assert parse_args(["vgg11"]).strategy == df.iloc[0]["strategy"]
+
+
+# ---- SIGTERM and SIGHUP stop the children as Ctrl-C does (issue 21) ---------------------------
+# A worker that ignores SIGTERM, as TensorFlow's do while a multiworker start-up waits, and says
+# who it is: the launcher must still leave no survivor.
+STUBBORN = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "open(sys.argv[1] + '/' + str(os.getpid()), 'w').close(); time.sleep(600)")
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie, already dead but not reaped, is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_for_files(folder, n: int, limit: float = 60) -> list[int]:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        pids = [int(p.name) for p in folder.iterdir()]
+        if len(pids) >= n:
+            return pids
+        time.sleep(0.1)
+    raise AssertionError(f"only {len(list(folder.iterdir()))} of {n} workers started")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_to_local_cluster_stops_every_worker(tmp_path, sig):
+    from helpers import REPO
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "launch.local_cluster", "-n", "2", "--", sys.executable, "-c",
+                          STUBBORN, str(pids)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        workers = _wait_for_files(pids, 2)
+        assert all(_alive(w) for w in workers)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 128 + sig, err  # as shells report it: 130, 143, 129
+        assert "Traceback" not in err
+        assert not [w for w in workers if _alive(w)], "a worker outlived local_cluster"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        for w in [int(f.name) for f in pids.iterdir()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+
+
+def test_a_second_signal_while_stopping_does_not_cut_the_stop_short(tmp_path):
+    """The first signal starts the stop; a second (an impatient Ctrl-C, a supervisor's repeat)
+    must not end the launcher before its workers."""
+    from helpers import REPO
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "launch.local_cluster", "-n", "2", "--", sys.executable, "-c",
+                          STUBBORN, str(pids)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        workers = _wait_for_files(pids, 2)
+        p.send_signal(signal.SIGTERM)
+        time.sleep(1)  # inside the grace period, while it waits for the stubborn workers
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 128 + signal.SIGTERM, err
+        assert not [w for w in workers if _alive(w)], "a worker outlived local_cluster"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        for w in [int(f.name) for f in pids.iterdir()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)

@@ -131,12 +131,94 @@ def test_axis_values_make_distinct_configurations():
     (["--models", "vgg13", "--batch-sizes", "32", "--breakdown", "--axis", "gradient_sync=true,false"],
      "breakdown=True"),
     (["--models", "vgg13", "--batch-sizes", "32", "--breakdown", "--no-gradient-sync"], "breakdown=True"),
+    # options outside the configuration key: their points would share one key (issue 21)
+    *[(["--models", "vgg13", "--batch-sizes", "32", "--axis", axis], f"axis={axis.split('=')[0]}")
+      for axis in ("threads=1,2", "force=true,false", "collective_timeout=5,10", "data_dir=/a,/b",
+                   "init_weights=a.weights.h5,b.weights.h5", "save_weights=a.weights.h5,b.weights.h5")],
 ])
 def test_bad_sweep_input_is_one_line_exit_2(tmp_path, args, named):
     r = sweep(*args, "--output", str(tmp_path / "r.csv"))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and named in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_every_axis_is_part_of_the_configuration_key():
+    """What an axis may be swept over: exactly the options that tell configurations apart."""
+    import bench.sweep as sw
+    from bench.config import KEY_FIELDS, schema
+
+    for name, o in schema().items():
+        if not o.cli or o.hidden or name in sw.SWEEP_FIELDS:
+            continue
+        if name in KEY_FIELDS:  # "1,2" may be out of its bounds, but the option is never refused as an axis
+            try:
+                sw.parse_axis(name, "1,2")
+            except sw.BenchInputError as e:
+                assert "configuration's key" not in str(e)
+        else:
+            with pytest.raises(sw.BenchInputError, match="not part of a configuration's key"):
+                sw.parse_axis(name, "1,2")
+
+
+@pytest.mark.parametrize("env,named", [
+    ({"KERAS_BACKEND": "torch"}, "KERAS_BACKEND=torch"),
+    ({"KERAS_BACKEND": "jax"}, "--backends jax"),
+    ({"TF_CONFIG": '{"cluster": {"worker": ["localhost:1"], "ps": ["localhost:2"]}, '
+                   '"task": {"type": "worker", "index": 0}}'}, "TF_CONFIG"),
+    ({"TF_CONFIG": '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}'},
+     "TF_CONFIG"),
+    ({"HOROVOD_RANK": "0", "HOROVOD_SIZE": "2"}, "HOROVOD_RANK=0"),
+])
+def test_a_bad_environment_is_refused_before_any_child(tmp_path, env, named):
+    """Not a failed row per configuration: one line, exit 2, no child, no row, no log folder."""
+    out = tmp_path / "runs.csv"
+    r = subprocess.run([PY, "bench/sweep.py", "--no-progress", "--models", "vgg11", "--batch-sizes", "2,4", *TINY,
+                        "--output", str(out)], cwd=REPO, env={**ENV, **env}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.count("\n") == 1 and named in r.stderr and "Traceback" not in r.stderr
+    assert "--backend torch" not in r.stderr  # a value --backend refuses is no hint
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def _answer_rows(out: Path, lrs: list[float], fits_up_to: int) -> None:
+    """Rows that answer every probe of a vgg11 search at these learning rates: ok up to
+    `fits_up_to`, oom above, as a finished search would have left them."""
+    from bench.config import parse_args
+    from bench.results import Outcome, Topology, build_row
+
+    for lr in lrs:
+        for batch in (fits_up_to, 2 * fits_up_to):
+            cfg = parse_args(["vgg11", "--batch-size", str(batch), "--lr", str(lr), *TINY, "--find-max-batch",
+                              "--output", str(out), "--source", "sweep"]).resolved(has_gpu=False)
+            ok = batch == fits_up_to
+            row = build_row(cfg, Outcome("ok" if ok else "oom", "" if ok else "ResourceExhausted"),
+                            topology=Topology(1, 1, batch, batch))
+            append_row(out, {**row, "images_per_sec": 10.0, "peak_mem_bytes": 2**20} if ok else row)
+
+
+def test_find_max_batch_carries_every_axis_value_into_its_probes(tmp_path):
+    """Each search's probes are its axis point's configurations: the dry run lists them, and rows
+    of exactly those configurations answer them (none of the default learning rate's)."""
+    out = tmp_path / "runs.csv"
+    args = ["--models", "vgg11", "--find-max-batch", "--batch-granularity", "32", "--axis", "lr=0.1,0.01", *TINY,
+            "--timeout", "1",
+            "--output", str(out)]
+    dry = sweep(*args, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    commands = [l.strip() for l in dry.stdout.splitlines() if l.startswith("    ")]
+    assert len(commands) == 2 and "2 search(es)" in dry.stdout
+    for lr, command in zip(("0.1", "0.01"), commands):
+        assert f"--lr {lr}" in command and "--find-max-batch" in command and "--batch-size 32" in command
+    assert "search: vgg11 single x1 tensorflow lr=0.01," in dry.stdout
+    _answer_rows(out, [0.1, 0.01], fits_up_to=32)
+    before = out.read_bytes()
+    r = sweep(*args)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert r.stdout.count("[row reused]") == 4 and out.read_bytes() == before  # no probe ran
+    assert "vgg11 single x1 tensorflow lr=0.1: largest batch that fits 32" in r.stdout
+    assert "vgg11 single x1 tensorflow lr=0.01: largest batch that fits 32" in r.stdout
 
 
 # ---- real sweeps ------------------------------------------------------------------------------
@@ -206,6 +288,69 @@ def test_ctrl_c_keeps_finished_rows_and_the_next_run_resumes(tmp_path):
     final = read_rows(out)
     assert len(final) == 4 and sorted(final["batch_size"]) == [2, 4, 6, 8]
     assert f"{len(done)} skipped" in r.stdout
+
+
+def _processes_naming(text: str) -> dict[int, str]:
+    """Every live process whose command line names `text`, and every process in their sessions
+    (a child's own children: launchers, ranks, watchdogs), with their command lines. Zombies
+    (dead, not yet reaped) are left out."""
+    procs: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            if entry.isdigit() and stat[0] != "Z":
+                procs[int(entry)] = (int(stat[3]), Path(f"/proc/{entry}/cmdline").read_text(errors="replace"))
+    # the children's own sessions (each started with start_new_session), never this test's, nor init's
+    sessions = {sid for pid, (sid, cmd) in procs.items() if text in cmd and sid == pid}
+    return {pid: cmd.replace("\0", " ") for pid, (sid, cmd) in procs.items() if sid in sessions or text in cmd}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,strategy", [(signal.SIGTERM, "multiworker"), (signal.SIGHUP, "single")])
+def test_sigterm_or_sighup_stops_the_sweep_and_every_child_as_ctrl_c_does(tmp_path, sig, strategy):
+    """No survivor by PID (the child, its launcher and every rank), no row appended after the
+    sweep is gone, the summary, and 128 + the signal's number."""
+    out = tmp_path / "runs.csv"
+    p = subprocess.Popen([PY, "bench/sweep.py", "--no-progress", "--models", "vgg11", "--batch-sizes", "2,4",
+                          "--strategies", strategy, "--workers", "2", *TINY, "--steps", "100000",
+                          "--output", str(out)], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    ranks = 2 if strategy == "multiworker" else 1
+    children: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and \
+                sum("bench/run.py" in cmd for pid, cmd in children.items() if pid != p.pid) < ranks:
+            time.sleep(0.5)
+            children = _processes_naming(str(out))
+        assert sum("bench/run.py" in cmd for pid, cmd in children.items() if pid != p.pid) >= ranks, children
+        time.sleep(15)  # into the framework's start-up, where TensorFlow catches SIGTERM
+        children = _processes_naming(str(out))
+        p.send_signal(sig)
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 128 + sig, stdout[-2000:] + stderr[-2000:]
+        assert "Traceback" not in stderr
+        assert "2 not started (interrupted; rerun to resume)" in stdout
+        survivors = {pid: cmd for pid, cmd in _processes_naming(str(out)).items()}
+        survivors.update({pid: cmd for pid, cmd in children.items() if _alive(pid)})
+        assert not survivors, f"children outlived the sweep: {survivors}"
+        assert not out.exists()  # the interrupted configuration has no row, nor will it
+        time.sleep(3)
+        assert not out.exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for c, cmd in _processes_naming(str(out)).items():
+            if str(out) in cmd:  # it names this test's folder: surely ours
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(c, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 @pytest.mark.slow
@@ -328,6 +473,42 @@ def test_a_full_disk_leaves_every_row_whole(tmp_path):
                            timeout=300, preexec_fn=d.preexec)
         assert r.returncode == 1 and "could not write the result row" in r.stderr, r.stderr[-2000:]
         assert out.read_bytes() == good
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_sweep_with_its_summary_and_one_line(tmp_path):
+    """Neither the log nor the row can be written: the child still runs (its output kept in a
+    temporary file), the sweep stops at the first row it cannot write, prints its summary and
+    ends with one line and exit 1, the CSV as it was."""
+    disk = tmp_path / "disk"
+    with tiny_disk(disk, 64) as d:
+        if not d.mounted:
+            pytest.skip("mounting a tmpfs is not permitted here (a real full disk is needed)")
+        out = disk / "runs.csv"
+        append_row(out, {"schema_version": 1, "model": "m0", "status": "ok"})
+        d.fill(keep=out)
+        good = out.read_bytes()
+        r = sweep("--models", "vgg11", "--batch-sizes", "2,4", *TINY, "--output", str(out))
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+        assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
+        assert lines[0].startswith("error: could not write the row of vgg11 b2 ") and "No space left" in lines[0]
+        assert "could not write the logs in" in lines[0]
+        assert "1 not started (the CSV cannot be written)" in r.stdout
+        assert out.read_bytes() == good
+
+
+@pytest.mark.slow
+def test_a_log_folder_that_cannot_be_written_loses_no_row(tmp_path):
+    out = tmp_path / "runs.csv"
+    (tmp_path / "logs").write_text("a file where the log folder would be")
+    r = sweep("--models", "vgg11", "--batch-sizes", "2", *TINY, "--output", str(out))
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and len(lines) == 1 and "could not write the logs in" in lines[0], r.stderr
+    df = read_rows(out)
+    assert len(df) == 1 and (df["status"] == "ok").all()
+    assert "1 ran ok" in r.stdout
 
 
 def test_backends_are_a_sweep_axis_and_unsupported_cells_are_left_out(tmp_path):
