@@ -90,7 +90,6 @@ def test_accuracy_failures_and_provenance(df):
 
 
 def test_report_files_and_valid_pngs(df, tmp_path):
-    (tmp_path / "latency.png").write_bytes(b"stale")  # from an earlier report of other rows
     files = build_report(df, tmp_path, ["md", "html"])
     names = {f.name for f in files}
     # a plot only where its section has rows: the fixture has no inference rows

@@ -199,7 +199,9 @@ def mixed_provenance(df: pd.DataFrame) -> list[Finding]:
     return [Finding("warning", f"Compare with care: the {w}.", "provenance") for w in warnings]
 
 
+FINDERS = (best_per_model, family_ratios, scaling, backends, latency_at_batch_1, failure_count, mixed_provenance)
+
+
 def findings(df: pd.DataFrame) -> list[Finding]:
     """The report's findings, in the order the page shows them."""
-    return [*best_per_model(df), *family_ratios(df), *scaling(df), *backends(df), *latency_at_batch_1(df),
-            *failure_count(df), *mixed_provenance(df)]
+    return [f for make in FINDERS for f in make(df)]
