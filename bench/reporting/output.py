@@ -88,7 +88,7 @@ def write_files(out: Path, files: Mapping[str, bytes], stale: set[str] = frozens
     manifest lists; record the written names in the manifest. BenchInputError if a file is not
     the report's to write; ReportWriteError if the disk fails (then nothing changed)."""
     out = Path(out)
-    owned = check_out(out, set(files) | {MANIFEST})
+    owned = check_out(out, set(files))
     owned = {n for n in owned if _exists(out / n)}  # a name the user removed is no longer the report's
     gone = (owned & set(stale)) - set(files)
     created = _missing_parents(out)
