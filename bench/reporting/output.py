@@ -24,6 +24,7 @@ from bench.errors import BenchInputError
 
 MANIFEST = ".cnnbench-report"
 _KIND = "cnnbench report manifest"
+MANIFEST_MAX_BYTES = 2**20  # a handful of names; anything larger is not ours to read
 # a write that failed for lack of room or a failing device is no fault of the user's input
 DEVICE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}
 
@@ -39,7 +40,8 @@ def read_manifest(out: Path) -> set[str]:
     if not path.exists() and not path.is_symlink():
         return set()
     try:
-        data = json.loads(path.read_bytes().decode("utf-8")) if path.is_file() and not path.is_symlink() else None
+        regular = path.is_file() and not path.is_symlink() and path.stat().st_size <= MANIFEST_MAX_BYTES
+        data = json.loads(path.read_bytes().decode("utf-8")) if regular else None
     except (OSError, UnicodeDecodeError, ValueError):
         data = None
     files = data.get("files") if isinstance(data, dict) and data.get("kind") == _KIND else None

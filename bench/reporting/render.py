@@ -127,32 +127,32 @@ def _section_specs(df: pd.DataFrame) -> list[tuple]:
     t = tables
     return [
         ("throughput", "Throughput", "Median images/sec with its 95% CI, model × per-replica batch size, "
-                "one table per strategy, replica count and setting.", _tables(lambda: t.throughput_ci_tables(df)),
-                "throughput"),
+         "one table per strategy, replica count and setting.", _tables(lambda: t.throughput_ci_tables(df)),
+         "throughput"),
         ("step-time", "Step time", "Median step time in ms, same layout.", _tables(lambda: t.step_time_tables(df))),
         ("model-families", "Model families", "Each family's fastest model at equal batch size: images/sec, "
-                "top-1, forward GFLOPs per image, the GFLOP/s it achieves (×3 passes in training), and images/sec "
-                "relative to ResNet's fastest with its 95% CI.", _one(lambda: t.family_comparison(df), ".3f")),
+         "top-1, forward GFLOPs per image, the GFLOP/s it achieves (×3 passes in training), and images/sec "
+         "relative to ResNet's fastest with its 95% CI.", _one(lambda: t.family_comparison(df), ".3f")),
         ("vgg-vs-resnet", "VGG vs ResNet", "images/sec and top-1 ratios VGG / ResNet, with the images/sec "
-                "ratio's 95% CI.", _one(lambda: t.vgg_vs_resnet(df), ".3f")),
+         "ratio's 95% CI.", _one(lambda: t.vgg_vs_resnet(df), ".3f")),
         ("scaling-efficiency", "Scaling efficiency", "images/sec(N) / (N × images/sec(1)) with its 95% CI; "
-                "the baseline is the same strategy at one replica, else single. One-replica rows, each its own "
-                "baseline, are left out.", _one(lambda: t.scaling_efficiency(df, baselines=False), ".3f"), "scaling"),
+         "the baseline is the same strategy at one replica, else single. One-replica rows, each its own "
+         "baseline, are left out.", _one(lambda: t.scaling_efficiency(df, baselines=False), ".3f"), "scaling"),
         ("where-the-time-goes", "Where the time goes", "Each distributed configuration's median step split "
-                "into input wait, exposed communication (synced minus --no-gradient-sync, 95% CI) and compute.",
-                _one(lambda: t.where_time_goes(df), ".3f")),
+         "into input wait, exposed communication (synced minus --no-gradient-sync, 95% CI) and compute.",
+         _one(lambda: t.where_time_goes(df), ".3f")),
         ("tensorflow-vs-jax", "TensorFlow vs JAX", "images/sec of rows that differ only in backend, and "
-                "the ratio JAX / TensorFlow with its 95% CI.", _one(lambda: t.backend_comparison(df), ".3f")),
+         "the ratio JAX / TensorFlow with its 95% CI.", _one(lambda: t.backend_comparison(df), ".3f")),
         ("inference-latency", "Inference latency", "Per-batch latency percentiles (ms), per image, and "
-                "images/sec.", _one(lambda: t.latency_table(df), ".2f"), "latency"),
+         "images/sec.", _one(lambda: t.latency_table(df), ".2f"), "latency"),
         ("memory", "Memory", "Peak memory beside images/sec (MiB), and the estimate made before the run.",
-                _one(lambda: t.memory_table(df), ".1f")),
+         _one(lambda: t.memory_table(df), ".1f")),
         ("largest-batch", "Largest batch that fits", "Per sweep --find-max-batch search.",
-                _one(lambda: t.max_batch_table(df), ".1f")),
+         _one(lambda: t.max_batch_table(df), ".1f")),
         ("best-batch-size", "Best batch size", "The per-replica batch size with the most images/sec.",
-                _one(lambda: t.best_batch_sizes(df), ".1f")),
+         _one(lambda: t.best_batch_sizes(df), ".1f")),
         ("accuracy", "Accuracy", "Test top-1/top-5 and time to accuracy.", _one(lambda: t.accuracy_table(df), ".4f"),
-                "accuracy"),
+         "accuracy"),
         ("failures", "Failures", "Every row that did not end ok, with its error.", _one(lambda: t.failures(df), ".1f")),
     ]
 
