@@ -706,3 +706,14 @@ def test_a_full_disk_leaves_the_folder_as_it_was(tiny_disk):
     r = _report_cli([FIXTURE, "--out", out], text=True)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "No space left" in r.stderr, r.stderr
     assert _listing(out) == before
+
+
+def test_a_throughput_plot_of_very_many_settings_names_those_it_leaves_out(tmp_path):
+    from bench.reporting.plots import MAX_PANELS
+
+    n = MAX_PANELS + 5  # unbounded, some 350 panels make an image taller than matplotlib draws (2**16 px)
+    rows = [_base_row(width=round(0.01 * (i + 1), 2)) for i in range(n)]
+    files = build_report(load_results([_write_rows(tmp_path / "many.csv", rows)]), tmp_path / "rep", ["md"])
+    md = (tmp_path / "rep" / "report.md").read_text("utf-8")
+    assert "throughput.png" in {f.name for f in files} and "could not be made" not in md
+    assert md.count(f"not plotted: the plot shows the first {MAX_PANELS} settings") == n - MAX_PANELS

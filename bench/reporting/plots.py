@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+# a figure grows with its panels, and matplotlib refuses an image over 2**16 pixels a side:
+# 40 panels, two a row, stay far below that and still legible
+MAX_PANELS = 40
+
+
 def _figure(**kwargs) -> "Figure":
     from matplotlib.figure import Figure
     return Figure(**kwargs)
@@ -105,6 +110,10 @@ def throughput_figure(df: pd.DataFrame, notes: list[str] | None = None) -> "Figu
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     panels = list(model_batch_groups(df, short=True))
+    if len(panels) > MAX_PANELS and notes is not None:
+        notes.extend(f"setting {visible(title)}: not plotted: the plot shows the first {MAX_PANELS} settings "
+                     "(its table shows them all)" for title, _ in panels[MAX_PANELS:])
+    panels = panels[:MAX_PANELS]
     cols = min(2, max(1, len(panels)))  # two panels a row stay legible when the page scales them down
     rows = max(1, -(-len(panels) // cols))
     fig = _figure(figsize=(5.5 * cols, 3.8 * rows))
