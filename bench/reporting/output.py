@@ -26,7 +26,7 @@ MANIFEST = ".cnnbench-report"
 _KIND = "cnnbench report manifest"
 MANIFEST_MAX_BYTES = 2**20  # a handful of names; anything larger is not ours to read
 # a write that failed for lack of room or a failing device is no fault of the user's input
-DEVICE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}
+DEVICE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}  # a read-only folder is a bad --out: exit 2
 
 
 class ReportWriteError(OSError):
