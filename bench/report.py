@@ -3,6 +3,12 @@
     python bench/report.py results/runs.csv [more.csv ...] [--out results/report] [--format md,html]
     python bench/report.py --compare OLD.csv NEW.csv [--fail-on-regression]
 
+--out is a folder that may hold other files: the report writes report.md, report.html, its
+plots and a manifest (.cnnbench-report) of the files it wrote, and overwrites or deletes only
+files that manifest lists. A file of one of its names that it did not write is refused (exit 2,
+naming the file); nothing is written then. Files are UTF-8 whatever the locale, and written all
+at once: a full disk leaves the folder as it was (exit 1).
+
 In notebooks: `from bench.report import load_results` -> a typed pandas DataFrame.
 
 When several ok rows share a configuration, tables use the most recent one.
@@ -17,8 +23,9 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.config import OneLineParser  # noqa: E402
-from bench.errors import BenchInputError, input_error  # noqa: E402
+from bench.errors import BenchInputError, input_error, one_line  # noqa: E402
 from bench.reporting.findings import findings  # noqa: E402
+from bench.reporting.output import ReportWriteError  # noqa: E402
 from bench.reporting.plots import plot_accuracy, plot_scaling, plot_throughput  # noqa: E402
 from bench.reporting.render import build_report, markdown_table  # noqa: E402
 from bench.reporting.tables import (accuracy_table, best_batch_sizes, compare, failures,  # noqa: E402
@@ -32,6 +39,18 @@ __all__ = ["accuracy_table", "best_batch_sizes", "build_report", "compare", "fai
            "scaling_efficiency", "step_time_tables", "throughput_ci_tables", "throughput_tables",
            "vgg_vs_resnet", "where_time_goes"]
 FORMATS = ("md", "html")
+EXIT_FAILED = 1
+
+
+def _say(text: object) -> None:
+    """Print to stdout in any locale: what its encoding cannot hold is written as escapes."""
+    text = str(text)
+    enc = sys.stdout.encoding or "utf-8"
+    try:
+        text.encode(enc, sys.stdout.errors or "strict")
+    except UnicodeEncodeError:
+        text = text.encode(enc, "backslashreplace").decode(enc)
+    print(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,9 +71,9 @@ def _compare(old: str, new: str, fail_on_regression: bool) -> int:
         # a regression gate that compared nothing must not pass
         print(f"error: nothing to compare: no configuration has an ok row in both {old} and {new}", file=sys.stderr)
         return 1
-    print(markdown_table(table, ".2f"))
+    _say(markdown_table(table, ".2f"))
     n_reg = int((table["verdict"] == "regression").sum())
-    print(f"{len(table)} configuration(s) in both: {n_reg} regression(s), "
+    _say(f"{len(table)} configuration(s) in both: {n_reg} regression(s), "
           f"{int((table['verdict'] == 'improvement').sum())} improvement(s)")
     return 1 if n_reg and fail_on_regression else 0
 
@@ -70,14 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         if not formats or any(f not in FORMATS for f in formats):
             raise BenchInputError(f"--format takes md and/or html. Received: format={args.format}")
         df = load_results(args.csv)
-        try:
-            files = build_report(df, Path(args.out), formats)
-        except OSError as e:
-            raise BenchInputError(f"cannot write the report to out={args.out}: {e.strerror or e}") from None
+        files = build_report(df, Path(args.out), formats)
     except BenchInputError as e:
         return input_error(e)
+    except ReportWriteError as e:  # the disk failed, not the input
+        print(f"error: {one_line(e.strerror)}", file=sys.stderr)
+        return EXIT_FAILED
     for f in files:
-        print(f)
+        _say(f)
     return 0
 
 

@@ -385,6 +385,16 @@ CASES = [
     ("run-horovod-rank-without-launcher-explicit", "run", ["vgg11", "--strategy", "horovod"],
      {"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1"}, 2, "no Horovod launcher"),
     ("run-keras-backend-torch", "run", ["vgg11"], {"KERAS_BACKEND": "torch"}, 2, "KERAS_BACKEND=torch"),
+    # ---- issue 21: reports ----
+    # --out holds files the report did not write (no manifest of its lists them): refused, untouched
+    ("report-out-holds-a-users-plot", "report", ["{csv}", "--out", "{out_users_plot}"], {}, 2, "throughput.png"),
+    ("report-out-holds-a-users-report", "report", ["{csv}", "--out", "{out_users_report}", "--format", "md"], {}, 2,
+     "report.md"),
+    ("report-out-report-is-a-folder", "report", ["{csv}", "--out", "{out_report_dir}", "--format", "html"], {}, 2,
+     "report.html"),
+    ("report-out-forged-manifest", "report", ["{csv}", "--out", "{out_forged_manifest}"], {}, 2, ".cnnbench-report"),
+    ("report-out-manifest-lists-a-path", "report", ["{csv}", "--out", "{out_path_manifest}"], {}, 2,
+     "not a cnnbench report manifest"),
 ]
 
 
@@ -488,6 +498,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
         (nested / "host.xplane.pb").write_bytes(content)
         files[name] = str(d / name)
     files["ro_dir"] = _read_only_dir(d / "ro")
+    files.update(_report_out_folders(d))
     yield files
     sock.close()
     if files["ro_dir"]:
@@ -547,6 +558,22 @@ def _string_label_archive(path: Path) -> None:
     rows = np.zeros((4, 3072), np.uint8)
     blob = pickle.dumps({b"data": rows, b"fine_labels": ["cat", "dog", "cat", "dog"]}, protocol=2)
     path.write_bytes(cifar100_archive({"train": blob, "test": blob}))
+
+
+def _report_out_folders(d: Path) -> dict[str, str]:
+    """--out folders holding a user's files of the report's names (each file is watched too)."""
+    files = {}
+    for key, name, content in (("out_users_plot", "throughput.png", b"my plot"),
+                               ("out_users_report", "report.md", b"# my notes\n"),
+                               ("out_forged_manifest", ".cnnbench-report", b"my list\n"),
+                               ("out_path_manifest", ".cnnbench-report",
+                                b'{"kind": "cnnbench report manifest", "files": ["../runs.csv"]}\n')):
+        (d / key).mkdir()
+        (d / key / name).write_bytes(content)
+        files[key], files[f"{key}_file"] = str(d / key), str(d / key / name)
+    (d / "out_report_dir" / "report.html").mkdir(parents=True)
+    files["out_report_dir"] = str(d / "out_report_dir")
+    return files
 
 
 def _snapshot(paths: list[Path]) -> dict[str, object]:

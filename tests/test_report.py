@@ -90,7 +90,6 @@ def test_accuracy_failures_and_provenance(df):
 
 
 def test_report_files_and_valid_pngs(df, tmp_path):
-    (tmp_path / "latency.png").write_bytes(b"stale")  # from an earlier report of other rows
     files = build_report(df, tmp_path, ["md", "html"])
     names = {f.name for f in files}
     # a plot only where its section has rows: the fixture has no inference rows
@@ -383,3 +382,338 @@ def test_a_diverged_run_that_kept_its_timing_is_shown_flagged(tmp_path):
     d.to_csv(p, index=False)
     (best,) = [f.text for f in findings(load_results([p])) if f.kind == "best" and f.text.startswith("vgg13")]
     assert "fastest at 500 images/sec" in best and "flagged: its loss went non-finite" in best
+
+
+# ---- issue 21: the report's folder, hostile and odd cells, locales, a full disk -------------
+HOSTILE = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "a\rb", "c\nd", "e\r\nf", "g\x1b[31mh\x7fi",
+           "j\x00k\x85l", "m\u2028n\u202eo", "$x^{$", "$\\frac{1}{2}$", "=SUM(A1)", "+1", "-1", "@cmd", "|p|q|",
+           "[x](javascript:alert(1))", "**b** _i_ ~~s~~ `c`", "- item", "1. item", "# head", "&amp; &lt;", "\\"]
+_TAGS = ("<script", "<img src=x", "<iframe", "<object", "<svg")
+
+
+def _base_row(**cells):
+    from bench.config import RunConfig
+    from bench.results import Outcome, Topology, build_row
+
+    row = build_row(RunConfig(model="vgg11", batch_size=8).resolved(has_gpu=False), Outcome("ok"),
+                    topology=Topology(1, 1, 8, 8))
+    return {**row, "images_per_sec_median": 10.0, "images_per_sec_median_ci95_low": 9.0,
+            "images_per_sec_median_ci95_high": 11.0, "step_time_median_s": 0.8, **cells}
+
+
+def _write_rows(path, rows):
+    """A results CSV written by the csv module itself, every cell quoted: it holds any text
+    (a CR too), whatever bench.results' writer makes of such text."""
+    import csv
+
+    from bench.results import COLUMNS, format_row
+
+    assert format_row  # the same columns as the project's writer
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else repr(r[c]) if isinstance(r[c], float) else str(r[c])
+                        for c in COLUMNS])
+    return path
+
+
+def _report_cli(args, env=None, **kw):
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8", "LANG", "LC_ALL",
+                                                               "LC_CTYPE")}
+    return subprocess.run([sys.executable, "bench/report.py", *map(str, args)], cwd=REPO, capture_output=True,
+                          env={**base, **(env or {})}, timeout=300, **kw)
+
+
+def _listing(folder):
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_out_refuses_to_overwrite_a_file_it_did_not_write(df, tmp_path):
+    from bench.reporting.output import MANIFEST
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "throughput.png").write_bytes(b"my own plot")
+    (out / "notes.txt").write_text("mine too")
+    before = _listing(out)
+    with pytest.raises(BenchInputError, match="refusing to overwrite .*throughput.png"):
+        build_report(df, out, ["md", "html"])
+    assert _listing(out) == before  # nothing written, nothing deleted, no manifest
+    r = _report_cli([FIXTURE, "--out", out], text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "throughput.png" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == "" and _listing(out) == before
+    # a folder (not a file) of one of its names, and a manifest that is not one, are refused too
+    odd = tmp_path / "odd"
+    (odd / "report.html").mkdir(parents=True)
+    with pytest.raises(BenchInputError, match="report.html"):
+        build_report(df, odd, ["html"])
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / MANIFEST).write_text('{"kind": "something else", "files": ["notes.txt"]}')
+    with pytest.raises(BenchInputError, match=MANIFEST):
+        build_report(df, forged, ["md"])
+
+
+def test_out_deletes_only_stale_plots_it_wrote_and_leaves_a_users_file(tmp_path):
+    import json
+
+    from bench.reporting.output import MANIFEST
+
+    out = tmp_path / "rep"
+    inference = _write_rows(tmp_path / "inf.csv", [_base_row(mode="inference", latency_p50_ms=1.0,
+                                                             latency_p99_ms=2.0)])
+    assert _report_cli([inference, "--out", out]).returncode == 0
+    assert (out / "latency.png").exists()
+    assert set(json.loads((out / MANIFEST).read_text())["files"]) == {p.name for p in out.iterdir()} - {MANIFEST}
+    # a report of other rows: the latency plot it wrote is stale and goes; a user's file stays
+    (out / "readme.txt").write_text("mine")
+    assert _report_cli([FIXTURE, "--out", out]).returncode == 0
+    assert not (out / "latency.png").exists() and (out / "readme.txt").read_text() == "mine"
+    assert "latency.png" not in json.loads((out / MANIFEST).read_text())["files"]
+    # now a latency.png is the user's: the next report of the same rows neither deletes nor lists it
+    (out / "latency.png").write_bytes(b"my latency plot")
+    assert _report_cli([FIXTURE, "--out", out, "--format", "html"]).returncode == 0
+    assert (out / "latency.png").read_bytes() == b"my latency plot"
+    # and once the user's, a report that would draw it is refused, naming it
+    r = _report_cli([inference, "--out", out], text=True)
+    assert r.returncode == 2 and "latency.png" in r.stderr and r.stderr.count("\n") == 1
+    assert (out / "latency.png").read_bytes() == b"my latency plot"
+    # report.md from the first formats stays the report's own across --format changes
+    assert _report_cli([FIXTURE, "--out", out, "--format", "md"]).returncode == 0
+    files = set(json.loads((out / MANIFEST).read_text())["files"])
+    assert {"report.md", "report.html", "throughput.png"} <= files and "latency.png" not in files
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_every_example_report_folder_is_the_reports_own():
+    """The examples can be rebuilt where they are (README's commands) without refusal."""
+    import json
+
+    from bench.reporting.output import MANIFEST, check_out
+
+    for folder in sorted((REPO / "results" / "examples").glob("*/report")):
+        owned = set(json.loads((folder / MANIFEST).read_text())["files"])
+        check_out(folder, owned)
+        # every file but the manifest and the browser's screenshots (bench.reporting.browser)
+        assert owned == {p.name for p in folder.iterdir() if p.name != MANIFEST and not p.name.startswith("screenshot-")}
+
+
+def _md_tables(md):
+    """Each markdown table line's count of unescaped pipes, by table (a run of `|` lines)."""
+    import re
+
+    blocks, cur = [], []
+    for line in md.split("\n"):
+        if line.startswith("|"):
+            cur.append(len(re.findall(r"(?<!\\)\|", line.replace("\\\\", ""))))
+        elif cur:
+            blocks.append(cur)
+            cur = []
+    return blocks
+
+
+def _assert_literal_markdown(md):
+    import re
+
+    assert "<" not in md  # no tag, no autolink: every < from a cell is &lt;
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]", md)
+    assert not re.search(r"(?<!\\)\$", md.replace("\\\\", ""))  # every $ escaped: no math
+    assert not re.search(r"(?<!\\)\]\(javascript", md) and "**b**" not in md and "~~s~~" not in md
+    for counts in _md_tables(md):
+        assert len(set(counts)) == 1, counts  # no row broke out of its table or gained a cell
+
+
+def _assert_escaped_html(page):
+    import re
+
+    from test_report_page import Page
+
+    low = page.lower()
+    assert not any(t in low for t in _TAGS)
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\r]", page)
+    assert not {"script", "iframe", "object", "svg"} & Page(page).tags
+    assert Page(page).refs == []  # the only <img> are the plots, data URIs
+
+
+def test_markdown_cells_are_literal_text():
+    from bench.reporting.render import markdown_table
+
+    t = pd.DataFrame({"model": ["<script>alert(1)</script>", "a\rb|c", "x\ny", "$x^2$", "[l](javascript:x)",
+                                "mobilenet_v2", "_em_", "400.0 [390.0, 410.0]"], "n": [1.0] * 8})
+    md = markdown_table(t)
+    _assert_literal_markdown(md)
+    assert md.count("\n") == 2 + len(t)  # one line per row
+    assert "| mobilenet_v2 |" in md and "| 400.0 [390.0, 410.0] |" in md and "| \\_em\\_ |" in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md and "a\\\\x0db\\|c" in md and "\\$x^2\\$" in md
+
+
+def test_hostile_text_in_every_text_column_renders_escaped_in_both_formats(tmp_path):
+    """Each hostile string in every text column at once: once in an ok row (so that it reaches
+    titles, tables, findings and plots), once in a row whose status is that string too."""
+    from bench.results import COLUMN_TYPES
+
+    text_cols = [c for c, kind in COLUMN_TYPES.items() if kind == "str"]
+    rows = []
+    for h in HOSTILE:
+        rows.append(_base_row(**{c: h for c in text_cols if c != "status"}))
+        rows.append(_base_row(**{c: h for c in text_cols}))
+    rows.append(_base_row(model="resnet18"))  # and a plain row beside them
+    csv = _write_rows(tmp_path / "hostile.csv", rows)
+    assert len(load_results([csv])) == len(rows)  # every hostile cell stayed in its row
+    out = tmp_path / "rep"
+    r = _report_cli([csv, "--out", out], text=True)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    md = (out / "report.md").read_bytes().decode("utf-8")
+    page = (out / "report.html").read_bytes().decode("utf-8")
+    _assert_literal_markdown(md)
+    _assert_escaped_html(page)
+    assert "could not be made" not in md  # every part was made, none fell back to a note
+    for shown in ("=SUM(A1)", "@cmd", "[x\\](javascript:alert(1))", "&lt;script&gt;", "\\$x^{\\$", "a\\\\x0db",
+                  "m\\\\u2028n\\\\u202eo"):
+        assert shown in md, shown
+    for shown in ("=SUM(A1)", "@cmd", "&lt;script&gt;alert(1)&lt;/script&gt;", "a\\x0db", "$x^{$", "j\\x00k\\x85l"):
+        assert shown in page, shown
+
+
+def _odd_rows():
+    """Rows whose cells the schema allows but that no plot or ratio can use as they are."""
+    no_ips = {"images_per_sec_median": None, "images_per_sec_median_ci95_low": None,
+              "images_per_sec_median_ci95_high": None}
+    return {
+        "no-images-per-sec-in-a-family": ([_base_row(model="vgg11", **no_ips), _base_row(model="vgg13", **no_ips),
+                                           _base_row(model="resnet18")], "no finite images/sec"),
+        "probe-without-batch": ([_base_row(batch_size=None, find_max_batch=True, memory_cap_gb=1.0, status="oom"),
+                                 _base_row(batch_size=8, find_max_batch=True, memory_cap_gb=1.0,
+                                           peak_mem_bytes=None)], "probe without a batch size"),
+        "replicas-0": ([_base_row(strategy="mirrored", replicas=0), _base_row()], "fewer than one replica"),
+        "negative-batch": ([_base_row(batch_size=-8)], "batch size is not positive"),
+        "zero-batch-inference": ([_base_row(batch_size=0, mode="inference", latency_p50_ms=1.0, latency_p99_ms=2.0)],
+                                 "batch size is not positive"),
+        "math-text-model": ([_base_row(model="$x^{$"), _base_row(model="a_b$"), _base_row(model="$\\frac$"),
+                             _base_row(model="$x^{$", mode="inference", latency_p50_ms=1.0, latency_p99_ms=2.0),
+                             _base_row(model="$x^{$", strategy="$\\alpha", replicas=2, workers=2),
+                             _base_row(model="_hidden", data="digits", top1=0.5, top1_by_epoch="0.4;0.5",
+                                       epoch_end_s="1;2")], None),
+        "accuracy-lists-that-disagree": ([_base_row(data="digits", top1=0.5, top1_by_epoch="0.4;x", epoch_end_s="1"),
+                                          _base_row(data="digits", top1=0.5, top1_by_epoch="0.4;0.5",
+                                                    epoch_end_s="1", batch_size=16)],
+                                         "not two equally long lists"),
+        "zero-and-infinite-timing": ([_base_row(images_per_sec_median=float("inf")),
+                                      _base_row(batch_size=16, images_per_sec_median=0.0,
+                                                images_per_sec_median_ci95_low=0.0, step_time_median_s=0.0),
+                                      _base_row(strategy="horovod", replicas=2, workers=2, gradient_sync=False,
+                                                step_time_median_s=0.0),
+                                      _base_row(strategy="horovod", replicas=2, workers=2, step_time_median_s=0.0,
+                                                latency_p50_ms=-1.0, mode="inference")],
+                                     "no finite images/sec"),
+        "latency-not-positive": ([_base_row(mode="inference", latency_p50_ms=0.0, latency_p99_ms=-1.0)],
+                                 "latency is not positive"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_odd_rows()), ids=str)
+def test_every_schema_legal_cell_renders_and_unplottable_rows_are_named(tmp_path, case):
+    rows, note = _odd_rows()[case]
+    df = load_results([_write_rows(tmp_path / "odd.csv", rows)])
+    files = build_report(df, tmp_path / "rep", ["md", "html"])
+    md, page = (tmp_path / "rep" / "report.md").read_text("utf-8"), (tmp_path / "rep" / "report.html").read_text("utf-8")
+    assert {"report.md", "report.html"} <= {f.name for f in files}
+    assert "could not be made" not in md + page  # handled, not caught
+    if note:
+        assert note in md and note in page
+    for png in (tmp_path / "rep").glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_math_text_names_are_drawn_as_they_are():
+    from bench.reporting.plots import throughput_figure
+
+    fig = throughput_figure(load_results([FIXTURE]).assign(model="$x^{$"))
+    import io
+
+    fig.savefig(io.BytesIO(), format="png")  # math text would be parsed here, and fail
+    labels = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    assert labels == {"$x^{$"}
+
+
+def _latin1_locale(tmp_path_factory):
+    import shutil as sh
+
+    if not sh.which("localedef"):
+        return None
+    d = tmp_path_factory.mktemp("locale")
+    r = subprocess.run(["localedef", "-i", "en_US", "-f", "ISO-8859-1", str(d / "en_US.ISO-8859-1")],
+                       capture_output=True)
+    return {"LOCPATH": str(d), "LC_ALL": "en_US.ISO-8859-1"} if (d / "en_US.ISO-8859-1").exists() else None
+
+
+LOCALES = {"C": {"LC_ALL": "C"}, "ascii": {"LC_ALL": "C", "PYTHONUTF8": "0"}, "latin1": "latin1"}
+
+
+@pytest.mark.parametrize("loc", list(LOCALES), ids=str)
+def test_every_file_is_utf8_in_any_locale(tmp_path, tmp_path_factory, loc):
+    env = LOCALES[loc]
+    if env == "latin1":
+        env = _latin1_locale(tmp_path_factory)
+        if env is None:
+            pytest.skip("no en_US ISO-8859-1 locale can be made here (localedef)")
+    probe = subprocess.run([sys.executable, "-c", "import locale; print(locale.getpreferredencoding(False))"],
+                           env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert probe.stdout.strip().lower().replace("-", "") == {"C": "utf8", "ascii": "ansi_x3.41968",
+                                                             "latin1": "iso88591"}[loc].replace("-", "")
+    csv = _write_rows(tmp_path / "runs.csv", [_base_row(model="café×", hostname="hôte—Ω", error="ü"),
+                                              _base_row(model="résnet", status="failed", error="naïve → ∞")])
+    out = tmp_path / "rep"
+    r = _report_cli([csv, "--out", out], env=env)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr[-3000:]
+    page = (out / "report.html").read_bytes().decode("utf-8")  # UTF-8, as it declares
+    assert '<meta charset="utf-8">' in page and "café×" in page and "hôte—Ω" in page and "naïve → ∞" in page
+    md = (out / "report.md").read_bytes().decode("utf-8")
+    assert "café×" in md and "naïve → ∞" in md
+    c = _report_cli(["--compare", csv, csv], env=env)  # the table goes to stdout, in its encoding
+    assert c.returncode == 0 and b"Traceback" not in c.stderr and b"caf" in c.stdout, c.stderr[-2000:]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs: a real ENOSPC part way through a report."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+
+
+def test_a_full_disk_leaves_the_folder_as_it_was(tiny_disk):
+    out = tiny_disk / "rep"
+    r = _report_cli([FIXTURE, "--out", out], text=True)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.stderr.count("\n") == 1 and "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and list(tiny_disk.iterdir()) == []  # no half-written file, no folder it made
+    # a folder with an earlier, smaller report keeps it whole
+    small = _write_rows(tiny_disk.parent / "small.csv", [_base_row(status="failed", error="x")])
+    assert _report_cli([small, "--out", out, "--format", "md"]).returncode == 0
+    before = _listing(out)
+    (tiny_disk / "filler").write_bytes(b"\0" * 40_000)
+    r = _report_cli([FIXTURE, "--out", out], text=True)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "No space left" in r.stderr, r.stderr
+    assert _listing(out) == before
+
+
+def test_a_throughput_plot_of_very_many_settings_names_those_it_leaves_out(tmp_path):
+    from bench.reporting.plots import MAX_PANELS
+
+    n = MAX_PANELS + 5  # unbounded, some 350 panels make an image taller than matplotlib draws (2**16 px)
+    rows = [_base_row(width=round(0.01 * (i + 1), 2)) for i in range(n)]
+    files = build_report(load_results([_write_rows(tmp_path / "many.csv", rows)]), tmp_path / "rep", ["md"])
+    md = (tmp_path / "rep" / "report.md").read_text("utf-8")
+    assert "throughput.png" in {f.name for f in files} and "could not be made" not in md
+    assert md.count(f"not plotted: the plot shows the first {MAX_PANELS} settings") == n - MAX_PANELS

@@ -4,6 +4,8 @@
 - `findings`: the opening summary, each finding with its CI and its table.
 - `plots`: the PNG plots.
 - `render`: report.md and report.html from the findings, tables and plots, in one order.
+- `text`: text from the rows made literal for markdown, HTML and plots.
+- `output`: writing into `--out`: only files the report owns (its manifest), UTF-8, all or none.
 - `browser`: headless Chromium renders a report to PNG and measures its width (optional).
 
 Loading lives in `bench.results.load_results`; the command line is `bench/report.py`.

@@ -62,8 +62,9 @@ def _setting(r: pd.Series | dict, extra: Iterable[str], skip: Iterable[str] = ()
     if "strategy" not in skip:
         parts.append(f"{r['strategy']} ×{r['replicas']}")
     parts += [str(r[f]) for f in ("backend", "data") if f not in skip and f in r and pd.notna(r[f])]
-    shown = [f for f in extra if f in r and not (f in default and default[f] is not None and r[f] == default[f])]
-    return ", ".join(parts + [tables.value_words(f, r[f] if pd.notna(r[f]) else None) for f in shown])
+    value = {f: (r[f] if pd.notna(r[f]) else None) for f in extra if f in r}  # an empty cell is None, not NA
+    shown = [f for f in value if not (f in default and default[f] is not None and value[f] == default[f])]
+    return ", ".join(parts + [tables.value_words(f, value[f]) for f in shown])
 
 
 def _mode_word(mode: str) -> str:
@@ -199,7 +200,9 @@ def mixed_provenance(df: pd.DataFrame) -> list[Finding]:
     return [Finding("warning", f"Compare with care: the {w}.", "provenance") for w in warnings]
 
 
+FINDERS = (best_per_model, family_ratios, scaling, backends, latency_at_batch_1, failure_count, mixed_provenance)
+
+
 def findings(df: pd.DataFrame) -> list[Finding]:
     """The report's findings, in the order the page shows them."""
-    return [*best_per_model(df), *family_ratios(df), *scaling(df), *backends(df), *latency_at_batch_1(df),
-            *failure_count(df), *mixed_provenance(df)]
+    return [f for make in FINDERS for f in make(df)]

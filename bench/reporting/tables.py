@@ -58,6 +58,17 @@ def latest_timed(df: pd.DataFrame) -> pd.DataFrame:
     return both.sort_values("timestamp_utc", kind="stable").drop_duplicates(subset="config_key", keep="last")
 
 
+def row_words(r: Any) -> str:
+    """A row in words, for a note that names it: model, batch size, strategy x replicas, run id."""
+    def get(c: str) -> Any:
+        v = r.get(c) if hasattr(r, "get") else None
+        return "n/a" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else v
+
+    run = get("run_id")
+    return (f"{get('model')} batch {get('batch_size')} {get('strategy')} ×{get('replicas')}"
+            + (f" (run {run})" if run != "n/a" else ""))
+
+
 def is_diverged(rows: pd.DataFrame) -> pd.Series:
     return rows["status"] == "diverged"
 
@@ -173,12 +184,19 @@ def throughput_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {t: _pivot(g, "images_per_sec_median") for t, g in model_batch_groups(df)}
 
 
+def _ci_cell(median: float, low: float, high: float) -> str:
+    """'median [low, high]'; a missing CI is left out, a missing median leaves the cell empty."""
+    if pd.isna(median):
+        return ""
+    return f"{median:.1f} [{low:.1f}, {high:.1f}]" if pd.notna(low) and pd.notna(high) else f"{median:.1f}"
+
+
 def throughput_ci_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The same layout as text: 'median [95% CI of the median]', and 'diverged' after a run whose
     loss went non-finite (timed all the same)."""
     out = {}
     for t, g in model_batch_groups(df):
-        g = g.assign(cell=[f"{m:.1f} [{lo:.1f}, {hi:.1f}]{' diverged' if bad else ''}" for m, lo, hi, bad in
+        g = g.assign(cell=[_ci_cell(m, lo, hi) + (" diverged" if bad else "") for m, lo, hi, bad in
                            zip(g["images_per_sec_median"], g["images_per_sec_median_ci95_low"],
                                g["images_per_sec_median_ci95_high"], is_diverged(g))])
         out[t] = _pivot(g, "cell")
@@ -231,6 +249,7 @@ def family_comparison(df: pd.DataFrame) -> pd.DataFrame:
             "gflops_per_image", "gflop_per_sec", "images_per_sec_vs_resnet", "vs_resnet_ci95_low", "vs_resnet_ci95_high"]
     rows, used = [], []
     for _, g in groups(ok, exclude=["model"], lead=["batch_size", *TITLE_FIELDS]):
+        g = g[g["images_per_sec_median"].notna()]  # a family's fastest model is one that was timed
         fam = g["model"].map(_family)
         best = {f: g.loc[gf["images_per_sec_median"].idxmax()] for f, gf in g[fam != ""].groupby(fam[fam != ""])}
         if len(best) < 2:
@@ -293,7 +312,7 @@ def scaling_efficiency(df: pd.DataFrame, baselines: bool = True) -> pd.DataFrame
     else `single`. Without `baselines`, the one-replica rows (each its own baseline, 1.000) are
     left out."""
     ok = latest_ok(df)
-    ok = ok[ok["replicas"].notna()]  # a row without its replica count has no place on the scale
+    ok = ok[ok["replicas"].notna() & (ok["replicas"] >= 1)]  # a row without replicas has no place on the scale
     cols = ["model", "strategy", "data", "batch_size", "replicas", "images_per_sec", "baseline_images_per_sec",
             "speedup", "efficiency", "efficiency_ci95_low", "efficiency_ci95_high"]
     base = _baselines(ok)
@@ -351,12 +370,13 @@ def where_time_goes(df: pd.DataFrame) -> pd.DataFrame:
         wait = float(r["data_wait_ms"]) if pd.notna(r.get("data_wait_ms")) else 0.0
         comm, lo, hi = _diff_ci(r, n)
         compute = step - comm - wait
+        share = (lambda x: x / step) if step > 0 else (lambda x: np.nan)  # a zero step time shares nothing
         eff = (r["images_per_sec_median"] / (int(r["replicas"]) * base_ips[base[label]])) if label in base else np.nan
         rows.append({"model": r["model"], "strategy": r["strategy"], "backend": r["backend"],
                      "batch_size": r["batch_size"], "replicas": int(r["replicas"]), "step_ms": step,
                      "input_wait_ms": wait, "exposed_comm_ms": comm, "exposed_comm_ci95": f"[{lo:.1f}, {hi:.1f}]",
-                     "compute_ms": compute, "input_share": wait / step, "comm_share": comm / step,
-                     "compute_share": compute / step, "efficiency": eff})
+                     "compute_ms": compute, "input_share": share(wait), "comm_share": share(comm),
+                     "compute_share": share(compute), "efficiency": eff})
         used.append(label)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:5])
 
@@ -413,7 +433,7 @@ def max_batch_table(df: pd.DataFrame) -> pd.DataFrame:
     images/sec and peak memory, and the smallest larger batch that did not fit, with why."""
     from bench.memory import fits
 
-    probes = df[df["find_max_batch"].fillna(False).astype(bool)]
+    probes = df[df["find_max_batch"].fillna(False).astype(bool) & df["batch_size"].notna()]  # see unusable_rows
     cols = ["model", "mode", "strategy", "backend", "replicas", "memory_cap_gb", "probes", "largest_batch",
             "images_per_sec", "peak_mib", "first_misfit_batch", "why"]
     rows, firsts = [], []
@@ -430,17 +450,29 @@ def max_batch_table(df: pd.DataFrame) -> pd.DataFrame:
         why = ""
         if misfit is not None:
             r = g[g["batch_size"] == misfit].iloc[0]
-            why = (r["status"] if r["status"] != "ok" else
+            why = (r["status"] if r["status"] != "ok" else "no peak recorded" if pd.isna(r["peak_mem_bytes"]) else
                    f"peak {float(r['peak_mem_bytes']) / 2**30:.2f} GiB > cap {cap:g} GiB")
         first = g.iloc[0]
         rows.append({"model": first["model"], "mode": first["mode"], "strategy": first["strategy"],
                      "backend": first["backend"], "replicas": first["replicas"], "memory_cap_gb": cap,
                      "probes": len(g), "largest_batch": best,
                      "images_per_sec": r_best["images_per_sec_median"] if r_best is not None else np.nan,
-                     "peak_mib": float(r_best["peak_mem_bytes"]) / 2**20 if r_best is not None else np.nan,
+                     "peak_mib": float(r_best["peak_mem_bytes"]) / 2**20
+                     if r_best is not None and pd.notna(r_best["peak_mem_bytes"]) else np.nan,
                      "first_misfit_batch": misfit, "why": why})
         firsts.append(first.name)
     return _told_apart(pd.DataFrame(rows, columns=cols), probes.loc[firsts], cols[:5], shown=["batch_size"])
+
+
+def unusable_rows(df: pd.DataFrame) -> dict[str, list[str]]:
+    """Rows a table must leave out, by the id of the report section that would show them, each
+    named in a line: a max-batch probe without a batch size, a run with fewer than one replica."""
+    probes = df[df["find_max_batch"].fillna(False).astype(bool)]
+    ok = latest_ok(df)
+    return {"largest-batch": [f"{row_words(r)}: left out: a --find-max-batch probe without a batch size"
+                              for r in probes[probes["batch_size"].isna()].to_dict("records")],
+            "scaling-efficiency": [f"{row_words(r)}: left out: fewer than one replica"
+                                   for r in ok[ok["replicas"] < 1].to_dict("records")]}
 
 
 def failures(df: pd.DataFrame) -> pd.DataFrame:
