@@ -143,6 +143,25 @@ class Peak:
         return self.source + ("_since_start" if self.since_start else "")
 
 
+def _hwm_bytes() -> int:
+    """The kernel's high-water mark of this process's RSS (VmHWM) since start or its last reset."""
+    kib = _proc_kib("/proc/self/status", "VmHWM")
+    return kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# VmHWM as it stood before each reset of it (HostPeak.reset). Writing 5 to clear_refs lowers
+# VmHWM to the current RSS, and ru_maxrss with it (the kernel's getrusage reads the same mark,
+# plus only what exited threads left behind), so neither alone still gives the process's peak
+# after a reset; the largest of the marks before each reset and the mark now does.
+_hwm_before_reset = 0
+
+
+def process_peak_bytes() -> int:
+    """The process's peak RSS since it started, the figure the kernel's OOM killer weighs
+    (a reset of the timed steps' peak included)."""
+    return max(_hwm_before_reset, _hwm_bytes())
+
+
 class HostPeak(Peak):
     """The process's peak RSS over the timed part, above its RSS before the model was built.
     Linux resets the high-water mark (VmHWM) on writing 5 to /proc/self/clear_refs."""
@@ -153,15 +172,15 @@ class HostPeak(Peak):
         self.baseline = rss_bytes()
 
     def reset(self) -> None:
+        global _hwm_before_reset
+        _hwm_before_reset = process_peak_bytes()
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:  # no reset here: the peak then covers the whole run
             self.since_start = True
 
     def peak(self) -> int:
-        kib = _proc_kib("/proc/self/status", "VmHWM")
-        hwm = kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return max(0, hwm - self.baseline)
+        return max(0, _hwm_bytes() - self.baseline)
 
 
 class DevicePeak(Peak):

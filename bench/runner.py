@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .config import NATURAL_CLASSES, RunConfig
 from .errors import BenchInputError
-from .memory import PredictedOOM
+from .memory import PredictedOOM, process_peak_bytes
 from .results import AccuracyResult, Outcome, Topology, build_row
 from .timing import NonFiniteLoss, Timing, WaitClock, run_steps
 from .traces import AUTOTUNE_LOG, TIMELINE_FILE
@@ -238,6 +238,7 @@ def execute(cfg: RunConfig) -> RunOutcome:
                                keep_diverged=cfg.mode == "train")
             timing.comm = session.comm_columns(cfg.steps)
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
+        timing.process_peak_mem_bytes = process_peak_bytes()
         if cfg.save_weights and dist.is_chief:
             session.save_weights(cfg.save_weights)
         outcome = Outcome("ok")
@@ -262,6 +263,8 @@ def execute(cfg: RunConfig) -> RunOutcome:
     # after a failure a peer may be gone: gathering its timings would only wait for it
     row = build_row(cfg, outcome, session=session, timing=timing if finished else None, accuracy=accuracy,
                     wall_s=time.perf_counter() - started)
+    if row.get("process_peak_mem_bytes") is None:  # a failed run: this process's own, no gathering
+        row["process_peak_mem_bytes"] = process_peak_bytes()
     if finished:  # likewise a closing barrier
         dist.shutdown()
     return RunOutcome(row, dist.is_chief, 0 if ok else 1)
