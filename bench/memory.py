@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import resource
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -114,15 +116,73 @@ def host_available() -> int | None:
     return min(values) if values else None
 
 
-def check(est: Estimate, available: int | None, *, processes: int = 1, where: str = "available RAM") -> None:
-    """PredictedOOM, one line with both numbers, if `processes` such footprints do not fit."""
+def check(est: Estimate, available: int | None, *, processes: int = 1, where: str = "available RAM",
+          floor: int = 0) -> None:
+    """PredictedOOM, one line with both numbers, if `processes` such footprints do not fit in
+    `available` less the memory guard's `floor` (a run that reaches the floor is stopped)."""
     if available is None:
         return
     need = est.total_bytes * processes
-    if need > available:
+    if need > available - floor:
         share = f" ({processes} processes on this host)" if processes > 1 else ""
-        raise PredictedOOM(f"estimated memory {need / GiB:.2f} GiB{share} exceeds {where} {available / GiB:.2f} GiB "
-                           f"(batch {est.batch} x {est.replicas} replica(s); --force runs it anyway)")
+        less = f" less the memory guard's floor {floor / GiB:.2f} GiB" if floor else ""
+        raise PredictedOOM(f"estimated memory {need / GiB:.2f} GiB{share} exceeds {where} {available / GiB:.2f} GiB"
+                           f"{less} (batch {est.batch} x {est.replicas} replica(s); --force runs it anyway)")
+
+
+# ---- the guard: stop before the kernel's OOM killer does -----------------------------------------
+FLOOR_ENV = "CNNBENCH_MEMORY_FLOOR_BYTES"
+FLOOR_SHARE, FLOOR_MIN = 0.05, 512 * 2**20
+GUARD_INTERVAL_S = 0.15  # the kernel needs seconds to reclaim caches before it kills: a poll well inside that
+
+
+def memory_floor() -> int:
+    """The available RAM below which the guard stops a run: max(5% of RAM, 512 MiB), or the
+    bytes in CNNBENCH_MEMORY_FLOOR_BYTES (BenchInputError if that is not a whole number >= 0)."""
+    raw = os.environ.get(FLOOR_ENV)
+    if raw is not None:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise BenchInputError(f"{FLOOR_ENV} must be a whole number of bytes >= 0. Received: {FLOOR_ENV}={raw!r}")
+        return value
+    kib = _proc_kib("/proc/meminfo", "MemTotal")
+    return max(int(FLOOR_SHARE * kib * 1024) if kib else 0, FLOOR_MIN)
+
+
+class MemoryGuard:
+    """A watcher thread: every GUARD_INTERVAL_S it reads the host's available memory, and the
+    first time it is below `floor` calls `breach(message)` (which ends the process). `stop`
+    ends the watch; once it returns, `breach` has not run and will not."""
+
+    def __init__(self, floor: int, breach: Callable[[str], None], interval: float = GUARD_INTERVAL_S):
+        self.floor, self._breach, self._interval = floor, breach, interval
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="cnnbench-memory-guard", daemon=True)
+
+    def start(self) -> "MemoryGuard":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:  # waits for a breach in progress, which never returns
+            self._stopped.set()
+
+    def _watch(self) -> None:
+        while not self._stopped.is_set():
+            available = host_available()
+            if available is not None and available < self.floor:
+                with self._lock:
+                    if self._stopped.is_set():
+                        return
+                    self._breach(f"available memory {available / GiB:.2f} GiB fell below the memory guard's floor "
+                                 f"{self.floor / GiB:.2f} GiB (process RSS {rss_bytes() / GiB:.2f} GiB, peak "
+                                 f"{process_peak_bytes() / GiB:.2f} GiB); stopped before the kernel's OOM killer")
+                    return
+            self._stopped.wait(self._interval)
 
 
 # ---- what was used --------------------------------------------------------------------------------

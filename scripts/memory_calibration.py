@@ -5,12 +5,12 @@
     python scripts/memory_calibration.py table DIR
 
 `run` runs every point (model x backend x mode x 3 batch sizes, width 0.125, 32x32 synthetic
-data, 2 timed steps after 1 warmup) as its own process of `bench/run.py --output DIR/points.csv`,
+data; training 2 timed steps after 1 warmup, inference the 100 it needs at least) as its own process of `bench/run.py --output DIR/points.csv`,
 one at a time, skipping points already in DIR/points.jsonl (so it resumes) and stopping at the
 deadline (UTC). The batch sizes come from the layer walk: the largest makes the estimated
-activations about ACT_TARGET (and its step at most FLOP_CAP), the others are a quarter and a
-sixteenth of it, so the top point is dominated by activations and the bottom one by the process's
-baseline. Beside each row, the parent notes the child's ru_maxrss from wait4 as a cross-check.
+activations about ACT_TARGET (and its step at most FLOP_CAP, or INFERENCE_FLOP_CAP), the others
+are a quarter and a sixteenth of it, so the top training point is dominated by activations
+(where the FLOP cap allows) and the bottom one by the process's baseline. Beside each row, the parent notes the child's ru_maxrss from wait4 as a cross-check.
 
 `table` prints a markdown table from the rows: both peaks, the estimate recomputed with the
 current bench.memory, and measured / estimate (process peak over the estimate), which must
@@ -34,9 +34,10 @@ sys.path.insert(0, str(REPO))
 WIDTH = 0.125
 ACT_TARGET = 1.25 * 2**30   # estimated activations at the top batch
 FLOP_CAP = 60e9             # forward+backward FLOPs of one top-batch step (a few seconds on 2 cores)
+INFERENCE_FLOP_CAP = 4e9    # an inference run times 100 steps (its p99 needs them): a fraction of a second each
 MAX_BATCH = 16384
 PRIORITY = ["resnet18", "vgg13", "densenet121", "googlenet", "alexnet", "lenet5"]
-STEPS = ["--steps", "2", "--warmup-steps", "1"]
+STEPS = {"train": ["--steps", "2", "--warmup-steps", "1"], "inference": ["--steps", "100", "--warmup-steps", "1"]}
 RUN_TIMEOUT_S = 420
 
 
@@ -54,8 +55,8 @@ for name in {models!r}:
     acts = sum(__import__('math').prod(l.output_shape) for l in d.layers) * COMPUTE_BYTES['fp32']
     widest = max(__import__('math').prod(l.output_shape) for l in d.layers) * COMPUTE_BYTES['fp32']
     out[name] = {{}}
-    for mode, per_image, passes in (('train', acts, 3), ('inference', 3 * widest, 1)):
-        top = min({MAX_BATCH}, {ACT_TARGET} / per_image, {FLOP_CAP} / (passes * max(d.flops, 1)))
+    for mode, per_image, cap in (('train', acts, {FLOP_CAP} / 3), ('inference', 3 * widest, {INFERENCE_FLOP_CAP})):
+        top = min({MAX_BATCH}, {ACT_TARGET} / per_image, cap / max(d.flops, 1))
         top = 2 ** max(4, int(__import__('math').log2(max(top, 16))))
         out[name][mode] = [top // 16 if top >= 64 else max(1, top // 16), top // 4, top]
 print(json.dumps(out))
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                         print("deadline reached; stopping", flush=True)
                         return 0
                     cmd = [sys.executable, "bench/run.py", model, "--backend", backend, "--mode", mode,
-                           "--width", str(WIDTH), "--batch-size", str(batch), *STEPS, "--no-progress",
+                           "--width", str(WIDTH), "--batch-size", str(batch), *STEPS[mode], "--no-progress",
                            "--output", str(out / "points.csv")]
                     print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} {model} {backend} {mode} {batch}", flush=True)
                     rc, maxrss, secs = _run_one(cmd, RUN_TIMEOUT_S)
