@@ -94,7 +94,8 @@ class Session:
                 load_initial_weights(self.model, cfg.init_weights)
         self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
         # a GPU holds one replica; a CPU process holds all of its own
-        self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size)
+        self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size,
+                                 on_gpu=bool(self.gpu_names))
         return self
 
     def check_memory(self) -> None:
@@ -102,7 +103,7 @@ class Session:
         available RAM shared by this run's processes on this host; --force skips it."""
         from launch import get_strategy
 
-        from .memory import check, host_available, memory_floor
+        from .memory import check, host_available, memory_floor, rss_bytes
 
         if self.cfg.force:
             return
@@ -111,7 +112,7 @@ class Session:
             check(self.estimate, device, where="GPU memory")
         else:  # the guard's floor stays free: a run that needs it is stopped anyway
             check(self.estimate, host_available(), processes=get_strategy(self.cfg.strategy).env_local_size(),
-                  floor=memory_floor())
+                  floor=memory_floor(), held=rss_bytes())
 
     @property
     def trace_dir(self) -> str | None:
@@ -399,8 +400,8 @@ def summary_text(row: dict, output: str) -> str:
         f"  latency     p50 {row['latency_p50_ms']:.2f} ms, p90 {row['latency_p90_ms']:.2f}, p95 "
         f"{row['latency_p95_ms']:.2f}, p99 {row['latency_p99_ms']:.2f} per batch; "
         f"{row['latency_per_image_ms']:.3f} ms per image (p50)",
-        f"  memory      peak {mib('peak_mem_bytes')} ({row.get('mem_source') or 'not measured'}), "
-        f"estimate {mib('mem_estimate_bytes')}",
+        f"  memory      peak {mib('peak_mem_bytes')} over the timed steps ({row.get('mem_source') or 'not measured'}), "
+        f"process peak {mib('process_peak_mem_bytes')}, estimate {mib('mem_estimate_bytes')} (of the process)",
         f"  compile     {row['compile_s']:.2f} s    TFLOP/s {row['tflops']:.3f}    "
         f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    {loss}",
     ]

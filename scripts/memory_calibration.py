@@ -39,6 +39,11 @@ MAX_BATCH = 16384
 PRIORITY = ["resnet18", "vgg13", "densenet121", "googlenet", "alexnet", "lenet5"]
 STEPS = {"train": ["--steps", "2", "--warmup-steps", "1"], "inference": ["--steps", "100", "--warmup-steps", "1"]}
 RUN_TIMEOUT_S = 420
+# Beyond the grid: the oversize case at its one size that fits here, and full-width points
+# where the weights and optimizer state, not activations, are most of the footprint.
+EXTRA = [("vgg13", "tensorflow", "train", 16384, 0.125), ("alexnet", "tensorflow", "train", 16, 1.0),
+         ("alexnet", "jax", "train", 16, 1.0), ("alexnet", "tensorflow", "inference", 16, 1.0),
+         ("alexnet", "jax", "inference", 16, 1.0)]
 
 
 def _plan(models: list[str]) -> dict:
@@ -97,33 +102,40 @@ def run(args: argparse.Namespace) -> int:
     if log.exists():
         for line in log.read_text().splitlines():
             p = json.loads(line)
-            done.add((p["model"], p["backend"], p["mode"], p["batch"]))
+            done.add((p["model"], p["backend"], p["mode"], p["batch"], p.get("width", WIDTH)))
     deadline = None
     if args.deadline:
         hh, mm = map(int, args.deadline.split(":"))
         now = dt.datetime.now(dt.timezone.utc)
         deadline = now.replace(hour=hh, minute=mm, second=0, microsecond=0)
-    for model in names:
-        if model not in plan:  # planned lazily: describing every model takes minutes
-            plan.update(_plan([model]))
-            plan_file.write_text(json.dumps(plan, indent=1))
-        for backend in args.backends.split(","):
-            for mode in args.modes.split(","):
-                for batch in plan[model][mode]:
-                    key = (model, backend, mode, batch)
-                    if key in done:
-                        continue
-                    if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
-                        print("deadline reached; stopping", flush=True)
-                        return 0
-                    cmd = [sys.executable, "bench/run.py", model, "--backend", backend, "--mode", mode,
-                           "--width", str(WIDTH), "--batch-size", str(batch), *STEPS[mode], "--no-progress",
-                           "--output", str(out / "points.csv")]
-                    print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} {model} {backend} {mode} {batch}", flush=True)
-                    rc, maxrss, secs = _run_one(cmd, RUN_TIMEOUT_S)
-                    with log.open("a") as f:
-                        f.write(json.dumps({"model": model, "backend": backend, "mode": mode, "batch": batch,
-                                            "rc": rc, "wait4_maxrss": maxrss, "seconds": round(secs, 1)}) + "\n")
+    def points():
+        if args.extra:
+            yield from EXTRA
+            return
+        for model in names:
+            if model not in plan:  # planned lazily: describing every model takes minutes
+                plan.update(_plan([model]))
+                plan_file.write_text(json.dumps(plan, indent=1))
+            for backend in args.backends.split(","):
+                for mode in args.modes.split(","):
+                    for batch in plan[model][mode]:
+                        yield model, backend, mode, batch, WIDTH
+
+    for key in points():
+        model, backend, mode, batch, width = key
+        if key in done:
+            continue
+        if deadline and dt.datetime.now(dt.timezone.utc) >= deadline:
+            print("deadline reached; stopping", flush=True)
+            return 0
+        cmd = [sys.executable, "bench/run.py", model, "--backend", backend, "--mode", mode,
+               "--width", str(width), "--batch-size", str(batch), *STEPS[mode], "--no-progress",
+               "--output", str(out / "points.csv")]
+        print(f"{dt.datetime.now(dt.timezone.utc):%H:%M:%S} {model} {backend} {mode} {batch} width {width}", flush=True)
+        rc, maxrss, secs = _run_one(cmd, RUN_TIMEOUT_S)
+        with log.open("a") as f:
+            f.write(json.dumps({"model": model, "backend": backend, "mode": mode, "batch": batch, "width": width,
+                                "rc": rc, "wait4_maxrss": maxrss, "seconds": round(secs, 1)}) + "\n")
     return 0
 
 
@@ -137,28 +149,28 @@ def table(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     rows = read_rows(out / "points.csv")
     points = [json.loads(l) for l in (out / "points.jsonl").read_text().splitlines()]
-    wait4 = {(p["model"], p["backend"], p["mode"], p["batch"]): p for p in points}
+    wait4 = {(p["model"], p["backend"], p["mode"], p["batch"], p.get("width", WIDTH)): p for p in points}
     descs: dict = {}
     mib = 2**20
-    print("| model | backend | mode | batch | timed-steps peak MiB | process peak MiB | wait4 maxrss MiB "
+    print("| model | width | backend | mode | batch | timed-steps peak MiB | process peak MiB | wait4 maxrss MiB "
           "| estimate MiB | process peak / estimate |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
     worst, best, failed = 0.0, float("inf"), []
     for _, r in rows.iterrows():
-        key = (r["model"], r["backend"], r["mode"], int(r["batch_size"]))
+        key = (r["model"], r["backend"], r["mode"], int(r["batch_size"]), float(r["width"]))
         if r["status"] != "ok":
             failed.append(f"{key}: {r['status']} {r['error']}")
             continue
-        if r["model"] not in descs:
-            descs[r["model"]] = models.describe(r["model"], width=float(r["width"]))
+        if key[::4] not in descs:
+            descs[key[::4]] = models.describe(r["model"], width=float(r["width"]))
         cfg = RunConfig(model=r["model"], backend=r["backend"], mode=r["mode"], batch_size=int(r["batch_size"]),
                         width=float(r["width"]), precision=r["precision"], optimizer=r["optimizer"],
                         momentum=float(r["momentum"]) if r["momentum"] == r["momentum"] else 0.0)
-        est = estimate(descs[r["model"]], cfg).total_bytes
+        est = estimate(descs[key[::4]], cfg).total_bytes
         ratio = r["process_peak_mem_bytes"] / est
         worst, best = max(worst, ratio), min(best, ratio)
         w4 = wait4.get(key, {}).get("wait4_maxrss")
-        print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {r['peak_mem_bytes'] / mib:,.0f} "
+        print(f"| {key[0]} | {key[4]:g} | {key[1]} | {key[2]} | {key[3]} | {r['peak_mem_bytes'] / mib:,.0f} "
               f"| {r['process_peak_mem_bytes'] / mib:,.0f} | {w4 / mib if w4 else float('nan'):,.0f} "
               f"| {est / mib:,.0f} | {ratio:.2f} |")
     print(f"\n{len(rows) - len(failed)} points; process peak / estimate from {best:.2f} to {worst:.2f}")
@@ -176,6 +188,7 @@ def main() -> int:
     r.add_argument("--backends", default="tensorflow,jax")
     r.add_argument("--modes", default="train,inference")
     r.add_argument("--deadline", default="", help="HH:MM UTC: start no point after it")
+    r.add_argument("--extra", action="store_true", help="the EXTRA points instead of the grid")
     t = sub.add_parser("table")
     t.add_argument("dir")
     args = ap.parse_args()

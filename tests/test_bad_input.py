@@ -221,6 +221,11 @@ CASES = [
     ("cluster-word-workers", "cluster", ["-n", "two", "--", "true"], {}, 2, "num_workers='two'"),
     ("cluster-no-command", "cluster", ["-n", "2"], {}, 2, "no command"),
     ("cluster-abbreviated-option", "cluster", ["-n", "2", "--tim", "5", "--", "true"], {}, 2, "--tim"),
+    # ---- issue 21: memory ----
+    ("run-memory-floor-not-a-number", "run", ["lenet5", "--width", "0.125"], {"CNNBENCH_MEMORY_FLOOR_BYTES": "lots"},
+     2, "CNNBENCH_MEMORY_FLOOR_BYTES='lots'"),
+    ("run-memory-floor-negative", "run", ["lenet5", "--width", "0.125"], {"CNNBENCH_MEMORY_FLOOR_BYTES": "-1"},
+     2, "CNNBENCH_MEMORY_FLOOR_BYTES='-1'"),
 ]
 
 
