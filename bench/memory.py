@@ -60,12 +60,12 @@ class HostTerms:
 
 MiB = 2**20
 HOST_TERMS = {
-    ("tensorflow", "train"): HostTerms(base=1030 * MiB, per_layer=int(1.40 * MiB), act=0.67, widest=2.95, patches=0.05,
+    ("tensorflow", "train"): HostTerms(base=1030 * MiB, per_layer=int(1.50 * MiB), act=0.89, widest=1.95, patches=0.05,
                                        input=2.00),
-    ("tensorflow", "inference"): HostTerms(base=1020 * MiB, per_layer=int(0.45 * MiB), act=0.0, widest=3.00,
+    ("tensorflow", "inference"): HostTerms(base=1030 * MiB, per_layer=int(0.30 * MiB), act=0.0, widest=3.20,
                                            patches=0.05, input=2.00),
-    ("jax", "train"): HostTerms(base=720 * MiB, per_layer=int(2.40 * MiB), act=0.50, widest=11.00, patches=1.25,
-                                input=2.25),
+    ("jax", "train"): HostTerms(base=680 * MiB, per_layer=int(4.40 * MiB), act=0.50, widest=11.05, patches=1.20,
+                                input=3.40),
     ("jax", "inference"): HostTerms(base=620 * MiB, per_layer=int(0.60 * MiB), act=0.0, widest=3.25, patches=0.0,
                                     input=2.00),
 }
@@ -239,8 +239,8 @@ class MemoryGuard:
                 with self._lock:
                     if self._stopped.is_set():
                         return
-                    self._breach(f"available memory {available / GiB:.2f} GiB fell below the memory guard's floor "
-                                 f"{self.floor / GiB:.2f} GiB (process RSS {rss_bytes() / GiB:.2f} GiB, peak "
+                    self._breach(f"available memory {available / GiB:.3f} GiB fell below the memory guard's floor "
+                                 f"{self.floor / GiB:.3f} GiB (process RSS {rss_bytes() / GiB:.2f} GiB, peak "
                                  f"{process_peak_bytes() / GiB:.2f} GiB); stopped before the kernel's OOM killer")
                     return
             self._stopped.wait(self._interval)
