@@ -48,7 +48,10 @@ class HostTerms:
     the layout copies oneDNN makes of a layer's input and output, the widest live tensors of a
     forward pass), `patches` times the largest convolution's patch matrix (XLA:CPU lowers a
     convolution to a matrix product over its input's kh x kw patches), `input` times the
-    float32 image (the host copies of the batch: numpy's, the framework's, the device's). Fitted to the process peaks in docs/measurements/
+    float32 image (the host copies of the batch: numpy's, the framework's, the device's).
+    `weights` times the float32 weights, once per process, beyond the replicas' state: Keras'
+    own variables beside JAX's arrays, and the update's temporaries (fitted to one weight-heavy
+    point, alexnet at full width, per backend and mode). Fitted to the process peaks in docs/measurements/
     2026-12-02-cpu-memory-calibration.md and raised until every point's peak is within them."""
     base: int
     per_layer: int
@@ -56,18 +59,19 @@ class HostTerms:
     widest: float
     patches: float
     input: float
+    weights: float
 
 
 MiB = 2**20
 HOST_TERMS = {
     ("tensorflow", "train"): HostTerms(base=1030 * MiB, per_layer=int(1.50 * MiB), act=0.89, widest=1.95, patches=0.05,
-                                       input=2.00),
+                                       input=2.00, weights=2.5),
     ("tensorflow", "inference"): HostTerms(base=1030 * MiB, per_layer=int(0.30 * MiB), act=0.0, widest=3.20,
-                                           patches=0.05, input=2.00),
+                                           patches=0.05, input=2.00, weights=1.5),
     ("jax", "train"): HostTerms(base=680 * MiB, per_layer=int(4.40 * MiB), act=0.50, widest=11.05, patches=1.20,
-                                input=3.40),
+                                input=3.40, weights=1.0),
     ("jax", "inference"): HostTerms(base=620 * MiB, per_layer=int(0.60 * MiB), act=0.0, widest=3.25, patches=0.0,
-                                    input=2.00),
+                                    input=2.00, weights=1.5),
 }
 
 
@@ -124,7 +128,7 @@ def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, o
         t = HOST_TERMS[cfg.backend, cfg.mode]
         in_flight = REAL_DATA_BATCHES_IN_FLIGHT if cfg.data != "synthetic" else 0
         per_image = t.act * kept + t.widest * widest + t.patches * patches + (t.input + in_flight) * image
-        runtime = t.base + t.per_layer * len(desc.layers) + DATA_SET_BYTES.get(cfg.data, 0)
+        runtime = t.base + t.per_layer * len(desc.layers) + t.weights * weights + DATA_SET_BYTES.get(cfg.data, 0)
     est = Estimate(int(state), int(per_image), int(cfg.batch_size), int(replicas), int(runtime))
     if not (math.isfinite(est.total_bytes) and est.total_bytes > 0):
         raise AssertionError(f"memory estimate is not a positive finite number: {est}")  # a bug, never input
@@ -231,6 +235,8 @@ class MemoryGuard:
     def stop(self) -> None:
         with self._lock:  # waits for a breach in progress, which never returns
             self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)  # not left running into the interpreter's shutdown
 
     def _watch(self) -> None:
         while not self._stopped.is_set():
