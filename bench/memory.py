@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import resource
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -29,13 +31,56 @@ SLOTS = {"adam": 2, "sgd": 1}
 # Inference keeps no activations for a backward pass: at the widest point the input and output
 # of a layer, and a residual shortcut, are alive at once.
 INFERENCE_LIVE_OUTPUTS = 3
-# What the framework allocates for itself once steps run (compiled programs, kernels, scratch
-# and per-thread buffers), per process or device, calibrated on this project's 2-core CPU VM:
-# beyond the weights and activations, TensorFlow's RSS grew by 79-95 MiB (full-width vgg13 and
-# resnet18, batch 8-16), JAX's by 290-400 MiB to train and 150-220 MiB for inference (width
-# 0.125 to 1). Not calibrated on a GPU.
+# What the framework allocates on a GPU for itself once steps run (compiled programs, kernels,
+# scratch), per device: the allowance measured on the CPU before the process's own was counted
+# (issue 21). Not calibrated on a GPU.
 RUNTIME_BYTES = {("tensorflow", "train"): 80 * 2**20, ("tensorflow", "inference"): 80 * 2**20,
                  ("jax", "train"): 400 * 2**20, ("jax", "inference"): 200 * 2**20}
+
+
+@dataclass(frozen=True)
+class HostTerms:
+    """How a CPU process's peak resident memory (what the kernel's OOM killer weighs) follows
+    from the layer walk, per backend and mode. Fixed, once per process: `base` (the interpreter,
+    the framework's import and runtime, the data pipeline) and `per_layer` (the traced and
+    compiled step grows with the layers). Per image: `act` times the layer outputs a training
+    step keeps, `widest` times the widest layer output (the backward pass's gradient buffers,
+    the layout copies oneDNN makes of a layer's input and output, the widest live tensors of a
+    forward pass), `patches` times the largest convolution's patch matrix (XLA:CPU lowers a
+    convolution to a matrix product over its input's kh x kw patches), `input` times the
+    float32 image (the host copies of the batch: numpy's, the framework's, the device's).
+    `weights` times the float32 weights, once per process, beyond the replicas' state: Keras'
+    own variables beside JAX's arrays, and the update's temporaries (fitted to one weight-heavy
+    point, alexnet at full width, per backend and mode). Fitted to the process peaks in docs/measurements/
+    2026-12-02-cpu-memory-calibration.md and raised until every point's peak is within them."""
+    base: int
+    per_layer: int
+    act: float
+    widest: float
+    patches: float
+    input: float
+    weights: float
+
+
+MiB = 2**20
+HOST_TERMS = {
+    ("tensorflow", "train"): HostTerms(base=1030 * MiB, per_layer=int(1.50 * MiB), act=0.89, widest=1.95, patches=0.05,
+                                       input=2.00, weights=2.5),
+    ("tensorflow", "inference"): HostTerms(base=1030 * MiB, per_layer=int(0.30 * MiB), act=0.0, widest=3.20,
+                                           patches=0.05, input=2.00, weights=1.5),
+    ("jax", "train"): HostTerms(base=680 * MiB, per_layer=int(4.40 * MiB), act=0.50, widest=11.05, patches=1.20,
+                                input=3.40, weights=1.0),
+    ("jax", "inference"): HostTerms(base=620 * MiB, per_layer=int(0.60 * MiB), act=0.0, widest=3.25, patches=0.0,
+                                    input=2.00, weights=1.5),
+}
+
+
+# Real data on a CPU, not calibrated (the calibration ran on synthetic data): the data set's
+# uint8 arrays in RAM and the framework's copy of them (CIFAR-100's 60,000 32x32 images; the
+# digits are a few hundred kB), and per image, batches in flight (tf.data's prefetch, the
+# host prefetch queue) beyond the synthetic batch's copies.
+DATA_SET_BYTES = {"cifar100": 2 * 60000 * 32 * 32 * 3, "digits": 0, "synthetic": 0}
+REAL_DATA_BATCHES_IN_FLIGHT = 2
 
 
 class PredictedOOM(BenchInputError):
@@ -45,38 +90,57 @@ class PredictedOOM(BenchInputError):
 
 @dataclass(frozen=True)
 class Estimate:
-    """A training (or inference) step's memory, from parameters, optimizer state and activations."""
+    """A process's (on a GPU: a device's) peak memory, from parameters, optimizer state and activations."""
     state_bytes: int              # one replica's weights, gradients and optimizer slots
-    per_image_bytes: int          # activations alive per image (kept for backward in training)
+    per_image_bytes: int          # what each image adds: activations, gradient buffers, copies of its input
     batch: int                    # per-replica batch
     replicas: int                 # replicas that share this memory (one per device on a GPU)
-    runtime_bytes: int = 0        # the framework's own, once per process or device
+    runtime_bytes: int = 0        # fixed, once per process or device: the framework's own (and on a CPU the process's)
 
     @property
     def total_bytes(self) -> int:
         return self.runtime_bytes + self.replicas * (self.state_bytes + self.batch * self.per_image_bytes)
 
 
-def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1) -> Estimate:
+def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, on_gpu: bool = False) -> Estimate:
     """The estimate for `cfg` (resolved) from the layer walk of describe(). Training keeps every
     layer's output for the backward pass and holds gradients and optimizer slots; inference
-    holds the weights and the few largest activations alive at once."""
+    holds the weights and the few largest activations alive at once. On a CPU it is the whole
+    process's peak (HOST_TERMS): start-up, the compiled step, the input's host copies included;
+    on a GPU one device's."""
     weights = desc.params * VARIABLE_BYTES
     act = COMPUTE_BYTES[cfg.precision]
     outputs = [_numel(layer.output_shape) for layer in desc.layers]
     image = _numel(desc.input_shape) * INPUT_BYTES
+    widest = max(outputs, default=0) * act
+    patches = max((_conv_patches(layer) for layer in desc.layers), default=0) * act
+    kept = sum(outputs) * act if cfg.mode == "train" else 0
     if cfg.mode == "inference":
         state = weights + (desc.params * act if act != VARIABLE_BYTES else 0)  # the cast copy under mixed policies
-        per_image = image + INFERENCE_LIVE_OUTPUTS * max(outputs, default=0) * act
     else:
         trainable = desc.trainable_params
         slots = SLOTS[cfg.optimizer] if cfg.optimizer != "sgd" or cfg.momentum else 0
         state = weights + trainable * VARIABLE_BYTES * (1 + slots) + (desc.params * act if act != VARIABLE_BYTES else 0)
-        per_image = image + sum(outputs) * act
-    est = Estimate(int(state), int(per_image), int(cfg.batch_size), int(replicas), RUNTIME_BYTES[cfg.backend, cfg.mode])
+    if on_gpu:
+        per_image = image + (kept if cfg.mode == "train" else INFERENCE_LIVE_OUTPUTS * widest)
+        runtime = RUNTIME_BYTES[cfg.backend, cfg.mode]
+    else:
+        t = HOST_TERMS[cfg.backend, cfg.mode]
+        in_flight = REAL_DATA_BATCHES_IN_FLIGHT if cfg.data != "synthetic" else 0
+        per_image = t.act * kept + t.widest * widest + t.patches * patches + (t.input + in_flight) * image
+        runtime = t.base + t.per_layer * len(desc.layers) + t.weights * weights + DATA_SET_BYTES.get(cfg.data, 0)
+    est = Estimate(int(state), int(per_image), int(cfg.batch_size), int(replicas), int(runtime))
     if not (math.isfinite(est.total_bytes) and est.total_bytes > 0):
         raise AssertionError(f"memory estimate is not a positive finite number: {est}")  # a bug, never input
     return est
+
+
+def _conv_patches(layer: Any) -> int:
+    """A convolution's patch matrix per image (output pixels x kh x kw x input channels), from
+    its multiply-adds over its output channels; 0 for other layers."""
+    if layer.kind != "Conv2D" or not layer.output_shape:
+        return 0
+    return int(layer.flops) // (2 * int(layer.output_shape[-1]))
 
 
 def _numel(shape: tuple) -> int:
@@ -114,15 +178,78 @@ def host_available() -> int | None:
     return min(values) if values else None
 
 
-def check(est: Estimate, available: int | None, *, processes: int = 1, where: str = "available RAM") -> None:
-    """PredictedOOM, one line with both numbers, if `processes` such footprints do not fit."""
+def check(est: Estimate, available: int | None, *, processes: int = 1, where: str = "available RAM",
+          floor: int = 0, held: int = 0) -> None:
+    """PredictedOOM, one line with the numbers, if `processes` such footprints do not fit in
+    `available` plus what this process already `held` (a CPU process's estimate counts its
+    whole life, and the RAM it holds by now is no longer available) less the memory guard's
+    `floor` (a run that reaches the floor is stopped anyway)."""
     if available is None:
         return
     need = est.total_bytes * processes
-    if need > available:
+    if need > available + held - floor:
         share = f" ({processes} processes on this host)" if processes > 1 else ""
-        raise PredictedOOM(f"estimated memory {need / GiB:.2f} GiB{share} exceeds {where} {available / GiB:.2f} GiB "
-                           f"(batch {est.batch} x {est.replicas} replica(s); --force runs it anyway)")
+        plus = f" plus the {held / GiB:.2f} GiB this process holds" if held else ""
+        less = f" less the memory guard's floor {floor / GiB:.2f} GiB" if floor else ""
+        raise PredictedOOM(f"estimated memory {need / GiB:.2f} GiB{share} exceeds {where} {available / GiB:.2f} GiB"
+                           f"{plus}{less} (batch {est.batch} x {est.replicas} replica(s); --force runs it anyway)")
+
+
+# ---- the guard: stop before the kernel's OOM killer does -----------------------------------------
+FLOOR_ENV = "CNNBENCH_MEMORY_FLOOR_BYTES"
+FLOOR_SHARE, FLOOR_MIN = 0.05, 512 * 2**20
+GUARD_INTERVAL_S = 0.15  # the kernel needs seconds to reclaim caches before it kills: a poll well inside that
+
+
+def memory_floor() -> int:
+    """The available RAM below which the guard stops a run: max(5% of RAM, 512 MiB), or the
+    bytes in CNNBENCH_MEMORY_FLOOR_BYTES (BenchInputError if that is not a whole number >= 0)."""
+    raw = os.environ.get(FLOOR_ENV)
+    if raw is not None:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise BenchInputError(f"{FLOOR_ENV} must be a whole number of bytes >= 0. Received: {FLOOR_ENV}={raw!r}")
+        return value
+    kib = _proc_kib("/proc/meminfo", "MemTotal")
+    return max(int(FLOOR_SHARE * kib * 1024) if kib else 0, FLOOR_MIN)
+
+
+class MemoryGuard:
+    """A watcher thread: every GUARD_INTERVAL_S it reads the host's available memory, and the
+    first time it is below `floor` calls `breach(message)` (which ends the process). `stop`
+    ends the watch; once it returns, `breach` has not run and will not."""
+
+    def __init__(self, floor: int, breach: Callable[[str], None], interval: float = GUARD_INTERVAL_S):
+        self.floor, self._breach, self._interval = floor, breach, interval
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="cnnbench-memory-guard", daemon=True)
+
+    def start(self) -> "MemoryGuard":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:  # waits for a breach in progress, which never returns
+            self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)  # not left running into the interpreter's shutdown
+
+    def _watch(self) -> None:
+        while not self._stopped.is_set():
+            available = host_available()
+            if available is not None and available < self.floor:
+                with self._lock:
+                    if self._stopped.is_set():
+                        return
+                    self._breach(f"available memory {available / GiB:.3f} GiB fell below the memory guard's floor "
+                                 f"{self.floor / GiB:.3f} GiB (process RSS {rss_bytes() / GiB:.2f} GiB, peak "
+                                 f"{process_peak_bytes() / GiB:.2f} GiB); stopped before the kernel's OOM killer")
+                    return
+            self._stopped.wait(self._interval)
 
 
 # ---- what was used --------------------------------------------------------------------------------
@@ -143,6 +270,25 @@ class Peak:
         return self.source + ("_since_start" if self.since_start else "")
 
 
+def _hwm_bytes() -> int:
+    """The kernel's high-water mark of this process's RSS (VmHWM) since start or its last reset."""
+    kib = _proc_kib("/proc/self/status", "VmHWM")
+    return kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# VmHWM as it stood before each reset of it (HostPeak.reset). Writing 5 to clear_refs lowers
+# VmHWM to the current RSS, and ru_maxrss with it (the kernel's getrusage reads the same mark,
+# plus only what exited threads left behind), so neither alone still gives the process's peak
+# after a reset; the largest of the marks before each reset and the mark now does.
+_hwm_before_reset = 0
+
+
+def process_peak_bytes() -> int:
+    """The process's peak RSS since it started, the figure the kernel's OOM killer weighs
+    (a reset of the timed steps' peak included)."""
+    return max(_hwm_before_reset, _hwm_bytes())
+
+
 class HostPeak(Peak):
     """The process's peak RSS over the timed part, above its RSS before the model was built.
     Linux resets the high-water mark (VmHWM) on writing 5 to /proc/self/clear_refs."""
@@ -153,15 +299,15 @@ class HostPeak(Peak):
         self.baseline = rss_bytes()
 
     def reset(self) -> None:
+        global _hwm_before_reset
+        _hwm_before_reset = process_peak_bytes()
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:  # no reset here: the peak then covers the whole run
             self.since_start = True
 
     def peak(self) -> int:
-        kib = _proc_kib("/proc/self/status", "VmHWM")
-        hwm = kib * 1024 if kib is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return max(0, hwm - self.baseline)
+        return max(0, _hwm_bytes() - self.baseline)
 
 
 class DevicePeak(Peak):

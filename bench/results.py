@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 # 5: diagnostic runs without gradient sync, Horovod's hierarchical all-reduce, autotune and
 #    timeline (per-step negotiation, all-reduce and queue times), tf.distribute's pack size;
 #    the model's form (CIFAR or the paper's)
-SCHEMA_VERSION = 5
+# 6: the process's own peak memory since start-up, beside the timed steps' peak
+SCHEMA_VERSION = 6
 REPO = Path(__file__).resolve().parents[1]
 
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
@@ -85,7 +86,7 @@ INPUT = {"data_wait_ms": "float"}
 PROFILE = {"trace_dir": "str"}
 # from Horovod's timeline (mean ms per timed step, the chief's view) and autotuner
 COMM = {"hvd_negotiate_ms": "float", "hvd_allreduce_ms": "float", "hvd_queue_ms": "float", "hvd_autotune_best": "str"}
-MEMORY = {"peak_mem_bytes": "int", "mem_source": "str", "mem_estimate_bytes": "int"}
+MEMORY = {"peak_mem_bytes": "int", "process_peak_mem_bytes": "int", "mem_source": "str", "mem_estimate_bytes": "int"}
 ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
             "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
             "epoch_end_s": "str", "wall_s": "float"}
@@ -688,6 +689,8 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
         row.update(timing.comm)
         if timing.peak_mem_bytes is not None:  # the largest over ranks
             row.update(peak_mem_bytes=int(dist.gather([timing.peak_mem_bytes]).max()), mem_source=timing.mem_source)
+        if timing.process_peak_mem_bytes is not None:
+            row["process_peak_mem_bytes"] = int(dist.gather([timing.process_peak_mem_bytes]).max())
     if accuracy is not None:
         row.update(accuracy.columns())
     row.update(status=outcome.status, error=outcome.error, wall_s=wall_s)

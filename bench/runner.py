@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .config import NATURAL_CLASSES, RunConfig
 from .errors import BenchInputError
-from .memory import PredictedOOM
+from .memory import PredictedOOM, process_peak_bytes
 from .results import AccuracyResult, Outcome, Topology, build_row
 from .timing import NonFiniteLoss, Timing, WaitClock, run_steps
 from .traces import AUTOTUNE_LOG, TIMELINE_FILE
@@ -95,7 +95,8 @@ class Session:
                 self.init_weights_sha256 = load_initial_weights(self.model, cfg.init_weights)
         self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
         # a GPU holds one replica; a CPU process holds all of its own
-        self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size)
+        self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size,
+                                 on_gpu=bool(self.gpu_names))
         return self
 
     def check_memory(self) -> None:
@@ -103,15 +104,16 @@ class Session:
         available RAM shared by this run's processes on this host; --force skips it."""
         from launch import get_strategy
 
-        from .memory import check, host_available
+        from .memory import check, host_available, memory_floor, rss_bytes
 
         if self.cfg.force:
             return
         device = self.backend.device_memory()
         if device is not None:
             check(self.estimate, device, where="GPU memory")
-        else:
-            check(self.estimate, host_available(), processes=get_strategy(self.cfg.strategy).env_local_size())
+        else:  # the guard's floor stays free: a run that needs it is stopped anyway
+            check(self.estimate, host_available(), processes=get_strategy(self.cfg.strategy).env_local_size(),
+                  floor=memory_floor(), held=rss_bytes())
 
     @property
     def trace_dir(self) -> str | None:
@@ -192,10 +194,62 @@ def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
     return Session(cfg, dist, source, global_batch, steps_per_epoch, gpu_names, backend)
 
 
-def execute(cfg: RunConfig) -> RunOutcome:
+@dataclasses.dataclass
+class _Progress:
+    """How far a run has got, for the memory guard's row: its configuration, and its session once open."""
+    cfg: RunConfig
+    started: float
+    session: Session | None = None
+
+
+def execute(cfg: RunConfig, *, guard: bool = True) -> RunOutcome:
     """Run one benchmark. Bad input raises BenchInputError before any row exists; every other
     failure becomes a row with status diverged/oom/failed (exit code 1), on the chief, wherever
-    one can still be written: a start-up failure too."""
+    one can still be written: a start-up failure too. With `guard` (the default: every run
+    process has one) a watcher ends the process with an `oom` row, exit 1, when the host's
+    available memory falls below the guard's floor (bench.memory.MemoryGuard)."""
+    from .memory import MemoryGuard, memory_floor
+
+    progress = _Progress(cfg, time.perf_counter())
+    watcher = MemoryGuard(memory_floor(), lambda message: _memory_breach(progress, message)).start() if guard else None
+    try:
+        return _execute(cfg, progress)
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def _memory_breach(progress: _Progress, message: str) -> None:
+    """The guard's end of a run, from its own thread while the main one may be stuck inside a
+    framework op: the chief appends an `oom` row (the same builder and store as any run's),
+    then the process ends with exit 1 at once, as the kernel would have ended it, but recorded."""
+    import os
+
+    from launch import get_strategy
+
+    from .hardware import gpu_count
+    from .results import append_row
+
+    session = progress.session
+    try:
+        chief = session.dist.is_chief if session is not None else get_strategy(progress.cfg.strategy).env_rank() == 0
+        if chief:
+            cfg = session.cfg if session is not None else progress.cfg.resolved(has_gpu=gpu_count() > 0)
+            row = build_row(cfg, Outcome("oom", message), session=session,
+                            wall_s=time.perf_counter() - progress.started)
+            row["process_peak_mem_bytes"] = process_peak_bytes()
+            append_row(cfg.output, row)
+            print(summary_text(row, cfg.output), flush=True)
+        else:
+            print(f"error: this rank stopped: {message}", file=sys.stderr, flush=True)
+    except BaseException as e:  # noqa: BLE001 - the process must end all the same
+        print(f"error: {message}; its row could not be written: {_one_line(e)}", file=sys.stderr, flush=True)
+    finally:
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
     from launch import get_strategy
 
     from .data import read_data
@@ -204,6 +258,7 @@ def execute(cfg: RunConfig) -> RunOutcome:
     if cfg.trace_dir is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
         from .results import new_run_id
         cfg = dataclasses.replace(cfg, run_id=new_run_id())
+    progress_state.cfg = cfg
     started = time.perf_counter()
     # bad data is input: found with numpy before TensorFlow starts (and prints its start-up lines)
     source = read_data(dataclasses.replace(cfg, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data]))
@@ -214,6 +269,7 @@ def execute(cfg: RunConfig) -> RunOutcome:
     except Exception as e:  # noqa: BLE001 - e.g. Horovod or the cluster failing to start
         log.exception("start-up failed")
         return _startup_failure(cfg, e, time.perf_counter() - started)
+    progress_state.session = session
 
     cfg, dist = session.cfg, session.dist
     progress = _progress(cfg.progress and dist.is_chief)
@@ -242,6 +298,7 @@ def execute(cfg: RunConfig) -> RunOutcome:
                                keep_diverged=cfg.mode == "train")
             timing.comm = session.comm_columns(cfg.steps)
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
+        timing.process_peak_mem_bytes = process_peak_bytes()
         ran_all = True
         outcome = Outcome("ok")
         if timing.diverged is not None:  # a throughput run timed every step anyway: its row keeps them
@@ -267,6 +324,8 @@ def execute(cfg: RunConfig) -> RunOutcome:
     # after a failure a peer may be gone: gathering its timings would only wait for it
     row = build_row(cfg, outcome, session=session, timing=timing if finished else None, accuracy=accuracy,
                     wall_s=time.perf_counter() - started)
+    if row.get("process_peak_mem_bytes") is None:  # a failed run: this process's own, no gathering
+        row["process_peak_mem_bytes"] = process_peak_bytes()
     if finished:  # likewise a closing barrier
         dist.shutdown()
     return RunOutcome(row, dist.is_chief, 0 if ok else 1)
@@ -358,8 +417,8 @@ def summary_text(row: dict, output: str) -> str:
         f"  latency     p50 {row['latency_p50_ms']:.2f} ms, p90 {row['latency_p90_ms']:.2f}, p95 "
         f"{row['latency_p95_ms']:.2f}, p99 {row['latency_p99_ms']:.2f} per batch; "
         f"{row['latency_per_image_ms']:.3f} ms per image (p50)",
-        f"  memory      peak {mib('peak_mem_bytes')} ({row.get('mem_source') or 'not measured'}), "
-        f"estimate {mib('mem_estimate_bytes')}",
+        f"  memory      peak {mib('peak_mem_bytes')} over the timed steps ({row.get('mem_source') or 'not measured'}), "
+        f"process peak {mib('process_peak_mem_bytes')}, estimate {mib('mem_estimate_bytes')} (of the process)",
         f"  compile     {row['compile_s']:.2f} s    TFLOP/s {row['tflops']:.3f}    "
         f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    {loss}",
     ]

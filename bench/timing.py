@@ -58,6 +58,7 @@ class Timing:
     data_waits: list[float] = field(default_factory=list)  # per timed step, seconds spent waiting for the batch
     peak_mem_bytes: int | None = None  # over the timed part, on this rank (bench.memory)
     mem_source: str = ""
+    process_peak_mem_bytes: int | None = None  # the process's host RSS peak since start-up, on this rank
     comm: dict = field(default_factory=dict)  # columns from the strategy's timeline and autotuner (the chief's)
     # with run_steps(keep_diverged=True): the first step whose loss was non-finite, and that loss
     diverged: NonFiniteLoss | None = None

@@ -395,6 +395,11 @@ CASES = [
     ("report-out-forged-manifest", "report", ["{csv}", "--out", "{out_forged_manifest}"], {}, 2, ".cnnbench-report"),
     ("report-out-manifest-lists-a-path", "report", ["{csv}", "--out", "{out_path_manifest}"], {}, 2,
      "not a cnnbench report manifest"),
+    # ---- issue 21: memory ----
+    ("run-memory-floor-not-a-number", "run", ["lenet5", "--width", "0.125"], {"CNNBENCH_MEMORY_FLOOR_BYTES": "lots"},
+     2, "CNNBENCH_MEMORY_FLOOR_BYTES='lots'"),
+    ("run-memory-floor-negative", "run", ["lenet5", "--width", "0.125"], {"CNNBENCH_MEMORY_FLOOR_BYTES": "-1"},
+     2, "CNNBENCH_MEMORY_FLOOR_BYTES='-1'"),
 ]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bench.config import MODES, OPTIMIZERS, PRECISIONS, RunConfig
 from bench.max_batch import LIMIT, search
+from bench.errors import BenchInputError
 from bench.memory import GiB, Estimate, HostPeak, PredictedOOM, check, estimate, fits, host_available
 from bench.stats import latency_columns
 
@@ -148,3 +149,133 @@ def test_processes_sharing_the_host_come_from_each_launchers_environment(monkeyp
     monkeypatch.setenv("HOROVOD_LOCAL_SIZE", "4")
     assert get_strategy("horovod").env_local_size() == 4
     assert get_strategy("single").env_local_size() == get_strategy("mirrored").env_local_size() == 1
+
+
+# ---- the process's own peak, and the guard (issue 21) ------------------------------------------
+def test_the_process_peak_survives_the_reset_of_the_timed_steps_peak():
+    """Resetting VmHWM for the timed steps' peak lowers the kernel's own marks (VmHWM, and
+    ru_maxrss with it); the process's peak since start must still count what came before."""
+    from bench.memory import _hwm_bytes, process_peak_bytes, rss_bytes
+
+    block = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
+    high = rss_bytes()
+    del block
+    probe = HostPeak()
+    probe.reset()
+    assert process_peak_bytes() >= high - 8 * 2**20  # the kernel's counters lag RSS by a few pages
+    assert _hwm_bytes() < high - 300 * 2**20  # the kernel's mark was reset: it alone would not do
+
+
+def test_the_guard_calls_its_breach_once_below_the_floor_and_never_after_stop():
+    import threading
+
+    from bench.memory import MemoryGuard
+
+    breaches: list[str] = []
+    fired = threading.Event()
+    guard = MemoryGuard(2**60, lambda m: (breaches.append(m), fired.set()), interval=0.01).start()
+    assert fired.wait(10)
+    guard.stop()
+    assert len(breaches) == 1 and "below the memory guard's floor" in breaches[0] and "process RSS" in breaches[0]
+    calm: list[str] = []
+    guard = MemoryGuard(0, calm.append, interval=0.01).start()
+    guard._stopped.wait(0.2)
+    guard.stop()
+    assert calm == [] and host_available() > 0
+
+
+def test_the_floor_is_a_share_of_ram_or_the_environments(monkeypatch):
+    from bench.memory import FLOOR_ENV, FLOOR_MIN, memory_floor
+
+    monkeypatch.delenv(FLOOR_ENV, raising=False)
+    assert memory_floor() >= FLOOR_MIN
+    monkeypatch.setenv(FLOOR_ENV, "1234")
+    assert memory_floor() == 1234
+    for bad in ("lots", "-1", "1.5", ""):
+        monkeypatch.setenv(FLOOR_ENV, bad)
+        with pytest.raises(BenchInputError, match=FLOOR_ENV):
+            memory_floor()
+
+
+def test_check_keeps_the_guards_floor_free():
+    est = Estimate(state_bytes=GiB, per_image_bytes=GiB // 4, batch=8, replicas=1, runtime_bytes=0)  # 3 GiB
+    check(est, 4 * GiB, floor=GiB)
+    with pytest.raises(PredictedOOM, match=r"exceeds available RAM 4\.00 GiB less the memory guard's floor 1\.50 GiB"):
+        check(est, 4 * GiB, floor=3 * GiB // 2)
+    check(est, 4 * GiB, floor=3 * GiB // 2, held=GiB)  # what the process holds counts in its estimate already
+    with pytest.raises(PredictedOOM, match=r"2\.00 GiB plus the 0\.50 GiB this process holds less the memory guard's"):
+        check(est, 2 * GiB, floor=GiB // 4, held=GiB // 2)
+
+
+@pytest.mark.slow
+def test_a_run_below_the_floor_ends_with_one_oom_row_and_exit_1(tmp_path):
+    """A real run with the floor above all the memory there is: the guard's thread writes the
+    row and ends the process (exit 1), whatever the main thread is doing."""
+    from helpers import run_cli
+
+    from bench.memory import FLOOR_ENV
+    from bench.results import read_rows
+
+    out = tmp_path / "runs.csv"
+    r = run_cli("lenet5", "--width", "0.125", "--batch-size", "8", "--steps", "3", "--warmup-steps", "1",
+                "--no-progress", "--output", str(out), env={FLOOR_ENV: str(2**60)}, timeout=120)
+    assert r.returncode == 1, r.stderr[-2000:]
+    rows = read_rows(out)
+    assert len(rows) == 1 and rows.iloc[0]["status"] == "oom", rows.iloc[0].to_dict()
+    error = rows.iloc[0]["error"]
+    assert "below the memory guard's floor" in error and "process RSS" in error and "available memory" in error
+    assert rows.iloc[0]["process_peak_mem_bytes"] > 0
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_normal_run_records_both_peaks_and_the_estimate_covers_the_process(tmp_path):
+    from helpers import run_cli
+
+    from bench.results import read_rows
+
+    out = tmp_path / "runs.csv"
+    r = run_cli("lenet5", "--width", "0.125", "--batch-size", "64", "--steps", "3", "--warmup-steps", "1",
+                "--no-progress", "--output", str(out), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = read_rows(out).iloc[0]
+    assert row["status"] == "ok" and 0 < row["peak_mem_bytes"] < row["process_peak_mem_bytes"]
+    assert row["process_peak_mem_bytes"] <= row["mem_estimate_bytes"]
+    assert "process peak" in r.stdout
+
+
+def test_the_estimate_covers_the_process_peaks_the_issue_measured(descriptions):
+    """vgg13 at width 0.125, fp32, Adam, on TensorFlow: the process peaked at 3,473 and 6,565 MiB
+    at batch 16384 and 32768, above the old estimate (which covered only the timed steps), and
+    batch 100000 passed the check against 22 GB and was killed by the kernel (issue 21)."""
+    cfg = RunConfig(model="vgg13", width=0.125, precision="fp32", optimizer="adam", backend="tensorflow")
+    mib = 2**20
+    for batch, measured in ((16384, 3473 * mib), (32768, 6565 * mib)):
+        total = estimate(descriptions["vgg13"], dataclasses.replace(cfg, batch_size=batch)).total_bytes
+        assert measured <= total <= measured / 0.7, (batch, total / mib)
+    assert estimate(descriptions["vgg13"], dataclasses.replace(cfg, batch_size=100000)).total_bytes > 22 * 10**9
+
+
+def test_the_host_estimate_counts_the_process_and_a_gpus_only_the_device(descriptions):
+    desc = descriptions["lenet5"]
+    for backend in ("tensorflow", "jax"):
+        cfg = RunConfig(model="lenet5", backend=backend, batch_size=1)
+        host, gpu = estimate(desc, cfg), estimate(desc, cfg, on_gpu=True)
+        assert host.runtime_bytes >= 500 * 2**20 > gpu.runtime_bytes  # the interpreter and the framework's import
+
+
+@pytest.mark.slow
+def test_the_issues_oversize_run_is_refused_before_it_starts(tmp_path, descriptions):
+    """vgg13 at batch 100000 (width 0.125, Adam): the kernel killed it after 114 s (issue 21);
+    now the estimate refuses it, with one line and exit 2, wherever the host has not the room."""
+    from helpers import run_cli
+
+    args = ["vgg13", "--width", "0.125", "--precision", "fp32", "--optimizer", "adam", "--batch-size", "100000"]
+    cfg = RunConfig(model="vgg13", width=0.125, batch_size=100000)
+    if estimate(descriptions["vgg13"], cfg).total_bytes < host_available():
+        pytest.skip("this host has the room for it: it would run")
+    out = tmp_path / "runs.csv"
+    r = run_cli(*args, "--steps", "2", "--warmup-steps", "1", "--no-progress", "--output", str(out), timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and "exceeds available RAM" in r.stderr, r.stderr
+    assert not out.exists()
