@@ -109,8 +109,10 @@ def _wait_for_files(folder, n: int, limit: float = 60) -> list[int]:
     raise AssertionError(f"only {len(list(folder.iterdir()))} of {n} workers started")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
-def test_a_signal_to_local_cluster_stops_every_worker(tmp_path, sig):
+@contextlib.contextmanager
+def _stubborn_cluster(tmp_path):
+    """local_cluster -n 2 over workers that ignore SIGTERM and write their PIDs: the launcher's
+    process and its workers' PIDs. Whatever the test does, nothing outlives it."""
     from helpers import REPO
 
     pids = tmp_path / "pids"
@@ -119,42 +121,33 @@ def test_a_signal_to_local_cluster_stops_every_worker(tmp_path, sig):
                           STUBBORN, str(pids)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
     try:
-        workers = _wait_for_files(pids, 2)
+        yield p, _wait_for_files(pids, 2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        for w in [int(f.name) for f in pids.iterdir()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_a_signal_to_local_cluster_stops_every_worker(tmp_path, sig):
+    with _stubborn_cluster(tmp_path) as (p, workers):
         assert all(_alive(w) for w in workers)
         p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         assert p.returncode == 128 + sig, err  # as shells report it: 130, 143, 129
         assert "Traceback" not in err
         assert not [w for w in workers if _alive(w)], "a worker outlived local_cluster"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        for w in [int(f.name) for f in pids.iterdir()]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w, signal.SIGKILL)
 
 
 def test_a_second_signal_while_stopping_does_not_cut_the_stop_short(tmp_path):
     """The first signal starts the stop; a second (an impatient Ctrl-C, a supervisor's repeat)
     must not end the launcher before its workers."""
-    from helpers import REPO
-
-    pids = tmp_path / "pids"
-    pids.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "launch.local_cluster", "-n", "2", "--", sys.executable, "-c",
-                          STUBBORN, str(pids)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    try:
-        workers = _wait_for_files(pids, 2)
+    with _stubborn_cluster(tmp_path) as (p, workers):
         p.send_signal(signal.SIGTERM)
         time.sleep(1)  # inside the grace period, while it waits for the stubborn workers
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)
         assert p.returncode == 128 + signal.SIGTERM, err
         assert not [w for w in workers if _alive(w)], "a worker outlived local_cluster"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        for w in [int(f.name) for f in pids.iterdir()]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(w, signal.SIGKILL)
