@@ -233,7 +233,7 @@ CASES = [
     ("cluster-word-workers", "cluster", ["-n", "two", "--", "true"], {}, 2, "num_workers='two'"),
     ("cluster-no-command", "cluster", ["-n", "2"], {}, 2, "no command"),
     ("cluster-abbreviated-option", "cluster", ["-n", "2", "--tim", "5", "--", "true"], {}, 2, "--tim"),
-    # ---- issue 21: the results file ----
+    # ---- bench/run.py and bench/sweep.py: results files they must not rewrite or overgrow ----
     # files the writer would have to rewrite wrongly, or grow past what readers accept: refused
     # before anything trains ({cap_dir} is a folder so that each case does not copy its 256 MiB)
     ("run-output-newer-schema", "run", ["vgg11", "--output", "{schema_9}"], {}, 2, "newer schema (9 > "),
@@ -244,7 +244,7 @@ CASES = [
     ("sweep-output-at-size-cap", "sweep", [*SWEEP, "--output", "{cap_dir}/runs.csv"], {}, 2,
      "pass --output NEW.csv"),
     ("report-duplicated-column", "report", ["{dup_column}", "--out", "{dir}/rep"], {}, 2, "'model' twice"),
-    # ---- issue 21: tools: --save-weights ---------------------------
+    # ---- bench/run.py: --save-weights ----
     ("run-save-weights-missing-folder", "run", ["vgg11", "--save-weights", "{tmp}/nope/w.weights.h5"], {}, 2,
      "folder of --save-weights does not exist"),
     ("run-save-weights-missing-folder-jax", "run", ["vgg11", "--backend", "jax", "--save-weights",
@@ -266,7 +266,7 @@ CASES = [
      "cannot write --save-weights"),
     ("run-save-weights-read-only-folder-jax", "run", ["vgg11", "--backend", "jax", "--save-weights",
                                                       "{ro_dir}/w.weights.h5"], {}, 2, "cannot write --save-weights"),
-    # ---- issue 21: tools: --init-weights Keras cannot load ------------------
+    # ---- bench/run.py: --init-weights Keras cannot load ----
     ("run-init-weights-cannot-load", "run", ["vgg11", "--width", "0.125", "--num-classes", "10", "--init-weights",
                                              "{weights_strings}"], {}, 2, "cannot be loaded into vgg11"),
     ("run-init-weights-cannot-load-jax", "run", ["vgg11", "--backend", "jax", "--width", "0.125", "--num-classes",
@@ -282,12 +282,12 @@ CASES = [
     ("run-init-weights-of-another-model-tf", "run", ["vgg11", "--init-weights", "{resnet_weights}"], {}, 2,
      "layer 'unit1_conv1'"),
     ("run-init-weights-a-folder", "run", ["vgg11", "--init-weights", "{dir}"], {}, 2, "no such weights file"),
-    # ---- issue 21: tools: a refused run makes no folder ------------------------------------------
+    # ---- bench/run.py: a refused run makes no folder ----
     ("run-refused-late-new-output-folder", "run", ["resnet18", "--batch-size", "1000000", "--output",
                                                    "{tmp}/new/deeper/runs.csv"], {}, 2, "exceeds available RAM"),
     ("run-output-read-only-folder", "run", ["vgg11", "--output", "{ro_dir}/new/runs.csv"], {}, 2,
      "cannot write results"),
-    # ---- issue 21: tools: bench.traces ------------------------------------------------------
+    # ---- bench.traces ----
     ("traces-no-folder", "traces", [], {}, 2, "trace_dir"),
     ("traces-missing-folder", "traces", ["{tmp}/nope"], {}, 2, "trace_dir={tmp}/nope"),
     ("traces-a-file", "traces", ["{foreign}"], {}, 2, "no such trace folder"),
@@ -298,7 +298,7 @@ CASES = [
     ("traces-top-word", "traces", ["{garbage_trace}", "--top", "all"], {}, 2, "top='all'"),
     ("traces-unknown-option", "traces", ["{garbage_trace}", "--bogus"], {}, 2, "--bogus"),
     ("traces-abbreviated-option", "traces", ["{garbage_trace}", "--to", "3"], {}, 2, "--to"),
-    # ---- issue 21: tools: bench.peer ---------------------------------
+    # ---- bench.peer ----
     ("peer-no-peer-dir", "peer", [], {}, 2, "give --peer-dir"),
     ("peer-dir-without-script", "peer", ["--peer-dir", "{dir}"], {}, 2, "no tf_cnn_benchmarks.py"),
     ("peer-pairs-zero", "peer", ["--peer-dir", "{peer_dir}", "--pairs", "0"], {}, 2, "pairs=0"),
@@ -315,7 +315,7 @@ CASES = [
     ("peer-abbreviated-option", "peer", ["--peer", "{peer_dir}"], {}, 2, "--peer"),
     ("peer-script-pairs-word", "peer-script", ["--peer-dir", "{peer_dir}", "--pairs", "x"], {}, 2, "pairs='x'"),
     ("peer-script-no-peer-dir", "peer-script", [], {}, 2, "give --peer-dir"),
-    # ---- issue 21: tools: python -m models ----------------------------------------------------------
+    # ---- python -m models ----
     ("models-unknown", "models", ["vgg99"], {}, 2, "vgg99"),
     ("models-width-word", "models", ["vgg11", "--width", "wide"], {}, 2, "width='wide'"),
     ("models-width-zero", "models", ["vgg11", "--width", "0"], {}, 2, "width=0"),
@@ -327,7 +327,7 @@ CASES = [
     ("models-readme-without-markers", "models", ["--update-readme", "{foreign}"], {}, 2, "model-table:begin"),
     ("models-readme-binary", "models", ["--update-readme", "{binary}"], {}, 2, "update_readme="),
     ("models-unknown-option", "models", ["vgg11", "--bogus"], {}, 2, "--bogus"),
-    # ---- issue 21: tools: cnnbench dispatcher ------------------------------------------------------
+    # ---- the cnnbench dispatcher ----
     ("cnnbench-no-command", "cnnbench", [], {}, 2, "give a command"),
     ("cnnbench-unknown-command", "cnnbench", ["train"], {}, 2, "'train'"),
     ("cnnbench-option-first", "cnnbench", ["--bogus"], {}, 2, "'--bogus'"),
@@ -339,7 +339,7 @@ CASES = [
      "timeout=nan"),
     ("cnnbench-report-foreign", "cnnbench", ["report", "{foreign}", "--out", "{tmp}/rep"], {}, 2,
      "not a cnnbench results"),
-    # ---- issue 21: tools: compare_tf_cnn.sh -----------
+    # ---- scripts/compare_tf_cnn.sh ----
     ("compare-no-folder", "compare", [], {}, 2, "give PEER_DIR"),
     ("compare-folder-missing", "compare", ["{tmp}/nope"], {}, 2, "Received: {tmp}/nope"),
     ("compare-folder-a-file", "compare", ["{foreign}"], {}, 2, "PEER_DIR is not a folder"),
@@ -350,12 +350,12 @@ CASES = [
     ("compare-unknown-option", "compare", ["{peer_dir}", "--bogus"], {}, 2, "--bogus"),
     ("compare-no-cnnbench-python", "compare", ["{peer_dir}"], {"CNNBENCH_PYTHON": "{tmp}/nope/python"}, 2,
      "no cnnbench python"),
-    # ---- issue 21: tools: local_cluster's command ----------------------------------------
+    # ---- launch.local_cluster: its command ----
     ("cluster-no-such-command", "cluster", ["-n", "2", "--", "no-such-command-cnnbench"], {}, 2,
      "no-such-command-cnnbench"),
     ("cluster-command-not-executable", "cluster", ["-n", "2", "--", "{foreign}"], {}, 2, "not executable"),
     ("cluster-command-a-folder", "cluster", ["-n", "2", "--", "{dir}"], {}, 2, "not executable"),
-    # ---- issue 21: processes, environment and sweep axes ----
+    # ---- the environment, launchers and sweep axes ----
     ("sweep-keras-backend-torch", "sweep", [*SWEEP], {"KERAS_BACKEND": "torch"}, 2, "KERAS_BACKEND=torch"),
     ("sweep-keras-backend-other", "sweep", [*SWEEP], {"KERAS_BACKEND": "jax"}, 2, "--backends jax"),
     ("sweep-tf-config-ps-task", "sweep", [*SWEEP],
@@ -385,7 +385,7 @@ CASES = [
     ("run-horovod-rank-without-launcher-explicit", "run", ["vgg11", "--strategy", "horovod"],
      {"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1"}, 2, "no Horovod launcher"),
     ("run-keras-backend-torch", "run", ["vgg11"], {"KERAS_BACKEND": "torch"}, 2, "KERAS_BACKEND=torch"),
-    # ---- issue 21: reports ----
+    # ---- bench/report.py: --out folders it does not own ----
     # --out holds files the report did not write (no manifest of its lists them): refused, untouched
     ("report-out-holds-a-users-plot", "report", ["{csv}", "--out", "{out_users_plot}"], {}, 2, "throughput.png"),
     ("report-out-holds-a-users-report", "report", ["{csv}", "--out", "{out_users_report}", "--format", "md"], {}, 2,
@@ -395,7 +395,7 @@ CASES = [
     ("report-out-forged-manifest", "report", ["{csv}", "--out", "{out_forged_manifest}"], {}, 2, ".cnnbench-report"),
     ("report-out-manifest-lists-a-path", "report", ["{csv}", "--out", "{out_path_manifest}"], {}, 2,
      "not a cnnbench report manifest"),
-    # ---- issue 21: memory ----
+    # ---- bench/run.py: the memory guard's floor ----
     ("run-memory-floor-not-a-number", "run", ["lenet5", "--width", "0.125"], {"CNNBENCH_MEMORY_FLOOR_BYTES": "lots"},
      2, "CNNBENCH_MEMORY_FLOOR_BYTES='lots'"),
     ("run-memory-floor-negative", "run", ["lenet5", "--width", "0.125"], {"CNNBENCH_MEMORY_FLOOR_BYTES": "-1"},
@@ -445,7 +445,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     put("schema_9.csv", _csv_row_text(schema_version=9))
     put("header_only.csv", good.split("\n")[0] + "\n")
     put("empty.csv", "")
-    # issue 21: a duplicated column; a carriage return as writers before issue 21 left it; a file
+    # a duplicated column; a carriage return as older writers left it; a file
     # with less than a row's room below the size readers accept
     header, row = good.split("\n", 1)
     put("dup_column.csv", f"{header},model\n{row.rstrip(chr(10))},vgg13\n")
