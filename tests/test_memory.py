@@ -252,7 +252,9 @@ def test_the_estimate_covers_the_process_peaks_the_issue_measured(descriptions):
     mib = 2**20
     for batch, measured in ((16384, 3473 * mib), (32768, 6565 * mib)):
         total = estimate(descriptions["vgg13"], dataclasses.replace(cfg, batch_size=batch)).total_bytes
-        assert measured <= total <= measured / 0.7, (batch, total / mib)
+        # 0.65, not tighter: the training activations term was raised to cover googlenet_aux's
+        # process peak (it holds more per image than its layer outputs), which vgg13 pays too.
+        assert measured <= total <= measured / 0.65, (batch, total / mib)
     assert estimate(descriptions["vgg13"], dataclasses.replace(cfg, batch_size=100000)).total_bytes > 22 * 10**9
 
 
