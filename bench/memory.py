@@ -54,7 +54,11 @@ class HostTerms:
     point, alexnet at full width, per backend and mode). Fitted to the process peaks in docs/measurements/
     2026-12-02-cpu-memory-calibration.md and raised until every point's peak is within them; `act` for
     training raised again (and JAX's per_layer) for googlenet, whose steps hold more per image than
-    their layer outputs: every calibrated point at most 0.93 of its estimate."""
+    their layer outputs: every calibrated point at most 0.93 of its estimate. `lrn` times the
+    outputs of local response normalisation layers, per image, in training: TensorFlow's LRN
+    gradient holds many working copies of its input (vgg11_lrn and alexnet_lrn at batch 2048
+    peaked at 1.35 and 1.14 of the estimate without it; 12 and 4 copies would just cover them;
+    JAX is given the same, not calibrated there)."""
     base: int
     per_layer: int
     act: float
@@ -62,16 +66,17 @@ class HostTerms:
     patches: float
     input: float
     weights: float
+    lrn: float = 0.0
 
 
 MiB = 2**20
 HOST_TERMS = {
     ("tensorflow", "train"): HostTerms(base=1030 * MiB, per_layer=int(1.50 * MiB), act=1.10, widest=1.95, patches=0.05,
-                                       input=2.00, weights=2.5),
+                                       input=2.00, weights=2.5, lrn=16.0),
     ("tensorflow", "inference"): HostTerms(base=1030 * MiB, per_layer=int(0.30 * MiB), act=0.0, widest=3.20,
                                            patches=0.05, input=2.00, weights=1.5),
     ("jax", "train"): HostTerms(base=680 * MiB, per_layer=int(5.30 * MiB), act=1.15, widest=11.05, patches=1.20,
-                                input=3.40, weights=1.0),
+                                input=3.40, weights=1.0, lrn=16.0),
     ("jax", "inference"): HostTerms(base=620 * MiB, per_layer=int(0.60 * MiB), act=0.0, widest=3.25, patches=0.0,
                                     input=2.00, weights=1.5),
 }
@@ -117,6 +122,7 @@ def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, o
     widest = max(outputs, default=0) * act
     patches = max((_conv_patches(layer) for layer in desc.layers), default=0) * act
     kept = sum(outputs) * act if cfg.mode == "train" else 0
+    lrn = sum(_numel(layer.output_shape) for layer in desc.layers if layer.kind == "LocalResponseNorm") * act
     if cfg.mode == "inference":
         state = weights + (desc.params * act if act != VARIABLE_BYTES else 0)  # the cast copy under mixed policies
     else:
@@ -129,7 +135,8 @@ def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, o
     else:
         t = HOST_TERMS[cfg.backend, cfg.mode]
         in_flight = REAL_DATA_BATCHES_IN_FLIGHT if cfg.data != "synthetic" else 0
-        per_image = t.act * kept + t.widest * widest + t.patches * patches + (t.input + in_flight) * image
+        per_image = (t.act * kept + t.lrn * lrn + t.widest * widest + t.patches * patches
+                     + (t.input + in_flight) * image)
         runtime = t.base + t.per_layer * len(desc.layers) + t.weights * weights + DATA_SET_BYTES.get(cfg.data, 0)
     est = Estimate(int(state), int(per_image), int(cfg.batch_size), int(replicas), int(runtime))
     if not (math.isfinite(est.total_bytes) and est.total_bytes > 0):
