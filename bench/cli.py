@@ -4,14 +4,11 @@ from __future__ import annotations
 import os
 import sys
 
-if __package__ in (None, ""):
-    sys.path[0] = str(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.errors import BenchInputError, input_error  # noqa: E402 - after the path is set
+from bench.errors import BenchInputError, input_error
 
-COMMANDS = {"run": "bench.run", "sweep": "bench.sweep", "report": "bench.report"}
+COMMANDS = {"run": "bench.run", "sweep": "bench.sweep.cli", "report": "bench.report.cli"}
 USAGE = f"usage: cnnbench {{{','.join(COMMANDS)}}} ..."
 
 

@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     import logging
 
-    from bench.config import NATURAL_CLASSES, parse_args
+    from bench.config.parse import parse_args
+    from bench.config.schema import NATURAL_CLASSES
     from bench.errors import BenchInputError, input_error, one_line
 
     try:
@@ -39,11 +40,12 @@ def _main(argv: list[str] | None) -> int:
             print(models.describe(cfg.model, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data], width=cfg.width,
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
             return 0
-        from bench.results import OutputRefused, append_row, check_output
+        from bench.results.store import OutputRefused, append_row, check_output
         check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("cnnbench").setLevel(logging.INFO)  # ours; the frameworks' INFO chatter stays off
-        from bench.runner import execute, summary_text
+        from bench.runner.execute import execute
+        from bench.runner.summary import summary_text
         outcome = execute(cfg)
     except BenchInputError as e:
         return input_error(e)

@@ -8,7 +8,7 @@ from .base import Distribution, Launch
 from .strategies import Horovod, Mirrored, MultiWorker, Single
 
 if TYPE_CHECKING:
-    from bench.config import RunConfig
+    from bench.config.schema import RunConfig
 
 STRATEGIES: dict[str, type[Distribution]] = {s.name: s for s in (Single, Mirrored, MultiWorker, Horovod)}
 

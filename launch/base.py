@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from bench.config import RunConfig
+    from bench.config.schema import RunConfig
 
 DatasetFn = Callable[[int, int, int], Any]  # (num_shards, shard_index, per_replica_batch) -> tf.data.Dataset
 
@@ -227,7 +227,7 @@ class Distribution:
         return grads
 
     def comm_timeline(self, path: str) -> Any:
-        """A bench.timing.Tracer that records the strategy's communication into `path` between
+        """A bench.measure.timing.Tracer that records the strategy's communication into `path` between
         its start and stop (--hvd-timeline; only Horovod has one)."""
         raise RuntimeError(f"--strategy {self.name} has no communication timeline (check_config refuses it)")
 
@@ -251,7 +251,7 @@ class Distribution:
 
 
 class MeshDistribution(Distribution):
-    """The adapter interface under --backend jax (launch.jax_mesh.JaxMesh implements it): a
+    """The adapter interface under --backend jax (bench.backends.jax.mesh.JaxMesh implements it): a
     mesh of devices with one batch axis. The step is one jitted program over the mesh, so
     there is no per-replica `run` or `allreduce_gradients`: XLA reduces inside the step."""
 

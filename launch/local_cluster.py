@@ -108,7 +108,8 @@ MAX_WORKERS_PER_CORE = 8  # beyond this the workers only time-slice the same cor
 
 def main(argv: list[str] | None = None) -> int:
     """Bad input: one line, exit 2."""
-    from bench.config import OneLineParser, Opt, parse_value
+    from bench.config.parse import OneLineParser, parse_value
+    from bench.config.schema import Opt
     from bench.errors import BenchInputError, input_error
 
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -14,7 +14,7 @@ import numpy as np
 from .base import DatasetFn, Distribution, Launch, startup_watchdog
 
 if TYPE_CHECKING:
-    from bench.config import RunConfig
+    from bench.config.schema import RunConfig
 
 
 MAX_CPU_REPLICAS_PER_CORE = 8
@@ -30,7 +30,7 @@ class Single(Distribution):
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> Distribution:
         if cfg.backend == "jax":
-            from . import jax_mesh
+            from bench.backends.jax import mesh as jax_mesh
             return jax_mesh.single()
         return cls()
 
@@ -154,7 +154,7 @@ class Mirrored(TFDistribution):
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> Distribution:
         if cfg.backend == "jax":  # one process, data-parallel over a mesh of the local devices
-            from . import jax_mesh
+            from bench.backends.jax import mesh as jax_mesh
             return jax_mesh.mirrored(cfg.cpu_replicas)
         return cls(cfg.cpu_replicas, cfg.all_reduce)
 
@@ -180,7 +180,7 @@ def _check_all_reduce(cfg: "RunConfig", choices: dict, gpu_only: tuple[str, ...]
     """BenchInputError for an --all-reduce this strategy has no implementation of, or one that
     needs GPUs on a machine without them."""
     from bench.errors import BenchInputError
-    from bench.hardware import gpu_count
+    from bench.measure.hardware import gpu_count
 
     if cfg.all_reduce != "auto" and cfg.all_reduce not in choices:
         raise BenchInputError(f"--strategy {cfg.strategy} has no {cfg.all_reduce} all-reduce; valid: auto, "
@@ -304,7 +304,7 @@ class MultiWorker(TFDistribution):
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> Distribution:
         if cfg.backend == "jax":  # the same TF_CONFIG describes the cluster: its first task coordinates
-            from . import jax_mesh
+            from bench.backends.jax import mesh as jax_mesh
             cluster, _ = _tf_config()
             coordinator = [*cluster.get("chief", []), *cluster.get("worker", [])][0]
             return jax_mesh.multiworker(coordinator, cls.env_size(), cls.env_rank(), cfg.collective_timeout)
@@ -416,7 +416,7 @@ class Horovod(Distribution):
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Horovod":
-        from bench.traces import AUTOTUNE_LOG
+        from bench.measure.traces import AUTOTUNE_LOG
 
         autotune_log = str(Path(cfg.trace_dir) / AUTOTUNE_LOG) if cfg.hvd_autotune else None
         return cls(cfg.collective_timeout, compression=cfg.hvd_compression, fusion_mb=cfg.hvd_fusion_mb,
@@ -482,7 +482,7 @@ class Horovod(Distribution):
         return self.hvd.grouped_allreduce(grads, op=self.hvd.Sum, compression=self.compression)
 
     def comm_timeline(self, path: str) -> Any:
-        from bench.timing import Tracer
+        from bench.measure.timing import Tracer
 
         # Horovod: every rank starts and stops it; the coordinator writes the file
         return Tracer(lambda: self.hvd.start_timeline(path), self.hvd.stop_timeline, lambda k: contextlib.nullcontext())

@@ -14,7 +14,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.backends import quiet_import  # noqa: E402 - the CLI's own tools, framework-free
-from bench.config import OneLineParser, parse_value, schema  # noqa: E402
+from bench.config.parse import OneLineParser, parse_value  # noqa: E402
+from bench.config.schema import schema
 from bench.errors import BenchInputError, input_error, one_line  # noqa: E402
 from models import list_models  # noqa: E402
 

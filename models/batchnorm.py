@@ -23,7 +23,7 @@ _state = {"fused": True}
 @contextlib.contextmanager
 def fused(enabled: bool) -> Iterator[None]:
     """Layers made inside this block use the fused kernel (True, the default) or Keras' own ops
-    (False): for side-by-side benchmarks (bench/bn_compare.py) and equivalence tests."""
+    (False): for side-by-side benchmarks (bench/lab/bn_compare.py) and equivalence tests."""
     before, _state["fused"] = _state["fused"], enabled
     try:
         yield

@@ -9,7 +9,7 @@
 #                       TensorFlow 2.21 (CPU) and tf-keras 2.21 installed with --no-deps, run with
 #                       TF_USE_LEGACY_KERAS=1. Needs nothing beyond the package index.
 #   CNNBENCH_PYTHON     cnnbench's own python (default: the repo's .venv, from bash scripts/setup.sh)
-# Every argument is checked before the side venv is built. See bench/peer.py for what is matched.
+# Every argument is checked before the side venv is built. See bench/lab/peer.py for what is matched.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

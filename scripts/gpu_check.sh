@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU check (bench/gpu_check.py) on a machine with a GPU, JAX and no TensorFlow,
+# The prepared GPU check (bench/lab/gpu_check.py) on a machine with a GPU, JAX and no TensorFlow,
 # with no network: Keras and its pure-Python dependencies come from a local wheel folder when
 # they are missing. Fill that folder where pip works (see README, "Backends"):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -21,4 +21,4 @@ if ! "$py" -c 'import keras, namex, optree' 2>/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --no-compile --target "$site" "$wheels"/*.whl
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-exec "$py" bench/gpu_check.py "$@"
+exec "$py" -m bench.lab.gpu_check "$@"

@@ -53,7 +53,7 @@ import json, os, sys
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 sys.path.insert(0, {str(REPO)!r})
 import models
-from bench.memory import COMPUTE_BYTES
+from bench.measure.memory import COMPUTE_BYTES
 out = {{}}
 for name in {models!r}:
     d = models.describe(name, width={WIDTH})
@@ -142,9 +142,9 @@ def run(args: argparse.Namespace) -> int:
 def table(args: argparse.Namespace) -> int:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import models
-    from bench.config import RunConfig
-    from bench.memory import estimate
-    from bench.results import read_rows
+    from bench.config.schema import RunConfig
+    from bench.measure.memory import estimate
+    from bench.results.store import read_rows
 
     out = Path(args.dir)
     rows = read_rows(out / "points.csv")

@@ -27,7 +27,7 @@ for rep in $(seq "${REPEATS:-3}"); do
 done > /dev/null 2>&1
 $PY - "$OUT" <<'PY'
 import sys
-from bench.results import read_rows
+from bench.results.store import read_rows
 d = read_rows(sys.argv[1])
 d = d[d.status == "ok"]
 m = d.groupby(["model", "strategy", "replicas", "workers"], sort=False)["images_per_sec_median"].agg(["median", "count"]).reset_index()

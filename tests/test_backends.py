@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from bench.results import read_rows
 from helpers import REPO
+
+from bench.results.store import read_rows
 
 pytestmark = pytest.mark.slow
 PY = sys.executable
@@ -69,7 +69,7 @@ def test_jax_runs_write_ok_rows_where_tensorflow_cannot_be_imported(tmp_path, no
     assert df["xla"].all() and (df["threads"] == 0).all()
     assert df["jax_version"].notna().all() and df["tf_version"].isna().all() and df["horovod_version"].isna().all()
     assert weights.stat().st_size > 0
-    from bench.results import file_sha256
+    from bench.results.provenance import file_sha256
     assert mirrored["init_weights_sha256"] == file_sha256(initial_weights["resnet18"])
     assert pd.isna(acc["init_weights_sha256"])  # no --init-weights: no checksum
 
@@ -195,7 +195,7 @@ def test_jax_without_gradient_sync_places_no_all_reduce_but_the_loss_sum(tmp_pat
     """Two host devices, resnet18 (BatchNorm): synced, XLA all-reduces gradients and BatchNorm's
     statistics, scores of collectives per step in the trace; --no-gradient-sync leaves only
     the loss's and the count's sums."""
-    from bench.traces import summarize
+    from bench.measure.traces import summarize
 
     per_step = {}
     for sync in ("--gradient-sync", "--no-gradient-sync"):

@@ -1,5 +1,5 @@
 """The bad-input corpus: every case is a real process of one of the suite's commands (run, sweep,
-report, local_cluster, bench.traces, bench.peer, python -m models, the cnnbench dispatcher,
+report, local_cluster, bench.measure.traces, bench.lab.peer, python -m models, the cnnbench dispatcher,
 scripts/compare_tf_cnn.sh) given one hostile-but-fair input. Each must exit with its code, print
 exactly one line on stderr (no traceback, no usage block, no framework start-up line), leave
 every CSV (and every file it was pointed at) byte-identical, and leave the whole temporary tree
@@ -19,14 +19,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, write_cifar100
 
 pytestmark = pytest.mark.slow  # each case starts a process
 PY = sys.executable
-TOOLS = {"run": [PY, "bench/run.py"], "sweep": [PY, "bench/sweep.py", "--no-progress"],
-         "report": [PY, "bench/report.py"], "cluster": [PY, "-m", "launch.local_cluster"],
-         "traces": [PY, "-m", "bench.traces"], "peer": [PY, "-m", "bench.peer"], "peer-script": [PY, "bench/peer.py"],
+TOOLS = {"run": [PY, "bench/run.py"], "sweep": [PY, "-m", "bench.sweep", "--no-progress"],
+         "report": [PY, "-m", "bench.report"], "cluster": [PY, "-m", "launch.local_cluster"],
+         "traces": [PY, "-m", "bench.measure.traces"], "peer": [PY, "-m", "bench.lab.peer"],
          "models": [PY, "-m", "models"], "cnnbench": [PY, "-m", "bench.cli"],
          "compare": ["bash", "scripts/compare_tf_cnn.sh"]}
 SWEEP = ["--models", "vgg11", "--batch-sizes", "8", "--dry-run"]
@@ -159,7 +158,7 @@ CASES = [
      {}, 2, "layer 'unit1_conv1'"),
     ("run-init-weights-not-h5", "run", ["vgg11", "--backend", "jax", "--init-weights", "{foreign}"], {}, 2,
      "not a Keras .weights.h5"),
-    # ---- bench/sweep.py ------------------------------------------------------------------------
+    # ---- python -m bench.sweep ------------------------------------------------------------------------
     ("sweep-timeout-nan", "sweep", [*SWEEP, "--timeout", "nan"], {}, 2, "timeout=nan"),
     ("sweep-timeout-inf", "sweep", [*SWEEP, "--timeout", "inf"], {}, 2, "timeout=inf"),
     ("sweep-timeout-negative", "sweep", [*SWEEP, "--timeout", "-5"], {}, 2, "timeout=-5"),
@@ -207,7 +206,7 @@ CASES = [
                                          "--dry-run"], {}, 2, "batch_granularity=0"),
     ("sweep-granularity-without-search", "sweep", [*SWEEP, "--batch-granularity", "8"], {}, 2,
      "batch_granularity=8"),
-    # ---- bench/report.py -----------------------------------------------------------------------
+    # ---- python -m bench.report -----------------------------------------------------------------------
     ("report-corrupted-cell", "report", ["{corrupt_cell}", "--out", "{dir}/rep"], {}, 2,
      "row 1, column batch_size: 'eight'"),
     ("report-fractional-schema", "report", ["{schema_1_5}", "--out", "{dir}/rep"], {}, 2,
@@ -233,7 +232,7 @@ CASES = [
     ("cluster-word-workers", "cluster", ["-n", "two", "--", "true"], {}, 2, "num_workers='two'"),
     ("cluster-no-command", "cluster", ["-n", "2"], {}, 2, "no command"),
     ("cluster-abbreviated-option", "cluster", ["-n", "2", "--tim", "5", "--", "true"], {}, 2, "--tim"),
-    # ---- bench/run.py and bench/sweep.py: results files they must not rewrite or overgrow ----
+    # ---- bench/run.py and python -m bench.sweep: results files they must not rewrite or overgrow ----
     # files the writer would have to rewrite wrongly, or grow past what readers accept: refused
     # before anything trains ({cap_dir} is a folder so that each case does not copy its 256 MiB)
     ("run-output-newer-schema", "run", ["vgg11", "--output", "{schema_9}"], {}, 2, "newer schema (9 > "),
@@ -287,7 +286,7 @@ CASES = [
                                                    "{tmp}/new/deeper/runs.csv"], {}, 2, "exceeds available RAM"),
     ("run-output-read-only-folder", "run", ["vgg11", "--output", "{ro_dir}/new/runs.csv"], {}, 2,
      "cannot write results"),
-    # ---- bench.traces ----
+    # ---- bench.measure.traces ----
     ("traces-no-folder", "traces", [], {}, 2, "trace_dir"),
     ("traces-missing-folder", "traces", ["{tmp}/nope"], {}, 2, "trace_dir={tmp}/nope"),
     ("traces-a-file", "traces", ["{foreign}"], {}, 2, "no such trace folder"),
@@ -298,7 +297,7 @@ CASES = [
     ("traces-top-word", "traces", ["{garbage_trace}", "--top", "all"], {}, 2, "top='all'"),
     ("traces-unknown-option", "traces", ["{garbage_trace}", "--bogus"], {}, 2, "--bogus"),
     ("traces-abbreviated-option", "traces", ["{garbage_trace}", "--to", "3"], {}, 2, "--to"),
-    # ---- bench.peer ----
+    # ---- bench.lab.peer ----
     ("peer-no-peer-dir", "peer", [], {}, 2, "give --peer-dir"),
     ("peer-dir-without-script", "peer", ["--peer-dir", "{dir}"], {}, 2, "no tf_cnn_benchmarks.py"),
     ("peer-pairs-zero", "peer", ["--peer-dir", "{peer_dir}", "--pairs", "0"], {}, 2, "pairs=0"),
@@ -313,8 +312,8 @@ CASES = [
     ("peer-trace-not-json", "peer", ["--peer-trace", "{foreign}"], {}, 2, "cannot read the peer's trace"),
     ("peer-trace-binary", "peer", ["--peer-trace", "{binary}"], {}, 2, "cannot read the peer's trace"),
     ("peer-abbreviated-option", "peer", ["--peer", "{peer_dir}"], {}, 2, "--peer"),
-    ("peer-script-pairs-word", "peer-script", ["--peer-dir", "{peer_dir}", "--pairs", "x"], {}, 2, "pairs='x'"),
-    ("peer-script-no-peer-dir", "peer-script", [], {}, 2, "give --peer-dir"),
+    ("peer-pairs-word", "peer", ["--peer-dir", "{peer_dir}", "--pairs", "x"], {}, 2, "pairs='x'"),
+    ("peer-no-peer-dir", "peer", [], {}, 2, "give --peer-dir"),
     # ---- python -m models ----
     ("models-unknown", "models", ["vgg99"], {}, 2, "vgg99"),
     ("models-width-word", "models", ["vgg11", "--width", "wide"], {}, 2, "width='wide'"),
@@ -385,7 +384,7 @@ CASES = [
     ("run-horovod-rank-without-launcher-explicit", "run", ["vgg11", "--strategy", "horovod"],
      {"HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1"}, 2, "no Horovod launcher"),
     ("run-keras-backend-torch", "run", ["vgg11"], {"KERAS_BACKEND": "torch"}, 2, "KERAS_BACKEND=torch"),
-    # ---- bench/report.py: --out folders it does not own ----
+    # ---- python -m bench.report: --out folders it does not own ----
     # --out holds files the report did not write (no manifest of its lists them): refused, untouched
     ("report-out-holds-a-users-plot", "report", ["{csv}", "--out", "{out_users_plot}"], {}, 2, "throughput.png"),
     ("report-out-holds-a-users-report", "report", ["{csv}", "--out", "{out_users_report}", "--format", "md"], {}, 2,
@@ -405,8 +404,10 @@ CASES = [
 
 def _csv_row_text(**cells: object) -> str:
     """A cnnbench CSV with one ok row; `cells` overwrite some of its cells (corrupt ones too)."""
-    from bench.config import RunConfig
-    from bench.results import COLUMNS, Outcome, Topology, build_row, format_row
+    from bench.config.schema import RunConfig
+    from bench.results.columns import COLUMNS
+    from bench.results.row import Outcome, Topology, build_row
+    from bench.results.store import format_row
 
     row = build_row(RunConfig(model="vgg11", batch_size=8).resolved(has_gpu=False), Outcome("ok"),
                     topology=Topology(1, 1, 8, 8))
@@ -450,7 +451,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     header, row = good.split("\n", 1)
     put("dup_column.csv", f"{header},model\n{row.rstrip(chr(10))},vgg13\n")
     put("raw_cr.csv", f"{header}\n{row.replace('vgg11', 'vgg' + chr(13) + '11', 1)}")
-    from bench.results import MAX_CSV_BYTES, ROW_ROOM
+    from bench.results.store import MAX_CSV_BYTES, ROW_ROOM
     (d / "cap").mkdir()
     with open(d / "cap" / "runs.csv", "w") as f:
         f.write(good)
@@ -558,7 +559,7 @@ def _string_label_archive(path: Path) -> None:
 
     import numpy as np
 
-    from bench.data import cifar100_archive
+    from bench.data.cifar import cifar100_archive
 
     rows = np.zeros((4, 3072), np.uint8)
     blob = pickle.dumps({b"data": rows, b"fine_labels": ["cat", "dog", "cat", "dog"]}, protocol=2)

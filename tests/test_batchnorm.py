@@ -118,7 +118,7 @@ def test_every_batch_norm_model_runs_the_fused_kernel_on_tensorflow(name):
 def test_sgd_momentum_is_one_fused_op_per_variable_with_keras_own_results():
     """bench.train's SGD runs ResourceApplyKerasMomentum on TensorFlow: after 5 steps the
     weights equal Keras' SGD's exactly (the same formula in one op)."""
-    from bench.train import momentum_sgd
+    from bench.backends.tensorflow.optimizers import momentum_sgd
 
     def run(cls):
         keras.utils.set_random_seed(0)

@@ -7,10 +7,14 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from bench.config import (CONFIG_COLUMNS, KEY_FIELDS, TOPOLOGY_KEY, RunConfig, build_parser, config_key,
-                          parse_args, schema)
+from bench.config.key import TOPOLOGY_KEY, config_key
+from bench.config.parse import build_parser, parse_args
+from bench.config.schema import CONFIG_COLUMNS, KEY_FIELDS, RunConfig, schema
 from bench.errors import BenchInputError
-from bench.results import CONFIG, COLUMN_TYPES, Outcome, Topology, append_row, build_row, load_results
+from bench.results.columns import COLUMN_TYPES, CONFIG
+from bench.results.load import load_results
+from bench.results.row import Outcome, Topology, build_row
+from bench.results.store import append_row
 
 # The columns of schema 1, as rows had them before the schema moved into RunConfig.
 V1_COLUMNS = (
@@ -121,15 +125,14 @@ def test_rows_differing_only_in_lr_are_two_configurations_everywhere(tmp_path):
     assert df["config_key"].nunique() == 2  # after a CSV round trip the keys still differ ...
     assert config_key(a.resolved(has_gpu=False), workers=1, replicas=1) in set(df["config_key"])  # ... and match
     # sweep resume: ok rows for lr 0.1 and 0.01 make lr 0.01 done, not lr 0.001
-    from bench.sweep import build_jobs, done_keys
-    from bench.results import read_rows
+    from bench.results.store import read_rows
+    from bench.sweep.grid import build_jobs, done_keys
     jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.001"], str(out), 60)
     assert jobs[0].key(False) not in done_keys(read_rows(out))
     jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.01"], str(out), 60)
     assert jobs[0].key(False) in done_keys(read_rows(out))
     # the report's latest-row rule and --compare
-    from bench.report import compare
-    from bench.reporting.tables import latest_ok
+    from bench.report.tables import compare, latest_ok
     assert len(latest_ok(df)) == 2
     c = compare(df, df)
     assert len(c) == 2 and sorted(c["images_per_sec_old"]) == [50.0, 100.0]

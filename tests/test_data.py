@@ -1,11 +1,12 @@
 """Data sources: the CIFAR-100 format, digits, synthetic, and bad-data errors."""
 import numpy as np
 import pytest
-
-from bench.config import RunConfig
-from bench.data import load_cifar100, load_data
-from bench.errors import BenchInputError
 from helpers import write_cifar100
+
+from bench.config.schema import RunConfig
+from bench.data.cifar import load_cifar100
+from bench.data.source import load_data
+from bench.errors import BenchInputError
 
 
 def _cfg(**kw) -> RunConfig:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bench.results import read_rows
-from launch import get_strategy
 from helpers import REPO
+
+from bench.results.store import read_rows
+from launch import get_strategy
 
 pytestmark = pytest.mark.distributed
 PY = sys.executable
@@ -312,7 +312,7 @@ def test_hvd_timeline_has_every_tensors_all_reduce_in_every_timed_step_and_autot
     gradient tensor all-reduced once per step), its per-step times go into the row, and the
     autotuner's log is kept and its best sample named. Without gradient sync the timeline
     holds no gradient's all-reduce: only the loss and the count are summed."""
-    from bench.traces import AUTOTUNE_LOG, TIMELINE_FILE, read_timeline
+    from bench.measure.traces import AUTOTUNE_LOG, TIMELINE_FILE, read_timeline
 
     out, steps = tmp_path / "runs.csv", 16
     env = {**ENV, "HOROVOD_AUTOTUNE_WARMUP_SAMPLES": "1", "HOROVOD_AUTOTUNE_STEPS_PER_SAMPLE": "1"}
@@ -341,11 +341,11 @@ def test_hvd_timeline_has_every_tensors_all_reduce_in_every_timed_step_and_autot
 def test_a_breakdown_sweep_gives_the_exposed_communication_with_its_ci_for_horovod_and_multiworker(tmp_path):
     """sweep --breakdown at 2 processes, real launchers: each strategy runs synced and unsynced,
     and the report's "where the time goes" table has the difference with its CI for both."""
-    from bench.reporting.tables import where_time_goes
-    from bench.results import load_results
+    from bench.report.tables import where_time_goes
+    from bench.results.load import load_results
 
     out = tmp_path / "runs.csv"
-    r = subprocess.run([PY, "bench/sweep.py", "--no-progress", "--models", "resnet18", "--batch-sizes", "8",
+    r = subprocess.run([PY, "-m", "bench.sweep", "--no-progress", "--models", "resnet18", "--batch-sizes", "8",
                         "--strategies", "horovod,multiworker", "--workers", "2", "--breakdown", "--width", "0.125",
                         "--steps", "6", "--warmup-steps", "1", "--output", str(out)],
                        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)

@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from bench.config import MODES, OPTIMIZERS, PRECISIONS, RunConfig
-from bench.max_batch import LIMIT, search
+from bench.config.schema import MODES, OPTIMIZERS, PRECISIONS, RunConfig
 from bench.errors import BenchInputError
-from bench.memory import GiB, Estimate, HostPeak, PredictedOOM, check, estimate, fits, host_available
-from bench.stats import latency_columns
+from bench.measure.memory import Estimate, PredictedOOM, check, estimate, fits
+from bench.measure.probes import GiB, HostPeak, host_available
+from bench.measure.stats import latency_columns
+from bench.sweep.max_batch import LIMIT, search
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_latency_percentiles_are_numpys_in_ms():
 
 
 def test_inference_steps_default_to_enough_for_p99_and_train_keeps_50():
-    from bench.config import parse_args
+    from bench.config.parse import parse_args
 
     assert parse_args(["vgg11", "--mode", "inference"]).resolved(has_gpu=False).steps == 100
     assert parse_args(["vgg11"]).resolved(has_gpu=False).steps == 50
@@ -155,7 +156,7 @@ def test_processes_sharing_the_host_come_from_each_launchers_environment(monkeyp
 def test_the_process_peak_survives_the_reset_of_the_timed_steps_peak():
     """Resetting VmHWM for the timed steps' peak lowers the kernel's own marks (VmHWM, and
     ru_maxrss with it); the process's peak since start must still count what came before."""
-    from bench.memory import _hwm_bytes, process_peak_bytes, rss_bytes
+    from bench.measure.probes import _hwm_bytes, process_peak_bytes, rss_bytes
 
     block = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
     high = rss_bytes()
@@ -169,7 +170,7 @@ def test_the_process_peak_survives_the_reset_of_the_timed_steps_peak():
 def test_the_guard_calls_its_breach_once_below_the_floor_and_never_after_stop():
     import threading
 
-    from bench.memory import MemoryGuard
+    from bench.measure.probes import MemoryGuard
 
     breaches: list[str] = []
     fired = threading.Event()
@@ -185,7 +186,7 @@ def test_the_guard_calls_its_breach_once_below_the_floor_and_never_after_stop():
 
 
 def test_the_floor_is_a_share_of_ram_or_the_environments(monkeypatch):
-    from bench.memory import FLOOR_ENV, FLOOR_MIN, memory_floor
+    from bench.measure.probes import FLOOR_ENV, FLOOR_MIN, memory_floor
 
     monkeypatch.delenv(FLOOR_ENV, raising=False)
     assert memory_floor() >= FLOOR_MIN
@@ -213,8 +214,8 @@ def test_a_run_below_the_floor_ends_with_one_oom_row_and_exit_1(tmp_path):
     row and ends the process (exit 1), whatever the main thread is doing."""
     from helpers import run_cli
 
-    from bench.memory import FLOOR_ENV
-    from bench.results import read_rows
+    from bench.measure.probes import FLOOR_ENV
+    from bench.results.store import read_rows
 
     out = tmp_path / "runs.csv"
     r = run_cli("lenet5", "--width", "0.125", "--batch-size", "8", "--steps", "3", "--warmup-steps", "1",
@@ -232,7 +233,7 @@ def test_a_run_below_the_floor_ends_with_one_oom_row_and_exit_1(tmp_path):
 def test_a_normal_run_records_both_peaks_and_the_estimate_covers_the_process(tmp_path):
     from helpers import run_cli
 
-    from bench.results import read_rows
+    from bench.results.store import read_rows
 
     out = tmp_path / "runs.csv"
     r = run_cli("lenet5", "--width", "0.125", "--batch-size", "64", "--steps", "3", "--warmup-steps", "1",

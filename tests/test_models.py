@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import cached_describe
 from keras import layers
 
 import models
-from helpers import cached_describe
 
 
 # ---- registry ---------------------------------------------------------------------------
@@ -267,7 +267,9 @@ def test_resnet50_is_about_4_1_gmacs():
 
 
 def _profiler_flops(model) -> int:
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     @tf.function(autograph=False)
     def forward(x):
@@ -323,7 +325,7 @@ TRAINED = ["lenet5", "alexnet_lrn", "vgg11_lrn", "vgg13", "vgg16_c_bn", "googlen
 @pytest.mark.parametrize("name", TRAINED)
 def test_every_model_builds_and_trains(name):
     tf.keras.utils.set_random_seed(0)
-    from bench.train import training_loss
+    from bench.backends.keras_common import training_loss
 
     m = models.build_model(name, num_classes=10, width=0.125)
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
@@ -357,13 +359,13 @@ def _finite_case(name: str, optimizer: str):
 @pytest.mark.parametrize("name,optimizer", [_finite_case(m, "adam") for m in models.list_models()]
                          + [_finite_case(m, "sgd") for m in SGD_PRONE])
 def test_throughput_defaults_stay_finite_for_60_steps_at_224_px(name, optimizer):
-    """A throughput run's default optimizer setting (bench.config.THROUGHPUT_LR) trains every
+    """A throughput run's default optimizer setting (bench.config.schema.THROUGHPUT_LR) trains every
     registered model at 224 px for 60 steps without a non-finite loss."""
     import keras
 
-    from bench.config import THROUGHPUT_LR, RunConfig
-    from bench.runner import open_session
-    from bench.timing import run_steps
+    from bench.config.schema import THROUGHPUT_LR, RunConfig
+    from bench.measure.timing import run_steps
+    from bench.runner.session import open_session
 
     cfg = RunConfig(model=name, image_size=224, width=FINITE_WIDTH.get(name, 0.0625), batch_size=2, steps=60,
                     warmup_steps=0, optimizer=optimizer, progress=False)

@@ -7,7 +7,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.config import RunConfig, parse_args, schema
+from bench.config.parse import parse_args
+from bench.config.schema import RunConfig, schema
 from bench.errors import BenchInputError, one_line
 
 NUMERIC = sorted(name for name, o in schema().items() if o.cli and o.kind in ("int", "float") and not o.hidden)

@@ -1,12 +1,13 @@
-"""The tf_cnn_benchmarks comparison's own logic (bench/peer.py), without the peer: parsing its
+"""The tf_cnn_benchmarks comparison's own logic (bench/lab/peer.py), without the peer: parsing its
 output, its row in the cnnbench schema, and bad input. The comparison itself needs a checkout of
 the peer and runs by hand (scripts/compare_tf_cnn.sh); its figures are in the README."""
 from __future__ import annotations
 
 import pytest
 
-from bench import peer
-from bench.results import append_row, load_results
+from bench.lab import peer
+from bench.results.load import load_results
+from bench.results.store import append_row
 
 LINES = ["Running warm up", "Done warm up", "Step\tImg/sec\ttotal_loss",
          "1\timages/sec: 5.0 +/- 0.0 (jitter = 0.0)\t7.361", "2\timages/sec: 5.1 +/- 0.1 (jitter = 0.0)\t7.5",

@@ -65,9 +65,11 @@ def test_stop_groups_ends_a_child_and_its_children():
 @pytest.mark.slow
 def test_the_sweep_row_for_a_child_that_died_names_the_signal_and_the_cause(tmp_path):
     """A real child that prints TensorFlow's start-up lines, then an error, then is SIGKILLed."""
-    from bench.config import parse_args
-    from bench.results import COLUMNS, read_rows
-    from bench.sweep import build_jobs, run_job
+    from bench.config.parse import parse_args
+    from bench.results.columns import COLUMNS
+    from bench.results.store import read_rows
+    from bench.sweep.children import run_job
+    from bench.sweep.grid import build_jobs
 
     out = tmp_path / "runs.csv"
     (job,) = build_jobs(["vgg11"], [8], ["single"], [1], ["--width", "0.125"], str(out), 60)

@@ -5,10 +5,11 @@ import subprocess
 import sys
 
 import pytest
-
-from bench.report import load_results
-from bench.results import COLUMNS, read_rows
 from helpers import REPO
+
+from bench.results.columns import COLUMNS
+from bench.results.load import load_results
+from bench.results.store import read_rows
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 

@@ -8,12 +8,22 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import REPO
 
 from bench.errors import BenchInputError
-from bench.report import (accuracy_table, best_batch_sizes, build_report, compare, failures, load_results,
-                          provenance_summary, scaling_efficiency, step_time_tables, throughput_tables,
-                          vgg_vs_resnet)
-from helpers import REPO
+from bench.report.render import build_report
+from bench.report.tables import (
+    accuracy_table,
+    best_batch_sizes,
+    compare,
+    failures,
+    provenance_summary,
+    scaling_efficiency,
+    step_time_tables,
+    throughput_tables,
+    vgg_vs_resnet,
+)
+from bench.results.load import load_results
 
 FIXTURE = REPO / "tests" / "fixtures" / "report_runs.csv"
 
@@ -126,7 +136,7 @@ def test_compare_flags_regressions_outside_both_cis(tmp_path):
     assert c["change_pct"].tolist() == pytest.approx([-50.0] * len(c))
     fast = _variant(tmp_path, "fast.csv", 1.02)  # +2%: inside the CIs
     assert (compare(load_results([FIXTURE]), load_results([fast]))["verdict"] == "within noise").all()
-    cli = [sys.executable, "bench/report.py", "--compare", str(FIXTURE), str(slow)]
+    cli = [sys.executable, "-m", "bench.report", "--compare", str(FIXTURE), str(slow)]
     assert subprocess.run(cli, cwd=REPO, capture_output=True).returncode == 0
     r = subprocess.run([*cli, "--fail-on-regression"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 1 and "regression" in r.stdout
@@ -141,7 +151,7 @@ def test_bad_and_newer_files_fail_clearly(tmp_path):
     newer.write_text(FIXTURE.read_text().replace("\n1,", "\n9,"))
     with pytest.raises(BenchInputError, match="newer cnnbench"):
         load_results([newer])
-    r = subprocess.run([sys.executable, "bench/report.py", str(tmp_path / "missing.csv")], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "missing.csv")], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "missing.csv" in r.stderr
 
@@ -165,7 +175,7 @@ def _lr_variant(tmp_path, name, other_scale=1.0):
 
 
 def test_rows_differing_only_in_lr_are_two_configurations(tmp_path):
-    from bench.reporting.tables import latest_ok
+    from bench.report.tables import latest_ok
 
     df = load_results([_lr_variant(tmp_path, "lr.csv")])
     ok = latest_ok(df)
@@ -191,7 +201,7 @@ def test_compare_pairs_each_configuration_with_its_own(tmp_path):
     assert by_lr.loc[OTHER_LR, ["images_per_sec_old", "images_per_sec_new"]].tolist() == [300.0, 150.0]
     assert by_lr.loc[OTHER_LR, "verdict"] == "regression"
     assert (c["verdict"] == "regression").sum() == 1
-    r = subprocess.run([sys.executable, "bench/report.py", "--compare", str(old), str(new), "--fail-on-regression"],
+    r = subprocess.run([sys.executable, "-m", "bench.report", "--compare", str(old), str(new), "--fail-on-regression"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 1 and "10 configuration(s) in both: 1 regression(s)" in r.stdout
     assert "| num_classes | lr | images_per_sec_old |" in r.stdout  # lr tells the two rows apart
@@ -207,7 +217,7 @@ def test_vgg_vs_resnet_picks_models_by_registry_family(df):
 
 # ---- rendering and plots ------------------------------------------------------------------
 def test_html_is_rendered_from_dataframes(df, tmp_path):
-    from bench.reporting.render import sections
+    from bench.report.render import sections
 
     build_report(df, tmp_path, ["html"])
     html = (tmp_path / "report.html").read_text()
@@ -228,8 +238,8 @@ def test_html_is_rendered_from_dataframes(df, tmp_path):
 def test_throughput_plot_draws_the_median_ci_as_error_bars(df):
     from matplotlib.container import ErrorbarContainer
 
-    from bench.reporting.plots import median_ci_errors, throughput_figure
-    from bench.reporting.tables import latest_ok
+    from bench.report.plots import median_ci_errors, throughput_figure
+    from bench.report.tables import latest_ok
 
     ok = latest_ok(df)
     vgg = ok[(ok.model == "vgg13") & (ok.strategy == "single") & (ok.data == "synthetic")].sort_values("batch_size")
@@ -246,14 +256,14 @@ def test_throughput_plot_draws_the_median_ci_as_error_bars(df):
 
 
 def test_cli_takes_no_abbreviated_options(tmp_path, capsys):
-    from bench.report import main
+    from bench.report.cli import main
 
     assert main([str(FIXTURE), "--ou", str(tmp_path / "r")]) == 2  # --ou is not --out
     assert "--ou" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_tensorflow_vs_jax_pairs_rows_that_differ_only_in_backend(tmp_path):
-    from bench.reporting.tables import backend_comparison
+    from bench.report.tables import backend_comparison
 
     d = pd.read_csv(FIXTURE, keep_default_na=False, na_values=[""])
     jax = d[(d["status"] == "ok") & (d["strategy"] == "single")].copy()
@@ -267,8 +277,9 @@ def test_tensorflow_vs_jax_pairs_rows_that_differ_only_in_backend(tmp_path):
 
 
 def _rows_csv(path, rows):
-    from bench.config import RunConfig
-    from bench.results import Outcome, Topology, append_row, build_row
+    from bench.config.schema import RunConfig
+    from bench.results.row import Outcome, Topology, build_row
+    from bench.results.store import append_row
 
     for cells in rows:
         cfg = RunConfig(model=cells.pop("model"), batch_size=cells["batch_size"], mode=cells.pop("mode", "train"),
@@ -281,7 +292,7 @@ def _rows_csv(path, rows):
 
 
 def test_latency_memory_and_max_batch_tables(tmp_path):
-    from bench.reporting.tables import latency_table, max_batch_table, memory_table
+    from bench.report.tables import latency_table, max_batch_table, memory_table
 
     lat = {"latency_p50_ms": 10.0, "latency_p90_ms": 11.0, "latency_p95_ms": 12.0, "latency_p99_ms": 15.0,
            "latency_per_image_ms": 1.25, "images_per_sec_median": 800.0}
@@ -313,9 +324,10 @@ def test_where_the_time_goes_splits_each_synced_step_by_its_unsynced_twin(tmp_pa
     """Known medians and CIs: the exposed communication is the synced median minus the unsynced
     one, its CI adds the two medians' half-widths in quadrature, shares add to 1, and the
     efficiency uses the one-replica run. The unsynced rows appear in no other table."""
-    from bench.config import RunConfig
-    from bench.reporting.tables import where_time_goes
-    from bench.results import Outcome, Topology, append_row, build_row
+    from bench.config.schema import RunConfig
+    from bench.report.tables import where_time_goes
+    from bench.results.row import Outcome, Topology, build_row
+    from bench.results.store import append_row
 
     path = tmp_path / "runs.csv"
 
@@ -349,7 +361,7 @@ def test_where_the_time_goes_splits_each_synced_step_by_its_unsynced_twin(tmp_pa
 
 
 def test_families_are_compared_by_their_fastest_model_with_the_work_rate_each_achieves(tmp_path):
-    from bench.report import family_comparison
+    from bench.report.tables import family_comparison
 
     rows = [{"model": m, "batch_size": 32, "images_per_sec_median": ips, "gflops_per_image": g, "top1": t}
             for m, ips, g, t in [("resnet18", 100.0, 1.0, 0.9), ("resnet34", 50.0, 2.0, 0.92),
@@ -366,8 +378,8 @@ def test_families_are_compared_by_their_fastest_model_with_the_work_rate_each_ac
 def test_a_diverged_run_that_kept_its_timing_is_shown_flagged(tmp_path):
     """A throughput run whose loss went non-finite still timed every step: the throughput tables
     and the findings show it, marked; the accuracy and scaling tables take ok rows only."""
-    from bench.report import findings
-    from bench.reporting.tables import throughput_ci_tables
+    from bench.report.findings import findings
+    from bench.report.tables import throughput_ci_tables
 
     d = pd.read_csv(FIXTURE, keep_default_na=False, na_values=[""])
     d.loc[2, "status"], d.loc[2, "error"] = "diverged", "non-finite loss nan at step 9; every step was run and timed"
@@ -392,8 +404,8 @@ _TAGS = ("<script", "<img src=x", "<iframe", "<object", "<svg")
 
 
 def _base_row(**cells):
-    from bench.config import RunConfig
-    from bench.results import Outcome, Topology, build_row
+    from bench.config.schema import RunConfig
+    from bench.results.row import Outcome, Topology, build_row
 
     row = build_row(RunConfig(model="vgg11", batch_size=8).resolved(has_gpu=False), Outcome("ok"),
                     topology=Topology(1, 1, 8, 8))
@@ -406,7 +418,8 @@ def _write_rows(path, rows):
     (a CR too), whatever bench.results' writer makes of such text."""
     import csv
 
-    from bench.results import COLUMNS, format_row
+    from bench.results.columns import COLUMNS
+    from bench.results.store import format_row
 
     assert format_row  # the same columns as the project's writer
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -423,7 +436,7 @@ def _report_cli(args, env=None, **kw):
 
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHONIOENCODING", "PYTHONUTF8", "LANG", "LC_ALL",
                                                                "LC_CTYPE")}
-    return subprocess.run([sys.executable, "bench/report.py", *map(str, args)], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "bench.report", *map(str, args)], cwd=REPO, capture_output=True,
                           env={**base, **(env or {})}, timeout=300, **kw)
 
 
@@ -433,7 +446,7 @@ def _listing(folder):
 
 
 def test_out_refuses_to_overwrite_a_file_it_did_not_write(df, tmp_path):
-    from bench.reporting.output import MANIFEST
+    from bench.report.output import MANIFEST
 
     out = tmp_path / "mine"
     out.mkdir()
@@ -461,7 +474,7 @@ def test_out_refuses_to_overwrite_a_file_it_did_not_write(df, tmp_path):
 def test_out_deletes_only_stale_plots_it_wrote_and_leaves_a_users_file(tmp_path):
     import json
 
-    from bench.reporting.output import MANIFEST
+    from bench.report.output import MANIFEST
 
     out = tmp_path / "rep"
     inference = _write_rows(tmp_path / "inf.csv", [_base_row(mode="inference", latency_p50_ms=1.0,
@@ -493,12 +506,12 @@ def test_every_example_report_folder_is_the_reports_own():
     """The examples can be rebuilt where they are (README's commands) without refusal."""
     import json
 
-    from bench.reporting.output import MANIFEST, check_out
+    from bench.report.output import MANIFEST, check_out
 
     for folder in sorted((REPO / "results" / "examples").glob("*/report")):
         owned = set(json.loads((folder / MANIFEST).read_text())["files"])
         check_out(folder, owned)
-        # every file but the manifest and the browser's screenshots (bench.reporting.browser)
+        # every file but the manifest and the browser's screenshots (bench.report.browser)
         assert owned == {p.name for p in folder.iterdir() if p.name != MANIFEST and not p.name.startswith("screenshot-")}
 
 
@@ -540,7 +553,7 @@ def _assert_escaped_html(page):
 
 
 def test_markdown_cells_are_literal_text():
-    from bench.reporting.render import markdown_table
+    from bench.report.render import markdown_table
 
     t = pd.DataFrame({"model": ["<script>alert(1)</script>", "a\rb|c", "x\ny", "$x^2$", "[l](javascript:x)",
                                 "mobilenet_v2", "_em_", "400.0 [390.0, 410.0]"], "n": [1.0] * 8})
@@ -554,7 +567,7 @@ def test_markdown_cells_are_literal_text():
 def test_hostile_text_in_every_text_column_renders_escaped_in_both_formats(tmp_path):
     """Each hostile string in every text column at once: once in an ok row (so that it reaches
     titles, tables, findings and plots), once in a row whose status is that string too."""
-    from bench.results import COLUMN_TYPES
+    from bench.results.columns import COLUMN_TYPES
 
     text_cols = [c for c, kind in COLUMN_TYPES.items() if kind == "str"]
     rows = []
@@ -630,7 +643,7 @@ def test_every_schema_legal_cell_renders_and_unplottable_rows_are_named(tmp_path
 
 
 def test_math_text_names_are_drawn_as_they_are():
-    from bench.reporting.plots import throughput_figure
+    from bench.report.plots import throughput_figure
 
     fig = throughput_figure(load_results([FIXTURE]).assign(model="$x^{$"))
     import io
@@ -709,7 +722,7 @@ def test_a_full_disk_leaves_the_folder_as_it_was(tiny_disk):
 
 
 def test_a_throughput_plot_of_very_many_settings_names_those_it_leaves_out(tmp_path):
-    from bench.reporting.plots import MAX_PANELS
+    from bench.report.plots import MAX_PANELS
 
     n = MAX_PANELS + 5  # unbounded, some 350 panels make an image taller than matplotlib draws (2**16 px)
     rows = [_base_row(width=round(0.01 * (i + 1), 2)) for i in range(n)]

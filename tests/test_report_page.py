@@ -10,9 +10,10 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
-
-from bench.report import build_report, load_results
 from helpers import REPO
+
+from bench.report.render import build_report
+from bench.results.load import load_results
 
 FIXTURE = REPO / "tests" / "fixtures" / "report_runs.csv"
 SWEEP = REPO / "results" / "examples" / "sweep" / "runs.csv"
@@ -231,7 +232,7 @@ def test_the_page_is_one_self_contained_file(report):
 
 
 def test_throughput_is_plotted_from_zero():
-    from bench.reporting.plots import throughput_figure
+    from bench.report.plots import throughput_figure
 
     fig = throughput_figure(load_results([SWEEP]))
     assert all(ax.get_ylim()[0] == 0 for ax in fig.axes if ax.get_visible())
@@ -240,7 +241,7 @@ def test_throughput_is_plotted_from_zero():
 @pytest.mark.slow
 def test_the_example_report_fits_the_screen_in_chromium(tmp_path):
     """Opt-in: needs Debian's chromium (apt-get install chromium)."""
-    from bench.reporting.browser import find_chromium, page_width, screenshot
+    from bench.report.browser import find_chromium, page_width, screenshot
 
     if find_chromium() is None:
         pytest.skip("no chromium on PATH: apt-get install chromium to render the report in a browser")

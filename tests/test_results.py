@@ -10,16 +10,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from bench import results
-from bench.results import COLUMNS, append_row, format_row
 from helpers import REPO
+
+from bench.results import columns, load, provenance, store
+from bench.results.columns import COLUMNS
+from bench.results.store import append_row, format_row
 
 TINY = ["--width", "0.125", "--steps", "3", "--warmup-steps", "1", "--batch-size", "8", "--no-progress"]
 
 
 def _row(i: int) -> dict:
-    return {"schema_version": results.SCHEMA_VERSION, "model": f"m{i}", "images_per_sec": 1.5 * i,
+    return {"schema_version": columns.SCHEMA_VERSION, "model": f"m{i}", "images_per_sec": 1.5 * i,
             "status": "ok", "error": "a, \"quoted\"\nmessage"}
 
 
@@ -34,7 +35,7 @@ def test_header_once_and_rows_roundtrip(tmp_path):
     assert df["model"].tolist() == ["m0", "m1", "m2"]
     assert df["images_per_sec"].tolist() == [0.0, 1.5, 3.0]
     assert df["error"][0] == "'a, \"quoted\"\\nmessage"  # protected: a plain reader sees the escape
-    assert results.read_rows(out)["error"][0] == 'a, "quoted"\nmessage'
+    assert store.read_rows(out)["error"][0] == 'a, "quoted"\nmessage'
 
 
 def test_ids_that_look_like_numbers_read_back_as_text(tmp_path):
@@ -43,10 +44,10 @@ def test_ids_that_look_like_numbers_read_back_as_text(tmp_path):
     ids = ["123456789012", "1234e5678901", "0000000000e1"]
     for run_id in ids:
         append_row(out, {**_row(1), "run_id": run_id, "git_commit": run_id})
-    df = results.read_rows(out)
+    df = store.read_rows(out)
     assert df["run_id"].tolist() == ids and df["git_commit"].tolist() == ids
     assert df["images_per_sec"].dtype.kind == "f"
-    fresh = {results.new_run_id() for _ in range(2000)}
+    fresh = {provenance.new_run_id() for _ in range(2000)}
     assert all(any(c in "abcdf" for c in run_id) and len(run_id) == 12 for run_id in fresh)
 
 
@@ -102,7 +103,7 @@ def test_old_schema_is_migrated_on_write(tmp_path):
 
 
 def test_provenance_fields():
-    p = results.provenance(["GPU-X"])
+    p = provenance.provenance(["GPU-X"])
     for k in ["timestamp_utc", "git_commit", "hostname", "cpu_model", "python_version", "tf_version",
               "keras_version", "horovod_version"]:
         assert p[k] not in ("", None), k
@@ -128,18 +129,18 @@ def test_a_torn_last_line_is_dropped_and_a_complete_one_kept(tmp_path, caplog):
 def _raw_line(row: dict) -> str:
     """A row as writers before issue 21 wrote it: a line break inside a quoted cell."""
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow([results._cell(row.get(c)) for c in COLUMNS])
+    csv.writer(buf, lineterminator="\n").writerow([store._cell(row.get(c)) for c in COLUMNS])
     return buf.getvalue()
 
 
 def test_a_torn_quoted_multiline_cell_is_dropped_whole(tmp_path):
     out = tmp_path / "runs.csv"
-    out.write_text(results._header(COLUMNS) + _raw_line(_row(1)))
+    out.write_text(store._header(COLUMNS) + _raw_line(_row(1)))
     line = _raw_line(_row(2))
     cut = line.index("\nmessage") + 3  # inside the quoted, multi-line error cell
     out.write_text(out.read_text() + line[:cut])
     append_row(out, _row(3))
-    df = results.read_rows(out)
+    df = store.read_rows(out)
     assert df["model"].tolist() == ["m1", "m3"] and df["error"].tolist() == [_row(1)["error"]] * 2
 
 
@@ -160,12 +161,12 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
 def test_the_writer_never_replaces_what_it_does_not_recognise(tmp_path):
     foreign = tmp_path / "other.csv"
     foreign.write_text("a,b\n1,2\n")
-    with pytest.raises(results.OutputRefused, match="not a cnnbench results CSV"):
+    with pytest.raises(store.OutputRefused, match="not a cnnbench results CSV"):
         append_row(foreign, _row(1))
     assert foreign.read_text() == "a,b\n1,2\n"
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    with pytest.raises(results.OutputRefused, match="FIFO"):
+    with pytest.raises(store.OutputRefused, match="FIFO"):
         append_row(fifo, _row(1))
     assert Path(fifo).is_fifo()
 
@@ -182,14 +183,14 @@ def test_a_symlink_to_a_results_file_stays_a_link(tmp_path):
 def test_check_output_refuses_before_anything_runs(tmp_path):
     from bench.errors import BenchInputError
 
-    results.check_output(tmp_path / "new" / "runs.csv")  # a new path is fine
+    store.check_output(tmp_path / "new" / "runs.csv")  # a new path is fine
     (tmp_path / "empty.csv").write_text("")
-    results.check_output(tmp_path / "empty.csv")  # an empty file holds nothing to lose
+    store.check_output(tmp_path / "empty.csv")  # an empty file holds nothing to lose
     (tmp_path / "notes.txt").write_text("my notes\n")
     with pytest.raises(BenchInputError, match="notes.txt"):
-        results.check_output(tmp_path / "notes.txt")
+        store.check_output(tmp_path / "notes.txt")
     with pytest.raises(BenchInputError, match="directory"):
-        results.check_output(tmp_path)
+        store.check_output(tmp_path)
 
 
 # ---- issue 21: every byte a cell can hold, the size cap, headers the writer must not rewrite ----
@@ -197,11 +198,11 @@ HOSTILE = ["<script>alert(1)</script>", "a\rb", "a\nb", "\r\n", "tab\there", "nu
            "c1\x85\x9b fs\x1c", "ls\u2028ps\u2029", "$x^2$", "$\\alpha$", "=1+1", "+x", "-x", "@x", "\t=1", "\r=1",
            " =HYPERLINK(\"http://x\")", "=cmd|' /C calc'!A0", "'quoted", "''", "'", "\\n is not a newline",
            "C:\\dir\\new", "x\\", "-1.5", "+2", "undecodable \udcff name", 'a, "quoted", cell', "é ü 漢字"]
-TEXT_COLUMNS = [c for c, kind in results.COLUMN_TYPES.items() if kind == "str"]
+TEXT_COLUMNS = [c for c, kind in columns.COLUMN_TYPES.items() if kind == "str"]
 
 
 def _hostile_row(value: str) -> dict:
-    return {**{c: value for c in TEXT_COLUMNS}, "schema_version": results.SCHEMA_VERSION, "batch_size": 8,
+    return {**{c: value for c in TEXT_COLUMNS}, "schema_version": columns.SCHEMA_VERSION, "batch_size": 8,
             "final_loss": -1.5, "images_per_sec": -0.0025, "timed_steps": -3}
 
 
@@ -221,7 +222,7 @@ def test_hostile_text_in_every_text_column_round_trips(tmp_path):
     assert plain["final_loss"].tolist() == [-1.5] * len(HOSTILE)
     assert plain["timed_steps"].tolist() == [-3] * len(HOSTILE)
     assert plain["model"][0] == HOSTILE[0] and plain["model"][HOSTILE.index("=1+1")] == "'=1+1"
-    rows, loaded = results.read_rows(out), results.load_results([out])
+    rows, loaded = store.read_rows(out), load.load_results([out])
     for c in TEXT_COLUMNS:
         assert rows[c].tolist() == HOSTILE, c
         assert loaded[c].astype(object).tolist() == HOSTILE, c
@@ -236,10 +237,10 @@ def test_rows_migrated_from_an_older_writer_are_protected_and_read_the_same(tmp_
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows([old_columns, [cells.get(c, "") for c in old_columns]])
     out.write_text(buf.getvalue())
-    assert results.read_rows(out)["error"].tolist() == ["two\nlines"]
+    assert store.read_rows(out)["error"].tolist() == ["two\nlines"]
     append_row(out, _row(1))
     assert len(out.read_text().splitlines()) == 3
-    df = results.read_rows(out)
+    df = store.read_rows(out)
     assert df["model"].tolist() == ["=1+1", "m1"] and df["error"].tolist() == ["two\nlines", _row(1)["error"]]
     assert df["form"].tolist() == ["auto", "auto"]
 
@@ -267,22 +268,22 @@ def test_a_header_the_writer_would_not_read_is_never_rewritten(tmp_path, case):
     out = tmp_path / "runs.csv"
     append_row(out, _row(1))
     if case == "newer-schema":
-        append_row(out, {**_row(2), "schema_version": results.SCHEMA_VERSION + 1})
+        append_row(out, {**_row(2), "schema_version": columns.SCHEMA_VERSION + 1})
         fragment = "newer schema"
     else:
         lines = out.read_text().split("\n")
         out.write_text("\n".join([lines[0] + ",model", *(l + ",again" if l else l for l in lines[1:])]))
         fragment = "'model' twice"
     before = out.read_bytes()
-    with pytest.raises(results.OutputRefused, match=fragment):
+    with pytest.raises(store.OutputRefused, match=fragment):
         append_row(out, _row(3))
     with pytest.raises(BenchInputError, match=fragment):
-        results.check_output(out)
+        store.check_output(out)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     if case == "duplicated-column":
         with pytest.raises(BenchInputError, match=fragment):
-            results.load_results([out])
+            load.load_results([out])
 
 
 def test_the_writer_never_grows_a_file_past_what_readers_accept(tmp_path, monkeypatch):
@@ -292,16 +293,16 @@ def test_the_writer_never_grows_a_file_past_what_readers_accept(tmp_path, monkey
     append_row(out, _row(1))
     append_row(out, _row(2))
     before = out.read_bytes()
-    monkeypatch.setattr(results, "MAX_CSV_BYTES", len(before) + 100)  # room for less than a row
-    monkeypatch.setattr(results, "ROW_ROOM", 50)
-    results.check_output(out)  # up front the file still has its room
-    with pytest.raises(results.OutputRefused, match="pass --output NEW.csv"):
+    monkeypatch.setattr(store, "MAX_CSV_BYTES", len(before) + 100)  # room for less than a row
+    monkeypatch.setattr(store, "ROW_ROOM", 50)
+    store.check_output(out)  # up front the file still has its room
+    with pytest.raises(store.OutputRefused, match="pass --output NEW.csv"):
         append_row(out, _row(3))
     assert out.read_bytes() == before
-    assert results.read_existing(out) == before.decode()  # and readers still accept it
-    monkeypatch.setattr(results, "ROW_ROOM", 200)
+    assert store.read_existing(out) == before.decode()  # and readers still accept it
+    monkeypatch.setattr(store, "ROW_ROOM", 200)
     with pytest.raises(BenchInputError, match=r"runs.csv holds \d+ bytes.*pass --output NEW.csv"):
-        results.check_output(out)  # up front, before a run trains for nothing
+        store.check_output(out)  # up front, before a run trains for nothing
     assert out.read_bytes() == before
 
 
@@ -311,11 +312,11 @@ def test_a_file_split_by_a_raw_line_break_is_refused_up_front(tmp_path):
     from bench.errors import BenchInputError
 
     out = tmp_path / "runs.csv"
-    out.write_text(results._header(COLUMNS) + _raw_line({**_row(1), "error": "", "model": "a\rb"}))
+    out.write_text(store._header(COLUMNS) + _raw_line({**_row(1), "error": "", "model": "a\rb"}))
     before = out.read_bytes()
     with pytest.raises(BenchInputError, match="not a readable CSV"):
-        results.check_output(out)
-    with pytest.raises(results.OutputRefused, match="not a readable CSV"):
+        store.check_output(out)
+    with pytest.raises(store.OutputRefused, match="not a readable CSV"):
         append_row(out, _row(2))
     assert out.read_bytes() == before
 
@@ -326,7 +327,7 @@ def test_run_refuses_with_exit_2_when_its_row_would_cross_the_cap(tmp_path):
     out = tmp_path / "runs.csv"
     append_row(out, _row(1))
     before = out.read_bytes()
-    code = ("import sys; sys.path.insert(0, '.'); import bench.results as r; "
+    code = ("import sys; sys.path.insert(0, '.'); import bench.results.store as r; "
             f"r.MAX_CSV_BYTES = {len(before) + 100}; r.ROW_ROOM = 0; import bench.run; "
             f"sys.exit(bench.run.main(['vgg11', *{TINY!r}, '--output', {str(out)!r}]))")
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -348,6 +349,6 @@ def test_a_real_run_in_a_folder_named_with_a_carriage_return_keeps_its_row_on_on
     assert p.returncode == 0, p.stderr[-2000:]
     append_row(out, _row(1))
     assert len(out.read_bytes().splitlines()) == 3 and len(pd.read_csv(out)) == 2
-    df = results.read_rows(out)
+    df = store.read_rows(out)
     assert df["trace_dir"][0] == str(out.parent / "traces" / df["run_id"][0])
-    assert results.load_results([out])["trace_dir"][0] == df["trace_dir"][0]
+    assert load.load_results([out])["trace_dir"][0] == df["trace_dir"][0]

@@ -4,9 +4,10 @@ import sys
 
 import pandas as pd
 import pytest
-
-from bench.results import COLUMNS, read_rows
 from helpers import REPO, run_cli, write_cifar100
+
+from bench.results.columns import COLUMNS
+from bench.results.store import read_rows
 
 TINY = ["--width", "0.125", "--steps", "4", "--warmup-steps", "1", "--batch-size", "8", "--no-progress"]
 
@@ -48,8 +49,8 @@ def test_tiny_run_writes_one_well_formed_row(tmp_path, data):
 
 
 def test_loss_falls_on_the_fixed_synthetic_batch(tmp_path):
-    from bench.config import parse_args
-    from bench.runner import execute
+    from bench.config.parse import parse_args
+    from bench.runner.execute import execute
 
     cfg = parse_args(["resnet18", "--width", "0.125", "--steps", "15", "--warmup-steps", "0",
                       "--batch-size", "8", "--no-progress", "--output", str(tmp_path / "r.csv")])
@@ -293,7 +294,9 @@ def test_profile_steps_trace_exactly_those_steps_and_leave_them_out(tmp_path, ba
     assert row["steps"] == 6 and row["timed_steps"] == 4  # the two profiled steps are not in the statistics
     assert row["trace_dir"] == str(tmp_path / "traces" / row["run_id"])
     assert _traced_steps(row["trace_dir"]) == {3, 4}
-    from bench.traces import summarize  # the ops of those two steps, summed by kind
+    from bench.measure.traces import (
+        summarize,  # the ops of those two steps, summed by kind
+    )
 
     summary = summarize(row["trace_dir"])
     assert summary.steps == 2 and summary.source == "/host:CPU"
@@ -304,7 +307,7 @@ def test_profile_steps_trace_exactly_those_steps_and_leave_them_out(tmp_path, ba
 def test_the_init_weights_checksum_is_of_the_file_read_not_of_the_one_saved_over_it(tmp_path):
     """--init-weights W --save-weights W: the row's provenance names the start, taken when W was
     read, not the trained file that replaced it at the end."""
-    from bench.results import file_sha256
+    from bench.results.provenance import file_sha256
 
     out, w = tmp_path / "runs.csv", tmp_path / "w.weights.h5"
     small = ["--width", "0.125", "--steps", "2", "--warmup-steps", "0", "--batch-size", "4", "--no-progress"]

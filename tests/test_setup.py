@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 
-
 def _horovodrun() -> str:
     exe = Path(sys.executable).with_name("horovodrun")
     return str(exe) if exe.exists() else shutil.which("horovodrun")

@@ -4,7 +4,14 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import ci95_halfwidth, jitter, median_ci95, slowest_rank_per_step, step_stats, throughput
+from bench.measure.stats import (
+    ci95_halfwidth,
+    jitter,
+    median_ci95,
+    slowest_rank_per_step,
+    step_stats,
+    throughput,
+)
 
 TIMES = [0.10, 0.12, 0.11, 0.13, 0.09]  # mean 0.11, median 0.11
 
@@ -67,7 +74,7 @@ def test_median_ci_from_order_statistics_by_hand():
 def test_wait_clock_times_the_wait_for_each_batch_apart():
     import time
 
-    from bench.timing import WaitClock, run_steps
+    from bench.measure.timing import WaitClock, run_steps
 
     def slow_batches():
         while True:
@@ -105,7 +112,7 @@ class _Dispatched:
 def test_pipelined_timing_dispatches_the_next_step_before_waiting_and_its_intervals_add_up():
     import time
 
-    from bench.timing import run_steps
+    from bench.measure.timing import run_steps
 
     log: list = []
     count = iter(range(100))
@@ -126,7 +133,7 @@ def test_pipelined_timing_dispatches_the_next_step_before_waiting_and_its_interv
 
 
 def test_synchronous_timing_waits_for_each_step_before_the_next():
-    from bench.timing import run_steps
+    from bench.measure.timing import run_steps
 
     log: list = []
     count = iter(range(100))
@@ -143,13 +150,13 @@ def test_synchronous_timing_waits_for_each_step_before_the_next():
     ("input_scatter_fusion", "scatter/gather"), ("transpose_copy_fusion.19", "copy/transpose"),
     ("cublas-gemm.1", "matmul"), ("wrapped_iota", "other")])
 def test_trace_ops_are_sorted_into_kinds_by_their_names(op, kind):
-    from bench.traces import kind_of
+    from bench.measure.traces import kind_of
 
     assert kind_of(op) == kind
 
 
 def test_a_ratio_ci_adds_both_relative_half_widths_in_quadrature():
-    from bench.stats import ratio_ci95
+    from bench.measure.stats import ratio_ci95
 
     r, lo, hi = ratio_ci95(400, 390, 410, 200, 195, 205)
     assert r == 2.0

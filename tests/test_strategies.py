@@ -9,12 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 import launch
-from bench.config import parse_args, schema
+from bench.config.parse import parse_args
+from bench.config.schema import schema
 from bench.errors import BenchInputError
-from helpers import REPO
-from launch import STRATEGIES, Distribution, Launch, default_strategy, get_strategy, strategy_names
+from launch import (
+    STRATEGIES,
+    Distribution,
+    Launch,
+    default_strategy,
+    get_strategy,
+    strategy_names,
+)
 
 
 def test_every_strategy_answers_for_itself():
@@ -77,7 +85,7 @@ def test_a_new_strategy_is_one_class_and_one_registry_line(monkeypatch, tmp_path
 
     monkeypatch.setitem(STRATEGIES, "pipes", Pipes)
     assert parse_args(["vgg11", "--strategy", "pipes"]).strategy == "pipes"
-    from bench.sweep import build_jobs
+    from bench.sweep.grid import build_jobs
     jobs = build_jobs(["vgg11"], [8], ["pipes"], [3], [], str(tmp_path / "r.csv"), 60, gpus=0)
     (job,) = jobs
     assert job.command[:3] == ["pipesrun", "-n", "3"] and job.launch.processes == 3
@@ -94,7 +102,8 @@ def _code_without_comments(path: Path) -> str:
     return ast.unparse(tree)
 
 
-@pytest.mark.parametrize("path", ["bench/sweep.py", "bench/config.py", "bench/runner.py", "bench/run.py"])
+@pytest.mark.parametrize("path", ["bench/sweep/grid.py", "bench/sweep/cli.py", "bench/config/schema.py", "bench/config/parse.py",
+                                  "bench/runner/session.py", "bench/runner/execute.py", "bench/run.py"])
 def test_no_strategy_is_named_outside_launch(path):
     code = _code_without_comments(REPO / path)
     for name in ("horovod", "multiworker", "mirrored"):
@@ -103,7 +112,7 @@ def test_no_strategy_is_named_outside_launch(path):
 
 def _imports(path: Path) -> set[str]:
     """Every module a file imports (module level and inside functions), as absolute names."""
-    pkg = path.parent.name
+    pkg = ".".join(path.parent.relative_to(REPO).parts)
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -118,7 +127,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_bench_imports_nothing_from_launch_but_the_registry_and_the_interface():
-    for path in sorted((REPO / "bench").glob("*.py")):
+    for path in sorted((REPO / "bench").rglob("*.py")):
         used = {m for m in _imports(path) if m == "launch" or m.startswith("launch.")}
         registry = {f"launch.{n}" for n in launch.__all__}
         bad = [m for m in used if m not in {"launch", "launch.base", *registry} and not m.startswith("launch.base.")]
@@ -129,8 +138,9 @@ def test_no_import_cycles_between_modules():
     """Module-level imports among the project's own modules form no cycle."""
     mods = {}
     for pkg in ("bench", "launch", "models"):
-        for path in (REPO / pkg).glob("*.py"):
-            name = pkg if path.stem == "__init__" else f"{pkg}.{path.stem}"
+        for path in (REPO / pkg).rglob("*.py"):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             tree = ast.parse(path.read_text())
             deps = set()
             for node in tree.body:  # module level only: imports inside functions run later
@@ -158,7 +168,7 @@ def test_no_import_cycles_between_modules():
 
 
 def test_the_registry_config_and_sweep_import_no_framework():
-    code = ("import sys, launch, bench.config, bench.sweep, bench.results\n"
+    code = ("import sys, launch, bench.config.parse, bench.sweep.cli, bench.results.load\n"
             "bad = [m for m in ('tensorflow', 'keras', 'horovod', 'jax') if m in sys.modules]\n"
             "assert not bad, bad\nprint('ok')")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
@@ -175,7 +185,7 @@ def test_the_pack_size_and_all_reduce_reach_multiworker_strategy():
     """--all-reduce-pack-mb and --all-reduce set MultiWorkerMirroredStrategy's communication options."""
     import json
 
-    code = ("from bench.config import RunConfig\nfrom launch import make_distribution\n"
+    code = ("from bench.config.schema import RunConfig\nfrom launch import make_distribution\n"
             "d = make_distribution(RunConfig(model='vgg11', strategy='multiworker', all_reduce='ring', "
             "all_reduce_pack_mb=2.5, collective_timeout=60))\n"
             "o = d.strategy.extended._communication_options\n"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from bench.results import COLUMNS, append_row, read_rows
 from helpers import REPO
+
+from bench.results.columns import COLUMNS
+from bench.results.store import append_row, read_rows
 from launch import get_strategy, strategy_names
 
 STRATEGY_NAMES = strategy_names()
@@ -25,7 +26,7 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "bench/sweep.py", "--no-progress", *args], cwd=REPO, env=ENV,
+    return subprocess.run([PY, "-m", "bench.sweep", "--no-progress", *args], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -82,7 +83,7 @@ def test_any_run_option_is_an_axis_on_the_command_line_and_in_toml(tmp_path):
 
 
 def test_a_strategy_option_axis_leaves_out_the_cells_of_strategies_without_it():
-    import bench.sweep as sw
+    import bench.sweep.grid as sw
 
     jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod"], [2], ["--width", "0.125"], "r.csv", 60,
                          axes=[sw.parse_axis("hvd_compression", "none,fp16")])
@@ -91,7 +92,7 @@ def test_a_strategy_option_axis_leaves_out_the_cells_of_strategies_without_it():
 
 
 def test_breakdown_follows_each_multi_replica_configuration_with_its_unsynced_twin():
-    import bench.sweep as sw
+    import bench.sweep.grid as sw
 
     jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod", "multiworker"], [1, 2], ["--width", "0.125"], "r.csv",
                          60, axes=[sw.parse_axis("hvd_compression", "none,fp16")], breakdown=True)
@@ -108,7 +109,7 @@ def test_breakdown_follows_each_multi_replica_configuration_with_its_unsynced_tw
 
 def test_axis_values_make_distinct_configurations():
     """Each point of an axis is its own configuration key: resume and the report keep them apart."""
-    import bench.sweep as sw
+    import bench.sweep.grid as sw
 
     jobs = sw.build_jobs(["vgg11"], [8], ["single"], [1], ["--width", "0.125"], "r.csv", 60,
                          axes=[sw.parse_axis("lr", "0.1,0.01"), sw.parse_axis("seed", "0,1")])
@@ -145,8 +146,8 @@ def test_bad_sweep_input_is_one_line_exit_2(tmp_path, args, named):
 
 def test_every_axis_is_part_of_the_configuration_key():
     """What an axis may be swept over: exactly the options that tell configurations apart."""
-    import bench.sweep as sw
-    from bench.config import KEY_FIELDS, schema
+    import bench.sweep.grid as sw
+    from bench.config.schema import KEY_FIELDS, schema
 
     for name, o in schema().items():
         if not o.cli or o.hidden or name in sw.SWEEP_FIELDS:
@@ -173,7 +174,7 @@ def test_every_axis_is_part_of_the_configuration_key():
 def test_a_bad_environment_is_refused_before_any_child(tmp_path, env, named):
     """Not a failed row per configuration: one line, exit 2, no child, no row, no log folder."""
     out = tmp_path / "runs.csv"
-    r = subprocess.run([PY, "bench/sweep.py", "--no-progress", "--models", "vgg11", "--batch-sizes", "2,4", *TINY,
+    r = subprocess.run([PY, "-m", "bench.sweep", "--no-progress", "--models", "vgg11", "--batch-sizes", "2,4", *TINY,
                         "--output", str(out)], cwd=REPO, env={**ENV, **env}, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
@@ -185,8 +186,8 @@ def test_a_bad_environment_is_refused_before_any_child(tmp_path, env, named):
 def _answer_rows(out: Path, lrs: list[float], fits_up_to: int) -> None:
     """Rows that answer every probe of a vgg11 search at these learning rates: ok up to
     `fits_up_to`, oom above, as a finished search would have left them."""
-    from bench.config import parse_args
-    from bench.results import Outcome, Topology, build_row
+    from bench.config.parse import parse_args
+    from bench.results.row import Outcome, Topology, build_row
 
     for lr in lrs:
         for batch in (fits_up_to, 2 * fits_up_to):
@@ -272,7 +273,7 @@ def test_ctrl_c_keeps_finished_rows_and_the_next_run_resumes(tmp_path):
     out = tmp_path / "runs.csv"
     grid = ["--models", "vgg11", "--batch-sizes", "2,4,6,8", "--strategies", "single", *TINY,
             "--output", str(out)]
-    p = subprocess.Popen([PY, "bench/sweep.py", "--no-progress", *grid], cwd=REPO, env=ENV,
+    p = subprocess.Popen([PY, "-m", "bench.sweep", "--no-progress", *grid], cwd=REPO, env=ENV,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out.exists() and len(read_rows(out)) >= 1):
@@ -311,7 +312,7 @@ def test_sigterm_or_sighup_stops_the_sweep_and_every_child_as_ctrl_c_does(tmp_pa
     """No survivor by PID (the child, its launcher and every rank), no row appended after the
     sweep is gone, the summary, and 128 + the signal's number."""
     out = tmp_path / "runs.csv"
-    p = subprocess.Popen([PY, "bench/sweep.py", "--no-progress", "--models", "vgg11", "--batch-sizes", "2,4",
+    p = subprocess.Popen([PY, "-m", "bench.sweep", "--no-progress", "--models", "vgg11", "--batch-sizes", "2,4",
                           "--strategies", strategy, "--workers", "2", *TINY, "--steps", "100000",
                           "--output", str(out)], cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
@@ -356,7 +357,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_two_sweeps_appending_at_once(tmp_path):
     out = tmp_path / "runs.csv"
-    procs = [subprocess.Popen([PY, "bench/sweep.py", "--no-progress", "--models", m, "--batch-sizes", "2,4",
+    procs = [subprocess.Popen([PY, "-m", "bench.sweep", "--no-progress", "--models", m, "--batch-sizes", "2,4",
                                *TINY, "--threads", "1", "--output", str(out)], cwd=REPO, env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for m in ("vgg11", "resnet18")]
@@ -370,7 +371,7 @@ def test_two_sweeps_appending_at_once(tmp_path):
 WRITER = """
 import sys
 sys.path.insert(0, {repo!r})
-from bench.results import append_row
+from bench.results.store import append_row
 i = 0
 while True:
     append_row({out!r}, {{"schema_version": 1, "model": "m%d" % i, "status": "ok", "error": "x" * 20000}})
@@ -439,7 +440,7 @@ FILLER = """
 import errno, sys
 sys.path.insert(0, {repo!r})
 from pathlib import Path
-from bench.results import append_row
+from bench.results.store import append_row
 out, good = Path({out!r}), None
 try:
     for i in range(10000):
@@ -543,8 +544,8 @@ def test_an_absurd_batch_becomes_oom_predicted_rows_in_seconds(tmp_path):
 
 @pytest.mark.slow
 def test_find_max_batch_under_a_memory_cap_then_resumes_from_its_rows(tmp_path):
-    from bench.reporting.tables import max_batch_table
-    from bench.results import load_results
+    from bench.report.tables import max_batch_table
+    from bench.results.load import load_results
 
     out = tmp_path / "runs.csv"
     # 128 px images make each image cost ~1.7 MiB here, so the 0.3 GiB cap falls near batch 100:

@@ -3,9 +3,9 @@ import shlex
 from pathlib import Path
 
 import yaml
-
-from bench.config import parse_args
 from helpers import REPO
+
+from bench.config.parse import parse_args
 
 TEMPLATES = REPO / "launch" / "templates"
 

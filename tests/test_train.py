@@ -1,8 +1,9 @@
 """Training-step pieces: learning-rate scaling, precision policies, XLA."""
 import pytest
 
-from bench.config import RunConfig, parse_args
-from bench.train import make_learning_rate
+from bench.backends.keras_common import make_learning_rate
+from bench.config.parse import parse_args
+from bench.config.schema import RunConfig
 
 
 def test_lr_is_unscaled_by_default():
@@ -36,8 +37,8 @@ def test_scale_lr_in_throughput_mode_warms_up_over_a_tenth_of_the_run():
 def test_precision_xla_and_optimizer_variants_train(tmp_path, flags, expect):
     import keras
 
-    from bench.runner import open_session
-    from bench.timing import run_steps
+    from bench.measure.timing import run_steps
+    from bench.runner.session import open_session
 
     cfg = parse_args(["resnet18", "--width", "0.125", "--steps", "3", "--warmup-steps", "1", "--batch-size", "8",
                       "--no-progress", "--output", str(tmp_path / "r.csv"), *flags])

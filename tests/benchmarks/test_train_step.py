@@ -17,8 +17,8 @@ import pytest
 def harness_session(request, model, batch_size, precision, backend, mode):
     import keras
 
-    from bench.config import RunConfig
-    from bench.runner import open_session
+    from bench.config.schema import RunConfig
+    from bench.runner.session import open_session
 
     opt = request.config.getoption
     cfg = RunConfig(model=model, batch_size=batch_size, precision=precision, backend=backend, mode=mode,
@@ -30,7 +30,7 @@ def harness_session(request, model, batch_size, precision, backend, mode):
 
 
 def test_step(benchmark, request, harness_session, model, batch_size, precision, backend, mode):
-    from bench.timing import Timing
+    from bench.measure.timing import Timing
 
     s = harness_session
     opt = request.config.getoption
@@ -54,7 +54,7 @@ def test_step(benchmark, request, harness_session, model, batch_size, precision,
     if stats is not None and stats.stats.data:  # absent under --benchmark-disable
         import dataclasses
 
-        from bench.results import Outcome, build_row
+        from bench.results.row import Outcome, build_row
 
         timing = Timing(compile_s=compile_s, step_times=list(stats.stats.data), losses=losses)
         cfg = dataclasses.replace(s.cfg, steps=len(stats.stats.data), warmup_steps=opt("--benchmark-warmup-rounds"))
@@ -63,7 +63,7 @@ def test_step(benchmark, request, harness_session, model, batch_size, precision,
                                     images_per_sec_mean=row["images_per_sec"])
         csv_path = opt("--benchmark-csv")
         if csv_path:
-            from bench.results import append_row
+            from bench.results.store import append_row
             append_row(csv_path, row)
 
     # the result must be right, not only fast: finite; training lowers the loss on the one fixed

@@ -35,8 +35,8 @@ def main() -> int:
     select(args.backend)
     import numpy as np
 
-    from bench.config import RunConfig
-    from bench.runner import open_session
+    from bench.config.schema import RunConfig
+    from bench.runner.session import open_session
 
     per_replica = args.global_batch // args.cpu_replicas  # one device per replica, in one process
     cfg = RunConfig(model=args.model, backend=args.backend, strategy=args.strategy, cpu_replicas=args.cpu_replicas,

@@ -37,8 +37,9 @@ def main() -> int:
     import tensorflow as tf
 
     import models
-    from bench.config import RunConfig
-    from bench.train import Trainer, make_optimizer
+    from bench.config.schema import RunConfig
+    from bench.backends.tensorflow.trainer import Trainer
+    from bench.backends.keras_common import make_optimizer
     from launch import make_distribution
 
     tf.config.threading.set_intra_op_parallelism_threads(1)

@@ -1,0 +1,91 @@
+"""The Keras backends cnnbench runs on, and the one place that chooses between them.
+
+Each backend is one module with the same functions (bench.backends.tensorflow.backend and
+bench.backends.jax.backend): configure the framework, name the GPUs, build the step of a Session,
+serve the test split, say which exceptions mean out-of-memory, measure peak memory
+(`memory_probe`) and say how much a device has (`device_memory`), trace steps (`tracer`),
+and give the row its provenance. Keras reads KERAS_BACKEND when it is first imported, so `select` must run before
+anything imports keras; one process runs one backend.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from types import ModuleType
+
+from bench.errors import BenchInputError
+
+BACKENDS = ("tensorflow", "jax")
+INSTALL_HINT = {"tensorflow": "pip install tensorflow-cpu==2.21.*",
+                "jax": "pip install 'jax[cpu]' (or run `bash scripts/setup.sh`, which installs it)"}
+
+
+def check_installed(name: str) -> None:
+    """BenchInputError, saying how to install it, if the backend's framework is missing."""
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise BenchInputError(f"--backend {name} needs {name}, which is not installed: {INSTALL_HINT[name]}")
+
+
+def select(name: str) -> None:
+    """Make `name` the Keras backend of this process. BenchInputError if Keras already runs
+    on another one here (a process cannot hold two backends)."""
+    if name not in BACKENDS:
+        raise BenchInputError(f"invalid backend {name!r}; valid: {', '.join(BACKENDS)}")
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if current != name:
+            raise BenchInputError(f"this process already runs Keras on {current}; --backend {name} needs a "
+                                  f"process of its own")
+        return
+    check_environment(name)
+    os.environ["KERAS_BACKEND"] = name
+    os.environ["CNNBENCH_BACKEND_SET"] = name  # children (launchers' ranks) inherit it: not a conflict
+
+
+def check_environment(name: str, flag: str = "--backend") -> None:
+    """BenchInputError where KERAS_BACKEND, set by hand, names another backend than `name`
+    (`flag` is the option that asked for it, to name in the hint)."""
+    env = os.environ.get("KERAS_BACKEND")
+    if not env or env == name or "CNNBENCH_BACKEND_SET" in os.environ:
+        return
+    hint = (f"unset KERAS_BACKEND or pass {flag} {env}" if env in BACKENDS else
+            f"cnnbench runs on {' and '.join(BACKENDS)} only: unset KERAS_BACKEND")
+    raise BenchInputError(f"KERAS_BACKEND={env} is set in the environment but {flag} {name} was asked for; {hint}")
+
+
+def load(name: str) -> ModuleType:
+    """The backend module for `name` (imports its framework, quietly)."""
+    select(name)
+    quiet_import(name)
+    quiet_import("keras")  # it imports matplotlib, which talks where HOME cannot be written
+    return importlib.import_module(f"bench.backends.{name}.backend")
+
+
+def quiet_import(module: str) -> None:
+    """Import `module` with its start-up chatter on stderr (TensorFlow's absl and oneDNN lines,
+    printed from C++ at load) held back; anything that says more is passed on. A one-line
+    error after the import stays one line."""
+    if module in sys.modules:
+        return
+    import tempfile
+
+    from bench.procs import meaningful_lines
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            importlib.import_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in meaningful_lines(held.read().decode(errors="replace")):
+                print(line, file=sys.stderr)

@@ -1,0 +1,226 @@
+"""Command lines to a `RunConfig`: the argparse parser generated from the schema, the rules between fields, and `to_argv`, its inverse."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from bench.config.schema import (
+    DEFAULT_STEPS,
+    GROUPS,
+    MIN_LATENCY_STEPS,
+    WEIGHTS_SUFFIX,
+    Opt,
+    RunConfig,
+    schema,
+)
+from bench.errors import BenchInputError, one_line
+
+
+# ---- parsing one value ----------------------------------------------------------------------
+def _bounds_text(o: Opt) -> str:
+    parts = []
+    if o.lo is not None:
+        parts.append(f"{'>' if o.lo_open else '>='} {o.lo:g}")
+    if o.hi is not None:
+        parts.append(f"<= {o.hi:g}")
+    return " and ".join(parts)
+
+
+def parse_value(name: str, o: Opt, text: str) -> Any:
+    """One option's text -> its typed value; BenchInputError naming the value if it is bad."""
+    if o.kind in ("int", "float"):
+        try:
+            value = int(text) if o.kind == "int" else float(text)
+        except (TypeError, ValueError):
+            article = "an integer" if o.kind == "int" else "a number"
+            raise BenchInputError(f"{name} must be {article}. Received: {name}={text!r}") from None
+        if o.kind == "float" and not math.isfinite(value):
+            raise BenchInputError(f"{name} must be a finite number. Received: {name}={text}")
+        if (o.lo is not None and (value <= o.lo if o.lo_open else value < o.lo)) or (o.hi is not None and value > o.hi):
+            raise BenchInputError(f"{name} must be {_bounds_text(o)}. Received: {name}={text}")
+        return value
+    allowed = o.allowed()
+    if allowed is not None and text not in allowed:
+        raise BenchInputError(f"invalid {name} {text!r}; valid: {', '.join(allowed)}")
+    return text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports errors on one line with exit code 2 (no usage block) and takes no
+    abbreviations (`--out` must not silently mean `--output`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        raise BenchInputError(message)
+
+
+def _argparse_type(name: str, o: Opt) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return parse_value(name, o, text)
+        except BenchInputError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `bench/run.py` command line, one option per RunConfig field (a contract: tests, docs
+    and sweeps rely on these names)."""
+    from launch.base import OPTION_ALIASES
+
+    p = OneLineParser(prog="bench/run.py", description="Train one CNN under one strategy and measure "
+                      "images/sec, step time and accuracy; append one row to a CSV.")
+    groups: dict[str, Any] = {"": p, **{g: p.add_argument_group(g) for g in GROUPS}}
+    defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+    for name, o in schema().items():
+        if not o.cli:
+            continue
+        g = groups[o.group]
+        help_text = argparse.SUPPRESS if o.hidden else (o.help or None)
+        default = defaults[name] if o.cli_default == "<unset>" else o.cli_default
+        if o.positional:
+            g.add_argument(name, help=help_text)
+            continue
+        flag = "--" + name.replace("_", "-")
+        if o.action == "toggle":
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif o.action == "flag":
+            g.add_argument(flag, *OPTION_ALIASES.get(name, ()), dest=name, action="store_true", help=help_text)
+        else:
+            allowed = o.allowed()
+            g.add_argument(flag, dest=name, type=_argparse_type(name, o), default=default, help=help_text,
+                           metavar=("{" + ",".join(allowed) + "}") if allowed else None)
+    return p
+
+
+def validate(cfg: RunConfig) -> None:
+    """Rules between fields. Raises BenchInputError naming the values."""
+    import models  # cheap: the registry imports no Keras
+    from launch import check_config
+
+    if cfg.model not in models.list_models():
+        raise BenchInputError(f"unknown model {cfg.model!r}; valid models: {', '.join(models.list_models())}")
+    check_config(cfg)
+    if cfg.target_accuracy is not None and not cfg.epochs:
+        raise BenchInputError(f"--target-accuracy needs --epochs. Received: target_accuracy={cfg.target_accuracy}")
+    if cfg.data_dir is not None and cfg.data != "cifar100":
+        raise BenchInputError(f"--data-dir needs --data cifar100. Received: data={cfg.data}, data_dir={cfg.data_dir}")
+    if cfg.data_dir is not None and not Path(cfg.data_dir).exists():
+        raise BenchInputError(f"data path does not exist: data_dir={cfg.data_dir}")
+    if cfg.data == "synthetic" and cfg.epochs:
+        raise BenchInputError("accuracy mode (--epochs) needs a real data set (--data digits or cifar100). "
+                              "Received: data=synthetic")
+    out = Path(cfg.output)
+    if out.exists() and out.is_dir():
+        raise BenchInputError(f"--output is a directory: output={cfg.output}")
+    if cfg.backend == "jax" and cfg.xla is False:
+        raise BenchInputError("XLA is always on under --backend jax (jax.jit compiles every step). Received: --no-xla")
+    if cfg.init_weights is not None:
+        _check_init_weights(cfg.init_weights)
+    if cfg.save_weights is not None:
+        _check_save_weights(cfg.save_weights)
+    from bench.backends import check_installed
+    check_installed(cfg.backend)
+    if cfg.mode == "inference":
+        if cfg.accuracy_mode:
+            raise BenchInputError(f"--epochs trains to an accuracy; --mode inference only runs the forward pass. "
+                                  f"Received: mode=inference, epochs={cfg.epochs}")
+        if cfg.steps is not None and cfg.steps < MIN_LATENCY_STEPS:
+            raise BenchInputError(f"--mode inference needs --steps >= {MIN_LATENCY_STEPS}, so that its p99 latency "
+                                  f"is not just the slowest batch. Received: steps={cfg.steps}")
+    if cfg.profile_steps is not None:
+        _check_profile_steps(cfg)
+    if cfg.lr_warmup_epochs is not None and not cfg.scale_lr:
+        raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={cfg.lr_warmup_epochs}")
+
+
+def probe_write(folder: Path) -> None:
+    """OSError unless this process can write into `folder`, or create it: tried for real, in the
+    nearest folder that exists (root passes every permission check, but not a read-only mount),
+    and undone. Nothing is left behind."""
+    folder = Path(folder)
+    ancestor = folder
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{os.strerror(errno.ENOTDIR)}: {ancestor}")
+    if ancestor == folder:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cnnbench-", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    else:
+        os.rmdir(tempfile.mkdtemp(dir=ancestor, prefix=".cnnbench-", suffix=".probe"))
+
+
+def _check_init_weights(path: str) -> None:
+    """--init-weights before anything starts: an existing regular file with Keras' weights suffix."""
+    if not Path(path).is_file():
+        raise BenchInputError(f"no such weights file: init_weights={path}")
+    if not path.endswith(WEIGHTS_SUFFIX):
+        raise BenchInputError(f"init_weights={path} is not a Keras {WEIGHTS_SUFFIX} file: its name must end in "
+                              f"{WEIGHTS_SUFFIX}")
+
+
+def _check_save_weights(path: str) -> None:
+    """--save-weights before anything trains: a name ending in .weights.h5, in an existing folder
+    this process can write to, and not a folder or other non-file itself. Writes nothing that stays."""
+    p = Path(path)
+    if p.is_dir():
+        raise BenchInputError(f"--save-weights is a directory: save_weights={path}")
+    if p.exists() and not p.is_file():
+        raise BenchInputError(f"--save-weights is not a regular file: save_weights={path}")
+    if not path.endswith(WEIGHTS_SUFFIX) or p.name == WEIGHTS_SUFFIX:
+        raise BenchInputError(f"--save-weights must name a {WEIGHTS_SUFFIX} file (Keras writes weights only under that "
+                              f"suffix). Received: save_weights={path}")
+    if not p.parent.is_dir():
+        what = "does not exist" if not p.parent.exists() else "is not a folder"
+        raise BenchInputError(f"the folder of --save-weights {what}: save_weights={path}")
+    try:
+        probe_write(p.parent)
+        if p.exists():
+            with open(p, "ab"):  # opened for writing, nothing written
+                pass
+    except OSError as e:
+        raise BenchInputError(f"cannot write --save-weights into {p.parent}: {e.strerror or one_line(e)}. "
+                              f"Received: save_weights={path}") from None
+
+
+def _check_profile_steps(cfg: RunConfig) -> None:
+    """A-B within the timed steps, leaving at least one step to measure."""
+    import re
+
+    steps = cfg.steps or DEFAULT_STEPS[cfg.mode]
+    m = re.fullmatch(r"(\d+)-(\d+)", cfg.profile_steps.strip())
+    if m is None:
+        raise BenchInputError(f"--profile-steps takes A-B, timed steps counted from 1. "
+                              f"Received: profile_steps={cfg.profile_steps!r}")
+    first, last = int(m.group(1)), int(m.group(2))
+    if not 1 <= first <= last <= steps or last - first + 1 >= steps:
+        raise BenchInputError(f"--profile-steps must lie within the {steps} timed steps and leave some unprofiled "
+                              f"(1 <= A <= B <= {steps}, B - A + 1 < {steps}). Received: profile_steps={cfg.profile_steps}")
+    if cfg.accuracy_mode:
+        raise BenchInputError(f"--profile-steps profiles a throughput run, not --epochs. "
+                              f"Received: profile_steps={cfg.profile_steps}, epochs={cfg.epochs}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
+    """Parse and validate a command line. Raises BenchInputError naming the bad value."""
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    values = {name: getattr(args, name) for name, o in schema().items() if o.cli}
+    if values["strategy"] is None:
+        from launch import default_strategy
+        values["strategy"] = default_strategy()
+    cfg = RunConfig(**values)
+    validate(cfg)
+    return cfg

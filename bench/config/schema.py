@@ -1,0 +1,232 @@
+"""The option schema: every run option's flag, help, type, bounds, key role and CSV type, in one table (`RunConfig`)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from models.common import FORMS  # the zoo imports no Keras until a model is built
+
+BACKENDS = ("tensorflow", "jax")
+DATASETS = ("synthetic", "cifar100", "digits")
+PRECISIONS = ("fp32", "mixed_bf16", "mixed_fp16")
+OPTIMIZERS = ("adam", "sgd")
+MODES = ("train", "inference")
+ALL_REDUCE = ("auto", "ring", "nccl", "hierarchical", "one-device")
+HVD_COMPRESSION = ("none", "fp16")
+# p99 of fewer batches is only the slowest one: inference runs time at least this many
+MIN_LATENCY_STEPS = 100
+DEFAULT_STEPS = {"train": 50, "inference": MIN_LATENCY_STEPS}
+SOURCES = ("cli", "sweep", "pytest", "tf_cnn_benchmarks")  # the last: the peer's rows (bench/lab/peer.py)
+DEFAULT_OUTPUT = "results/runs.csv"
+# Natural class count per data set (synthetic follows CIFAR-100, the course's recipe).
+NATURAL_CLASSES = {"synthetic": 100, "cifar100": 100, "digits": 10}
+# the optimizers' default learning rates: in accuracy mode (--epochs) the course's recipe; in a
+# throughput run a setting that stays finite for 60 steps on every registered model at 32 and
+# 224 px (tests/test_models.py). At 224 px SGD at 0.1 diverged within 10 steps on vgg16, vgg19
+# and alexnet, and at 0.01 within 60 on every VGG with BatchNorm
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.1}
+THROUGHPUT_LR = {"adam": 1e-3, "sgd": 1e-3}
+GROUPS = ("data and size", "what to measure", "model and training", "where it runs", "output")  # --help order
+WEIGHTS_SUFFIX = ".weights.h5"  # the only name Keras 3 reads and writes as weights alone
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which Keras' set_random_seed uses, takes no more
+
+
+def _strategy_names() -> tuple[str, ...]:
+    from launch import strategy_names  # the registry imports no framework
+    return tuple(strategy_names())
+
+
+@dataclass(frozen=True)
+class Opt:
+    """How one RunConfig field appears on the command line, in the CSV and in the configuration key."""
+    kind: str                               # int | float | bool | str: the parser and the CSV type
+    help: str = ""
+    group: str = "model and training"
+    lo: float | None = None                 # bounds for numbers (inclusive unless lo_open)
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
+    key: bool = False                       # identifies a configuration (sweep resume, report, --compare)
+    column: bool = False                    # recorded in the CSV's configuration columns
+    cli: bool = True                        # a bench/run.py option
+    hidden: bool = False                    # set by sweeps and the pytest suite, not by people
+    action: str = "value"                   # value | toggle (--x/--no-x) | flag (store_true)
+    cli_default: Any = "<unset>"          # a parser default unlike the dataclass default (None: resolved later)
+    positional: bool = False
+
+    def allowed(self) -> tuple[str, ...] | None:
+        return self.choices() if callable(self.choices) else self.choices
+
+
+def opt(default: Any, kind: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"opt": Opt(kind, **meta)})
+
+
+def _key(kind: str, **meta: Any) -> dict:  # a configuration column that identifies a run
+    return {"kind": kind, "key": True, "column": True, **meta}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one benchmark run. Recorded in full in the result row."""
+    model: str = opt(None, **_key("str", positional=True, group="",
+                                  help="model name (see `python -m models` for the list)"))
+    strategy: str = opt("single", **_key("str", choices=_strategy_names, group="where it runs", cli_default=None,
+                                         help="default: the strategy whose launcher started this process, else single"))
+    backend: str = opt("tensorflow", **_key("str", choices=BACKENDS, group="where it runs",
+                                            help="the Keras backend: tensorflow (default) or jax"))
+    data: str = opt("synthetic", **_key("str", choices=DATASETS, group="data and size"))
+    batch_size: int | None = opt(None, **_key("int", lo=1, hi=2**20, group="data and size",
+                                              help="per-replica batch size (default: 128 with a GPU, 32 on CPU-only machines)"))
+    data_dir: str | None = opt(None, "str", group="data and size",
+                               help="cifar100: a cifar-100-python .tar.gz, its extracted folder, "
+                               "or a folder holding either (default: Keras' cache, then download)")
+    num_classes: int | None = opt(None, **_key("int", lo=1, hi=100_000, group="data and size",
+                                               help="default: the data set's (100 for synthetic and cifar100, 10 for digits)"))
+    image_size: int = opt(32, **_key("int", lo=1, hi=4096, group="data and size"))
+    mode: str = opt("train", **_key("str", choices=MODES, group="what to measure",
+                                    help="train: forward, backward and update; inference: the forward pass only "
+                                    "(BatchNorm in inference mode), with per-batch latency percentiles"))
+    steps: int | None = opt(None, **_key("int", lo=1, hi=10**9, group="what to measure",
+                                         help=f"timed steps (default {DEFAULT_STEPS['train']}; with --mode inference "
+                                         f"{DEFAULT_STEPS['inference']}, the fewest it takes)"))
+    warmup_steps: int = opt(10, **_key("int", lo=0, hi=10**9, group="what to measure",
+                                       help="untimed steps after the first (compile) step"))
+    profile_steps: str | None = opt(None, **_key("str", group="what to measure",
+                                                 help="A-B: capture a profiler trace of timed steps A to B (from 1; "
+                                                 "TensorFlow's or JAX's profiler, readable in TensorBoard) into "
+                                                 "traces/RUN_ID/ beside --output; those steps are left out of the "
+                                                 "statistics"))
+    gradient_sync: bool = opt(True, **_key("bool", action="toggle", group="what to measure",
+                                           help="--no-gradient-sync: a diagnostic run (tf_cnn_benchmarks' "
+                                           "'independent'): every replica steps on its own gradients and nothing "
+                                           "else changes; with a synced run of the same configuration it gives "
+                                           "the exposed communication. Never a training result"))
+    epochs: int = opt(0, **_key("int", lo=0, hi=10**6, group="what to measure",
+                                help="accuracy mode: train this many epochs, evaluating on the test split after each"))
+    target_accuracy: float | None = opt(None, **_key("float", lo=0.0, hi=1.0, lo_open=True, group="what to measure",
+                                                     help="accuracy mode: stop when test top-1 reaches this; records time to accuracy"))
+    width: float = opt(1.0, **_key("float", lo=0.0, hi=16.0, lo_open=True, help="channel width multiplier"))
+    form: str = opt("auto", **_key("str", choices=FORMS,
+                                   help="the model's CIFAR form (cifar) or the paper's (imagenet): its stem or "
+                                   "head; auto: cifar below 64 px"))
+    precision: str = opt("fp32", **_key("str", choices=PRECISIONS))
+    xla: bool | None = opt(None, **_key("bool", action="toggle",
+                                        help="compile the step with XLA (default: on with a GPU, off on CPU)"))
+    optimizer: str = opt("adam", **_key("str", choices=OPTIMIZERS))
+    lr: float | None = opt(None, **_key("float", lo=0.0, hi=1e6, lo_open=True,
+                                        help="learning rate (default: 1e-3 for adam; for sgd 1e-3 in a throughput "
+                                        "run, 0.1 with --epochs)"))
+    momentum: float = opt(0.9, **_key("float", lo=0.0, hi=1.0))
+    weight_decay: float = opt(0.0, **_key("float", lo=0.0, hi=1.0))
+    augment: bool = opt(False, **_key("bool", action="toggle",
+                                      help="pad-4 random crop and horizontal flip (cifar100, digits)"))
+    normalize: bool = opt(False, **_key("bool", action="toggle",
+                                        help="per-channel mean/std normalisation after /255"))
+    seed: int = opt(0, **_key("int", lo=0, hi=MAX_SEED))
+    init_weights: str | None = opt(None, "str", column=True,
+                                   help="start from this Keras .weights.h5 file instead of the seeded initialisation "
+                                   "(works across backends; the row records its sha256)")
+    save_weights: str | None = opt(None, "str", help="write the weights to this .weights.h5 file at the end")
+    scale_lr: bool = opt(False, **_key("bool", action="toggle", group="where it runs",
+                                       help="multiply the learning rate by the number of replicas, with warmup"))
+    lr_warmup_epochs: float | None = opt(None, **_key("float", lo=0.0, hi=1e6, group="where it runs",
+                                                      help="with --scale-lr: linear warmup length (default 5 epochs, "
+                                                      "or 10%% of steps)"))
+    # environment, not configuration: recorded, but two runs differing only here measure the same thing
+    threads: int = opt(0, "int", column=True, lo=0, hi=4096, group="where it runs",
+                       help="intra-op threads (0: TensorFlow's default)")
+    cpu_replicas: int = opt(1, **_key("int", lo=1, hi=1024, group="where it runs",
+                                      help="on a CPU-only machine, split the CPU into N logical devices for a "
+                                      "strategy that mirrors over local devices"))
+    # communication knobs: each strategy says which it takes (launch.base.STRATEGY_OPTIONS)
+    all_reduce: str = opt("auto", **_key("str", choices=ALL_REDUCE, group="where it runs",
+                                         help="tf.distribute's all-reduce: cross-device ops (nccl, hierarchical, "
+                                         "one-device) or collective communication (ring, nccl)"))
+    hvd_compression: str = opt("none", **_key("str", choices=HVD_COMPRESSION, group="where it runs",
+                                              help="hvd: compress gradients for the all-reduce (fp16)"))
+    hvd_fusion_mb: float | None = opt(None, **_key("float", lo=0.0, hi=4096.0, group="where it runs",
+                                                   help="hvd: tensor fusion buffer in MiB (0 disables fusion; "
+                                                   "default: hvd's own)"))
+    hvd_cycle_ms: float | None = opt(None, **_key("float", lo=0.0, hi=10_000.0, lo_open=True, group="where it runs",
+                                                  help="hvd: cycle time in ms between fusion rounds "
+                                                  "(default: hvd's own)"))
+    hvd_hierarchical: bool = opt(False, **_key("bool", action="flag", group="where it runs",
+                                               help="hvd: hierarchical all-reduce (within hosts, then across them); "
+                                               "needs hvd built with MPI or NCCL"))
+    hvd_autotune: bool = opt(False, **_key("bool", action="flag", group="where it runs",
+                                           help="hvd: let hvd's autotuner search fusion and cycle settings "
+                                           "during the run; its log is kept beside --output and the best "
+                                           "settings it found go into the row"))
+    hvd_timeline: bool = opt(False, **_key("bool", action="flag", group="what to measure",
+                                           help="hvd: the chief writes hvd's timeline of the timed steps into "
+                                           "traces/RUN_ID/ beside --output; the row gets each step's negotiation, "
+                                           "all-reduce and queue time from it"))
+    all_reduce_pack_mb: float | None = opt(None, **_key("float", lo=0.0, hi=4096.0, lo_open=True,
+                                                        group="where it runs",
+                                                        help="tf.distribute collectives: pack gradients into all-reduces of this "
+                                                        "many MiB (CommunicationOptions.bytes_per_pack; default: "
+                                                        "the strategy's own)"))
+    collective_timeout: float = opt(300.0, "float", column=True, lo=0.0, hi=7 * 86400.0, lo_open=True,
+                                    group="where it runs",
+                                    help="seconds a collective waits for a peer before the run fails "
+                                    "(the strategy's collective timeout or stall shutdown)")
+    output: str = opt(DEFAULT_OUTPUT, "str", group="output", help="CSV to append the result row to")
+    force: bool = opt(False, "bool", action="flag", group="where it runs",
+                      help="run even where the memory estimate exceeds the memory available")
+    summary: bool = opt(False, "bool", action="flag", group="output", help="print the model's layer table and exit")
+    progress: bool = opt(True, "bool", action="toggle", group="output", help="progress bars on stderr")
+    source: str = opt("cli", "str", choices=SOURCES, hidden=True, group="output")
+    run_id: str | None = opt(None, "str", hidden=True, group="output")  # set by sweeps to find the child's row
+    # set by `sweep --find-max-batch` on its probes: what "fits" meant for this row
+    find_max_batch: bool = opt(False, "bool", action="flag", hidden=True, column=True, group="output")
+    memory_cap_gb: float | None = opt(None, "float", lo=0.0, hi=1e6, lo_open=True, hidden=True, column=True,
+                                      group="output")
+
+    def __post_init__(self) -> None:
+        if self.lr is None:  # the optimizer's own default, for accuracy or for throughput
+            object.__setattr__(self, "lr", (DEFAULT_LR if self.epochs > 0 else THROUGHPUT_LR)[self.optimizer])
+
+    @property
+    def accuracy_mode(self) -> bool:
+        return self.epochs > 0
+
+    @property
+    def trace_dir(self) -> str | None:
+        """Where this run's traces and logs go (--profile-steps, --hvd-timeline,
+        --hvd-autotune): traces/RUN_ID/ beside the output CSV; None when none is asked for."""
+        if self.profile_steps is None and not self.hvd_timeline and not self.hvd_autotune:
+            return None
+        return str(Path(self.output).parent / "traces" / str(self.run_id))
+
+    @property
+    def profile_range(self) -> tuple[int, int] | None:
+        """--profile-steps as (first, last) timed step, counted from 1."""
+        if self.profile_steps is None:
+            return None
+        first, last = self.profile_steps.split("-")
+        return int(first), int(last)
+
+    def resolved(self, *, has_gpu: bool) -> "RunConfig":
+        """Fill the defaults that depend on the hardware, the data set or the backend. On JAX,
+        XLA is always on, and --threads does not apply (XLA:CPU sizes its own pool): 0."""
+        jax = self.backend == "jax"
+        return dataclasses.replace(
+            self,
+            batch_size=self.batch_size or (128 if has_gpu else 32),
+            steps=self.steps or DEFAULT_STEPS[self.mode],
+            num_classes=self.num_classes or NATURAL_CLASSES[self.data],
+            xla=True if jax else (has_gpu if self.xla is None else self.xla),
+            threads=0 if jax else self.threads,
+        )
+
+
+def schema() -> dict[str, Opt]:
+    """Every RunConfig field's metadata, in declaration order."""
+    return {f.name: f.metadata["opt"] for f in dataclasses.fields(RunConfig)}
+
+
+CONFIG_COLUMNS = [name for name, o in schema().items() if o.column]
+KEY_FIELDS = [name for name, o in schema().items() if o.key]

@@ -1,0 +1,1 @@
+"""Data sets: synthetic, CIFAR-100 and digits, read and checked before any framework starts (`source`)."""

@@ -1,0 +1,189 @@
+"""How much memory a run will need, estimated from the model's layer walk before anything is
+built (`estimate`, calibrated against the process's measured peak: docs/measurements), the
+check of that estimate against what the machine has, and the reports' "fits" rule.
+
+Units: per device on a GPU, per process on a CPU (a CPU process holds all its replicas)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping
+
+from bench.config.key import _missing
+from bench.errors import BenchInputError
+
+if TYPE_CHECKING:
+    from bench.config.schema import RunConfig
+    from models.describe import ModelDescription
+from bench.measure.probes import GiB
+
+VARIABLE_BYTES = 4  # Keras keeps variables in float32 under every dtype policy
+COMPUTE_BYTES = {"fp32": 4, "mixed_bf16": 2, "mixed_fp16": 2}
+INPUT_BYTES = 4     # the batch reaches the model as float32
+# Optimizer slots per trainable weight: Adam's two moments; SGD's momentum buffer (none without momentum)
+SLOTS = {"adam": 2, "sgd": 1}
+# Inference keeps no activations for a backward pass: at the widest point the input and output
+# of a layer, and a residual shortcut, are alive at once.
+INFERENCE_LIVE_OUTPUTS = 3
+# What the framework allocates on a GPU for itself once steps run (compiled programs, kernels,
+# scratch), per device: the allowance measured on the CPU before the process's own was counted
+# (issue 21). Not calibrated on a GPU.
+RUNTIME_BYTES = {("tensorflow", "train"): 80 * 2**20, ("tensorflow", "inference"): 80 * 2**20,
+                 ("jax", "train"): 400 * 2**20, ("jax", "inference"): 200 * 2**20}
+
+
+@dataclass(frozen=True)
+class HostTerms:
+    """How a CPU process's peak resident memory (what the kernel's OOM killer weighs) follows
+    from the layer walk, per backend and mode. Fixed, once per process: `base` (the interpreter,
+    the framework's import and runtime, the data pipeline) and `per_layer` (the traced and
+    compiled step grows with the layers). Per image: `act` times the layer outputs a training
+    step keeps, `widest` times the widest layer output (the backward pass's gradient buffers,
+    the layout copies oneDNN makes of a layer's input and output, the widest live tensors of a
+    forward pass), `patches` times the largest convolution's patch matrix (XLA:CPU lowers a
+    convolution to a matrix product over its input's kh x kw patches), `input` times the
+    float32 image (the host copies of the batch: numpy's, the framework's, the device's).
+    `weights` times the float32 weights, once per process, beyond the replicas' state: Keras'
+    own variables beside JAX's arrays, and the update's temporaries (fitted to one weight-heavy
+    point, alexnet at full width, per backend and mode). Fitted to the process peaks in docs/measurements/
+    2026-12-02-cpu-memory-calibration.md and raised until every point's peak is within them; `act` for
+    training raised again (and JAX's per_layer) for googlenet, whose steps hold more per image than
+    their layer outputs: every calibrated point at most 0.93 of its estimate. `lrn` times the
+    outputs of local response normalisation layers, per image, in training: TensorFlow's LRN
+    gradient holds many working copies of its input (vgg11_lrn and alexnet_lrn at batch 2048
+    peaked at 1.35 and 1.14 of the estimate without it; 12 and 4 copies would just cover them;
+    JAX is given the same, not calibrated there)."""
+    base: int
+    per_layer: int
+    act: float
+    widest: float
+    patches: float
+    input: float
+    weights: float
+    lrn: float = 0.0
+
+
+MiB = 2**20
+HOST_TERMS = {
+    ("tensorflow", "train"): HostTerms(base=1030 * MiB, per_layer=int(1.50 * MiB), act=1.10, widest=1.95, patches=0.05,
+                                       input=2.00, weights=2.5, lrn=16.0),
+    ("tensorflow", "inference"): HostTerms(base=1030 * MiB, per_layer=int(0.30 * MiB), act=0.0, widest=3.20,
+                                           patches=0.05, input=2.00, weights=1.5),
+    ("jax", "train"): HostTerms(base=680 * MiB, per_layer=int(5.30 * MiB), act=1.15, widest=11.05, patches=1.20,
+                                input=3.40, weights=1.0, lrn=16.0),
+    ("jax", "inference"): HostTerms(base=620 * MiB, per_layer=int(0.60 * MiB), act=0.0, widest=3.25, patches=0.0,
+                                    input=2.00, weights=1.5),
+}
+# Real data on a CPU, not calibrated (the calibration ran on synthetic data): the data set's
+# uint8 arrays in RAM and the framework's copy of them (CIFAR-100's 60,000 32x32 images; the
+# digits are a few hundred kB), and per image, batches in flight (tf.data's prefetch, the
+# host prefetch queue) beyond the synthetic batch's copies.
+DATA_SET_BYTES = {"cifar100": 2 * 60000 * 32 * 32 * 3, "digits": 0, "synthetic": 0}
+REAL_DATA_BATCHES_IN_FLIGHT = 2
+
+
+class PredictedOOM(BenchInputError):
+    """The estimate exceeds the memory available (bench/run.py: exit 2; in a sweep: a row with
+    status oom_predicted)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A process's (on a GPU: a device's) peak memory, from parameters, optimizer state and activations."""
+    state_bytes: int              # one replica's weights, gradients and optimizer slots
+    per_image_bytes: int          # what each image adds: activations, gradient buffers, copies of its input
+    batch: int                    # per-replica batch
+    replicas: int                 # replicas that share this memory (one per device on a GPU)
+    runtime_bytes: int = 0        # fixed, once per process or device: the framework's own (and on a CPU the process's)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.runtime_bytes + self.replicas * (self.state_bytes + self.batch * self.per_image_bytes)
+
+
+def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, on_gpu: bool = False) -> Estimate:
+    """The estimate for `cfg` (resolved) from the layer walk of describe(). Training keeps every
+    layer's output for the backward pass and holds gradients and optimizer slots; inference
+    holds the weights and the few largest activations alive at once. On a CPU it is the whole
+    process's peak (HOST_TERMS): start-up, the compiled step, the input's host copies included;
+    on a GPU one device's."""
+    weights = desc.params * VARIABLE_BYTES
+    act = COMPUTE_BYTES[cfg.precision]
+    outputs = [_numel(layer.output_shape) for layer in desc.layers]
+    image = _numel(desc.input_shape) * INPUT_BYTES
+    widest = max(outputs, default=0) * act
+    patches = max((_conv_patches(layer) for layer in desc.layers), default=0) * act
+    kept = sum(outputs) * act if cfg.mode == "train" else 0
+    lrn = sum(_numel(layer.output_shape) for layer in desc.layers if layer.kind == "LocalResponseNorm") * act
+    if cfg.mode == "inference":
+        state = weights + (desc.params * act if act != VARIABLE_BYTES else 0)  # the cast copy under mixed policies
+    else:
+        trainable = desc.trainable_params
+        slots = SLOTS[cfg.optimizer] if cfg.optimizer != "sgd" or cfg.momentum else 0
+        state = weights + trainable * VARIABLE_BYTES * (1 + slots) + (desc.params * act if act != VARIABLE_BYTES else 0)
+    if on_gpu:
+        per_image = image + (kept if cfg.mode == "train" else INFERENCE_LIVE_OUTPUTS * widest)
+        runtime = RUNTIME_BYTES[cfg.backend, cfg.mode]
+    else:
+        t = HOST_TERMS[cfg.backend, cfg.mode]
+        in_flight = REAL_DATA_BATCHES_IN_FLIGHT if cfg.data != "synthetic" else 0
+        per_image = (t.act * kept + t.lrn * lrn + t.widest * widest + t.patches * patches
+                     + (t.input + in_flight) * image)
+        runtime = t.base + t.per_layer * len(desc.layers) + t.weights * weights + DATA_SET_BYTES.get(cfg.data, 0)
+    est = Estimate(int(state), int(per_image), int(cfg.batch_size), int(replicas), int(runtime))
+    if not (math.isfinite(est.total_bytes) and est.total_bytes > 0):
+        raise AssertionError(f"memory estimate is not a positive finite number: {est}")  # a bug, never input
+    return est
+
+
+def _conv_patches(layer: Any) -> int:
+    """A convolution's patch matrix per image (output pixels x kh x kw x input channels), from
+    its multiply-adds over its output channels; 0 for other layers."""
+    if layer.kind != "Conv2D" or not layer.output_shape:
+        return 0
+    return int(layer.flops) // (2 * int(layer.output_shape[-1]))
+
+
+def _numel(shape: tuple) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def check(est: Estimate, available: int | None, *, processes: int = 1, where: str = "available RAM",
+          floor: int = 0, held: int = 0) -> None:
+    """PredictedOOM, one line with the numbers, if `processes` such footprints do not fit in
+    `available` plus what this process already `held` (a CPU process's estimate counts its
+    whole life, and the RAM it holds by now is no longer available) less the memory guard's
+    `floor` (a run that reaches the floor is stopped anyway)."""
+    if available is None:
+        return
+    need = est.total_bytes * processes
+    if need > available + held - floor:
+        share = f" ({processes} processes on this host)" if processes > 1 else ""
+        plus = f" plus the {held / GiB:.2f} GiB this process holds" if held else ""
+        less = f" less the memory guard's floor {floor / GiB:.2f} GiB" if floor else ""
+        raise PredictedOOM(f"estimated memory {need / GiB:.2f} GiB{share} exceeds {where} {available / GiB:.2f} GiB"
+                           f"{plus}{less} (batch {est.batch} x {est.replicas} replica(s); --force runs it anyway)")
+
+
+# ---- whether a probe fits ---------------------------------------------------------------------------
+NO_FIT_STATUSES = ("oom", "oom_predicted")
+
+
+def fits(row: Mapping[str, Any], cap_gb: float | None) -> bool | None:
+    """Whether a run fits: ok, and with its measured peak within the memory cap if there is
+    one. None: it failed for another reason (which says nothing about memory)."""
+    status = row.get("status")
+    if status in NO_FIT_STATUSES:
+        return False
+    if status != "ok":
+        return None
+    cap = cap_gb
+    peak = row.get("peak_mem_bytes")
+    if cap is None or _missing(cap):
+        return True
+    if peak is None or _missing(peak):
+        return None
+    return float(peak) <= float(cap) * GiB

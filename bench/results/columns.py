@@ -1,0 +1,73 @@
+"""The CSV schema: every column and its type, the statuses, and the migration of rows written under an older schema."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bench.config.schema import CONFIG_COLUMNS, schema
+
+if TYPE_CHECKING:
+    pass
+
+
+# 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
+# 3: the backend (older rows are TensorFlow's), its versions, the device kind, the initial weights
+# 4: the mode (older rows trained), latency percentiles, input wait, peak and estimated memory, max-batch probes
+# 5: diagnostic runs without gradient sync, Horovod's hierarchical all-reduce, autotune and
+#    timeline (per-step negotiation, all-reduce and queue times), tf.distribute's pack size;
+#    the model's form (CIFAR or the paper's)
+# 6: the process's own peak memory since start-up, beside the timed steps' peak
+SCHEMA_VERSION = 6
+# Every column and its type (int, float, bool, str, time), in CSV order. The configuration
+# columns and their types come from RunConfig's schema (bench.config).
+PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",
+              "git_commit": "str", "git_dirty": "bool", "hostname": "str", "cpu_model": "str",
+              "cpu_count": "int", "gpu_names": "str", "python_version": "str", "tf_version": "str",
+              "keras_version": "str", "horovod_version": "str", "jax_version": "str", "jaxlib_version": "str",
+              "device_kind": "str", "init_weights_sha256": "str"}
+CONFIG = {name: schema()[name].kind for name in CONFIG_COLUMNS}
+MODEL = {"params": "int", "gflops_per_image": "float"}
+TOPOLOGY = {"workers": "int", "replicas": "int", "per_replica_batch": "int", "global_batch": "int"}
+TIMING = {"compile_s": "float", "timed_steps": "int",
+          **{c: "float" for c in ("step_time_mean_s", "step_time_median_s", "step_time_p90_s", "step_time_min_s",
+                                  "step_time_max_s", "step_time_std_s", "step_time_ci95_low_s",
+                                  "step_time_ci95_high_s", "step_time_median_ci95_low_s",
+                                  "step_time_median_ci95_high_s", "step_time_jitter_s")},
+          "rank_step_time_means_s": "str",
+          **{c: "float" for c in ("images_per_sec", "images_per_sec_median", "images_per_sec_ci95_low",
+                                  "images_per_sec_ci95_high", "images_per_sec_median_ci95_low",
+                                  "images_per_sec_median_ci95_high", "images_per_sec_per_replica",
+                                  "images_per_sec_jitter", "tflops")}}
+LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
+                                 "latency_per_image_ms")}
+INPUT = {"data_wait_ms": "float"}
+PROFILE = {"trace_dir": "str"}
+# from Horovod's timeline (mean ms per timed step, the chief's view) and autotuner
+COMM = {"hvd_negotiate_ms": "float", "hvd_allreduce_ms": "float", "hvd_queue_ms": "float", "hvd_autotune_best": "str"}
+MEMORY = {"peak_mem_bytes": "int", "process_peak_mem_bytes": "int", "mem_source": "str", "mem_estimate_bytes": "int"}
+ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
+            "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
+            "epoch_end_s": "str", "wall_s": "float"}
+OUTCOME = {"status": "str", "error": "str"}
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
+                                 **ACCURACY, **OUTCOME}
+COLUMNS = list(COLUMN_TYPES)
+STATUSES = ("ok", "diverged", "failed", "oom", "oom_predicted", "timeout")
+HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, of any schema, has these
+REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
+OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
+# what rows of older schemas meant by the columns they lack: TensorFlow before 3; training, and the
+# strategies' own all-reduce without compression, before 4; gradients synced, none of Horovod's
+# hierarchical all-reduce, autotune or timeline, and the automatic form, before 5
+OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train", "all_reduce": "auto", "hvd_compression": "none",
+                "gradient_sync": True, "hvd_hierarchical": False, "hvd_autotune": False, "hvd_timeline": False,
+                "form": "auto"}
+
+
+def _migrate(row: dict[str, str]) -> dict[str, str]:
+    """An older row in the current schema's terms."""
+    if row.get("status") in OLD_STATUS_NAMES:
+        row["status"] = OLD_STATUS_NAMES[row["status"]]
+    for col, value in OLD_DEFAULTS.items():
+        if not row.get(col):
+            row[col] = value
+    return row

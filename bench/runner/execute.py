@@ -1,0 +1,231 @@
+"""One benchmark run, end to end: distribution -> model -> data -> timed steps -> result row; every failure after start-up becomes a row with its status."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from bench.config.schema import NATURAL_CLASSES, RunConfig
+from bench.errors import BenchInputError
+from bench.measure.memory import PredictedOOM
+from bench.measure.probes import process_peak_bytes
+from bench.measure.timing import NonFiniteLoss, Timing, run_steps
+from bench.results.row import AccuracyResult, Outcome, build_row
+
+if TYPE_CHECKING:
+    pass
+from bench.runner.session import Session, open_session
+from bench.runner.summary import summary_text
+
+log = logging.getLogger("cnnbench")
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    row: dict[str, Any]
+    is_chief: bool
+    exit_code: int
+
+
+def _progress(enabled: bool) -> Callable[[str, int], Iterator[int]]:
+    def bar(desc: str, n: int):
+        if not enabled or n == 0:
+            return range(n)
+        from tqdm import tqdm
+        return tqdm(range(n), desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+    return bar
+
+
+@dataclasses.dataclass
+class _Progress:
+    """How far a run has got, for the memory guard's row: its configuration, and its session once open."""
+    cfg: RunConfig
+    started: float
+    session: Session | None = None
+
+
+def execute(cfg: RunConfig, *, guard: bool = True) -> RunOutcome:
+    """Run one benchmark. Bad input raises BenchInputError before any row exists; every other
+    failure becomes a row with status diverged/oom/failed (exit code 1), on the chief, wherever
+    one can still be written: a start-up failure too. With `guard` (the default: every run
+    process has one) a watcher ends the process with an `oom` row, exit 1, when the host's
+    available memory falls below the guard's floor (bench.measure.probes.MemoryGuard)."""
+    from bench.measure.probes import MemoryGuard, memory_floor
+
+    progress = _Progress(cfg, time.perf_counter())
+    watcher = MemoryGuard(memory_floor(), lambda message: _memory_breach(progress, message)).start() if guard else None
+    try:
+        return _execute(cfg, progress)
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def _memory_breach(progress: _Progress, message: str) -> None:
+    """The guard's end of a run, from its own thread while the main one may be stuck inside a
+    framework op: the chief appends an `oom` row (the same builder and store as any run's),
+    then the process ends with exit 1 at once, as the kernel would have ended it, but recorded."""
+    import os
+
+    from bench.measure.hardware import gpu_count
+    from bench.results.store import append_row
+    from launch import get_strategy
+
+    session = progress.session
+    try:
+        chief = session.dist.is_chief if session is not None else get_strategy(progress.cfg.strategy).env_rank() == 0
+        if chief:
+            cfg = session.cfg if session is not None else progress.cfg.resolved(has_gpu=gpu_count() > 0)
+            row = build_row(cfg, Outcome("oom", message), session=session,
+                            wall_s=time.perf_counter() - progress.started)
+            row["process_peak_mem_bytes"] = process_peak_bytes()
+            append_row(cfg.output, row)
+            print(summary_text(row, cfg.output), flush=True)
+        else:
+            print(f"error: this rank stopped: {message}", file=sys.stderr, flush=True)
+    except BaseException as e:  # noqa: BLE001 - the process must end all the same
+        print(f"error: {message}; its row could not be written: {_one_line(e)}", file=sys.stderr, flush=True)
+    finally:
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
+    from bench.data.source import read_data
+    from launch import get_strategy
+
+    get_strategy(cfg.strategy).check_environment()
+    if cfg.trace_dir is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
+        from bench.results.provenance import new_run_id
+        cfg = dataclasses.replace(cfg, run_id=new_run_id())
+    progress_state.cfg = cfg
+    started = time.perf_counter()
+    # bad data is input: found with numpy before TensorFlow starts (and prints its start-up lines)
+    source = read_data(dataclasses.replace(cfg, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data]))
+    try:
+        session = open_session(cfg, source)
+    except BenchInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. Horovod or the cluster failing to start
+        log.exception("start-up failed")
+        return _startup_failure(cfg, e, time.perf_counter() - started)
+    progress_state.session = session
+
+    cfg, dist = session.cfg, session.dist
+    progress = _progress(cfg.progress and dist.is_chief)
+    timing = accuracy = None
+    ran_all = False  # every rank ran every step: the row gathers its timing
+    try:
+        session.build_model()
+        session.check_memory()
+        session.build_step()
+        if cfg.accuracy_mode:
+            timing, accuracy = _train_epochs(session, progress, started)
+        else:
+            timeline = session.comm_timeline()
+
+            def before_timed() -> None:
+                session.memory.reset()
+                if timeline is not None:
+                    timeline.start()
+
+            timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
+                               global_batch=session.global_batch, progress=progress,
+                               device_sync=session.device_sync, before_timed=before_timed,
+                               after_timed=timeline.stop if timeline is not None else None,
+                               data_wait=None if session.source.fixed else session.data_wait,
+                               profile=cfg.profile_range, tracer=session.tracer(), pipelined=session.pipelined,
+                               keep_diverged=cfg.mode == "train")
+            timing.comm = session.comm_columns(cfg.steps)
+        timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
+        timing.process_peak_mem_bytes = process_peak_bytes()
+        ran_all = True
+        outcome = Outcome("ok")
+        if timing.diverged is not None:  # a throughput run timed every step anyway: its row keeps them
+            outcome = Outcome("diverged", f"{timing.diverged}; every step was run and timed")
+        if cfg.save_weights and dist.is_chief:
+            outcome = _save_weights(session, outcome)
+    except NonFiniteLoss as e:
+        outcome = Outcome("diverged", str(e))
+    except PredictedOOM as e:
+        if cfg.source != "sweep":  # bench/run.py: bad input, exit 2; a sweep keeps a row of it
+            raise
+        outcome = Outcome("oom_predicted", str(e))
+    except BenchInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure becomes a row, never a silent one
+        if session.backend.is_oom(e):
+            outcome = Outcome("oom", _one_line(e))
+        else:
+            log.exception("run failed")
+            outcome = Outcome("failed", _one_line(e))
+    ok = outcome.status == "ok"
+    finished = ran_all
+    # after a failure a peer may be gone: gathering its timings would only wait for it
+    row = build_row(cfg, outcome, session=session, timing=timing if finished else None, accuracy=accuracy,
+                    wall_s=time.perf_counter() - started)
+    if row.get("process_peak_mem_bytes") is None:  # a failed run: this process's own, no gathering
+        row["process_peak_mem_bytes"] = process_peak_bytes()
+    if finished:  # likewise a closing barrier
+        dist.shutdown()
+    return RunOutcome(row, dist.is_chief, 0 if ok else 1)
+
+
+def _save_weights(session: Session, outcome: Outcome) -> Outcome:
+    """--save-weights once every step has run; a failure to write (a full disk) fails the row but
+    keeps its timing."""
+    path = session.cfg.save_weights
+    try:
+        session.save_weights(path)
+    except Exception as e:  # noqa: BLE001 - the path was checked before the run: what is left is the disk
+        log.error("could not save the weights to %s: %s", path, _one_line(e))
+        return Outcome("failed", f"could not save the weights to {path}: {_one_line(e)}")
+    return outcome
+
+
+def _startup_failure(cfg: RunConfig, error: BaseException, wall_s: float) -> RunOutcome:
+    """The row of a run whose strategy or devices failed to start; only the would-be chief keeps it."""
+    from bench.measure.hardware import gpu_count
+    from launch import get_strategy
+
+    row = build_row(cfg.resolved(has_gpu=gpu_count() > 0), Outcome("failed", _one_line(error)), wall_s=wall_s)
+    return RunOutcome(row, get_strategy(cfg.strategy).env_rank() == 0, 1)
+
+
+_NOISE = ("Graph execution error", "Detected at node", "File ", "[[{{node", "^")
+
+
+def _one_line(e: BaseException) -> str:
+    """The exception's most telling line (TensorFlow wraps the cause in a graph traceback)."""
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    useful = [l for l in lines if not l.startswith(_NOISE)]
+    return f"{type(e).__name__}: {(useful or lines or [''])[0]}"[:500]
+
+
+def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, AccuracyResult]:
+    """Accuracy mode: whole epochs, test-split evaluation after each, stop at the target."""
+    s = session
+    cfg, step, trainer, dist = s.cfg, s.step, s.trainer, s.dist
+    steps_per_epoch, global_batch, device_sync = s.steps_per_epoch, s.global_batch, s.device_sync
+    timing = Timing()
+    result = AccuracyResult(target_reached=False if cfg.target_accuracy else None)
+    test_batch = max(global_batch, 256)
+    warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
+    for epoch in progress("epochs", cfg.epochs):
+        first = epoch == 0
+        run_steps(step, warmup=warmup if first else 0,
+                  timed=steps_per_epoch - (1 + warmup if first else 0), global_batch=global_batch,
+                  timing=timing, first_is_compile=first, device_sync=device_sync,
+                  before_timed=s.memory.reset if first else None, data_wait=s.data_wait, pipelined=s.pipelined)
+        # every rank evaluates its own weights on the whole test split; metrics are averaged
+        top1, top5 = dist.gather(trainer.evaluate(s.backend.test_batches(s, test_batch))).mean(axis=0)
+        result.top1, result.top5, result.epochs_run = float(top1), float(top5), epoch + 1
+        result.top1_by_epoch.append(float(top1))
+        result.epoch_end_s.append(time.perf_counter() - started)
+        log.info("epoch %d: test top-1 %.4f top-5 %.4f", epoch + 1, top1, top5)
+        if cfg.target_accuracy and top1 >= cfg.target_accuracy:
+            result.target_reached, result.time_to_target_s = True, time.perf_counter() - started
+            break
+    return timing, result

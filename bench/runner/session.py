@@ -1,0 +1,170 @@
+"""Everything one run needs (`Session`), built the same way for bench/run.py and the pytest suite, on either backend: the backend selected and configured, the distribution, the data, then the model, the memory check and the step."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from bench.config.schema import RunConfig
+from bench.errors import BenchInputError
+from bench.measure.timing import WaitClock
+from bench.measure.traces import AUTOTUNE_LOG, TIMELINE_FILE
+from bench.results.row import Topology
+
+if TYPE_CHECKING:
+    from bench.data.source import DataSource
+
+
+@dataclasses.dataclass
+class Session:
+    """Everything one run needs, built the same way for bench/run.py and the pytest suite, on
+    either backend (`backend` is its module: bench.backends.tensorflow.backend or bench.backends.jax.backend)."""
+    cfg: RunConfig                # resolved
+    dist: Any
+    source: Any
+    global_batch: int
+    steps_per_epoch: int | None
+    gpu_names: list[str]
+    backend: Any
+    model: Any = None
+    optimizer: Any = None
+    trainer: Any = None
+    desc: Any = None
+    step: Callable[[], tuple] | None = None
+    device_sync: Callable[[], None] | None = None
+    pipelined: bool = False       # keep one timed step in flight (bench.measure.timing.run_steps)
+    data_wait: WaitClock = dataclasses.field(default_factory=WaitClock)  # the step's waits for real batches
+    estimate: Any = None          # bench.measure.memory.Estimate, from the layer walk
+    memory: Any = None            # bench.measure.probes.HostPeak or DevicePeak: what the run really used
+    init_weights_sha256: str | None = None  # of --init-weights as it was read, before the run could change it
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(workers=self.dist.workers, replicas=self.dist.num_replicas,
+                        per_replica_batch=self.cfg.batch_size, global_batch=self.global_batch)
+
+    def build(self) -> "Session":
+        """The model, then the backend's step (bench/run.py checks the memory estimate between
+        the two)."""
+        return self.build_model().build_step()
+
+    def build_model(self) -> "Session":
+        """The model (from --init-weights or the seed, in the strategy's scope), its description
+        and its memory estimate."""
+        import keras
+
+        import models
+        from bench.backends.keras_common import apply_precision_policy
+        from bench.measure.memory import estimate
+        from bench.runner.weights import load_initial_weights
+
+        cfg, dist = self.cfg, self.dist
+        self.memory = self.backend.memory_probe(self)  # a CPU's baseline: the RSS before the model exists
+        apply_precision_policy(cfg.precision)
+        keras.utils.set_random_seed(cfg.seed)
+        with dist.scope():
+            try:
+                self.model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
+                                                input_shape=(cfg.image_size, cfg.image_size, 3), form=cfg.form)
+            except models.ModelShapeError as e:  # bad input: --image-size too small for the model's form
+                raise BenchInputError(f"{e}. Received: image_size={cfg.image_size}, form={cfg.form}") from None
+            if cfg.init_weights:
+                self.init_weights_sha256 = load_initial_weights(self.model, cfg.init_weights)
+        self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
+        # a GPU holds one replica; a CPU process holds all of its own
+        self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size,
+                                 on_gpu=bool(self.gpu_names))
+        return self
+
+    def check_memory(self) -> None:
+        """PredictedOOM (bench.memory) where the estimate exceeds the device's memory, or the
+        available RAM shared by this run's processes on this host; --force skips it."""
+        from bench.measure.memory import check
+        from bench.measure.probes import host_available, memory_floor, rss_bytes
+        from launch import get_strategy
+
+        if self.cfg.force:
+            return
+        device = self.backend.device_memory()
+        if device is not None:
+            check(self.estimate, device, where="GPU memory")
+        else:  # the guard's floor stays free: a run that needs it is stopped anyway
+            check(self.estimate, host_available(), processes=get_strategy(self.cfg.strategy).env_local_size(),
+                  floor=memory_floor(), held=rss_bytes())
+
+    @property
+    def trace_dir(self) -> str | None:
+        return self.cfg.trace_dir
+
+    def tracer(self) -> Any:
+        """The backend's profiler for --profile-steps, on the chief (None elsewhere, or unasked)."""
+        if self.cfg.profile_steps is None or not self.dist.is_chief:
+            return None
+        Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
+        return self.backend.tracer(self.trace_dir)
+
+    def comm_timeline(self) -> Any:
+        """The strategy's communication timeline for --hvd-timeline (a Tracer), or None."""
+        if not self.cfg.hvd_timeline:
+            return None
+        if self.dist.is_chief:  # every rank starts it; the chief's file is the one written
+            Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
+        return self.dist.comm_timeline(str(Path(self.trace_dir) / TIMELINE_FILE))
+
+    def comm_columns(self, timed_steps: int) -> dict[str, Any]:
+        """On the chief, the row's columns read from the timeline and the autotuner's log."""
+        from bench.measure.traces import autotune_best, read_timeline
+
+        if not self.dist.is_chief or self.trace_dir is None:
+            return {}
+        cols: dict[str, Any] = {}
+        if self.cfg.hvd_timeline:
+            tl = read_timeline(Path(self.trace_dir) / TIMELINE_FILE, timed_steps)
+            cols.update(hvd_negotiate_ms=tl.negotiate_ms, hvd_allreduce_ms=tl.allreduce_ms, hvd_queue_ms=tl.queue_ms)
+        if self.cfg.hvd_autotune:
+            cols["hvd_autotune_best"] = autotune_best(Path(self.trace_dir) / AUTOTUNE_LOG)
+        return cols
+
+    def build_step(self) -> "Session":
+        """To train, the optimizer (built in the strategy's scope); then the backend's step:
+        initial-state broadcast, compiled step, step callable."""
+        from bench.backends.keras_common import make_optimizer
+
+        if self.cfg.mode == "train":
+            with self.dist.scope():
+                self.optimizer = make_optimizer(self.cfg, self.dist.num_replicas, self.steps_per_epoch)
+                # Keras 3 optimizers must be built inside the scope before a custom loop's first step.
+                self.optimizer.build(self.model.trainable_variables)
+        self.backend.build_step(self)
+        return self
+
+    def save_weights(self, path: str) -> None:
+        """The trained weights as a Keras .weights.h5 file (readable by either backend)."""
+        from bench.runner.weights import save_weights
+
+        self.backend.finish(self)
+        save_weights(self.model, path)
+
+
+def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
+    """Select and configure the backend, build the distribution, resolve the config and load
+    the data (or finish `source`, what `read_data` read). Bad input raises BenchInputError
+    here, before anything is built."""
+    from bench.backends import load
+    from bench.data.source import load_data
+    from launch import make_distribution
+
+    backend = load(cfg.backend)
+    backend.configure(cfg)
+    dist = make_distribution(cfg)
+    gpu_names = backend.gpu_names()
+    cfg = cfg.resolved(has_gpu=bool(gpu_names))
+    global_batch = cfg.batch_size * dist.num_replicas
+    source = load_data(cfg, source)
+    steps_per_epoch = None
+    if cfg.accuracy_mode:
+        steps_per_epoch = source.train_size // global_batch
+        if steps_per_epoch < 1:
+            raise BenchInputError(f"global batch {global_batch} exceeds the {cfg.data} training split "
+                                  f"({source.train_size} images). Received: batch_size={cfg.batch_size}")
+    return Session(cfg, dist, source, global_batch, steps_per_epoch, gpu_names, backend)
