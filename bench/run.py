@@ -12,12 +12,21 @@ if __package__ in (None, ""):
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import logging  # noqa: E402 - the imports below come after the path and the log level are set
+
+import models  # noqa: E402
+from bench.backends import select  # noqa: E402
+from bench.config.parse import parse_args  # noqa: E402
+from bench.config.schema import NATURAL_CLASSES  # noqa: E402
+from bench.errors import BenchInputError, input_error, interrupted, one_line  # noqa: E402
+from bench.results.store import OutputRefused, append_row, check_output  # noqa: E402
+from bench.runner.execute import execute  # noqa: E402
+from bench.runner.summary import summary_text  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     """Parse, run, append the row (chief only), print a summary. Bad input: one line, exit 2;
     Ctrl-C: one line, exit 130."""
-    from bench.errors import interrupted
-
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -25,27 +34,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    import logging
-
-    from bench.config.parse import parse_args
-    from bench.config.schema import NATURAL_CLASSES
-    from bench.errors import BenchInputError, input_error, one_line
-
     try:
         cfg = parse_args(argv)
-        from bench.backends import select
         select(cfg.backend)  # before anything imports keras
         if cfg.summary:
-            import models
             print(models.describe(cfg.model, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data], width=cfg.width,
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
             return 0
-        from bench.results.store import OutputRefused, append_row, check_output
         check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("cnnbench").setLevel(logging.INFO)  # ours; the frameworks' INFO chatter stays off
-        from bench.runner.execute import execute
-        from bench.runner.summary import summary_text
         outcome = execute(cfg)
     except BenchInputError as e:
         return input_error(e)

@@ -16,6 +16,7 @@ import sys
 from types import ModuleType
 
 from bench.errors import BenchInputError
+from bench.procs import meaningful_lines
 
 BACKENDS = ("tensorflow", "jax")
 INSTALL_HINT = {"tensorflow": "pip install tensorflow-cpu==2.21.*",
@@ -75,7 +76,6 @@ def quiet_import(module: str) -> None:
         return
     import tempfile
 
-    from bench.procs import meaningful_lines
 
     sys.stderr.flush()
     saved = os.dup(2)

@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import models
+from bench.backends import check_installed
 from bench.config.schema import (
     DEFAULT_STEPS,
     GROUPS,
@@ -21,6 +23,8 @@ from bench.config.schema import (
     schema,
 )
 from bench.errors import BenchInputError, one_line
+from launch import check_config, default_strategy
+from launch.base import OPTION_ALIASES
 
 
 # ---- parsing one value ----------------------------------------------------------------------
@@ -77,7 +81,6 @@ def _argparse_type(name: str, o: Opt) -> Callable[[str], Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The `bench/run.py` command line, one option per RunConfig field (a contract: tests, docs
     and sweeps rely on these names)."""
-    from launch.base import OPTION_ALIASES
 
     p = OneLineParser(prog="bench/run.py", description="Train one CNN under one strategy and measure "
                       "images/sec, step time and accuracy; append one row to a CSV.")
@@ -106,8 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(cfg: RunConfig) -> None:
     """Rules between fields. Raises BenchInputError naming the values."""
-    import models  # cheap: the registry imports no Keras
-    from launch import check_config
 
     if cfg.model not in models.list_models():
         raise BenchInputError(f"unknown model {cfg.model!r}; valid models: {', '.join(models.list_models())}")
@@ -130,7 +131,6 @@ def validate(cfg: RunConfig) -> None:
         _check_init_weights(cfg.init_weights)
     if cfg.save_weights is not None:
         _check_save_weights(cfg.save_weights)
-    from bench.backends import check_installed
     check_installed(cfg.backend)
     if cfg.mode == "inference":
         if cfg.accuracy_mode:
@@ -219,7 +219,6 @@ def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     values = {name: getattr(args, name) for name, o in schema().items() if o.cli}
     if values["strategy"] is None:
-        from launch import default_strategy
         values["strategy"] = default_strategy()
     cfg = RunConfig(**values)
     validate(cfg)

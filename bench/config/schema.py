@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from launch import strategy_names
 from models.common import FORMS  # the zoo imports no Keras until a model is built
 
 BACKENDS = ("tensorflow", "jax")
@@ -34,7 +35,6 @@ MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which Keras' set_random_seed use
 
 
 def _strategy_names() -> tuple[str, ...]:
-    from launch import strategy_names  # the registry imports no framework
     return tuple(strategy_names())
 
 

@@ -15,6 +15,13 @@ import argparse
 import os
 import sys
 
+from bench.backends import select
+from bench.config.schema import RunConfig
+from bench.lab.overhead import fmt, paired_ratio
+from bench.measure.timing import run_steps
+from bench.runner.session import open_session
+from models.batchnorm import fused
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -33,16 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=False)
     args = p.parse_args(argv)
 
-    from bench.backends import select
     select("tensorflow")
     import keras
     import numpy as np
 
-    from bench.config.schema import RunConfig
-    from bench.lab.overhead import fmt, paired_ratio
-    from bench.measure.timing import run_steps
-    from bench.runner.session import open_session
-    from models.batchnorm import fused
 
     print(f"# fused BatchNorm vs Keras' on TensorFlow: batch {args.batch_size}, {args.image_size} px, "
           f"width {args.width:g}, {args.optimizer}, xla={args.xla}, {args.steps} steps x {args.rounds} rounds, "

@@ -21,16 +21,22 @@ import os
 import sys
 import time
 
+import models
+from bench.backends import select
+from bench.backends.keras_common import apply_precision_policy, make_optimizer
+from bench.config.schema import MIN_LATENCY_STEPS, RunConfig
+from bench.data.source import synthetic_arrays
+from bench.lab.overhead import epoch_clock, repeat
+from bench.measure.traces import summarize
+from bench.results.store import append_row, check_output
+from bench.runner.execute import execute
+
 
 def fit_images_per_sec(name: str, batch: int, width: float, precision: str, steps: int, warmup: int) -> float:
     """Keras `fit` (jit_compile, the same optimizer and loss) on one fixed batch: images/sec of
     its epoch loop, after an untimed warmup epoch that compiles."""
     import keras
 
-    import models
-    from bench.backends.keras_common import apply_precision_policy, make_optimizer
-    from bench.config.schema import RunConfig
-    from bench.data.source import synthetic_arrays
 
     cfg = RunConfig(model=name, batch_size=batch, precision=precision, backend="jax", width=width)
     apply_precision_policy(precision)
@@ -38,7 +44,6 @@ def fit_images_per_sec(name: str, batch: int, width: float, precision: str, step
     model = models.build_model(name, num_classes=100, width=width)
     model.compile(optimizer=make_optimizer(cfg), jit_compile=True,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    from bench.lab.overhead import epoch_clock, repeat
 
     clock, data = epoch_clock(), repeat(synthetic_arrays(batch, 32, 100, 0))
     model.fit(data, epochs=1, steps_per_epoch=warmup + 1, verbose=0, shuffle=False)
@@ -101,13 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="results/gpu_check.csv")
     args = p.parse_args(argv)
 
-    from bench.backends import select
     select("jax")
     import jax
 
-    from bench.config.schema import MIN_LATENCY_STEPS, RunConfig
-    from bench.results.store import append_row, check_output
-    from bench.runner.execute import execute
 
     check_output(args.output)
     device = jax.local_devices()[0]
@@ -171,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         row = execute(cfg).row
         append_row(args.output, row)
         if row["status"] == "ok":
-            from bench.measure.traces import summarize
 
             print(f"\n# where a {name} step goes at batch {args.trace_batch}, {args.precision} "
                   f"(trace in {row['trace_dir']})\n")

@@ -23,13 +23,22 @@ import tempfile
 import time
 from pathlib import Path
 
+import models
+from bench.backends import select
+from bench.backends.keras_common import make_optimizer
+from bench.config.schema import RunConfig
+from bench.data.cifar import CIFAR_ARCHIVE, cifar100_archive, cifar100_split_pickle
+from bench.data.source import synthetic_arrays
+from bench.measure.stats import ci95_halfwidth
+from bench.measure.timing import run_steps
+from bench.runner.session import open_session
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _write_random_cifar(folder: Path, n_train: int = 10000, n_test: int = 1000) -> Path:
     import numpy as np
 
-    from bench.data.cifar import CIFAR_ARCHIVE, cifar100_archive, cifar100_split_pickle
 
     rng = np.random.default_rng(0)
     path = folder / CIFAR_ARCHIVE
@@ -54,19 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir")
     args = p.parse_args(argv)
 
-    from bench.backends import select
     select(args.backend)
     import dataclasses
 
     import keras
     import numpy as np
 
-    import models
-    from bench.backends.keras_common import make_optimizer
-    from bench.config.schema import RunConfig
-    from bench.data.source import synthetic_arrays
-    from bench.measure.timing import run_steps
-    from bench.runner.session import open_session
 
     tmp = tempfile.TemporaryDirectory()
     data_dir = args.data_dir or str(_write_random_cifar(Path(tmp.name)))
@@ -164,7 +166,6 @@ def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Median of the per-round ratios a/b, with the 95% CI of their mean."""
     import numpy as np
 
-    from bench.measure.stats import ci95_halfwidth
 
     r = np.asarray(a) / np.asarray(b)
     half = ci95_halfwidth(r)

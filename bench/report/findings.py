@@ -12,7 +12,9 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from bench.config.schema import RunConfig
 from bench.report import tables
+from models.registry import FAMILY_NAMES
 
 # key fields a finding's configuration always names; others are named where the rows vary in
 # them and a row's value is not the option's default, except the run's length and the classes
@@ -41,7 +43,6 @@ def num(x: float) -> str:
 def _defaults() -> dict[str, Any]:
     import dataclasses
 
-    from bench.config.schema import RunConfig
 
     return {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
@@ -108,7 +109,6 @@ def best_per_model(df: pd.DataFrame) -> list[Finding]:
 
 def family_ratios(df: pd.DataFrame) -> list[Finding]:
     """Each family's fastest model against ResNet's at equal batch size and setting."""
-    from models.registry import FAMILY_NAMES
 
     every = tables.family_comparison(df)
     fam = every[every["images_per_sec_vs_resnet"].notna() & (every["family"] != "resnet")]

@@ -14,8 +14,11 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import pandas as pd
 
+import models
 from bench.config.key import TOPOLOGY_KEY, config_key
 from bench.config.schema import KEY_FIELDS
+from bench.measure.memory import fits
+from bench.measure.stats import ratio_ci95
 
 KEY_COLUMNS = [*KEY_FIELDS, *TOPOLOGY_KEY]  # the fields of a config_key, in its order
 # what a table's title spells out, in the order tables are listed
@@ -169,7 +172,6 @@ def _median_ci(r: pd.Series) -> tuple[float, float, float]:
 
 def throughput_ratio(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
     """Row a's median images/sec over row b's, with its 95% CI (bench.measure.stats.ratio_ci95)."""
-    from bench.measure.stats import ratio_ci95
 
     return ratio_ci95(*_median_ci(a), *_median_ci(b))
 
@@ -210,7 +212,6 @@ def step_time_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def _family(model: str) -> str:
-    import models  # the registry imports no framework
 
     try:
         return models.get_entry(model).family
@@ -432,7 +433,6 @@ def memory_table(df: pd.DataFrame) -> pd.DataFrame:
 def max_batch_table(df: pd.DataFrame) -> pd.DataFrame:
     """`sweep --find-max-batch`: per searched configuration, the largest batch that fit, its
     images/sec and peak memory, and the smallest larger batch that did not fit, with why."""
-    from bench.measure.memory import fits
 
     probes = df[df["find_max_batch"].fillna(False).astype(bool) & df["batch_size"].notna()]  # see unusable_rows
     cols = ["model", "mode", "strategy", "backend", "replicas", "memory_cap_gb", "probes", "largest_batch",

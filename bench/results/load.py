@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     pass
+from bench.config.key import config_key
+from bench.errors import BenchInputError
 from bench.results.columns import (
     COLUMN_TYPES,
     OLD_DEFAULTS,
@@ -45,7 +47,6 @@ def _typed(cells, kind: str):
 
 def _results_text(path: Path) -> str:
     """A results file's text, or BenchInputError naming why it is not a cnnbench CSV."""
-    from bench.errors import BenchInputError
 
     if not path.exists():
         raise BenchInputError(f"no such results file: {path}")
@@ -65,7 +66,6 @@ def _load_one(path: Path):
     file, row (1 = the first data row) and column."""
     import pandas as pd
 
-    from bench.errors import BenchInputError
 
     try:
         raw = pd.read_csv(io.StringIO(_results_text(path)), dtype=str, keep_default_na=False, na_values=[""])
@@ -108,8 +108,6 @@ def load_results(paths: Iterable[str | os.PathLike]):
     type raises BenchInputError naming the file (and the row and column)."""
     import pandas as pd
 
-    from bench.config.key import config_key
-    from bench.errors import BenchInputError
 
     frames = [_load_one(Path(p)) for p in paths]
     if not frames:

@@ -7,6 +7,12 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
+from bench.measure.stats import (
+    latency_columns,
+    slowest_rank_per_step,
+    step_stats,
+    throughput,
+)
 from bench.results.columns import CONFIG, STATUSES
 from bench.results.provenance import provenance
 
@@ -62,12 +68,6 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topolo
     one (a run that never started), pass `topology` where it is known. `timing`
     (bench.measure.timing.Timing) is gathered over every rank through the session's distribution, so
     with a timing every rank must call this."""
-    from bench.measure.stats import (
-        latency_columns,
-        slowest_rank_per_step,
-        step_stats,
-        throughput,
-    )
 
     if session is not None:
         topology, gpu_names = session.topology, session.gpu_names

@@ -39,6 +39,7 @@ from bench.config.parse import probe_write
 
 if TYPE_CHECKING:
     pass
+from bench.errors import BenchInputError
 from bench.results.columns import (
     COLUMN_TYPES,
     COLUMNS,
@@ -218,7 +219,6 @@ def check_output(path: str | os.PathLike) -> None:
     """Raise BenchInputError now, before anything trains, unless `path` is a new file in a
     writable folder or an existing cnnbench CSV that can be read and rewritten, with room for a
     row (ROW_ROOM) below MAX_CSV_BYTES."""
-    from bench.errors import BenchInputError
 
     p = output_target(path)
     try:

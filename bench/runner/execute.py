@@ -16,8 +16,14 @@ from bench.results.row import AccuracyResult, Outcome, build_row
 
 if TYPE_CHECKING:
     pass
+from bench.data.source import read_data
+from bench.measure.hardware import gpu_count
+from bench.measure.probes import MemoryGuard, memory_floor
+from bench.results.provenance import new_run_id
+from bench.results.store import append_row
 from bench.runner.session import Session, open_session
 from bench.runner.summary import summary_text
+from launch import get_strategy
 
 log = logging.getLogger("cnnbench")
 
@@ -52,7 +58,6 @@ def execute(cfg: RunConfig, *, guard: bool = True) -> RunOutcome:
     one can still be written: a start-up failure too. With `guard` (the default: every run
     process has one) a watcher ends the process with an `oom` row, exit 1, when the host's
     available memory falls below the guard's floor (bench.measure.probes.MemoryGuard)."""
-    from bench.measure.probes import MemoryGuard, memory_floor
 
     progress = _Progress(cfg, time.perf_counter())
     watcher = MemoryGuard(memory_floor(), lambda message: _memory_breach(progress, message)).start() if guard else None
@@ -69,9 +74,6 @@ def _memory_breach(progress: _Progress, message: str) -> None:
     then the process ends with exit 1 at once, as the kernel would have ended it, but recorded."""
     import os
 
-    from bench.measure.hardware import gpu_count
-    from bench.results.store import append_row
-    from launch import get_strategy
 
     session = progress.session
     try:
@@ -93,12 +95,9 @@ def _memory_breach(progress: _Progress, message: str) -> None:
 
 
 def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
-    from bench.data.source import read_data
-    from launch import get_strategy
 
     get_strategy(cfg.strategy).check_environment()
     if cfg.trace_dir is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
-        from bench.results.provenance import new_run_id
         cfg = dataclasses.replace(cfg, run_id=new_run_id())
     progress_state.cfg = cfg
     started = time.perf_counter()
@@ -187,8 +186,6 @@ def _save_weights(session: Session, outcome: Outcome) -> Outcome:
 
 def _startup_failure(cfg: RunConfig, error: BaseException, wall_s: float) -> RunOutcome:
     """The row of a run whose strategy or devices failed to start; only the would-be chief keeps it."""
-    from bench.measure.hardware import gpu_count
-    from launch import get_strategy
 
     row = build_row(cfg.resolved(has_gpu=gpu_count() > 0), Outcome("failed", _one_line(error)), wall_s=wall_s)
     return RunOutcome(row, get_strategy(cfg.strategy).env_rank() == 0, 1)

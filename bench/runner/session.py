@@ -5,11 +5,24 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import models
+from bench.backends import load
+from bench.backends.keras_common import apply_precision_policy, make_optimizer
 from bench.config.schema import RunConfig
+from bench.data.source import load_data
 from bench.errors import BenchInputError
+from bench.measure.memory import check, estimate
+from bench.measure.probes import host_available, memory_floor, rss_bytes
 from bench.measure.timing import WaitClock
-from bench.measure.traces import AUTOTUNE_LOG, TIMELINE_FILE
+from bench.measure.traces import (
+    AUTOTUNE_LOG,
+    TIMELINE_FILE,
+    autotune_best,
+    read_timeline,
+)
 from bench.results.row import Topology
+from bench.runner.weights import load_initial_weights, save_weights
+from launch import get_strategy, make_distribution
 
 if TYPE_CHECKING:
     from bench.data.source import DataSource
@@ -53,10 +66,6 @@ class Session:
         and its memory estimate."""
         import keras
 
-        import models
-        from bench.backends.keras_common import apply_precision_policy
-        from bench.measure.memory import estimate
-        from bench.runner.weights import load_initial_weights
 
         cfg, dist = self.cfg, self.dist
         self.memory = self.backend.memory_probe(self)  # a CPU's baseline: the RSS before the model exists
@@ -79,9 +88,6 @@ class Session:
     def check_memory(self) -> None:
         """PredictedOOM (bench.memory) where the estimate exceeds the device's memory, or the
         available RAM shared by this run's processes on this host; --force skips it."""
-        from bench.measure.memory import check
-        from bench.measure.probes import host_available, memory_floor, rss_bytes
-        from launch import get_strategy
 
         if self.cfg.force:
             return
@@ -113,7 +119,6 @@ class Session:
 
     def comm_columns(self, timed_steps: int) -> dict[str, Any]:
         """On the chief, the row's columns read from the timeline and the autotuner's log."""
-        from bench.measure.traces import autotune_best, read_timeline
 
         if not self.dist.is_chief or self.trace_dir is None:
             return {}
@@ -128,7 +133,6 @@ class Session:
     def build_step(self) -> "Session":
         """To train, the optimizer (built in the strategy's scope); then the backend's step:
         initial-state broadcast, compiled step, step callable."""
-        from bench.backends.keras_common import make_optimizer
 
         if self.cfg.mode == "train":
             with self.dist.scope():
@@ -140,7 +144,6 @@ class Session:
 
     def save_weights(self, path: str) -> None:
         """The trained weights as a Keras .weights.h5 file (readable by either backend)."""
-        from bench.runner.weights import save_weights
 
         self.backend.finish(self)
         save_weights(self.model, path)
@@ -150,9 +153,6 @@ def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
     """Select and configure the backend, build the distribution, resolve the config and load
     the data (or finish `source`, what `read_data` read). Bad input raises BenchInputError
     here, before anything is built."""
-    from bench.backends import load
-    from bench.data.source import load_data
-    from launch import make_distribution
 
     backend = load(cfg.backend)
     backend.configure(cfg)

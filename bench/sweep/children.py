@@ -13,6 +13,10 @@ from typing import Any
 
 from bench import REPO
 from bench.errors import one_line
+from bench.procs import describe_exit, killed_for_memory, stop_groups, tail
+from bench.results.provenance import new_run_id
+from bench.results.row import Outcome, Topology, build_row
+from bench.results.store import append_row, read_rows
 from bench.sweep.grid import Job
 
 ERROR_TAIL_LINES = 6
@@ -49,7 +53,6 @@ def _open_log(log_dir: Path, run_id: str, header: str, notes: list[str]):
 
 
 def _classify(returncode: int, output: str, timed_out: bool) -> str:
-    from bench.procs import killed_for_memory
 
     if timed_out:
         return "timeout"
@@ -65,10 +68,6 @@ def run_job(job: Job, output: str, timeout: float, log_dir: Path, gpus: int = 0,
     """Run one configuration; make sure it leaves exactly one row (its own, or ours). A log
     folder that cannot be written is noted in `notes`; a CSV that cannot be written raises
     Unwritable."""
-    from bench.procs import describe_exit, stop_groups, tail
-    from bench.results.provenance import new_run_id
-    from bench.results.row import Outcome, Topology, build_row
-    from bench.results.store import append_row, read_rows
 
     run_id = new_run_id()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),

@@ -37,10 +37,14 @@ from typing import Any
 
 import tomllib
 
+from bench.backends import check_environment as check_backend
 from bench.config.parse import OneLineParser, parse_value
 from bench.config.schema import DEFAULT_OUTPUT, Opt, schema
 from bench.errors import BenchInputError, input_error
+from bench.measure.hardware import gpu_count
 from bench.procs import exit_code, stop_on_signals
+from bench.results.store import check_output, read_rows
+from bench.sweep import max_batch
 from bench.sweep.children import Unwritable, run_job
 from bench.sweep.grid import (
     Job,
@@ -59,7 +63,6 @@ def check_environment(backends: list[str]) -> None:
     here instead of as a failed row per configuration: KERAS_BACKEND naming another backend
     than the grid's, and any strategy launcher's variables (e.g. TF_CONFIG, HOROVOD_RANK): the
     sweep starts each configuration's processes through their launchers itself."""
-    from bench.backends import check_environment as check_backend
 
     for backend in backends:
         check_backend(backend, flag="--backends")
@@ -231,9 +234,7 @@ def _main(argv: list[str]) -> int:
     try:
         args, run_args = parse(argv)
         check_environment(args.backends)
-        from bench.measure.hardware import gpu_count
         gpus = gpu_count()
-        from bench.sweep import max_batch
         batch_sizes = [max_batch.start_batch(gpus)] if args.find_max_batch else [int(b) for b in args.batch_sizes]
         if args.find_max_batch:  # what "fits" means goes into each probe's row
             run_args = [*run_args, "--find-max-batch",
@@ -242,7 +243,6 @@ def _main(argv: list[str]) -> int:
                           args.output, args.timeout, gpus, args.backends, args.axes, args.breakdown)
         for strategy, backend in unsupported(args.strategies, args.backends):
             print(f"note: --strategies {strategy} does not run on {backend}; those configurations are left out")
-        from bench.results.store import check_output, read_rows
         check_output(args.output)
         rows = read_rows(args.output) if Path(args.output).exists() and Path(args.output).stat().st_size else None
     except BenchInputError as e:
@@ -313,7 +313,6 @@ def _write_problems(unwritable: Exception | None, notes: list[str]) -> bool:
 def _find_max_batch(args: argparse.Namespace, groups: list[Job], rows, gpus: int, log_dir: Path) -> int:
     """The --find-max-batch sweep: exit 0 when every group found a batch that fits. Each group
     is the first probe of its search, run options and axis values included."""
-    from bench.sweep import max_batch
 
     if args.dry_run:
         for g in groups:

@@ -14,6 +14,7 @@ from bench.config.parse import parse_args, parse_value
 from bench.config.schema import Opt, RunConfig, schema
 from bench.errors import BenchInputError
 from launch import Launch, get_strategy
+from launch.base import STRATEGY_OPTIONS
 
 # bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
 OWNED = ("--strategy", "--backend", "--batch-size", "--output", "--run-id", "--source")
@@ -111,7 +112,6 @@ def _axis_value(name: str, o: Opt, value: Any) -> Any:
 def _not_for(strategy: Any, chosen: tuple[tuple[str, Any], ...]) -> bool:
     """Whether an axis point sets a strategy option (e.g. hvd_compression=fp16) that `strategy`
     does not take: that cell of the grid is left out, as a backend a strategy cannot run is."""
-    from launch.base import STRATEGY_OPTIONS
 
     return any(name in STRATEGY_OPTIONS and name not in strategy.options and value != STRATEGY_OPTIONS[name]
                for name, value in chosen)

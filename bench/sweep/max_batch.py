@@ -18,6 +18,8 @@ from bench.config.key import config_key
 from bench.config.schema import RunConfig, schema
 from bench.measure.memory import fits
 from bench.measure.probes import GiB
+from bench.sweep.children import run_job
+from bench.sweep.grid import make_job
 
 LIMIT = int(schema()["batch_size"].hi)
 
@@ -100,8 +102,6 @@ def run(groups: list, *, output: str, timeout: float, gpus: int, rows, force: bo
     has a row that answers the question (ok, oom or oom_predicted) is not run again, unless
     `force`. Each finished search is appended to `results` as it ends, so a caller stopped
     half-way (Ctrl-C, an unwritable CSV) still has them; `notes` as in sweep.run_job."""
-    from bench.sweep.children import run_job
-    from bench.sweep.grid import make_job
 
     known: dict[tuple, dict[str, Any]] = {}
     if rows is not None and not rows.empty and not force:

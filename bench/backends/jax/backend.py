@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from bench.backends.jax.trainer import JaxTrainer, make_step, versions
+from bench.measure.probes import DevicePeak, HostPeak
+from bench.measure.timing import Tracer
+
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
     from bench.runner.session import Session
@@ -30,7 +34,6 @@ def gpu_names() -> list[str]:
 
 def build_step(s: "Session") -> None:
     """Replicate the state over the mesh (rank 0's, with several processes), compile lazily."""
-    from bench.backends.jax.trainer import JaxTrainer, make_step
 
     s.trainer = trainer = JaxTrainer(s.model, s.optimizer, s.dist, global_batch=s.global_batch,
                                      track_accuracy=s.cfg.accuracy_mode, preprocess=s.source.device_preprocess(),
@@ -65,7 +68,6 @@ def _gpus(devices=None) -> list:
 def memory_probe(s: "Session") -> Any:
     """XLA's peak counter on the GPUs (JAX cannot reset it: it covers the run since start-up);
     the process RSS on a CPU."""
-    from bench.measure.probes import DevicePeak, HostPeak
 
     gpus = _gpus(s.dist.local_devices)
     if not gpus:
@@ -78,7 +80,6 @@ def tracer(logdir: str) -> Any:
     """JAX's profiler (TensorBoard's trace), each step marked with its number."""
     import jax
 
-    from bench.measure.timing import Tracer
 
     return Tracer(lambda: jax.profiler.start_trace(logdir), jax.profiler.stop_trace,
                   lambda k: jax.profiler.StepTraceAnnotation("train", step_num=k))
@@ -93,6 +94,5 @@ def device_memory() -> int | None:
 
 def provenance(gpu_names: list[str]) -> dict[str, Any]:
     """What the row learns only once the backend runs: the versions JAX reports, the device kind."""
-    from bench.backends.jax.trainer import versions
 
     return versions()

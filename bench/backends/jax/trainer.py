@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from bench.backends.keras_common import training_loss
+from bench.data.source import synthetic_arrays
+from models import main_output, output_weights
+
 if TYPE_CHECKING:
     import keras
 
@@ -31,8 +35,6 @@ class JaxTrainer:
         import jax.numpy as jnp
         import keras
 
-        from bench.backends.keras_common import training_loss
-        from models import main_output, output_weights
 
         self.model, self.optimizer, self.dist, self.mode = model, optimizer, dist, mode
         weights = output_weights(model)
@@ -156,7 +158,6 @@ def replica_ids(dist: "JaxMesh") -> list[int]:
 def fixed_batch(dist: "JaxMesh", source: "DataSource", per_replica_batch: int) -> tuple:
     """Synthetic data: each replica's fixed batch (the same numpy arrays TensorFlow's replicas
     get for this seed), placed on the devices once."""
-    from bench.data.source import synthetic_arrays
 
     parts = [synthetic_arrays(per_replica_batch, source.image_size, source.num_classes, source.seed * 1000 + r)
              for r in replica_ids(dist)]

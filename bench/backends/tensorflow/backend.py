@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from bench.backends.tensorflow.trainer import Trainer
+from bench.measure.hardware import gpu_total_bytes
+from bench.measure.probes import DevicePeak, HostPeak
+from bench.measure.timing import Tracer
+
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
     from bench.runner.session import Session
@@ -31,7 +36,6 @@ def build_step(s: "Session") -> None:
     """Initial-state broadcast, the compiled step, and the step callable (fixed or fed data)."""
     import tensorflow as tf
 
-    from bench.backends.tensorflow.trainer import Trainer
 
     cfg, dist = s.cfg, s.dist
     dist.broadcast_initial_state(s.model, s.optimizer)
@@ -64,7 +68,6 @@ def memory_probe(s: "Session") -> Any:
     """TensorFlow's own peak counter on the GPUs (reset after warmup); the process RSS on a CPU."""
     import tensorflow as tf
 
-    from bench.measure.probes import DevicePeak, HostPeak
 
     gpus = [d.name.replace("/device:", "") for d in tf.config.list_logical_devices("GPU")]
     if not gpus:
@@ -84,7 +87,6 @@ def tracer(logdir: str) -> Any:
     """TensorFlow's profiler (TensorBoard's trace), each step marked with its number."""
     import tensorflow as tf
 
-    from bench.measure.timing import Tracer
 
     return Tracer(lambda: tf.profiler.experimental.start(logdir), tf.profiler.experimental.stop,
                   lambda k: tf.profiler.experimental.Trace("train", step_num=k, _r=1))
@@ -93,7 +95,6 @@ def tracer(logdir: str) -> Any:
 def device_memory() -> int | None:
     """A GPU's memory size, as nvidia-smi says (None without GPUs). Not what is free: TensorFlow
     reserves the free memory for its own allocator when it starts, and reports no total."""
-    from bench.measure.hardware import gpu_total_bytes
 
     return gpu_total_bytes() if gpu_names() else None
 

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
 
     from launch.base import Distribution
 from bench.backends.keras_common import training_loss
+from models import main_output, output_weights
 
 
 class Trainer:
@@ -19,7 +20,6 @@ class Trainer:
                  xla: bool, track_accuracy: bool = True, mode: str = "train", gradient_sync: bool = True):
         import tensorflow as tf
 
-        from models import main_output, output_weights
 
         self.model, self.optimizer, self.dist = model, optimizer, dist
         self.global_batch = global_batch
