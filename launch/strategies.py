@@ -450,7 +450,7 @@ class Horovod(Distribution):
             if not (hvd.mpi_built() or hvd.nccl_built()):
                 from bench.errors import BenchInputError
                 raise BenchInputError("--hvd-hierarchical needs a Horovod built with MPI or NCCL; this one has "
-                                      "Gloo only (rebuild it: see README, 'Horovod'). Received: hvd_hierarchical=True")
+                                      "Gloo only (rebuild it: see docs/troubleshooting.md). Received: hvd_hierarchical=True")
             os.environ["HOROVOD_HIERARCHICAL_ALLREDUCE"] = "1"
         hvd.init()  # Horovod: initialise
         self.hvd = hvd

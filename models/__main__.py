@@ -1,8 +1,8 @@
-"""`python -m models`: list the zoo, show one model's layer table, or print the README table.
+"""`python -m models`: list the zoo, show one model's layer table, or print the model table.
 
-    python -m models                 # the markdown table of every model (as in the README)
+    python -m models                 # the markdown table of every model (as in docs/models.md)
     python -m models resnet18 [--image-size 224 --num-classes 1000 --width 1.0]
-    python -m models --update-readme README.md
+    python -m models --update-readme docs/models.md   # rewrite the table between its markers
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check (bench/lab/gpu_check.py) on a machine with a GPU, JAX and no TensorFlow,
 # with no network: Keras and its pure-Python dependencies come from a local wheel folder when
-# they are missing. Fill that folder where pip works (see README, "Backends"):
+# they are missing. Fill that folder where pip works (see docs/backends.md):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl keras==3.15.1 namex optree absl-py rich packaging typing-extensions
