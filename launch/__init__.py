@@ -1,28 +1,30 @@
-"""The strategy registry. A strategy is one class (see launch.base.Distribution); adding one
-means writing its class and adding it to STRATEGIES below. Importing this imports no framework."""
+"""The strategy registry. A strategy is one framework-free class (see launch.base.Strategy);
+adding one means writing its class, adding it to STRATEGIES below, and giving each backend
+that runs it an adapter (its ADAPTERS table). Importing this imports no framework."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Distribution, Launch
+from bench.errors import BenchInputError
+
+from .base import STRATEGY_OPTIONS, Launch, Strategy
 from .strategies import Horovod, Mirrored, MultiWorker, Single
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
 
-STRATEGIES: dict[str, type[Distribution]] = {s.name: s for s in (Single, Mirrored, MultiWorker, Horovod)}
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Single, Mirrored, MultiWorker, Horovod)}
 
 
 def strategy_names() -> list[str]:
     return list(STRATEGIES)
 
 
-def get_strategy(name: str) -> type[Distribution]:
+def get_strategy(name: str) -> type[Strategy]:
     """The strategy class registered as `name`; BenchInputError naming the valid ones if unknown."""
     try:
         return STRATEGIES[name]
     except KeyError:
-        from bench.errors import BenchInputError
         raise BenchInputError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}") from None
 
 
@@ -32,15 +34,18 @@ def default_strategy() -> str:
 
 
 def check_config(cfg: "RunConfig") -> None:
-    """The chosen strategy's own checks, and one misuse no single strategy can see: a
-    one-process strategy in one of several processes that another strategy's launcher started
-    (each would write its own row, and their timings would disturb each other)."""
-    from bench.errors import BenchInputError
-
+    """The chosen strategy's own checks, and what no single strategy can see: an option that
+    belongs to other strategies, and a one-process strategy in one of several processes that
+    another strategy's launcher started (each would write its own row, and their timings would
+    disturb each other)."""
     chosen = get_strategy(cfg.strategy)
     if cfg.backend not in chosen.backends:
-        raise BenchInputError(f"--strategy {chosen.name} does not run on --backend {cfg.backend}"
-                              + (f": {chosen.backend_hint}" if chosen.backend_hint else ""))
+        raise BenchInputError(chosen.unsupported_backend(cfg.backend))
+    for name, unset in STRATEGY_OPTIONS.items():
+        if name not in chosen.options and getattr(cfg, name) != unset:
+            takers = " or ".join(s for s, c in STRATEGIES.items() if name in c.options)
+            raise BenchInputError(f"--{name.replace('_', '-')} applies to --strategy {takers}. "
+                                  f"Received: strategy={chosen.name}, {name}={getattr(cfg, name)}")
     chosen.check_config(cfg)
     for other in STRATEGIES.values():
         n = other.env_size()
@@ -50,10 +55,14 @@ def check_config(cfg: "RunConfig") -> None:
                                   f"without its launcher)")
 
 
-def make_distribution(cfg: "RunConfig") -> Distribution:
-    """The adapter for cfg.strategy. Call before TensorFlow creates any op (it configures devices)."""
-    return get_strategy(cfg.strategy).from_config(cfg)
+def check_environment(name: str) -> None:
+    """Just before a run under strategy `name` starts: BenchInputError where any strategy's
+    launcher variables are set by hand (Strategy.check_launcher_environment), or where what the
+    launcher gave this process (e.g. TF_CONFIG) is malformed."""
+    for strategy in STRATEGIES.values():
+        strategy.check_launcher_environment()
+    get_strategy(name).check_environment()
 
 
-__all__ = ["Distribution", "Launch", "STRATEGIES", "check_config", "default_strategy", "get_strategy", "make_distribution",
-           "strategy_names"]
+__all__ = ["Launch", "STRATEGIES", "Strategy", "check_config", "check_environment", "default_strategy",
+           "get_strategy", "strategy_names"]

@@ -371,7 +371,7 @@ def test_throughput_defaults_stay_finite_for_60_steps_at_224_px(name, optimizer)
                     warmup_steps=0, optimizer=optimizer, progress=False)
     assert cfg.lr == THROUGHPUT_LR[optimizer]
     session = open_session(cfg).build()
-    timing = run_steps(session.step, warmup=0, timed=59, global_batch=2, device_sync=session.device_sync)
+    timing = run_steps(session.step.run, warmup=0, timed=59, global_batch=2, device_sync=session.step.device_sync)
     assert len(timing.losses) == 60 and np.isfinite(timing.losses).all()  # NonFiniteLoss would have raised
     del session
     keras.backend.clear_session()

@@ -1,5 +1,6 @@
-"""The strategy registry: each strategy is one class in launch/ that answers everything about
-itself, and nothing outside launch/ names a strategy. No processes are started here."""
+"""The strategy registry: each strategy is one framework-free class in launch/ that answers
+everything about itself before anything runs, and nothing outside launch/ and the backends'
+adapters names a strategy. No processes are started here (but one, marked slow)."""
 from __future__ import annotations
 
 import ast
@@ -17,8 +18,8 @@ from bench.config.schema import schema
 from bench.errors import BenchInputError
 from launch import (
     STRATEGIES,
-    Distribution,
     Launch,
+    Strategy,
     default_strategy,
     get_strategy,
     strategy_names,
@@ -28,7 +29,7 @@ from launch import (
 def test_every_strategy_answers_for_itself():
     assert strategy_names() == list(STRATEGIES)
     for name, cls in STRATEGIES.items():
-        assert cls.name == name and issubclass(cls, Distribution)
+        assert cls.name == name and issubclass(cls, Strategy)
         assert "tensorflow" in cls.backends
         for w in (1, 3):
             launch = cls.launch(w, timeout=60, gpus=0, cores=4)
@@ -72,7 +73,7 @@ def test_unknown_strategy_and_misplaced_options_are_input_errors():
 
 def test_a_new_strategy_is_one_class_and_one_registry_line(monkeypatch, tmp_path):
     """A throwaway strategy: the CLI accepts it and the sweep launches it, with no other change."""
-    class Pipes(Distribution):
+    class Pipes(Strategy):
         name = "pipes"
 
         @classmethod
@@ -127,11 +128,36 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_bench_imports_nothing_from_launch_but_the_registry_and_the_interface():
+    """...and a backend's adapters, the specs they implement (bench/backends/<name>/)."""
     for path in sorted((REPO / "bench").rglob("*.py")):
         used = {m for m in _imports(path) if m == "launch" or m.startswith("launch.")}
         registry = {f"launch.{n}" for n in launch.__all__}
-        bad = [m for m in used if m not in {"launch", "launch.base", *registry} and not m.startswith("launch.base.")]
+        allowed = {"launch", "launch.base", *registry}
+        prefixes = ("launch.base.", "launch.strategies") if path.parent.parent == REPO / "bench" / "backends" \
+            else ("launch.base.",)
+        bad = [m for m in used if m not in allowed and not m.startswith(prefixes)]
         assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_launch_imports_no_framework_and_nothing_from_bench_but_errors_and_procs():
+    """The specs are framework-free: every import of the registry and the specs (inside functions
+    too) names no framework, and nothing of bench but bench.errors, bench.procs and the
+    configuration's type (for annotations only). (launch.local_cluster is a command, not a spec.)"""
+    for path in (REPO / "launch" / name for name in ("__init__.py", "base.py", "strategies.py")):
+        for m in _imports(path):
+            top = m.split(".")[0]
+            assert top not in ("tensorflow", "keras", "jax", "horovod"), f"{path.name} imports {m}"
+            if top == "bench":
+                assert m in ("bench", "bench.errors", "bench.procs", "bench.config.schema") \
+                    or m.startswith(("bench.errors.", "bench.procs.", "bench.config.schema.RunConfig")), \
+                    f"{path.name} imports {m}"
+    code = ("import sys, launch\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'horovod', 'jax') "
+            "or m.startswith('bench.') and m not in ('bench.errors', 'bench.procs'))\n"
+            "assert not bad, bad\nprint('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
 def test_no_import_cycles_between_modules():
@@ -185,7 +211,7 @@ def test_the_pack_size_and_all_reduce_reach_multiworker_strategy():
     """--all-reduce-pack-mb and --all-reduce set MultiWorkerMirroredStrategy's communication options."""
     import json
 
-    code = ("from bench.config.schema import RunConfig\nfrom launch import make_distribution\n"
+    code = ("from bench.config.schema import RunConfig\nfrom bench.backends import make_distribution\n"
             "d = make_distribution(RunConfig(model='vgg11', strategy='multiworker', all_reduce='ring', "
             "all_reduce_pack_mb=2.5, collective_timeout=60))\n"
             "o = d.strategy.extended._communication_options\n"

@@ -45,7 +45,7 @@ def test_precision_xla_and_optimizer_variants_train(tmp_path, flags, expect):
     try:
         session = open_session(cfg).build()
         compute = {l.dtype_policy.compute_dtype for l in session.model.layers if l.weights}
-        timing = run_steps(session.step, warmup=0, timed=8, global_batch=8)
+        timing = run_steps(session.step.run, warmup=0, timed=8, global_batch=8)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     for k, v in expect.items():

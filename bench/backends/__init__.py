@@ -1,11 +1,13 @@
 """The Keras backends cnnbench runs on, and the one place that chooses between them.
 
-Each backend is one module with the same functions (bench.backends.tensorflow.backend and
-bench.backends.jax.backend): configure the framework, name the GPUs, build the step of a Session,
-serve the test split, say which exceptions mean out-of-memory, measure peak memory
-(`memory_probe`) and say how much a device has (`device_memory`), trace steps (`tracer`),
-and give the row its provenance. Keras reads KERAS_BACKEND when it is first imported, so `select` must run before
-anything imports keras; one process runs one backend.
+Each backend is one subpackage whose `backend` module implements the declared interface
+bench.backends.base.Backend (bench.backends.tensorflow.backend, bench.backends.jax.backend):
+configure the framework, name the GPUs, supply its SGD, build the `Step` a run times, serve
+the test split, say which exceptions mean out-of-memory, measure peak memory and say how much a
+device has, trace steps, give the row its provenance, and build each strategy it runs (its
+table `ADAPTERS`). Adding a backend is one subpackage and one name in BACKENDS. Keras reads
+KERAS_BACKEND when it is first imported, so `select` must run before anything imports keras;
+one process runs one backend.
 """
 from __future__ import annotations
 
@@ -13,10 +15,16 @@ import importlib
 import importlib.util
 import os
 import sys
-from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
+from bench.backends.base import Backend, backend_members
+from bench.backends.distribution import Distribution
 from bench.errors import BenchInputError
 from bench.procs import meaningful_lines
+from launch import get_strategy
+
+if TYPE_CHECKING:
+    from bench.config.schema import RunConfig
 
 BACKENDS = ("tensorflow", "jax")
 INSTALL_HINT = {"tensorflow": "pip install tensorflow-cpu==2.21.*",
@@ -60,12 +68,33 @@ def check_environment(name: str, flag: str = "--backend") -> None:
     raise BenchInputError(f"KERAS_BACKEND={env} is set in the environment but {flag} {name} was asked for; {hint}")
 
 
-def load(name: str) -> ModuleType:
-    """The backend module for `name` (imports its framework, quietly)."""
+def load(name: str) -> Backend:
+    """The backend `name` (its module, checked against the Backend interface), with its
+    framework imported, quietly."""
     select(name)
     quiet_import(name)
     quiet_import("keras")  # it imports matplotlib, which talks where HOME cannot be written
-    return importlib.import_module(f"bench.backends.{name}.backend")
+    return implementation(name)
+
+
+def implementation(name: str) -> Backend:
+    """The module that implements backend `name`, checked against the Backend interface; it
+    imports no framework by itself (its functions do), so this selects nothing."""
+    module = importlib.import_module(f"bench.backends.{name}.backend")
+    if not isinstance(module, Backend):
+        missing = [m for m in backend_members() if not hasattr(module, m)]
+        raise TypeError(f"{module.__name__} does not implement bench.backends.base.Backend: it lacks {missing}")
+    return cast(Backend, module)
+
+
+def make_distribution(cfg: "RunConfig") -> Distribution:
+    """The adapter of cfg.strategy on cfg.backend (a missing cell of the backend's ADAPTERS table
+    is refused as the spec words it). Call before the framework creates any op (it configures devices)."""
+    spec = get_strategy(cfg.strategy)
+    factory = load(cfg.backend).ADAPTERS.get(spec.name)
+    if factory is None:
+        raise BenchInputError(spec.unsupported_backend(cfg.backend))
+    return factory(cfg)
 
 
 def quiet_import(module: str) -> None:

@@ -5,7 +5,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
-from bench.backends.tensorflow.optimizers import momentum_sgd
 
 
 def apply_precision_policy(precision: str) -> None:
@@ -57,8 +56,9 @@ def make_learning_rate(cfg: "RunConfig", num_replicas: int, steps_per_epoch: int
     return LinearWarmup()
 
 
-def make_optimizer(cfg: "RunConfig", num_replicas: int = 1, steps_per_epoch: int | None = None):
-    """Adam (default 1e-3) or SGD with momentum; weight decay via Keras' decoupled decay."""
+def make_optimizer(cfg: "RunConfig", sgd: type, num_replicas: int = 1, steps_per_epoch: int | None = None):
+    """Adam (default 1e-3) or SGD with momentum (`sgd`: the backend's class, Backend.sgd()); weight
+    decay via Keras' decoupled decay."""
     import keras
 
     lr = make_learning_rate(cfg, num_replicas, steps_per_epoch)
@@ -66,7 +66,7 @@ def make_optimizer(cfg: "RunConfig", num_replicas: int = 1, steps_per_epoch: int
     if cfg.optimizer == "adam":
         opt = keras.optimizers.Adam(learning_rate=lr, weight_decay=wd)
     else:
-        opt = momentum_sgd()(learning_rate=lr, momentum=cfg.momentum, weight_decay=wd)
+        opt = sgd(learning_rate=lr, momentum=cfg.momentum, weight_decay=wd)
     if cfg.precision == "mixed_fp16":
         opt = keras.optimizers.LossScaleOptimizer(opt)
     return opt

@@ -58,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             with fused(kind == "fused"):
                 sessions[kind] = open_session(cfg).build()
         for s in sessions.values():  # untimed: tracing, compilation, warmup
-            run_steps(s.step, warmup=args.warmup_steps, timed=0, global_batch=args.batch_size,
-                      device_sync=s.device_sync)
+            run_steps(s.step.run, warmup=args.warmup_steps, timed=0, global_batch=args.batch_size,
+                      device_sync=s.step.device_sync)
         res = {k: [] for k in sessions}
         for r in range(args.rounds):
             order = list(sessions) if r % 2 == 0 else list(sessions)[::-1]  # drift hits both alike
             for k in order:
-                t = run_steps(sessions[k].step, warmup=0, timed=args.steps, global_batch=args.batch_size,
-                              first_is_compile=False, device_sync=sessions[k].device_sync)
+                t = run_steps(sessions[k].step.run, warmup=0, timed=args.steps, global_batch=args.batch_size,
+                              first_is_compile=False, device_sync=sessions[k].step.device_sync)
                 res[k].append(t.images / sum(t.step_times))
         f, k = (float(np.median(res[c])) for c in ("fused", "keras"))
         print(f"| {name} | {f:.1f} | {k:.1f} | {fmt(paired_ratio(res['fused'], res['keras']))} |", flush=True)

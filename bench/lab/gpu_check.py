@@ -22,7 +22,7 @@ import sys
 import time
 
 import models
-from bench.backends import select
+from bench.backends import load, select
 from bench.backends.keras_common import apply_precision_policy, make_optimizer
 from bench.config.schema import MIN_LATENCY_STEPS, RunConfig
 from bench.data.source import synthetic_arrays
@@ -42,7 +42,7 @@ def fit_images_per_sec(name: str, batch: int, width: float, precision: str, step
     apply_precision_policy(precision)
     keras.utils.set_random_seed(0)
     model = models.build_model(name, num_classes=100, width=width)
-    model.compile(optimizer=make_optimizer(cfg), jit_compile=True,
+    model.compile(optimizer=make_optimizer(cfg, load(cfg.backend).sgd()), jit_compile=True,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
     clock, data = epoch_clock(), repeat(synthetic_arrays(batch, 32, 100, 0))

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             fixed = synthetic_arrays(batch, base.image_size, 100, base.seed * 1000)
             keras.utils.set_random_seed(0)
             m_f = models.build_model(name, num_classes=100, width=args.width)
-            m_f.compile(optimizer=make_optimizer(harness.cfg), jit_compile=xla,
+            m_f.compile(optimizer=make_optimizer(harness.cfg, harness.backend.sgd()), jit_compile=xla,
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             if jax:
                 ds = repeat(fixed)
@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 return clock.seconds
 
             def steps_of(s):
-                return lambda: run_steps(s.step, warmup=0, timed=args.steps, global_batch=batch,
-                                         first_is_compile=False, device_sync=s.device_sync)
+                return lambda: run_steps(s.step.run, warmup=0, timed=args.steps, global_batch=batch,
+                                         first_is_compile=False, device_sync=s.step.device_sync)
 
             def timed(fn):
                 t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # untimed warmup of every contender (tracing, compilation, pipeline fill)
             for s in (harness, cifar):
-                run_steps(s.step, warmup=args.warmup_steps, timed=0, global_batch=batch, device_sync=s.device_sync)
+                run_steps(s.step.run, warmup=args.warmup_steps, timed=0, global_batch=batch, device_sync=s.step.device_sync)
             m_f.fit(ds, epochs=1, steps_per_epoch=args.warmup_steps + 1, verbose=0, shuffle=False)
             res = {"h": [], "f": [], "c": []}
             for r in range(args.rounds):

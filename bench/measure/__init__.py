@@ -1,1 +1,1 @@
-"""Measurement: step timing, statistics, memory (estimate and probes), traces, hardware facts."""
+"""Measurement: step timing, statistics, memory (estimate and probes), traces."""

@@ -17,13 +17,13 @@ from bench.results.row import AccuracyResult, Outcome, build_row
 if TYPE_CHECKING:
     pass
 from bench.data.source import read_data
-from bench.measure.hardware import gpu_count
 from bench.measure.probes import MemoryGuard, memory_floor
+from bench.procs import gpu_count
 from bench.results.provenance import new_run_id
 from bench.results.store import append_row
 from bench.runner.session import Session, open_session
 from bench.runner.summary import summary_text
-from launch import get_strategy
+from launch import check_environment, get_strategy
 
 log = logging.getLogger("cnnbench")
 
@@ -96,7 +96,7 @@ def _memory_breach(progress: _Progress, message: str) -> None:
 
 def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
 
-    get_strategy(cfg.strategy).check_environment()
+    check_environment(cfg.strategy)
     if cfg.trace_dir is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
         cfg = dataclasses.replace(cfg, run_id=new_run_id())
     progress_state.cfg = cfg
@@ -130,12 +130,13 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
                 if timeline is not None:
                     timeline.start()
 
-            timing = run_steps(session.step, warmup=cfg.warmup_steps, timed=cfg.steps,
+            step = session.step
+            timing = run_steps(step.run, warmup=cfg.warmup_steps, timed=cfg.steps,
                                global_batch=session.global_batch, progress=progress,
-                               device_sync=session.device_sync, before_timed=before_timed,
+                               device_sync=step.device_sync, before_timed=before_timed,
                                after_timed=timeline.stop if timeline is not None else None,
                                data_wait=None if session.source.fixed else session.data_wait,
-                               profile=cfg.profile_range, tracer=session.tracer(), pipelined=session.pipelined,
+                               profile=cfg.profile_range, tracer=session.tracer(), pipelined=step.pipelined,
                                keep_diverged=cfg.mode == "train")
             timing.comm = session.comm_columns(cfg.steps)
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
@@ -204,20 +205,20 @@ def _one_line(e: BaseException) -> str:
 def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, AccuracyResult]:
     """Accuracy mode: whole epochs, test-split evaluation after each, stop at the target."""
     s = session
-    cfg, step, trainer, dist = s.cfg, s.step, s.trainer, s.dist
-    steps_per_epoch, global_batch, device_sync = s.steps_per_epoch, s.global_batch, s.device_sync
+    cfg, step, dist = s.cfg, s.step, s.dist
+    steps_per_epoch, global_batch = s.steps_per_epoch, s.global_batch
     timing = Timing()
     result = AccuracyResult(target_reached=False if cfg.target_accuracy else None)
     test_batch = max(global_batch, 256)
     warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
     for epoch in progress("epochs", cfg.epochs):
         first = epoch == 0
-        run_steps(step, warmup=warmup if first else 0,
+        run_steps(step.run, warmup=warmup if first else 0,
                   timed=steps_per_epoch - (1 + warmup if first else 0), global_batch=global_batch,
-                  timing=timing, first_is_compile=first, device_sync=device_sync,
-                  before_timed=s.memory.reset if first else None, data_wait=s.data_wait, pipelined=s.pipelined)
+                  timing=timing, first_is_compile=first, device_sync=step.device_sync,
+                  before_timed=s.memory.reset if first else None, data_wait=s.data_wait, pipelined=step.pipelined)
         # every rank evaluates its own weights on the whole test split; metrics are averaged
-        top1, top5 = dist.gather(trainer.evaluate(s.backend.test_batches(s, test_batch))).mean(axis=0)
+        top1, top5 = dist.gather(step.trainer.evaluate(s.backend.test_batches(s.source, test_batch))).mean(axis=0)
         result.top1, result.top5, result.epochs_run = float(top1), float(top5), epoch + 1
         result.top1_by_epoch.append(float(top1))
         result.epoch_end_s.append(time.perf_counter() - started)

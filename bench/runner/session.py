@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import models
-from bench.backends import load
+from bench.backends import load, make_distribution
+from bench.backends.base import Backend, Step
+from bench.backends.distribution import Distribution
 from bench.backends.keras_common import apply_precision_policy, make_optimizer
 from bench.config.schema import RunConfig
-from bench.data.source import load_data
+from bench.data.source import DataSource, load_data
 from bench.errors import BenchInputError
-from bench.measure.memory import check, estimate
-from bench.measure.probes import host_available, memory_floor, rss_bytes
-from bench.measure.timing import WaitClock
+from bench.measure.memory import Estimate, check, estimate
+from bench.measure.probes import Peak, host_available, memory_floor, rss_bytes
+from bench.measure.timing import Tracer, WaitClock
 from bench.measure.traces import (
     AUTOTUNE_LOG,
     TIMELINE_FILE,
@@ -22,33 +24,31 @@ from bench.measure.traces import (
 )
 from bench.results.row import Topology
 from bench.runner.weights import load_initial_weights, save_weights
-from launch import get_strategy, make_distribution
+from launch import get_strategy
 
 if TYPE_CHECKING:
-    from bench.data.source import DataSource
+    import keras
 
 
 @dataclasses.dataclass
 class Session:
     """Everything one run needs, built the same way for bench/run.py and the pytest suite, on
-    either backend (`backend` is its module: bench.backends.tensorflow.backend or bench.backends.jax.backend)."""
+    either backend (`backend` implements bench.backends.base.Backend). Filled in order:
+    open_session, then build_model (model, desc, estimate, memory), then build_step (optimizer, step)."""
     cfg: RunConfig                # resolved
-    dist: Any
-    source: Any
+    dist: Distribution            # the strategy's adapter on this backend
+    source: DataSource
     global_batch: int
     steps_per_epoch: int | None
     gpu_names: list[str]
-    backend: Any
-    model: Any = None
-    optimizer: Any = None
-    trainer: Any = None
-    desc: Any = None
-    step: Callable[[], tuple] | None = None
-    device_sync: Callable[[], None] | None = None
-    pipelined: bool = False       # keep one timed step in flight (bench.measure.timing.run_steps)
+    backend: Backend
+    model: "keras.Model | None" = None
+    optimizer: Any = None         # a keras optimizer (None for inference)
+    desc: models.ModelDescription | None = None
+    step: Step | None = None      # what the backend's build_step returned
     data_wait: WaitClock = dataclasses.field(default_factory=WaitClock)  # the step's waits for real batches
-    estimate: Any = None          # bench.measure.memory.Estimate, from the layer walk
-    memory: Any = None            # bench.measure.probes.HostPeak or DevicePeak: what the run really used
+    estimate: Estimate | None = None  # from the layer walk
+    memory: Peak | None = None    # what the run really used (host RSS or the device's counter)
     init_weights_sha256: str | None = None  # of --init-weights as it was read, before the run could change it
 
     @property
@@ -68,7 +68,7 @@ class Session:
 
 
         cfg, dist = self.cfg, self.dist
-        self.memory = self.backend.memory_probe(self)  # a CPU's baseline: the RSS before the model exists
+        self.memory = self.backend.memory_probe(dist)  # a CPU's baseline: the RSS before the model exists
         apply_precision_policy(cfg.precision)
         keras.utils.set_random_seed(cfg.seed)
         with dist.scope():
@@ -102,14 +102,14 @@ class Session:
     def trace_dir(self) -> str | None:
         return self.cfg.trace_dir
 
-    def tracer(self) -> Any:
+    def tracer(self) -> Tracer | None:
         """The backend's profiler for --profile-steps, on the chief (None elsewhere, or unasked)."""
         if self.cfg.profile_steps is None or not self.dist.is_chief:
             return None
         Path(self.trace_dir).mkdir(parents=True, exist_ok=True)
         return self.backend.tracer(self.trace_dir)
 
-    def comm_timeline(self) -> Any:
+    def comm_timeline(self) -> Tracer | None:
         """The strategy's communication timeline for --hvd-timeline (a Tracer), or None."""
         if not self.cfg.hvd_timeline:
             return None
@@ -136,16 +136,18 @@ class Session:
 
         if self.cfg.mode == "train":
             with self.dist.scope():
-                self.optimizer = make_optimizer(self.cfg, self.dist.num_replicas, self.steps_per_epoch)
+                self.optimizer = make_optimizer(self.cfg, self.backend.sgd(), self.dist.num_replicas,
+                                                self.steps_per_epoch)
                 # Keras 3 optimizers must be built inside the scope before a custom loop's first step.
                 self.optimizer.build(self.model.trainable_variables)
-        self.backend.build_step(self)
+        self.step = self.backend.build_step(self.cfg, self.dist, self.source, self.model, self.optimizer,
+                                            global_batch=self.global_batch, data_wait=self.data_wait)
         return self
 
     def save_weights(self, path: str) -> None:
         """The trained weights as a Keras .weights.h5 file (readable by either backend)."""
 
-        self.backend.finish(self)
+        self.step.trainer.write_back()
         save_weights(self.model, path)
 
 

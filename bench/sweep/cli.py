@@ -41,8 +41,7 @@ from bench.backends import check_environment as check_backend
 from bench.config.parse import OneLineParser, parse_value
 from bench.config.schema import DEFAULT_OUTPUT, Opt, schema
 from bench.errors import BenchInputError, input_error
-from bench.measure.hardware import gpu_count
-from bench.procs import exit_code, stop_on_signals
+from bench.procs import exit_code, gpu_count, stop_on_signals
 from bench.results.store import check_output, read_rows
 from bench.sweep import max_batch
 from bench.sweep.children import Unwritable, run_job

@@ -58,8 +58,8 @@ def main() -> int:
             return tf.data.Dataset.from_tensor_slices((x, y)).shard(num_shards, index).batch(b).repeat()
         batch = s.dist.distribute_fixed(dataset_fn, per_replica)
     initial = [np.asarray(w) for w in s.model.get_weights()]
-    losses = [float(s.trainer.step(batch)[0]) for _ in range(args.steps)]
-    s.backend.finish(s)
+    losses = [float(s.step.trainer.step(batch)[0]) for _ in range(args.steps)]
+    s.step.trainer.write_back()
     np.savez(args.out, losses=np.asarray(losses), replicas=s.dist.num_replicas,
              **{f"w{i}": np.asarray(w) for i, w in enumerate(s.model.get_weights())},
              **{f"i{i}": w for i, w in enumerate(initial)})

@@ -37,10 +37,10 @@ def main() -> int:
     import tensorflow as tf
 
     import models
-    from bench.config.schema import RunConfig
-    from bench.backends.tensorflow.trainer import Trainer
+    from bench.backends import load, make_distribution
     from bench.backends.keras_common import make_optimizer
-    from launch import make_distribution
+    from bench.backends.tensorflow.trainer import TensorFlowTrainer
+    from bench.config.schema import RunConfig
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     cfg = RunConfig(model=args.model, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
@@ -51,11 +51,11 @@ def main() -> int:
     keras.utils.set_random_seed(1234 + 17 * dist.rank)  # deliberately different on every rank
     with dist.scope():
         model = models.build_model(args.model, num_classes=10, width=args.width)
-        opt = make_optimizer(cfg, dist.num_replicas)
+        opt = make_optimizer(cfg, load(cfg.backend).sgd(), dist.num_replicas)
         opt.build(model.trainable_variables)
     dist.broadcast_initial_state(model, opt)
     initial = {v.path: np.array(v.numpy() if hasattr(v, "numpy") else v) for v in model.trainable_weights}
-    trainer = Trainer(model, opt, dist, global_batch=args.global_batch, xla=False, gradient_sync=cfg.gradient_sync)
+    trainer = TensorFlowTrainer(model, opt, dist, global_batch=args.global_batch, xla=False, gradient_sync=cfg.gradient_sync)
 
     rng = np.random.default_rng(99)
     x = rng.standard_normal((args.global_batch, 32, 32, 3)).astype(np.float32)

@@ -1,19 +1,26 @@
 """The JAX backend: one jitted stateless step (bench.backends.jax.trainer) over a device mesh
 (bench.backends.jax.mesh), fed by the host numpy pipeline. Nothing here imports TensorFlow or Horovod.
-See bench.backends for the functions every backend has."""
+Implements bench.backends.base.Backend."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
+from bench.backends.base import AdapterFactory, Step
+from bench.backends.distribution import Distribution, MeshDistribution
+from bench.backends.jax import mesh
 from bench.backends.jax.trainer import JaxTrainer, make_step, versions
-from bench.measure.probes import DevicePeak, HostPeak
-from bench.measure.timing import Tracer
+from bench.measure.probes import DevicePeak, HostPeak, Peak
+from bench.measure.timing import Tracer, WaitClock
 
 if TYPE_CHECKING:
+    import keras
+
     from bench.config.schema import RunConfig
-    from bench.runner.session import Session
+    from bench.data.source import DataSource
 
 NAME = "jax"
+# No horovod: Horovod has no JAX binding (launch.strategies.Horovod.backend_hint says what to use)
+ADAPTERS: dict[str, AdapterFactory] = {"single": mesh.single, "mirrored": mesh.mirrored, "multiworker": mesh.multiworker}
 
 
 def configure(cfg: "RunConfig") -> None:
@@ -32,26 +39,27 @@ def gpu_names() -> list[str]:
     return [d.device_kind for d in jax.local_devices() if d.platform == "gpu"]
 
 
-def build_step(s: "Session") -> None:
-    """Replicate the state over the mesh (rank 0's, with several processes), compile lazily."""
+def sgd() -> type:
+    """Keras' own SGD: XLA fuses its momentum update into the jitted step."""
+    import keras
 
-    s.trainer = trainer = JaxTrainer(s.model, s.optimizer, s.dist, global_batch=s.global_batch,
-                                     track_accuracy=s.cfg.accuracy_mode, preprocess=s.source.device_preprocess(),
-                                     mode=s.cfg.mode, gradient_sync=s.cfg.gradient_sync)
-    s.step = make_step(trainer, s.dist, s.source, s.cfg.batch_size, s.data_wait)
-    s.device_sync = trainer.sync
+    return keras.optimizers.SGD
+
+
+def build_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", model: "keras.Model", optimizer: Any, *,
+               global_batch: int, data_wait: WaitClock) -> Step:
+    """Replicate the state over the mesh (rank 0's, with several processes), compile lazily."""
+    assert isinstance(dist, MeshDistribution), dist  # this backend's ADAPTERS make no other kind
+    trainer = JaxTrainer(model, optimizer, dist, global_batch=global_batch, track_accuracy=cfg.accuracy_mode,
+                         preprocess=source.device_preprocess(), mode=cfg.mode, gradient_sync=cfg.gradient_sync)
     # JAX dispatches asynchronously: a training step is queued before the host waits for the last
     # one, as Keras' fit does (an inference step is waited for alone: its time is its latency)
-    s.pipelined = s.cfg.mode == "train"
+    return Step(make_step(trainer, dist, source, cfg.batch_size, data_wait), trainer, device_sync=trainer.sync,
+                pipelined=cfg.mode == "train")
 
 
-def test_batches(s: "Session", batch_size: int) -> Iterable:
-    return s.source.host_test_batches(batch_size)
-
-
-def finish(s: "Session") -> None:
-    """Copy the trained state into the Keras variables (for --save-weights)."""
-    s.trainer.write_back()
+def test_batches(source: "DataSource", batch_size: int) -> Iterable:
+    return source.host_test_batches(batch_size)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -65,21 +73,20 @@ def _gpus(devices=None) -> list:
     return [d for d in (devices if devices is not None else jax.local_devices()) if d.platform == "gpu"]
 
 
-def memory_probe(s: "Session") -> Any:
+def memory_probe(dist: Distribution) -> Peak:
     """XLA's peak counter on the GPUs (JAX cannot reset it: it covers the run since start-up);
     the process RSS on a CPU."""
-
-    gpus = _gpus(s.dist.local_devices)
+    assert isinstance(dist, MeshDistribution), dist
+    gpus = _gpus(dist.local_devices)
     if not gpus:
         return HostPeak()
     return DevicePeak("jax_gpu_peak", lambda: [int((d.memory_stats() or {}).get("peak_bytes_in_use", 0)) for d in gpus],
                       lambda: False)
 
 
-def tracer(logdir: str) -> Any:
+def tracer(logdir: str) -> Tracer:
     """JAX's profiler (TensorBoard's trace), each step marked with its number."""
     import jax
-
 
     return Tracer(lambda: jax.profiler.start_trace(logdir), jax.profiler.stop_trace,
                   lambda k: jax.profiler.StepTraceAnnotation("train", step_num=k))
@@ -94,5 +101,4 @@ def device_memory() -> int | None:
 
 def provenance(gpu_names: list[str]) -> dict[str, Any]:
     """What the row learns only once the backend runs: the versions JAX reports, the device kind."""
-
     return versions()

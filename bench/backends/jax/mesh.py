@@ -1,6 +1,7 @@
 """Data parallelism on JAX: one mesh with a single batch axis over every device of the run.
 
-The same program serves single, mirrored and multiworker: parameters and optimizer state are
+The same program serves single, mirrored and multiworker (the adapters of their specs, listed
+in bench.backends.jax.backend.ADAPTERS): parameters and optimizer state are
 replicated over the mesh, each batch is sharded along its first axis, and XLA inserts the
 gradient all-reduce inside the jitted step. The program keeps single-device meaning, so
 BatchNorm's batch statistics are those of the global batch (synchronised BatchNorm), unlike
@@ -11,11 +12,15 @@ Imported only under --backend jax: nothing here imports TensorFlow or Horovod.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from launch.base import MeshDistribution, startup_watchdog
+from bench.backends.distribution import MeshDistribution, startup_watchdog
+from launch.strategies import MultiWorker, tf_config
+
+if TYPE_CHECKING:
+    from bench.config.schema import RunConfig
 
 BATCH_AXIS = "batch"
 STARTUP_MARGIN_S = 30
@@ -81,22 +86,26 @@ class JaxMesh(MeshDistribution):
             jax.distributed.shutdown()
 
 
-def single() -> JaxMesh:
+def single(cfg: "RunConfig") -> JaxMesh:
     import jax
     return JaxMesh("single", jax.local_devices()[:1])
 
 
-def mirrored(cpu_replicas: int) -> JaxMesh:
-    """Every local accelerator, or `cpu_replicas` host devices on a CPU-only machine."""
-    force_host_devices(cpu_replicas)
+def mirrored(cfg: "RunConfig") -> JaxMesh:
+    """Every local accelerator, or cfg.cpu_replicas host devices on a CPU-only machine."""
+    force_host_devices(cfg.cpu_replicas)
     import jax
     return JaxMesh("mirrored", jax.local_devices())
 
 
-def multiworker(coordinator: str, num_processes: int, process_id: int, timeout_s: float) -> JaxMesh:
-    """Several processes joined by jax.distributed, one mesh over all their devices."""
+def multiworker(cfg: "RunConfig") -> JaxMesh:
+    """Several processes joined by jax.distributed, one mesh over all their devices. The same
+    TF_CONFIG as TensorFlow's describes the cluster: its first task coordinates."""
     import jax
 
+    cluster, _ = tf_config()
+    coordinator = [*cluster.get("chief", []), *cluster.get("worker", [])][0]
+    num_processes, process_id, timeout_s = MultiWorker.env_size(), MultiWorker.env_rank(), cfg.collective_timeout
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     # JAX's own timeout should end a start-up whose peers never come, with an error the run turns
     # into a row; the watchdog, a little later, ends one that blocks past it anyway
@@ -107,4 +116,3 @@ def multiworker(coordinator: str, num_processes: int, process_id: int, timeout_s
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id, initialization_timeout=max(1, int(timeout_s)))
     return JaxMesh("multiworker", jax.devices(), rank=jax.process_index(), size=jax.process_count())
-

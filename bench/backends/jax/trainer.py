@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from bench.backends.base import Trainer
+from bench.backends.distribution import MeshDistribution
 from bench.backends.keras_common import training_loss
 from bench.data.source import synthetic_arrays
 from models import main_output, output_weights
@@ -22,19 +24,17 @@ if TYPE_CHECKING:
 
     from bench.data.source import DataSource
     from bench.measure.timing import WaitClock
-    from launch.base import MeshDistribution as JaxMesh
 
 
-class JaxTrainer:
+class JaxTrainer(Trainer):
     """Owns the model's state as JAX arrays and the compiled step and evaluation."""
 
-    def __init__(self, model: "keras.Model", optimizer, dist: "JaxMesh", *, global_batch: int,
+    def __init__(self, model: "keras.Model", optimizer, dist: MeshDistribution, *, global_batch: int,
                  track_accuracy: bool = True, preprocess: Callable = lambda images: images, mode: str = "train",
                  gradient_sync: bool = True):
         import jax
         import jax.numpy as jnp
         import keras
-
 
         self.model, self.optimizer, self.dist, self.mode = model, optimizer, dist, mode
         weights = output_weights(model)
@@ -150,12 +150,12 @@ class JaxTrainer:
 
 
 # ---- feeding the mesh -------------------------------------------------------------------------
-def replica_ids(dist: "JaxMesh") -> list[int]:
+def replica_ids(dist: MeshDistribution) -> list[int]:
     """The global indices of this process's replicas, in device order."""
     return [dist.rank * dist.local_replicas + i for i in range(dist.local_replicas)]
 
 
-def fixed_batch(dist: "JaxMesh", source: "DataSource", per_replica_batch: int) -> tuple:
+def fixed_batch(dist: MeshDistribution, source: "DataSource", per_replica_batch: int) -> tuple:
     """Synthetic data: each replica's fixed batch (the same numpy arrays TensorFlow's replicas
     get for this seed), placed on the devices once."""
 
@@ -164,7 +164,7 @@ def fixed_batch(dist: "JaxMesh", source: "DataSource", per_replica_batch: int) -
     return dist.shard(tuple(np.concatenate(xs) for xs in zip(*parts)))
 
 
-def prefetched_batches(dist: "JaxMesh", source: "DataSource", per_replica_batch: int, depth: int = 2
+def prefetched_batches(dist: MeshDistribution, source: "DataSource", per_replica_batch: int, depth: int = 2
                        ) -> Iterator[tuple]:
     """Real data: each replica reads its own shard from the host pipeline; a background thread
     assembles this process's part of every global batch and puts it on the devices, `depth`
@@ -195,7 +195,7 @@ def prefetched_batches(dist: "JaxMesh", source: "DataSource", per_replica_batch:
     return batches()
 
 
-def make_step(trainer: JaxTrainer, dist: "JaxMesh", source: "DataSource", per_replica_batch: int,
+def make_step(trainer: JaxTrainer, dist: MeshDistribution, source: "DataSource", per_replica_batch: int,
               data_wait: "WaitClock | None" = None) -> Callable[[], tuple]:
     """The step callable the harness times (`data_wait` times its waits for real batches)."""
     if source.fixed:

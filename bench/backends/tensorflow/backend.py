@@ -1,19 +1,32 @@
-"""The TensorFlow backend: tf.function + GradientTape step (bench.train), tf.data feeding,
-tf.distribute or Horovod adapters. See bench.backends for the functions every backend has."""
+"""The TensorFlow backend: tf.function + GradientTape step (bench.backends.tensorflow.trainer),
+tf.data feeding, tf.distribute or Horovod adapters (bench.backends.tensorflow.distribute), the
+fused momentum SGD. Implements bench.backends.base.Backend."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from bench.backends.tensorflow.trainer import Trainer
-from bench.measure.hardware import gpu_total_bytes
-from bench.measure.probes import DevicePeak, HostPeak
-from bench.measure.timing import Tracer
+from bench.backends.base import AdapterFactory, Step
+from bench.backends.distribution import Distribution, ReplicaDistribution
+from bench.backends.tensorflow import distribute
+from bench.backends.tensorflow.optimizers import momentum_sgd
+from bench.backends.tensorflow.trainer import TensorFlowTrainer
+from bench.measure.probes import DevicePeak, HostPeak, Peak
+from bench.measure.timing import Tracer, WaitClock
+from bench.procs import gpu_total_bytes
 
 if TYPE_CHECKING:
+    import keras
+
     from bench.config.schema import RunConfig
-    from bench.runner.session import Session
+    from bench.data.source import DataSource
 
 NAME = "tensorflow"
+ADAPTERS: dict[str, AdapterFactory] = {
+    "single": distribute.Single.from_config,
+    "mirrored": distribute.Mirrored.from_config,
+    "multiworker": distribute.MultiWorker.from_config,
+    "horovod": distribute.Horovod.from_config,
+}
 
 
 def configure(cfg: "RunConfig") -> None:
@@ -32,30 +45,31 @@ def gpu_names() -> list[str]:
             for g in tf.config.list_physical_devices("GPU")]
 
 
-def build_step(s: "Session") -> None:
+def sgd() -> type:
+    """Keras' SGD with TensorFlow's fused momentum update (bench.backends.tensorflow.optimizers)."""
+    return momentum_sgd()
+
+
+def build_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", model: "keras.Model", optimizer: Any, *,
+               global_batch: int, data_wait: WaitClock) -> Step:
     """Initial-state broadcast, the compiled step, and the step callable (fixed or fed data)."""
     import tensorflow as tf
 
-
-    cfg, dist = s.cfg, s.dist
-    dist.broadcast_initial_state(s.model, s.optimizer)
-    s.trainer = trainer = Trainer(s.model, s.optimizer, dist, global_batch=s.global_batch, xla=cfg.xla,
-                                  track_accuracy=cfg.accuracy_mode, mode=cfg.mode, gradient_sync=cfg.gradient_sync)
-    if s.source.fixed:  # made once, held on the device, reused every step
-        fixed = dist.distribute_fixed(s.source.train_dataset, cfg.batch_size)
-        s.step = lambda: trainer.step(fixed)
+    assert isinstance(dist, ReplicaDistribution), dist  # this backend's ADAPTERS make no other kind
+    dist.broadcast_initial_state(model, optimizer)
+    trainer = TensorFlowTrainer(model, optimizer, dist, global_batch=global_batch, xla=cfg.xla,
+                                track_accuracy=cfg.accuracy_mode, mode=cfg.mode, gradient_sync=cfg.gradient_sync)
+    if source.fixed:  # made once, held on the device, reused every step
+        fixed = dist.distribute_fixed(source.train_dataset, cfg.batch_size)
+        run = lambda: trainer.step(fixed)  # noqa: E731
     else:
-        batches = s.data_wait.wrap(iter(dist.distribute(s.source.train_dataset, cfg.batch_size)))
-        s.step = lambda: trainer.step(next(batches))
-    s.device_sync = tf.experimental.sync_devices if s.gpu_names else None
+        batches = data_wait.wrap(iter(dist.distribute(source.train_dataset, cfg.batch_size)))
+        run = lambda: trainer.step(next(batches))  # noqa: E731
+    return Step(run, trainer, device_sync=tf.experimental.sync_devices if gpu_names() else None)
 
 
-def test_batches(s: "Session", batch_size: int) -> Iterable:
-    return s.source.test_dataset(batch_size)
-
-
-def finish(s: "Session") -> None:
-    """Nothing to copy back: the Keras variables are the state."""
+def test_batches(source: "DataSource", batch_size: int) -> Iterable:
+    return source.test_dataset(batch_size)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -64,10 +78,9 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, (tf.errors.ResourceExhaustedError, MemoryError))
 
 
-def memory_probe(s: "Session") -> Any:
+def memory_probe(dist: Distribution) -> Peak:
     """TensorFlow's own peak counter on the GPUs (reset after warmup); the process RSS on a CPU."""
     import tensorflow as tf
-
 
     gpus = [d.name.replace("/device:", "") for d in tf.config.list_logical_devices("GPU")]
     if not gpus:
@@ -83,10 +96,9 @@ def memory_probe(s: "Session") -> Any:
     return DevicePeak("tf_gpu_peak", read, reset)
 
 
-def tracer(logdir: str) -> Any:
+def tracer(logdir: str) -> Tracer:
     """TensorFlow's profiler (TensorBoard's trace), each step marked with its number."""
     import tensorflow as tf
-
 
     return Tracer(lambda: tf.profiler.experimental.start(logdir), tf.profiler.experimental.stop,
                   lambda k: tf.profiler.experimental.Trace("train", step_num=k, _r=1))
@@ -95,7 +107,6 @@ def tracer(logdir: str) -> Any:
 def device_memory() -> int | None:
     """A GPU's memory size, as nvidia-smi says (None without GPUs). Not what is free: TensorFlow
     reserves the free memory for its own allocator when it starts, and reports no total."""
-
     return gpu_total_bytes() if gpu_names() else None
 
 

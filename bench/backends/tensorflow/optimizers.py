@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
 
 
 @functools.cache
@@ -14,12 +10,13 @@ def momentum_sgd() -> type:
     per variable (accum = momentum * accum - lr * grad; var += accum: Keras' own formula), where
     Keras 3 runs five element-wise ops that each read and write the whole variable (as the
     tf_cnn_benchmarks peer's ApplyMomentum does not). Only for plain variables: under a
-    tf.distribute strategy's mirrored variables, and on JAX, it is Keras' own update."""
+    tf.distribute strategy's mirrored variables it is Keras' own update. (The JAX backend trains
+    with Keras' own SGD: bench.backends.jax.backend.sgd.)"""
     import keras
 
     class MomentumSGD(keras.optimizers.SGD):
         def update_step(self, gradient, variable, learning_rate):
-            if keras.backend.backend() != "tensorflow" or self.momentum == 0:  # under JAX, no TensorFlow
+            if self.momentum == 0:
                 return super().update_step(gradient, variable, learning_rate)
             import tensorflow as tf
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import keras
-
-    from launch.base import Distribution
+from bench.backends.base import Trainer
+from bench.backends.distribution import ReplicaDistribution
 from bench.backends.keras_common import training_loss
 from models import main_output, output_weights
 
+if TYPE_CHECKING:
+    import keras
 
-class Trainer:
+
+class TensorFlowTrainer(Trainer):
     """Owns the compiled step and evaluation functions for one model under one distribution."""
 
-    def __init__(self, model: "keras.Model", optimizer, dist: "Distribution", *, global_batch: int,
+    def __init__(self, model: "keras.Model", optimizer, dist: ReplicaDistribution, *, global_batch: int,
                  xla: bool, track_accuracy: bool = True, mode: str = "train", gradient_sync: bool = True):
         import tensorflow as tf
-
 
         self.model, self.optimizer, self.dist = model, optimizer, dist
         self.global_batch = global_batch
@@ -93,3 +93,6 @@ class Trainer:
             a, b, c = self._eval(images, labels)
             top1, top5, n = top1 + float(a), top5 + float(b), n + float(c)
         return (top1 / n, top5 / n) if n else (math.nan, math.nan)
+
+    def write_back(self) -> None:
+        """Nothing to copy back: the Keras variables are the state."""

@@ -1,0 +1,90 @@
+"""The declared seams between the run layer and the backends: each backend module implements
+bench.backends.base.Backend, its trainer fills in the Trainer base, its step is a frozen value,
+and its ADAPTERS table and the strategy specs agree on which strategy runs where. Nothing here
+imports a framework (the backend modules defer theirs into their functions)."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+
+import bench.backends
+from bench.backends import BACKENDS, implementation, make_distribution
+from bench.backends.base import Backend, Step, Trainer, backend_members
+from bench.backends.distribution import (
+    Distribution,
+    MeshDistribution,
+    ReplicaDistribution,
+)
+from bench.backends.jax.trainer import JaxTrainer
+from bench.backends.tensorflow.trainer import TensorFlowTrainer
+from bench.config.schema import RunConfig
+from bench.errors import BenchInputError
+from launch import STRATEGIES
+
+
+def _shape(fn) -> list[tuple]:
+    """A signature's parameters as (name, kind, default), without `self`."""
+    params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
+    return [(p.name, p.kind, p.default) for p in params]
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_each_backend_implements_the_declared_interface(name):
+    module = implementation(name)
+    assert isinstance(module, Backend) and module.NAME == name
+    for member in backend_members():
+        assert hasattr(module, member), f"{name} lacks {member}"
+        declared = getattr(Backend, member, None)
+        if callable(declared):
+            assert _shape(getattr(module, member)) == _shape(declared), f"{name}.{member}: {_shape(declared)}"
+
+
+def test_a_module_missing_a_member_is_not_a_backend(monkeypatch):
+    module = implementation("jax")
+    monkeypatch.delattr(module, "tracer")
+    assert not isinstance(module, Backend)
+    with pytest.raises(TypeError, match=r"lacks \['tracer'\]"):
+        implementation("jax")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_the_adapter_tables_and_the_specs_agree_on_where_each_strategy_runs(name):
+    adapters = implementation(name).ADAPTERS
+    assert set(adapters) <= set(STRATEGIES), f"{name} adapts strategies nobody registered"
+    for strategy, spec in STRATEGIES.items():
+        assert (strategy in adapters) == (name in spec.backends), (strategy, name)
+        assert callable(adapters.get(strategy, callable))
+
+
+def test_a_missing_cell_is_refused_with_the_specs_own_line(monkeypatch):
+    monkeypatch.setattr(bench.backends, "load", implementation)  # the table, without starting JAX here
+    with pytest.raises(BenchInputError, match=r"^--strategy horovod does not run on --backend jax: Horovod has no "
+                                              r"JAX binding; use --strategy mirrored"):
+        make_distribution(RunConfig(model="vgg11", backend="jax", strategy="horovod"))
+
+
+def test_trainers_fill_in_the_common_base_and_adapters_the_interfaces():
+    for cls in (TensorFlowTrainer, JaxTrainer):
+        assert issubclass(cls, Trainer) and not inspect.isabstract(cls), cls
+    assert {"step", "evaluate", "write_back"} <= Trainer.__abstractmethods__
+    assert issubclass(ReplicaDistribution, Distribution) and issubclass(MeshDistribution, Distribution)
+    assert MeshDistribution.__abstractmethods__ == {"shard", "replicate"}
+
+
+def test_a_step_is_a_frozen_value():
+    class Nothing(Trainer):
+        def step(self, batch):
+            return 0.0, 0.0
+
+        def evaluate(self, batches):
+            return 1.0, 1.0
+
+        def write_back(self):
+            pass
+
+    step = Step(lambda: (0.0, 0.0), Nothing())
+    assert step.device_sync is None and step.pipelined is False and step.run() == (0.0, 0.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        step.pipelined = True  # type: ignore[misc]
