@@ -5,7 +5,7 @@ exactly one line on stderr (no traceback, no usage block, no framework start-up 
 every CSV (and every file it was pointed at) byte-identical, and leave the whole temporary tree
 as it found it: nothing created (not even the fresh --output folder each case is given),
 changed or removed. The cases run a few at a time (one per core), the tree compared around the
-batch (see corpus_runs). One case per command also runs with an unwritable HOME and TensorFlow's
+batch (see _run_batch). One case per command also runs with an unwritable HOME and TensorFlow's
 default logging. A run prints the corpus's count per command and per class (its section below)."""
 from __future__ import annotations
 
@@ -689,17 +689,14 @@ def _jobs() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
-@pytest.fixture(scope="module")
-def corpus_runs(request, corpus_dir, tmp_path_factory) -> dict[str, dict]:
-    """Every corpus case this session selected, by node id, each run as a real process of its
-    command, a few at once (one per core: each is its own process in its own folder, and none may
-    change anything). The whole temporary tree (this session's base folder, the corpus's files
-    with it) and the repo are compared once around the batch: a change inside a case's own folder
-    fails that case, a change anywhere else fails every case."""
+def _run_batch(items: list, corpus_dir: dict, tmp_path_factory) -> dict[str, dict]:
+    """These corpus tests' cases, by node id, each run as a real process of its command, a few at
+    once (one per core: each is its own process in its own folder, and none may change anything).
+    The whole temporary tree (this session's base folder, the corpus's files with it) and the repo
+    are compared once around the batch: a change inside a case's own folder fails that case, a
+    change anywhere else fails every case of the batch."""
     cases: dict[str, dict] = {}
-    for item in request.session.items:
-        if item.module is not request.module or item.originalname not in CORPUS_TESTS:
-            continue
+    for item in items:
         params, home = item.callspec.params, None
         if item.originalname == CORPUS_TESTS[1]:
             if not corpus_dir["ro_dir"] or params["case_id"] not in BY_ID:
@@ -727,9 +724,28 @@ def corpus_runs(request, corpus_dir, tmp_path_factory) -> dict[str, dict]:
     return cases
 
 
+@pytest.fixture(scope="module")
+def _corpus_done() -> dict[str, dict]:
+    return {}
+
+
+@pytest.fixture
+def corpus_case(request, corpus_dir, tmp_path_factory, _corpus_done) -> dict:
+    """This test's case, run and checked around: on its first use, every corpus case this session
+    selected and has not run yet is run in one batch (_run_batch); under pytest-xdist, whose
+    workers already share the cores, each case runs alone when its test comes."""
+    node = request.node
+    if node.nodeid not in _corpus_done:
+        batch = [node] if os.environ.get("PYTEST_XDIST_WORKER") else [
+            i for i in request.session.items if i.module is node.module and i.originalname in CORPUS_TESTS
+            and i.nodeid not in _corpus_done]
+        _corpus_done.update(_run_batch(batch, corpus_dir, tmp_path_factory))
+    return _corpus_done[node.nodeid]
+
+
 @pytest.mark.parametrize("case_id,tool,args,env,code,fragment", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_corpus(corpus_runs, request, case_id, tool, args, env, code, fragment):
-    _check_case(corpus_runs[request.node.nodeid])
+def test_bad_input_corpus(corpus_case, case_id, tool, args, env, code, fragment):
+    _check_case(corpus_case)
 
 
 # One case per command (two for run, one per backend) again with an unwritable HOME and the
@@ -750,9 +766,9 @@ def hostile_home(corpus_dir) -> str:
 
 
 @pytest.mark.parametrize("case_id", HOSTILE_ENV)
-def test_bad_input_with_an_unwritable_home_and_default_logging(hostile_home, corpus_runs, request, case_id):
+def test_bad_input_with_an_unwritable_home_and_default_logging(hostile_home, case_id, request):
     assert case_id in BY_ID, f"no corpus case {case_id!r}"
-    _check_case(corpus_runs[request.node.nodeid])
+    _check_case(request.getfixturevalue("corpus_case"))
 
 
 def case_classes() -> dict[str, str]:
