@@ -44,7 +44,20 @@ def no_tensorflow(tmp_path_factory) -> dict:
     return {"PYTHONPATH": str(d)}
 
 
-def test_jax_runs_write_ok_rows_where_tensorflow_cannot_be_imported(tmp_path, no_tensorflow, initial_weights):
+@pytest.fixture(scope="module")
+def jax_mirrored_run(tmp_path_factory, no_tensorflow, initial_weights) -> Path:
+    """Its CSV: resnet18 on two host devices under the mirrored strategy where TensorFlow cannot be
+    imported, from TensorFlow-written weights, gradients synced and steps 2-3 profiled; shared by
+    the two tests that read it."""
+    out = tmp_path_factory.mktemp("jax-mirrored") / "runs.csv"
+    _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--strategy", "mirrored", "--cpu-replicas", "2",
+          "--num-classes", "10", "--init-weights", str(initial_weights["resnet18"]), *TINY, "--profile-steps", "2-3",
+          "--gradient-sync", "--output", str(out)], env=no_tensorflow)
+    return out
+
+
+def test_jax_runs_write_ok_rows_where_tensorflow_cannot_be_imported(tmp_path, no_tensorflow, initial_weights,
+                                                                     jax_mirrored_run):
     out, weights = tmp_path / "runs.csv", tmp_path / "trained.weights.h5"
     probe = subprocess.run([PY, "-c", "import tensorflow"], env={**ENV, **no_tensorflow}, capture_output=True,
                            text=True)
@@ -52,16 +65,13 @@ def test_jax_runs_write_ok_rows_where_tensorflow_cannot_be_imported(tmp_path, no
     # accuracy mode on real data: host pipeline, resize, evaluation on the test split, saved weights
     _run([PY, "bench/run.py", "vgg11", "--backend", "jax", "--data", "digits", "--epochs", "2", "--width", "0.25",
           "--no-progress", "--output", str(out), "--save-weights", str(weights)], env=no_tensorflow)
-    # two host devices under the mirrored strategy, on synthetic data, from TensorFlow-written weights
-    _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--strategy", "mirrored", "--cpu-replicas", "2",
-          "--num-classes", "10", "--init-weights", str(initial_weights["resnet18"]), *TINY, "--output", str(out)],
-         env=no_tensorflow)
     # float16 with dynamic loss scaling (Keras' LossScaleOptimizer, stateless): finite and falling
     _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--precision", "mixed_fp16", *TINY, "--steps", "10",
           "--output", str(tmp_path / "fp16.csv")], env=no_tensorflow)
     fp16 = read_rows(tmp_path / "fp16.csv").iloc[0]
     assert fp16["status"] == "ok" and fp16["precision"] == "mixed_fp16" and fp16["final_loss"] < np.log(100)
-    df = read_rows(out)
+    # two host devices under the mirrored strategy, on synthetic data, from TensorFlow-written weights
+    df = pd.concat([read_rows(out), read_rows(jax_mirrored_run)], ignore_index=True)
     assert list(df["status"]) == ["ok", "ok"] and set(df["backend"]) == {"jax"}
     acc, mirrored = df.iloc[0], df.iloc[1]
     assert acc["top1"] > 0.5 and acc["epochs_run"] == 2  # chance is 0.1
@@ -191,7 +201,7 @@ def test_the_gpu_check_runs_end_to_end_and_names_the_device_it_measured(tmp_path
 
 
 @pytest.mark.distributed
-def test_jax_without_gradient_sync_places_no_all_reduce_but_the_loss_sum(tmp_path, no_tensorflow):
+def test_jax_without_gradient_sync_places_no_all_reduce_but_the_loss_sum(tmp_path, no_tensorflow, jax_mirrored_run):
     """Two host devices, resnet18 (BatchNorm): synced, XLA all-reduces gradients and BatchNorm's
     statistics, scores of collectives per step in the trace; --no-gradient-sync leaves only
     the loss's and the count's sums."""
@@ -199,9 +209,10 @@ def test_jax_without_gradient_sync_places_no_all_reduce_but_the_loss_sum(tmp_pat
 
     per_step = {}
     for sync in ("--gradient-sync", "--no-gradient-sync"):
-        out = tmp_path / f"{sync}.csv"
-        _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--strategy", "mirrored", "--cpu-replicas", "2",
-              *TINY, "--profile-steps", "2-3", sync, "--output", str(out)], env=no_tensorflow)
+        out = jax_mirrored_run if sync == "--gradient-sync" else tmp_path / f"{sync}.csv"
+        if sync == "--no-gradient-sync":  # the synced run is the shared one (its start: TensorFlow's weights)
+            _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--strategy", "mirrored", "--cpu-replicas",
+                  "2", *TINY, "--profile-steps", "2-3", sync, "--output", str(out)], env=no_tensorflow)
         row = read_rows(out).iloc[0]
         assert row["status"] == "ok" and bool(row["gradient_sync"]) == (sync == "--gradient-sync")
         s = summarize(row["trace_dir"])

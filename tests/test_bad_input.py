@@ -4,7 +4,8 @@ scripts/compare_tf_cnn.sh) given one hostile-but-fair input. Each must exit with
 exactly one line on stderr (no traceback, no usage block, no framework start-up line), leave
 every CSV (and every file it was pointed at) byte-identical, and leave the whole temporary tree
 as it found it: nothing created (not even the fresh --output folder each case is given),
-changed or removed. One case per command also runs with an unwritable HOME and TensorFlow's
+changed or removed. The cases run a few at a time (one per core), the tree compared around the
+batch (see _run_batch). One case per command also runs with an unwritable HOME and TensorFlow's
 default logging. A run prints the corpus's count per command and per class (its section below)."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import stat
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -312,8 +314,6 @@ CASES = [
     ("peer-trace-not-json", "peer", ["--peer-trace", "{foreign}"], {}, 2, "cannot read the peer's trace"),
     ("peer-trace-binary", "peer", ["--peer-trace", "{binary}"], {}, 2, "cannot read the peer's trace"),
     ("peer-abbreviated-option", "peer", ["--peer", "{peer_dir}"], {}, 2, "--peer"),
-    ("peer-pairs-word", "peer", ["--peer-dir", "{peer_dir}", "--pairs", "x"], {}, 2, "pairs='x'"),
-    ("peer-no-peer-dir", "peer", [], {}, 2, "give --peer-dir"),
     # ---- python -m models ----
     ("models-unknown", "models", ["vgg99"], {}, 2, "vgg99"),
     ("models-width-word", "models", ["vgg11", "--width", "wide"], {}, 2, "width='wide'"),
@@ -626,11 +626,15 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return text
 
 
-def _run_case(corpus_dir, tmp_path, tool, args, env, code, fragment, *, hostile_home: str | None = None):
+def _prepare_case(corpus_dir, tmp_path, tool, args, env, code, fragment, *, hostile_home: str | None = None
+                  ) -> dict:
+    """One case made ready to run in `tmp_path`, its own folder: the command, its environment and
+    what it must leave as it found it, snapshotted now ({"skip": why} where this host cannot make
+    one of its files)."""
     joined = " ".join(args)
     for key in ("dev", "link_dev", "ro_dir"):
         if "{" + key + "}" in joined and not corpus_dir.get(key):
-            pytest.skip(f"{{{key}}} needs root (mknod, mount) or an unprivileged user")
+            return {"skip": f"{{{key}}} needs root (mknod, mount) or an unprivileged user"}
     csv = tmp_path / "runs.csv"
     csv.write_text(_csv_row_text())
     fresh = tmp_path / "fresh" / "runs.csv"  # a folder that must still not exist afterwards
@@ -640,12 +644,7 @@ def _run_case(corpus_dir, tmp_path, tool, args, env, code, fragment, *, hostile_
         argv += ["--output", str(fresh)]
     watched = [csv, *(Path(v) for k, v in corpus_dir.items() if k != "dir" and v), tmp_path / "x.csv",
                Path(REPO / "x.csv")]
-    before = _snapshot(watched)
-    root = tmp_path.parent  # this session's base temporary folder: this case's and the corpus's
-    tree = _tree(root)
-    repo_top = sorted(os.listdir(REPO))
     env = {k: _fill(v, values) for k, v in env.items()}
-    fragment = _fill(fragment, values)
     base = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "CNNBENCH_BACKEND_SET")}
     base["TF_CPP_MIN_LOG_LEVEL"] = "2"
     if tool == "compare":  # the peer's venv it would build, inside the tree: it must not appear
@@ -654,22 +653,97 @@ def _run_case(corpus_dir, tmp_path, tool, args, env, code, fragment, *, hostile_
         for k in ("TF_CPP_MIN_LOG_LEVEL", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR", "KERAS_HOME"):
             base.pop(k, None)
         base["HOME"] = hostile_home
-    r = subprocess.run([*TOOLS[tool], *argv], cwd=REPO, capture_output=True, text=True, timeout=180,
-                       env={**base, **env}, stdin=subprocess.DEVNULL)
+    return {"command": [*TOOLS[tool], *argv], "env": {**base, **env}, "code": code,
+            "fragment": _fill(fragment, values), "tmp": tmp_path, "watched": watched, "before": _snapshot(watched)}
+
+
+def _launch(case: dict) -> None:
+    try:
+        case["result"] = subprocess.run(case["command"], cwd=REPO, capture_output=True, text=True, timeout=180,
+                                        env=case["env"], stdin=subprocess.DEVNULL)
+    except subprocess.SubprocessError as e:  # a hung case fails its own test, not the batch
+        case["result"] = e
+
+
+def _check_case(case: dict) -> None:
+    if "skip" in case:
+        pytest.skip(case["skip"])
+    r = case["result"]
+    assert isinstance(r, subprocess.CompletedProcess), r
     lines = [l for l in r.stderr.splitlines() if l.strip()]
-    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    assert r.returncode == case["code"], (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr
     assert len(lines) == 1, r.stderr[-2000:]
-    assert lines[0].startswith("error:") and fragment in lines[0], lines[0]
-    assert _snapshot(watched) == before, "a file changed"
-    after = _tree(root)
-    assert after == tree, f"the temporary tree changed: {_tree_diff(tree, after)}"
-    assert sorted(os.listdir(REPO)) == repo_top, "a file appeared in the repo"
+    assert lines[0].startswith("error:") and case["fragment"] in lines[0], lines[0]
+    assert case["after"] == case["before"], "a file changed"
+    assert not case["tree_diff"], f"the temporary tree changed: {case['tree_diff']}"
+    assert not case["repo_changed"], "a file appeared in the repo"
+
+
+CORPUS_TESTS = ("test_bad_input_corpus", "test_bad_input_with_an_unwritable_home_and_default_logging")
+
+
+def _jobs() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def _run_batch(items: list, corpus_dir: dict, tmp_path_factory) -> dict[str, dict]:
+    """These corpus tests' cases, by node id, each run as a real process of its command, a few at
+    once (one per core: each is its own process in its own folder, and none may change anything).
+    The whole temporary tree (this session's base folder, the corpus's files with it) and the repo
+    are compared once around the batch: a change inside a case's own folder fails that case, a
+    change anywhere else fails every case of the batch."""
+    cases: dict[str, dict] = {}
+    for item in items:
+        params, home = item.callspec.params, None
+        if item.originalname == CORPUS_TESTS[1]:
+            if not corpus_dir["ro_dir"] or params["case_id"] not in BY_ID:
+                continue  # the test skips, saying why (hostile_home), or fails naming the case
+            params, home = dict(zip(("case_id", "tool", "args", "env", "code", "fragment"),
+                                    BY_ID[params["case_id"]])), corpus_dir["ro_dir"]
+        tmp = tmp_path_factory.mktemp(re.sub(r"\W", "_", item.name)[:30])  # as tmp_path names it
+        cases[item.nodeid] = _prepare_case(corpus_dir, tmp, params["tool"], params["args"], params["env"],
+                                           params["code"], params["fragment"], hostile_home=home)
+    root = tmp_path_factory.getbasetemp()
+    tree, repo_top = _tree(root), sorted(os.listdir(REPO))
+    runnable = [c for c in cases.values() if "skip" not in c]
+    with ThreadPoolExecutor(_jobs()) as pool:
+        list(pool.map(_launch, runnable))
+    after, repo_after = _tree(root), sorted(os.listdir(REPO))
+    changed = {k for k in set(tree) | set(after) if tree.get(k, "absent") != after.get(k, "absent")}
+    owned = {c["tmp"]: {k for k in changed if k.startswith(f"{c['tmp']}{os.sep}")} for c in runnable}
+    elsewhere = changed - set().union(*owned.values())
+    for case in runnable:
+        mine = owned[case["tmp"]] | elsewhere
+        case["tree_diff"] = _tree_diff({k: v for k, v in tree.items() if k in mine},
+                                       {k: v for k, v in after.items() if k in mine}) if mine else ""
+        case["after"] = _snapshot(case["watched"])
+        case["repo_changed"] = repo_after != repo_top
+    return cases
+
+
+@pytest.fixture(scope="module")
+def _corpus_done() -> dict[str, dict]:
+    return {}
+
+
+@pytest.fixture
+def corpus_case(request, corpus_dir, tmp_path_factory, _corpus_done) -> dict:
+    """This test's case, run and checked around: on its first use, every corpus case this session
+    selected and has not run yet is run in one batch (_run_batch); under pytest-xdist, whose
+    workers already share the cores, each case runs alone when its test comes."""
+    node = request.node
+    if node.nodeid not in _corpus_done:
+        batch = [node] if os.environ.get("PYTEST_XDIST_WORKER") else [
+            i for i in request.session.items if i.module is node.module and i.originalname in CORPUS_TESTS
+            and i.nodeid not in _corpus_done]
+        _corpus_done.update(_run_batch(batch, corpus_dir, tmp_path_factory))
+    return _corpus_done[node.nodeid]
 
 
 @pytest.mark.parametrize("case_id,tool,args,env,code,fragment", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_corpus(corpus_dir, tmp_path, case_id, tool, args, env, code, fragment):
-    _run_case(corpus_dir, tmp_path, tool, args, env, code, fragment)
+def test_bad_input_corpus(corpus_case, case_id, tool, args, env, code, fragment):
+    _check_case(corpus_case)
 
 
 # One case per command (two for run, one per backend) again with an unwritable HOME and the
@@ -677,7 +751,7 @@ def test_bad_input_corpus(corpus_dir, tmp_path, case_id, tool, args, env, code, 
 # CSV read) before it refuses.
 HOSTILE_ENV = ["run-init-weights-cannot-load", "run-memory-estimate-exceeds-ram-jax", "sweep-output-foreign",
                "report-nothing-to-compare", "cluster-no-such-command", "traces-garbage", "peer-append-foreign",
-               "peer-script-pairs-word", "models-image-too-small", "cnnbench-run-memory",
+               "peer-pairs-word", "models-image-too-small", "cnnbench-run-memory",
                "compare-unknown-model"]
 BY_ID = {c[0]: c for c in CASES}
 
@@ -690,9 +764,9 @@ def hostile_home(corpus_dir) -> str:
 
 
 @pytest.mark.parametrize("case_id", HOSTILE_ENV)
-def test_bad_input_with_an_unwritable_home_and_default_logging(corpus_dir, tmp_path, hostile_home, case_id):
-    _, tool, args, env, code, fragment = BY_ID[case_id]
-    _run_case(corpus_dir, tmp_path, tool, args, env, code, fragment, hostile_home=hostile_home)
+def test_bad_input_with_an_unwritable_home_and_default_logging(hostile_home, case_id, request):
+    assert case_id in BY_ID, f"no corpus case {case_id!r}"
+    _check_case(request.getfixturevalue("corpus_case"))
 
 
 def case_classes() -> dict[str, str]:

@@ -40,6 +40,10 @@ def one_step(strategy: str, out: Path, model: str = "vgg11", steps: int = 2, ext
     extra = [*extra, *(["--cpu-replicas", "2"] if strategy == "mirrored" else [])]
     run([*launcher(strategy), PY, ONE_STEP, "--strategy", strategy, "--out", str(out), "--model", model,
          "--steps", str(steps), *extra])
+    return _replicas(out)
+
+
+def _replicas(out: Path) -> list[dict]:
     replicas = []
     for f in sorted(out.glob("rank*.npz")):
         z = np.load(f)
@@ -55,11 +59,26 @@ def single_reference(tmp_path_factory):
     return one_step("single", tmp_path_factory.mktemp("single"))[0]
 
 
+@pytest.fixture(scope="module")
+def synced_steps(tmp_path_factory):
+    """synced_steps(strategy) -> {model: replicas}: vgg11 (2 steps) and resnet18 (3 steps) from
+    one launch of the strategy's processes, shared by the two tests below."""
+    done = {}
+
+    def get(strategy: str) -> dict[str, list[dict]]:
+        if strategy not in done:
+            d = tmp_path_factory.mktemp(f"synced-{strategy}")
+            vgg11 = one_step(strategy, d, extra=("--also", "resnet18:3"))
+            done[strategy] = {"vgg11": vgg11, "resnet18": _replicas(d / "resnet18")}
+        return done[strategy]
+    return get
+
+
 @pytest.mark.parametrize("strategy", ["mirrored", "multiworker", "horovod"])
-def test_one_step_matches_single_device(strategy, single_reference, tmp_path):
+def test_one_step_matches_single_device(strategy, single_reference, synced_steps):
     """BN-free vgg11: two SGD+momentum steps on a fixed global batch of 8 split over 2 replicas,
     from rank-dependent seeds, give the single-device weights within float32 tolerance."""
-    replicas = one_step(strategy, tmp_path)
+    replicas = synced_steps(strategy)["vgg11"]
     assert len(replicas) == 2
     weights = [k for k in single_reference if k.startswith("T/")]
     assert len(weights) == 22  # 8 conv + 3 dense layers, kernel and bias each
@@ -76,10 +95,10 @@ def test_one_step_matches_single_device(strategy, single_reference, tmp_path):
 
 
 @pytest.mark.parametrize("strategy", ["mirrored", "multiworker", "horovod"])
-def test_batchnorm_model_replicas_end_identical(strategy, tmp_path):
+def test_batchnorm_model_replicas_end_identical(strategy, synced_steps):
     """resnet18 (BatchNorm): after 3 steps every replica holds identical trainable weights.
     BN moving statistics are per replica (see README), so only their shapes are compared."""
-    replicas = one_step(strategy, tmp_path, model="resnet18", steps=3)
+    replicas = synced_steps(strategy)["resnet18"]
     assert len(replicas) == 2
     base = replicas[0]
     trainable = [k for k in base if k.startswith("T/")]
@@ -132,14 +151,15 @@ def test_mirrored_run_on_cpu_replicas(tmp_path):
         row["images_per_sec"] / 2)
 
 
-def _pids_of_rank(rank: int) -> list:
+def _pids_of_rank(rank: int, out: Path) -> list:
+    """This job's rank `rank`: its command names `out`, so no other test's run is taken for it."""
     import psutil
 
     found = []
     for p in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error, OSError):  # processes come and go while we look
-            if "bench/run.py" in " ".join(p.info["cmdline"] or []) and \
-                    p.environ().get("HOROVOD_RANK") == str(rank):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "bench/run.py" in cmd and str(out) in cmd and p.environ().get("HOROVOD_RANK") == str(rank):
                 found.append(p)
     return found
 
@@ -155,7 +175,7 @@ def test_killing_a_horovod_rank_ends_the_job_without_an_ok_row(tmp_path):
         victims = []
         while not victims and time.monotonic() < deadline:
             time.sleep(1)
-            victims = _pids_of_rank(1)
+            victims = _pids_of_rank(1, out)
         assert victims, "rank 1 never started"
         time.sleep(12)  # let it get past model building, into the timed steps
         assert job.poll() is None, "the job ended before the kill"

@@ -339,16 +339,18 @@ def test_run_refuses_with_exit_2_when_its_row_would_cross_the_cap(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_real_run_in_a_folder_named_with_a_carriage_return_keeps_its_row_on_one_line(tmp_path):
+def test_a_real_run_in_a_folder_named_with_a_carriage_return_keeps_its_row_on_one_line(tmp_path, profiled_runs):
     """The break as found: a CR in the output folder's name reached the row through trace_dir,
     unquoted, and the next append (a later run's) died with a traceback."""
-    out = tmp_path / "=1+1\rfolder <script>" / "runs.csv"
-    p = subprocess.run([sys.executable, "bench/run.py", "vgg11", "--backend", "jax", *TINY, "--steps", "4",
-                        "--profile-steps", "3-3", "--output", str(out)], cwd=REPO, capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    import shutil
+
+    p, written = profiled_runs("jax")  # vgg11 on JAX, profiled, its CSV in a folder named "=1+1\rfolder <script>"
     assert p.returncode == 0, p.stderr[-2000:]
+    assert "\r" in str(written.parent)
+    out = tmp_path / "runs.csv"  # the next append goes to a copy: the run's own CSV is shared
+    shutil.copy(written, out)
     append_row(out, _row(1))
     assert len(out.read_bytes().splitlines()) == 3 and len(pd.read_csv(out)) == 2
     df = store.read_rows(out)
-    assert df["trace_dir"][0] == str(out.parent / "traces" / df["run_id"][0])
+    assert df["trace_dir"][0] == str(written.parent / "traces" / df["run_id"][0])
     assert load.load_results([out])["trace_dir"][0] == df["trace_dir"][0]

@@ -29,15 +29,30 @@ def _check_ok_row(row, model, data):
     assert row["tf_version"].startswith("2.21") and isinstance(row["git_commit"], str)
 
 
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """tiny_runs(data) -> (the finished process, its folder): vgg11 at TINY on one data mode, run
+    once and shared; the synthetic run also saves its weights (w.weights.h5), a start for the
+    --init-weights test."""
+    done = {}
+
+    def get(data: str):
+        if data not in done:
+            d = tmp_path_factory.mktemp(f"tiny-{data}")
+            extra = ["--save-weights", str(d / "w.weights.h5")] if data == "synthetic" else []
+            if data == "cifar100":
+                write_cifar100(d / "cifar-100-python.tar.gz", n_train=64, n_test=16)
+                extra = ["--data-dir", str(d)]
+            done[data] = run_cli("vgg11", "--data", data, *extra, *TINY, "--output", str(d / "runs.csv")), d
+        return done[data]
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("data", ["synthetic", "digits", "cifar100"])
-def test_tiny_run_writes_one_well_formed_row(tmp_path, data):
-    out = tmp_path / "runs.csv"
-    extra = []
-    if data == "cifar100":
-        write_cifar100(tmp_path / "cifar-100-python.tar.gz", n_train=64, n_test=16)
-        extra = ["--data-dir", str(tmp_path)]
-    r = run_cli("vgg11", "--data", data, *extra, *TINY, "--output", str(out))
+def test_tiny_run_writes_one_well_formed_row(tiny_runs, data):
+    r, folder = tiny_runs(data)
+    out = folder / "runs.csv"
     assert r.returncode == 0, r.stderr[-2000:]
     row = _one_row(out)
     _check_ok_row(row, "vgg11", data)
@@ -170,10 +185,10 @@ def test_bad_arguments_exit_2_with_one_line_and_no_row(tmp_path, args, named):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["truncated", "bad_shape", "labels"])
+@pytest.mark.parametrize("case", ["bad_shape", "labels"])  # a truncated archive: the corpus's run-cifar-truncated
 def test_bad_data_exits_2_with_one_line_and_no_row(tmp_path, case):
     out = tmp_path / "runs.csv"
-    write_cifar100(tmp_path / "c.tar.gz", truncate=case == "truncated", bad_shape=case == "bad_shape")
+    write_cifar100(tmp_path / "c.tar.gz", bad_shape=case == "bad_shape")
     args = ["--data", "cifar100", "--data-dir", str(tmp_path / "c.tar.gz"), "--output", str(out), *TINY]
     if case == "labels":
         args += ["--num-classes", "10"]
@@ -201,12 +216,28 @@ def test_ctrl_c_exits_130_with_one_line_and_no_row(tmp_path):
     assert not out.exists()
 
 
+@pytest.fixture(scope="module")
+def inference_runs(tmp_path_factory):
+    """inference_runs(backend) -> (the finished process, its CSV): resnet18 (BatchNorm) forward
+    passes at batch 1, run once per backend and shared; the TensorFlow run also saves its weights
+    at the end (after.weights.h5 beside the CSV)."""
+    done = {}
+
+    def get(backend: str):
+        if backend not in done:
+            d = tmp_path_factory.mktemp(f"inference-{backend}")
+            extra = ["--save-weights", str(d / "after.weights.h5")] if backend == "tensorflow" else []
+            r = run_cli("resnet18", "--mode", "inference", "--backend", backend, "--width", "0.125", "--batch-size",
+                        "1", "--warmup-steps", "2", "--no-progress", "--output", str(d / "runs.csv"), *extra)
+            done[backend] = r, d / "runs.csv"
+        return done[backend]
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_inference_row_has_latency_percentiles_and_memory(tmp_path, backend):
-    out = tmp_path / "runs.csv"
-    r = run_cli("resnet18", "--mode", "inference", "--backend", backend, "--width", "0.125", "--batch-size", "1",
-                "--warmup-steps", "2", "--no-progress", "--output", str(out))
+def test_inference_row_has_latency_percentiles_and_memory(inference_runs, backend):
+    r, out = inference_runs(backend)
     assert r.returncode == 0, r.stderr[-2000:]
     row = _one_row(out)
     assert row["status"] == "ok" and row["mode"] == "inference" and row["backend"] == backend
@@ -223,22 +254,22 @@ def test_inference_row_has_latency_percentiles_and_memory(tmp_path, backend):
 
 
 @pytest.mark.slow
-def test_inference_leaves_batchnorm_and_weights_alone(tmp_path):
-    """Forward passes in inference mode change no variable: the weights saved after 100 of them
-    are the initial ones."""
+def test_inference_leaves_batchnorm_and_weights_alone(inference_runs):
+    """Forward passes in inference mode change no variable, BatchNorm's statistics included: the
+    weights resnet18 saved after 102 of them are the initial ones."""
     import numpy as np
 
-    saved = tmp_path / "after.weights.h5"
-    r = run_cli("vgg11", "--mode", "inference", "--width", "0.125", "--batch-size", "4", "--warmup-steps", "0",
-                "--no-progress", "--output", str(tmp_path / "r.csv"), "--save-weights", str(saved))
+    r, out = inference_runs("tensorflow")
     assert r.returncode == 0, r.stderr[-2000:]
+    saved = out.parent / "after.weights.h5"
     code = ("import sys, numpy as np; sys.path.insert(0, '.'); import keras, models; keras.utils.set_random_seed(0); "
-            "m = models.build_model('vgg11', width=0.125); a = [w.copy() for w in m.get_weights()]; "
+            "m = models.build_model('resnet18', width=0.125); a = [w.copy() for w in m.get_weights()]; "
+            "assert any('moving_variance' in w.path for w in m.weights); "
             f"m.load_weights({str(saved)!r}); "
             "print(all(np.array_equal(x, y) for x, y in zip(a, m.get_weights())))")
     check = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert check.stdout.strip().endswith("True"), check.stdout + check.stderr[-1500:]
-    assert np.isfinite(read_rows(tmp_path / "r.csv").iloc[0]["latency_p99_ms"])
+    assert np.isfinite(read_rows(out).iloc[0]["latency_p99_ms"])
 
 
 ESTIMATE_FACTOR = 2.0  # the README's stated bound: the process's measured peak / estimate within [1/2, 1]
@@ -284,15 +315,13 @@ def _traced_steps(trace_dir) -> set[int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_profile_steps_trace_exactly_those_steps_and_leave_them_out(tmp_path, backend):
-    out = tmp_path / "runs.csv"
-    r = run_cli("vgg11", "--backend", backend, "--width", "0.125", "--batch-size", "8", "--steps", "6",
-                "--warmup-steps", "1", "--profile-steps", "3-4", "--no-progress", "--output", str(out))
+def test_profile_steps_trace_exactly_those_steps_and_leave_them_out(profiled_runs, backend):
+    r, out = profiled_runs(backend)  # in a folder whose name holds a carriage return (test_results)
     assert r.returncode == 0, r.stderr[-2000:]
     row = _one_row(out)
     assert row["status"] == "ok" and row["profile_steps"] == "3-4"
     assert row["steps"] == 6 and row["timed_steps"] == 4  # the two profiled steps are not in the statistics
-    assert row["trace_dir"] == str(tmp_path / "traces" / row["run_id"])
+    assert row["trace_dir"] == str(out.parent / "traces" / row["run_id"])
     assert _traced_steps(row["trace_dir"]) == {3, 4}
     from bench.measure.traces import (
         summarize,  # the ops of those two steps, summed by kind
@@ -304,15 +333,18 @@ def test_profile_steps_trace_exactly_those_steps_and_leave_them_out(tmp_path, ba
 
 
 @pytest.mark.slow
-def test_the_init_weights_checksum_is_of_the_file_read_not_of_the_one_saved_over_it(tmp_path):
+def test_the_init_weights_checksum_is_of_the_file_read_not_of_the_one_saved_over_it(tmp_path, tiny_runs):
     """--init-weights W --save-weights W: the row's provenance names the start, taken when W was
     read, not the trained file that replaced it at the end."""
+    import shutil
+
     from bench.results.provenance import file_sha256
 
     out, w = tmp_path / "runs.csv", tmp_path / "w.weights.h5"
     small = ["--width", "0.125", "--steps", "2", "--warmup-steps", "0", "--batch-size", "4", "--no-progress"]
-    r = run_cli("vgg11", *small, "--output", str(tmp_path / "first.csv"), "--save-weights", str(w))
+    r, first = tiny_runs("synthetic")  # a vgg11 that saved its weights: the start
     assert r.returncode == 0, r.stderr[-2000:]
+    shutil.copy(first / "w.weights.h5", w)
     start = file_sha256(w)
     r = run_cli("vgg11", *small, "--output", str(out), "--init-weights", str(w), "--save-weights", str(w))
     assert r.returncode == 0, r.stderr[-2000:]

@@ -216,7 +216,9 @@ def test_the_pack_size_and_all_reduce_reach_multiworker_strategy():
             "all_reduce_pack_mb=2.5, collective_timeout=60))\n"
             "o = d.strategy.extended._communication_options\n"
             "print(o.bytes_per_pack, o.implementation.name, o.timeout_seconds)\n")
-    tf_config = {"cluster": {"worker": ["localhost:23999"]}, "task": {"type": "worker", "index": 0}}
+    from launch.local_cluster import free_ports
+
+    tf_config = {"cluster": {"worker": [f"localhost:{free_ports(1)[0]}"]}, "task": {"type": "worker", "index": 0}}
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                        env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert r.returncode == 0, r.stderr[-2000:]

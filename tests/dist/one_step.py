@@ -5,7 +5,10 @@ Each rank seeds its own weights differently, so only broadcast_initial_state (or
 own initial sync) can make them start equal.
 
     python tests/dist/one_step.py --strategy S --out DIR [--cpu-replicas N] [--model M] [--steps K]
-        [--hvd-compression fp16] [--no-gradient-sync]
+        [--hvd-compression fp16] [--no-gradient-sync] [--also M2:K2 ...]
+
+--also trains more models after the first under the same strategy, in the same processes (one
+launch, not one per model), each from its rank's seed again, saving into DIR/M2/.
 """
 from __future__ import annotations
 
@@ -30,16 +33,12 @@ def main() -> int:
     p.add_argument("--optimizer", default="sgd")
     p.add_argument("--hvd-compression", default="none")
     p.add_argument("--no-gradient-sync", action="store_true")
+    p.add_argument("--also", action="append", default=[], metavar="MODEL:STEPS")
     args = p.parse_args()
 
-    import keras
-    import numpy as np
     import tensorflow as tf
 
-    import models
-    from bench.backends import load, make_distribution
-    from bench.backends.keras_common import make_optimizer
-    from bench.backends.tensorflow.trainer import TensorFlowTrainer
+    from bench.backends import make_distribution
     from bench.config.schema import RunConfig
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -48,9 +47,27 @@ def main() -> int:
                     hvd_compression=args.hvd_compression, gradient_sync=not args.no_gradient_sync)
     dist = make_distribution(cfg)
     per_replica = args.global_batch // dist.num_replicas
+    runs = [(args.model, args.steps, Path(args.out))]
+    runs += [(m, int(k), Path(args.out) / m) for m, k in (a.split(":") for a in args.also)]
+    for name, steps, out_dir in runs:
+        train(name, steps, out_dir, args, cfg, dist, per_replica)
+    dist.shutdown()
+    return 0
+
+
+def train(name, steps, out_dir, args, cfg, dist, per_replica) -> None:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import models
+    from bench.backends import load
+    from bench.backends.keras_common import make_optimizer
+    from bench.backends.tensorflow.trainer import TensorFlowTrainer
+
     keras.utils.set_random_seed(1234 + 17 * dist.rank)  # deliberately different on every rank
     with dist.scope():
-        model = models.build_model(args.model, num_classes=10, width=args.width)
+        model = models.build_model(name, num_classes=10, width=args.width)
         opt = make_optimizer(cfg, load(cfg.backend).sgd(), dist.num_replicas)
         opt.build(model.trainable_variables)
     dist.broadcast_initial_state(model, opt)
@@ -65,7 +82,7 @@ def main() -> int:
         return tf.data.Dataset.from_tensor_slices((x, y)).shard(num_shards, index).batch(batch).repeat()
 
     batches = iter(dist.distribute(dataset_fn, per_replica))
-    losses = [float(trainer.step(next(batches))[0]) for _ in range(args.steps)]
+    losses = [float(trainer.step(next(batches))[0]) for _ in range(steps)]
 
     replicas = getattr(dist, "replica_values", lambda v: [np.asarray(v)])
     out = {"losses": np.asarray(losses), "num_replicas": dist.num_replicas, "size": dist.size}
@@ -74,10 +91,8 @@ def main() -> int:
             out[f"r{r}/{'T' if v.trainable else 'N'}/{v.path}"] = value
     for path, value in initial.items():
         out[f"r0/I/{path}"] = value
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    np.savez(Path(args.out) / f"rank{dist.rank}.npz", **out)
-    dist.shutdown()
-    return 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / f"rank{dist.rank}.npz", **out)
 
 
 if __name__ == "__main__":
