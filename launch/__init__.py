@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from bench.config.schema import RunConfig
 
 STRATEGIES: dict[str, type[Distribution]] = {s.name: s for s in (Single, Mirrored, MultiWorker, Horovod)}
+DEFAULT_STRATEGY = Single.name  # where no launcher chose one, and a sweep's without --strategies
 
 
 def strategy_names() -> list[str]:
@@ -28,7 +29,7 @@ def get_strategy(name: str) -> type[Distribution]:
 
 def default_strategy() -> str:
     """The strategy whose launcher started this process (e.g. horovod under horovodrun), else single."""
-    return next((name for name, s in STRATEGIES.items() if s.launched_here()), "single")
+    return next((name for name, s in STRATEGIES.items() if s.launched_here()), DEFAULT_STRATEGY)
 
 
 def check_config(cfg: "RunConfig") -> None:
@@ -55,5 +56,5 @@ def make_distribution(cfg: "RunConfig") -> Distribution:
     return get_strategy(cfg.strategy).from_config(cfg)
 
 
-__all__ = ["Distribution", "Launch", "STRATEGIES", "check_config", "default_strategy", "get_strategy", "make_distribution",
+__all__ = ["DEFAULT_STRATEGY", "Distribution", "Launch", "STRATEGIES", "check_config", "default_strategy", "get_strategy", "make_distribution",
            "strategy_names"]

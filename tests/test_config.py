@@ -128,9 +128,9 @@ def test_rows_differing_only_in_lr_are_two_configurations_everywhere(tmp_path):
     from bench.results.store import read_rows
     from bench.sweep.grid import build_jobs, done_keys
     jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.001"], str(out), 60)
-    assert jobs[0].key(False) not in done_keys(read_rows(out))
+    assert jobs[0].key() not in done_keys(read_rows(out))
     jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.01"], str(out), 60)
-    assert jobs[0].key(False) in done_keys(read_rows(out))
+    assert jobs[0].key() in done_keys(read_rows(out))
     # the report's latest-row rule and --compare
     from bench.report.tables import compare, latest_ok
     assert len(latest_ok(df)) == 2

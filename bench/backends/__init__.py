@@ -17,8 +17,8 @@ from types import ModuleType
 
 from bench.errors import BenchInputError
 from bench.procs import meaningful_lines
+from launch.base import BACKENDS
 
-BACKENDS = ("tensorflow", "jax")
 INSTALL_HINT = {"tensorflow": "pip install tensorflow-cpu==2.21.*",
                 "jax": "pip install 'jax[cpu]' (or run `bash scripts/setup.sh`, which installs it)"}
 

@@ -1,4 +1,4 @@
-"""Command lines to a `RunConfig`: the argparse parser generated from the schema, the rules between fields, and `to_argv`, its inverse."""
+"""Command lines to a `RunConfig`: the argparse parser generated from the schema and the rules between fields (`RunConfig.to_argv` is the inverse). Checks that need a framework or the hardware (is the backend installed?) belong to the run layer: bench.runner.validate."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import models
-from bench.backends import check_installed
 from bench.config.schema import (
     DEFAULT_STEPS,
     GROUPS,
@@ -108,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Rules between fields. Raises BenchInputError naming the values."""
+    """Rules between fields (the schema's, the model registry's and the strategy's). Raises
+    BenchInputError naming the values."""
 
     if cfg.model not in models.list_models():
         raise BenchInputError(f"unknown model {cfg.model!r}; valid models: {', '.join(models.list_models())}")
@@ -131,7 +131,6 @@ def validate(cfg: RunConfig) -> None:
         _check_init_weights(cfg.init_weights)
     if cfg.save_weights is not None:
         _check_save_weights(cfg.save_weights)
-    check_installed(cfg.backend)
     if cfg.mode == "inference":
         if cfg.accuracy_mode:
             raise BenchInputError(f"--epochs trains to an accuracy; --mode inference only runs the forward pass. "
@@ -214,12 +213,18 @@ def _check_profile_steps(cfg: RunConfig) -> None:
                               f"Received: profile_steps={cfg.profile_steps}, epochs={cfg.epochs}")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
-    """Parse and validate a command line. Raises BenchInputError naming the bad value."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+def read_argv(argv: Sequence[str]) -> RunConfig:
+    """A command line's RunConfig, each value checked on its own (type, bounds, choices) but
+    not the rules between fields (`validate`)."""
+    args = build_parser().parse_args(list(argv))
     values = {name: getattr(args, name) for name, o in schema().items() if o.cli}
     if values["strategy"] is None:
         values["strategy"] = default_strategy()
-    cfg = RunConfig(**values)
+    return RunConfig(**values)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
+    """Parse and validate a command line. Raises BenchInputError naming the bad value."""
+    cfg = read_argv(sys.argv[1:] if argv is None else argv)
     validate(cfg)
     return cfg

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import REPO
 from bench.config.parse import OneLineParser, parse_value
 from bench.config.schema import Opt, RunConfig
 from bench.errors import BenchInputError, input_error, one_line
@@ -34,7 +35,6 @@ from bench.measure.stats import step_stats, throughput
 from bench.results.row import Outcome, Topology, build_row
 from bench.results.store import append_row, check_output, read_rows
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCE = "tf_cnn_benchmarks"
 
 

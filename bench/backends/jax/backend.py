@@ -38,15 +38,15 @@ def build_step(s: "Session") -> None:
     s.trainer = trainer = JaxTrainer(s.model, s.optimizer, s.dist, global_batch=s.global_batch,
                                      track_accuracy=s.cfg.accuracy_mode, preprocess=s.source.device_preprocess(),
                                      mode=s.cfg.mode, gradient_sync=s.cfg.gradient_sync)
-    s.step = make_step(trainer, s.dist, s.source, s.cfg.batch_size, s.data_wait)
+    s.step = make_step(trainer, s.dist, s.source, s.per_replica_batch, s.data_wait)
     s.device_sync = trainer.sync
     # JAX dispatches asynchronously: a training step is queued before the host waits for the last
     # one, as Keras' fit does (an inference step is waited for alone: its time is its latency)
     s.pipelined = s.cfg.mode == "train"
 
 
-def test_batches(s: "Session", batch_size: int) -> Iterable:
-    return s.source.host_test_batches(batch_size)
+def test_batches(s: "Session", test_batch: int) -> Iterable:
+    return s.source.host_test_batches(test_batch)
 
 
 def finish(s: "Session") -> None:

@@ -42,16 +42,16 @@ def build_step(s: "Session") -> None:
     s.trainer = trainer = Trainer(s.model, s.optimizer, dist, global_batch=s.global_batch, xla=cfg.xla,
                                   track_accuracy=cfg.accuracy_mode, mode=cfg.mode, gradient_sync=cfg.gradient_sync)
     if s.source.fixed:  # made once, held on the device, reused every step
-        fixed = dist.distribute_fixed(s.source.train_dataset, cfg.batch_size)
+        fixed = dist.distribute_fixed(s.source.train_dataset, s.per_replica_batch)
         s.step = lambda: trainer.step(fixed)
     else:
-        batches = s.data_wait.wrap(iter(dist.distribute(s.source.train_dataset, cfg.batch_size)))
+        batches = s.data_wait.wrap(iter(dist.distribute(s.source.train_dataset, s.per_replica_batch)))
         s.step = lambda: trainer.step(next(batches))
     s.device_sync = tf.experimental.sync_devices if s.gpu_names else None
 
 
-def test_batches(s: "Session", batch_size: int) -> Iterable:
-    return s.source.test_dataset(batch_size)
+def test_batches(s: "Session", test_batch: int) -> Iterable:
+    return s.source.test_dataset(test_batch)
 
 
 def finish(s: "Session") -> None:
