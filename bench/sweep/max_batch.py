@@ -53,16 +53,16 @@ def search(fit: Callable[[int], bool], start: int, limit: int = LIMIT, step: int
 
 @dataclass
 class Result:
-    """One search: its probes' rows by batch, and what they found."""
+    """One search: its probes' rows by per-replica batch, and what they found."""
     label: str
     cap_gb: float | None
     probes: dict[int, dict[str, Any]] = field(default_factory=dict)
     largest: int | None = None
     first_misfit: int | None = None
 
-    def why(self, batch: int) -> str:
+    def why(self, per_replica_batch: int) -> str:
         """Why a probe did not fit, in words."""
-        row = self.probes[batch]
+        row = self.probes[per_replica_batch]
         if row.get("status") != "ok":
             return f"{row.get('status')}: {str(row.get('error', ''))[:160]}"
         return f"peak {float(row['peak_mem_bytes']) / GiB:.2f} GiB > cap {self.cap_gb:g} GiB"
