@@ -77,9 +77,10 @@ def _argparse_type(name: str, o: Opt) -> Callable[[str], Any]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, options_only: bool = False) -> argparse.ArgumentParser:
     """The `bench/run.py` command line, one option per RunConfig field (a contract: tests, docs
-    and sweeps rely on these names)."""
+    and sweeps rely on these names). `options_only`: no model, and no defaults, so that the
+    namespace holds only the options given (`read_options`)."""
 
     p = OneLineParser(prog="bench/run.py", description="Train one CNN under one strategy and measure "
                       "images/sec, step time and accuracy; append one row to a CSV.")
@@ -91,14 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
         g = groups[o.group]
         help_text = argparse.SUPPRESS if o.hidden else (o.help or None)
         default = defaults[name] if o.cli_default == "<unset>" else o.cli_default
+        if options_only:
+            default = argparse.SUPPRESS
         if o.positional:
-            g.add_argument(name, help=help_text)
+            if not options_only:
+                g.add_argument(name, help=help_text)
             continue
         flag = "--" + name.replace("_", "-")
         if o.action == "toggle":
             g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif o.action == "flag":
-            g.add_argument(flag, *OPTION_ALIASES.get(name, ()), dest=name, action="store_true", help=help_text)
+            g.add_argument(flag, *OPTION_ALIASES.get(name, ()), dest=name, action="store_true", help=help_text,
+                           **({"default": default} if options_only else {}))
         else:
             allowed = o.allowed()
             g.add_argument(flag, dest=name, type=_argparse_type(name, o), default=default, help=help_text,
@@ -221,6 +226,12 @@ def read_argv(argv: Sequence[str]) -> RunConfig:
     if values["strategy"] is None:
         values["strategy"] = default_strategy()
     return RunConfig(**values)
+
+
+def read_options(argv: Sequence[str]) -> dict[str, Any]:
+    """The RunConfig fields a list of bench/run.py options sets (no model), each value checked
+    on its own: a sweep's run options, read once for all its configurations."""
+    return vars(build_parser(options_only=True).parse_args(list(argv)))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> RunConfig:

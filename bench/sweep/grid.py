@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import REPO
 from bench.config.key import config_key
-from bench.config.parse import parse_value, read_argv, validate
+from bench.config.parse import parse_value, read_options, validate
 from bench.config.schema import DEFAULT_BACKEND, Opt, RunConfig, schema
 from bench.errors import BenchInputError
 from bench.runner.validate import prepare
@@ -18,7 +18,7 @@ from launch import Launch, get_strategy
 from launch.base import STRATEGY_OPTIONS
 
 # bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
-OWNED = ("--strategy", "--backend", "--batch-size", "--output", "--run-id", "--source")
+OWNED = ("strategy", "backend", "batch_size", "output", "run_id", "source")
 
 
 @dataclass
@@ -84,6 +84,10 @@ def toml_to_args(options: dict[str, Any]) -> list[str]:
 
 def _flags(args: list[str]) -> set[str]:
     return {a.split("=")[0] for a in args if a.startswith("--")}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 # RunConfig fields the sweep sets itself: its own axes, or what it owns per configuration
@@ -159,13 +163,14 @@ def build_jobs(models: list[str], per_replica_batches: list[int | None], strateg
     for w in workers:
         if w < 1:
             raise BenchInputError(f"workers must be >= 1. Received: workers={w}")
-    bad = sorted(_flags(run_args) & set(OWNED))
+    shared = read_options(run_args)  # read once, for every configuration
+    bad = sorted(set(shared) & set(OWNED))
     if bad:
-        raise BenchInputError(f"the sweep sets {bad[0]} itself; use --strategies/--backends/--batch-sizes/--workers/--output instead")
+        raise BenchInputError(f"the sweep sets {_flag(bad[0])} itself; use --strategies/--backends/--batch-sizes/"
+                              f"--workers/--output instead")
     names = [name for name, _ in axes]
     for name in names:
-        flags = {"--" + name.replace("_", "-"), "--no-" + name.replace("_", "-")}
-        if names.count(name) > 1 or flags & _flags(run_args):
+        if names.count(name) > 1 or name in shared:
             raise BenchInputError(f"--axis {name} is given twice (as two axes, or as an axis and a run option). "
                                   f"Received: axis={name}")
     combos = list(itertools.product(*(values for _, values in axes)))
@@ -184,28 +189,28 @@ def build_jobs(models: list[str], per_replica_batches: list[int | None], strateg
                         seen.add((model, batch, strategy.name, w, backend, combo))
                         values = {**fixed, "model": model, "batch_size": batch, "strategy": strategy.name,
                                   "backend": backend, **dict(chosen)}
-                        job = make_job(values, w, run_args, timeout, gpus, axes=tuple((n, str(v)) for n, v in chosen))
+                        job = make_job(values, w, shared, timeout, gpus, axes=tuple((n, str(v)) for n, v in chosen))
                         jobs.append(job)
                         if breakdown and job.replicas > 1:
-                            jobs.append(make_job({**values, "gradient_sync": False}, w, run_args, timeout, gpus,
+                            jobs.append(make_job({**values, "gradient_sync": False}, w, shared, timeout, gpus,
                                                  axes=(*job.axes, ("gradient_sync", "False"))))
     return jobs
 
 
-def make_job(values: dict[str, Any], workers: int, run_args: list[str], timeout: float, gpus: int = 0,
+def make_job(values: dict[str, Any], workers: int, shared: dict[str, Any], timeout: float, gpus: int = 0,
              axes: tuple[tuple[str, str], ...] = ()) -> Job:
-    """One configuration: the shared run options (`run_args`, as typed) and its strategy's
-    launch options read, then `values` set, then checked and resolved (bench.runner.validate),
-    and its command line under its strategy's launcher."""
+    """One configuration: its strategy's launch options, the run options every configuration
+    shares (`shared`, read by bench.config.parse.read_options) and its own `values`, checked and
+    resolved (bench.runner.validate), and its command line under its strategy's launcher."""
     strategy = get_strategy(values["strategy"])
     launch = strategy.launch(workers, timeout=timeout, gpus=gpus, cores=os.cpu_count() or 1)
-    clash = sorted(_flags(run_args) & _flags(launch.run_args))
+    launched = read_options(launch.run_args)
+    clash = sorted(set(shared) & set(launched))
     if clash:
-        raise BenchInputError(f"the sweep sets {clash[0]} itself for --strategies {strategy.name}; "
+        raise BenchInputError(f"the sweep sets {_flag(clash[0])} itself for --strategies {strategy.name}; "
                               f"use --workers instead")
-    cfg = dataclasses.replace(read_argv([values["model"], *launch.run_args, *run_args]), **values)
-    if "--threads" not in _flags(run_args):  # processes share the cores instead of oversubscribing them
-        cfg = dataclasses.replace(cfg, threads=launch.threads)
+    # processes share the cores instead of oversubscribing them
+    cfg = RunConfig(**{"threads": launch.threads, **launched, **shared, **values})
     validate(cfg)
     cfg = prepare(cfg)
     return Job(cfg, workers, launch, _command(launch, cfg), strategy.replicas(workers, gpus), axes)
