@@ -127,9 +127,9 @@ def test_rows_differing_only_in_lr_are_two_configurations_everywhere(tmp_path):
     # sweep resume: ok rows for lr 0.1 and 0.01 make lr 0.01 done, not lr 0.001
     from bench.results.store import read_rows
     from bench.sweep.grid import build_jobs, done_keys
-    jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.001"], str(out), 60)
+    jobs = build_jobs(["vgg11"], [8], ["single"], [1], {"lr": 0.001}, str(out), 60)
     assert jobs[0].key() not in done_keys(read_rows(out))
-    jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.01"], str(out), 60)
+    jobs = build_jobs(["vgg11"], [8], ["single"], [1], {"lr": 0.01}, str(out), 60)
     assert jobs[0].key() in done_keys(read_rows(out))
     # the report's latest-row rule and --compare
     from bench.report.tables import compare, latest_ok

@@ -74,6 +74,20 @@ def test_toml_config_with_shared_run_options(tmp_path):
                                       for c in commands)
 
 
+def test_a_toml_run_table_becomes_run_config_fields():
+    """[run] values are checked as bench/run.py checks its options, and never turned into text:
+    false for a flag (force) is simply the default, not a --no-force the parser would refuse."""
+    from bench.errors import BenchInputError
+    from bench.sweep.grid import toml_options
+
+    assert toml_options({"width": 0.125, "xla": False, "force": False, "hvd-autotune": True, "steps": 3}) == {
+        "width": 0.125, "xla": False, "force": False, "hvd_autotune": True, "steps": 3}
+    for table, named in [({"widht": 1}, "widht"), ({"xla": "no"}, "xla"), ({"width": 0}, "width=0"),
+                         ({"model": "vgg11"}, "model")]:
+        with pytest.raises(BenchInputError, match=named):
+            toml_options(table)
+
+
 def test_any_run_option_is_an_axis_on_the_command_line_and_in_toml(tmp_path):
     r = sweep("--models", "vgg11", "--batch-sizes", "8", "--axis", "lr=0.1,0.01", "--axis", "xla=true,false",
               "--axis", "precision=fp32,mixed_bf16", "--dry-run", *TINY, "--output", str(tmp_path / "r.csv"))
@@ -97,7 +111,7 @@ def test_any_run_option_is_an_axis_on_the_command_line_and_in_toml(tmp_path):
 def test_a_strategy_option_axis_leaves_out_the_cells_of_strategies_without_it():
     import bench.sweep.grid as sw
 
-    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod"], [2], ["--width", "0.125"], "r.csv", 60,
+    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod"], [2], {"width": 0.125}, "r.csv", 60,
                          axes=[sw.parse_axis("hvd_compression", "none,fp16")])
     assert sorted((j.strategy, j.cfg.hvd_compression) for j in jobs) == [
         ("horovod", "fp16"), ("horovod", "none"), ("single", "none")]
@@ -106,7 +120,7 @@ def test_a_strategy_option_axis_leaves_out_the_cells_of_strategies_without_it():
 def test_breakdown_follows_each_multi_replica_configuration_with_its_unsynced_twin():
     import bench.sweep.grid as sw
 
-    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod", "multiworker"], [1, 2], ["--width", "0.125"], "r.csv",
+    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod", "multiworker"], [1, 2], {"width": 0.125}, "r.csv",
                          60, axes=[sw.parse_axis("hvd_compression", "none,fp16")], breakdown=True)
     got = [(j.strategy, j.workers, j.cfg.hvd_compression, j.cfg.gradient_sync) for j in jobs]
     assert got == [("single", 1, "none", True),
@@ -123,7 +137,7 @@ def test_axis_values_make_distinct_configurations():
     """Each point of an axis is its own configuration key: resume and the report keep them apart."""
     import bench.sweep.grid as sw
 
-    jobs = sw.build_jobs(["vgg11"], [8], ["single"], [1], ["--width", "0.125"], "r.csv", 60,
+    jobs = sw.build_jobs(["vgg11"], [8], ["single"], [1], {"width": 0.125}, "r.csv", 60,
                          axes=[sw.parse_axis("lr", "0.1,0.01"), sw.parse_axis("seed", "0,1")])
     assert len({j.key() for j in jobs}) == 4
     assert sorted((j.cfg.lr, j.cfg.seed) for j in jobs) == [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]

@@ -38,7 +38,7 @@ from typing import Any
 import tomllib
 
 from bench.backends import check_environment as check_backend
-from bench.config.parse import OneLineParser, parse_value
+from bench.config.parse import OneLineParser, parse_value, read_options
 from bench.config.schema import DEFAULT_BACKEND, DEFAULT_OUTPUT, Opt, schema
 from bench.errors import BenchInputError, input_error
 from bench.measure.hardware import gpu_count
@@ -48,11 +48,10 @@ from bench.sweep import max_batch
 from bench.sweep.children import Unwritable, run_job
 from bench.sweep.grid import (
     Job,
-    _flags,
     build_jobs,
     done_keys,
     parse_axis,
-    toml_to_args,
+    toml_options,
     unsupported,
 )
 from launch import DEFAULT_STRATEGY, STRATEGIES, strategy_names
@@ -161,7 +160,9 @@ def _split_axis(text: str) -> tuple[str, str]:
     return name, values
 
 
-def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The sweep's options, and the run options every configuration shares (the [run] table's,
+    then the command line's, as RunConfig fields)."""
     args, run_args = build_parser().parse_known_args(argv)
     file = _read_config(args.config) if args.config else {}
 
@@ -211,12 +212,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     timeout = args.timeout if args.timeout is not None else file.get("timeout", 1800)
     args.timeout = parse_value("timeout", TIMEOUT, str(timeout))
     args.output = args.output or file.get("output", DEFAULT_OUTPUT)
-    run_args = toml_to_args(file.get("run", {})) + run_args
-    if args.breakdown and ("gradient_sync" in [n for n, _ in axes] or
-                           {"--no-gradient-sync", "--gradient-sync"} & _flags(run_args)):
+    shared = {**toml_options(file.get("run", {})), **read_options(run_args)}  # the command line's win
+    if args.breakdown and ("gradient_sync" in [n for n, _ in axes] or "gradient_sync" in shared):
         raise BenchInputError("--breakdown runs each configuration with and without gradient sync itself: "
                               "drop the gradient_sync axis or option. Received: breakdown=True")
-    return args, run_args
+    return args, shared
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,14 +233,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        args, run_args = parse(argv)
+        args, shared = parse(argv)
         check_environment(args.backends)
         gpus = gpu_count()
         # --find-max-batch starts each search from the run's default batch (None: resolved per configuration)
         per_replica_batches = [None] if args.find_max_batch else args.batch_sizes
         # what "fits" means goes into each probe's row
         settings = {"find_max_batch": True, "memory_cap_gb": args.memory_cap_gb} if args.find_max_batch else {}
-        jobs = build_jobs(args.models, per_replica_batches, args.strategies, args.workers, run_args,
+        jobs = build_jobs(args.models, per_replica_batches, args.strategies, args.workers, shared,
                           args.output, args.timeout, gpus, args.backends, args.axes, args.breakdown, settings)
         for strategy, backend in unsupported(args.strategies, args.backends):
             print(f"note: --strategies {strategy} does not run on {backend}; those configurations are left out")

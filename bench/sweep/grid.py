@@ -70,20 +70,23 @@ class Job:
 
 
 # ---- the grid ------------------------------------------------------------------------------
-def toml_to_args(options: dict[str, Any]) -> list[str]:
-    """A [run] table of a sweep file -> bench/run.py flags (true -> --flag, false -> --no-flag)."""
-    out: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else "--no-" + key.replace("_", "-"))
+def toml_options(table: dict[str, Any]) -> dict[str, Any]:
+    """A [run] table of a sweep file as RunConfig fields, each value checked as bench/run.py
+    checks its option (the counterpart of bench.config.parse.read_options for the command line)."""
+    opts = schema()
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        o = opts.get(name)
+        if o is None or not o.cli or o.positional:
+            raise BenchInputError(f"[run] {key} is not a bench/run.py option. Received: {key}={value!r}")
+        if o.kind == "bool":
+            if not isinstance(value, bool):
+                raise BenchInputError(f"{name} must be true or false. Received: {name}={value!r}")
+            out[name] = value
         else:
-            out += [flag, str(value)]
+            out[name] = parse_value(name, o, str(value))
     return out
-
-
-def _flags(args: list[str]) -> set[str]:
-    return {a.split("=")[0] for a in args if a.startswith("--")}
 
 
 def _flag(name: str) -> str:
@@ -145,13 +148,14 @@ def unsupported(strategies: list[str], backends: list[str]) -> list[tuple[str, s
 
 
 def build_jobs(models: list[str], per_replica_batches: list[int | None], strategies: list[str], workers: list[int],
-               run_args: list[str], output: str, timeout: float, gpus: int = 0,
+               shared: dict[str, Any], output: str, timeout: float, gpus: int = 0,
                backends: tuple[str, ...] | list[str] = (DEFAULT_BACKEND,), axes: Axes = (),
                breakdown: bool = False, settings: dict[str, Any] | None = None) -> list[Job]:
     """Expand the grid: models x batch sizes x strategies x backends x workers x every --axis.
-    A batch of None is the run's default (what --find-max-batch starts from). `run_args` are
-    the bench/run.py options shared by every configuration, as typed; `settings` are fields the
-    sweep itself sets on every one (e.g. find_max_batch). With `breakdown`, each configuration
+    A batch of None is the run's default (what --find-max-batch starts from). `shared` holds
+    the run options every configuration shares, as RunConfig fields (`toml_options`,
+    bench.config.parse.read_options); `settings` are fields the sweep itself sets on every one
+    (e.g. find_max_batch). With `breakdown`, each configuration
     of more than one replica is followed by its twin run with --no-gradient-sync (the report's
     exposed communication is their difference). A strategy that does not scale runs once, at
     one worker, whatever --workers says. Each strategy says how it is launched, how the cores
@@ -163,7 +167,6 @@ def build_jobs(models: list[str], per_replica_batches: list[int | None], strateg
     for w in workers:
         if w < 1:
             raise BenchInputError(f"workers must be >= 1. Received: workers={w}")
-    shared = read_options(run_args)  # read once, for every configuration
     bad = sorted(set(shared) & set(OWNED))
     if bad:
         raise BenchInputError(f"the sweep sets {_flag(bad[0])} itself; use --strategies/--backends/--batch-sizes/"
