@@ -155,12 +155,11 @@ def build_jobs(models: list[str], per_replica_batches: list[int | None], strateg
     A batch of None is the run's default (what --find-max-batch starts from). `shared` holds
     the run options every configuration shares, as RunConfig fields (`toml_options`,
     bench.config.parse.read_options); `settings` are fields the sweep itself sets on every one
-    (e.g. find_max_batch). With `breakdown`, each configuration
-    of more than one replica is followed by its twin run with --no-gradient-sync (the report's
-    exposed communication is their difference). A strategy that does not scale runs once, at
-    one worker, whatever --workers says. Each strategy says how it is launched, how the cores
-    are split and which backends it runs on: the cells it cannot run are left out (see
-    `unsupported`)."""
+    (e.g. find_max_batch). With `breakdown`, each configuration of more than one replica is
+    followed by its twin run with --no-gradient-sync (the report's exposed communication is
+    their difference). A strategy that does not scale runs once, at one worker, whatever
+    --workers says. Each strategy says how it is launched, how the cores are split and which
+    backends it runs on: the cells it cannot run are left out (see `unsupported`)."""
     classes = [get_strategy(s) for s in strategies]
     for b in backends:
         parse_value("backend", schema()["backend"], b)
@@ -212,7 +211,7 @@ def make_job(values: dict[str, Any], workers: int, shared: dict[str, Any], timeo
     if clash:
         raise BenchInputError(f"the sweep sets {_flag(clash[0])} itself for --strategies {strategy.name}; "
                               f"use --workers instead")
-    # processes share the cores instead of oversubscribing them
+    # threads: unless asked, the launch's share of the cores, so that processes do not oversubscribe them
     cfg = RunConfig(**{"threads": launch.threads, **launched, **shared, **values})
     validate(cfg)
     cfg = prepare(cfg)
