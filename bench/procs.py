@@ -152,6 +152,31 @@ def gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def visible_gpus() -> int:
+    """The GPUs a framework started in this process would see: nvidia-smi's, narrowed by
+    CUDA_VISIBLE_DEVICES as CUDA reads it (indices or UUIDs, up to the first invalid entry:
+    "" or "-1" hides every GPU)."""
+    n = gpu_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if n == 0 or visible is None:
+        return n
+    seen = 0
+    for entry in (e.strip() for e in visible.split(",")):
+        if not (entry.startswith(("GPU-", "MIG-")) or (entry.isdigit() and int(entry) < n)):
+            break
+        seen += 1
+    return min(seen, n)
+
+
+def has_gpu(backend: str) -> bool:
+    """Whether `backend` will run on a GPU here, learned without importing it: a visible GPU,
+    and for JAX no JAX_PLATFORMS that leaves the GPU out."""
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip()
+    if backend == "jax" and platforms and not {"cuda", "gpu", "rocm"} & {p.strip() for p in platforms.split(",")}:
+        return False
+    return visible_gpus() > 0
+
+
 def gpu_total_bytes() -> int | None:
     """The smallest memory size of the GPUs nvidia-smi lists (None without the tool)."""
     if not shutil.which("nvidia-smi"):

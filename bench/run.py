@@ -17,11 +17,11 @@ import logging  # noqa: E402 - the imports below come after the path and the log
 import models  # noqa: E402
 from bench.backends import select  # noqa: E402
 from bench.config.parse import parse_args  # noqa: E402
-from bench.config.schema import NATURAL_CLASSES  # noqa: E402
 from bench.errors import BenchInputError, input_error, interrupted, one_line  # noqa: E402
 from bench.results.store import OutputRefused, append_row, check_output  # noqa: E402
 from bench.runner.execute import execute  # noqa: E402
 from bench.runner.summary import summary_text  # noqa: E402
+from bench.runner.validate import prepare  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     try:
-        cfg = parse_args(argv)
+        cfg = prepare(parse_args(argv))  # checked and resolved once: everything below takes this one
         select(cfg.backend)  # before anything imports keras
         if cfg.summary:
-            print(models.describe(cfg.model, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data], width=cfg.width,
+            print(models.describe(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
             return 0
         check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bench.config.schema import RunConfig
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Single, Mirrored, MultiWorker, Horovod)}
+DEFAULT_STRATEGY = Single.name  # where no launcher chose one, and a sweep's without --strategies
 
 
 def strategy_names() -> list[str]:
@@ -30,7 +31,7 @@ def get_strategy(name: str) -> type[Strategy]:
 
 def default_strategy() -> str:
     """The strategy whose launcher started this process (e.g. horovod under horovodrun), else single."""
-    return next((name for name, s in STRATEGIES.items() if s.launched_here()), "single")
+    return next((name for name, s in STRATEGIES.items() if s.launched_here()), DEFAULT_STRATEGY)
 
 
 def check_config(cfg: "RunConfig") -> None:
@@ -64,5 +65,5 @@ def check_environment(name: str) -> None:
     get_strategy(name).check_environment()
 
 
-__all__ = ["Launch", "STRATEGIES", "Strategy", "check_config", "check_environment", "default_strategy",
+__all__ = ["DEFAULT_STRATEGY", "Launch", "STRATEGIES", "Strategy", "check_config", "check_environment", "default_strategy",
            "get_strategy", "strategy_names"]

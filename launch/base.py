@@ -26,6 +26,13 @@ STRATEGY_OPTIONS = {"cpu_replicas": 1, "all_reduce": "auto", "all_reduce_pack_mb
                     "hvd_timeline": False}
 # Other spellings of a run option's flag, as the strategy's own tools name it.
 OPTION_ALIASES = {"hvd_timeline": ("--horovod-timeline",)}
+# The Keras backends cnnbench runs on (one subpackage each under bench/backends/).
+BACKENDS = ("tensorflow", "jax")
+# The longest wait any timeout takes (a sweep's per configuration, a collective's, a local cluster's): 7 days.
+MAX_TIMEOUT_S = 7 * 86400.0
+# Processes or logical CPU devices per core beyond which they only time-slice the same cores
+# while tracing time grows (99 mirrored replicas on 2 cores were still tracing after 400 s).
+MAX_PER_CORE = 8
 
 
 @dataclasses.dataclass(frozen=True)

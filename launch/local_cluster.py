@@ -21,6 +21,7 @@ import threading
 import time
 
 from bench.procs import exit_code, stop_groups, stop_on_signals
+from launch.base import MAX_PER_CORE, MAX_TIMEOUT_S
 
 # shorter than the sweep's own grace (bench.procs.stop_groups), so that a sweep stopping this
 # launcher leaves it time to SIGKILL workers that ignore SIGTERM (TensorFlow's do, in start-up)
@@ -103,9 +104,6 @@ def _launch(n: int, command: list[str], timeout: float | None) -> int:
     return code
 
 
-MAX_WORKERS_PER_CORE = 8  # beyond this the workers only time-slice the same cores
-
-
 def main(argv: list[str] | None = None) -> int:
     """Bad input: one line, exit 2."""
     from bench.config.parse import OneLineParser, parse_value
@@ -125,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     try:
         args = p.parse_args(own)
-        n = parse_value("num_workers", Opt("int", lo=1, hi=MAX_WORKERS_PER_CORE * cores), args.num_workers)
+        n = parse_value("num_workers", Opt("int", lo=1, hi=MAX_PER_CORE * cores), args.num_workers)
         timeout = None if args.timeout is None else parse_value(
-            "timeout", Opt("float", lo=0.0, hi=7 * 86400.0, lo_open=True), args.timeout)
+            "timeout", Opt("float", lo=0.0, hi=MAX_TIMEOUT_S, lo_open=True), args.timeout)
         if not command:
             raise BenchInputError("no command given after --")
         if shutil.which(command[0]) is None:  # else every worker fails to start, with a traceback

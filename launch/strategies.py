@@ -12,20 +12,18 @@ from typing import TYPE_CHECKING
 from bench.errors import BenchInputError
 from bench.procs import gpu_count
 
-from .base import Launch, Strategy
+from .base import BACKENDS, MAX_PER_CORE, Launch, Strategy
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
 
-
-MAX_CPU_REPLICAS_PER_CORE = 8
 
 
 class Single(Strategy):
     """One device in one process."""
 
     name = "single"
-    backends = ("tensorflow", "jax")
+    backends = BACKENDS
     scalable = False
 
 
@@ -34,7 +32,7 @@ class Mirrored(Strategy):
     process data-parallel over a mesh of the local devices."""
 
     name = "mirrored"
-    backends = ("tensorflow", "jax")
+    backends = BACKENDS
     options = ("cpu_replicas", "all_reduce")
     # --all-reduce -> tf.distribute's cross-device ops class (auto: the strategy's own choice)
     CROSS_DEVICE_OPS = {"nccl": "NcclAllReduce", "hierarchical": "HierarchicalCopyAllReduce",
@@ -53,12 +51,10 @@ class Mirrored(Strategy):
     @classmethod
     def check_config(cls, cfg: "RunConfig") -> None:
         super().check_config(cfg)
-        # Each logical CPU device holds a model replica and its own traced step, so replicas
-        # beyond a few per core only time-slice the same cores while tracing time grows
-        # (99 replicas on 2 cores were still tracing after 400 s).
-        cap = MAX_CPU_REPLICAS_PER_CORE * (os.cpu_count() or 1)
+        # Each logical CPU device holds a model replica and its own traced step (launch.base.MAX_PER_CORE).
+        cap = MAX_PER_CORE * (os.cpu_count() or 1)
         if cfg.cpu_replicas > cap:
-            raise BenchInputError(f"cpu_replicas must be <= {cap} ({MAX_CPU_REPLICAS_PER_CORE} per core on this "
+            raise BenchInputError(f"cpu_replicas must be <= {cap} ({MAX_PER_CORE} per core on this "
                                   f"{os.cpu_count()}-core machine). Received: cpu_replicas={cfg.cpu_replicas}")
         _check_all_reduce(cfg, cls.CROSS_DEVICE_OPS, gpu_only=("nccl", "hierarchical"))
 
@@ -129,7 +125,7 @@ class MultiWorker(Strategy):
     on JAX, jax.distributed with TF_CONFIG's first task as the coordinator)."""
 
     name = "multiworker"
-    backends = ("tensorflow", "jax")
+    backends = BACKENDS
     options = ("all_reduce", "all_reduce_pack_mb")
     # --all-reduce -> CommunicationImplementation (auto: the strategy's own choice)
     COMMUNICATION = {"ring": "RING", "nccl": "NCCL"}

@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from launch.base import BACKENDS  # noqa: E402 - after the repo is on the path
 
 
 BENCH_DIR = Path(__file__).resolve().parent / "benchmarks"
@@ -41,9 +42,9 @@ def pytest_addoption(parser):
 
 def benchmark_backends(config) -> list[str]:
     names = [b.strip() for b in str(config.getoption("--benchmark-backends")).split(",") if b.strip()]
-    bad = [b for b in names if b not in ("tensorflow", "jax")]
+    bad = [b for b in names if b not in BACKENDS]
     if bad or not names:
-        raise pytest.UsageError(f"--benchmark-backends takes tensorflow and/or jax. Received: {bad or names}")
+        raise pytest.UsageError(f"--benchmark-backends takes {' and/or '.join(BACKENDS)}. Received: {bad or names}")
     return names
 
 

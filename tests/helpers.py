@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import REPO  # conftest.py put the repo on sys.path
 
 
 @functools.lru_cache(maxsize=None)

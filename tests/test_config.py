@@ -127,10 +127,10 @@ def test_rows_differing_only_in_lr_are_two_configurations_everywhere(tmp_path):
     # sweep resume: ok rows for lr 0.1 and 0.01 make lr 0.01 done, not lr 0.001
     from bench.results.store import read_rows
     from bench.sweep.grid import build_jobs, done_keys
-    jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.001"], str(out), 60)
-    assert jobs[0].key(False) not in done_keys(read_rows(out))
-    jobs = build_jobs(["vgg11"], [8], ["single"], [1], ["--lr", "0.01"], str(out), 60)
-    assert jobs[0].key(False) in done_keys(read_rows(out))
+    jobs = build_jobs(["vgg11"], [8], ["single"], [1], {"lr": 0.001}, str(out), 60)
+    assert jobs[0].key() not in done_keys(read_rows(out))
+    jobs = build_jobs(["vgg11"], [8], ["single"], [1], {"lr": 0.01}, str(out), 60)
+    assert jobs[0].key() in done_keys(read_rows(out))
     # the report's latest-row rule and --compare
     from bench.report.tables import compare, latest_ok
     assert len(latest_ok(df)) == 2
@@ -145,3 +145,54 @@ def test_key_of_a_typed_frame_matches_the_raw_rows(tmp_path):
     append_row(out, _row(cfg, 1.0))
     raw = pd.read_csv(out).iloc[0].to_dict()
     assert config_key(raw) == load_results([out])["config_key"].iloc[0] == config_key(_row(cfg, 1.0))
+
+
+# ---- resolution: once, in the run layer, from the hardware asked without a framework -------------
+@pytest.mark.parametrize("backend,env,gpu", [
+    ("tensorflow", {}, True),
+    ("tensorflow", {"CUDA_VISIBLE_DEVICES": ""}, False),     # CUDA hides every GPU
+    ("tensorflow", {"CUDA_VISIBLE_DEVICES": "-1"}, False),
+    ("tensorflow", {"CUDA_VISIBLE_DEVICES": "1"}, True),
+    ("tensorflow", {"CUDA_VISIBLE_DEVICES": "5"}, False),    # no such GPU: CUDA stops at the first invalid entry
+    ("jax", {"JAX_PLATFORMS": "cpu"}, False),
+    ("jax", {"JAX_PLATFORMS": "cuda,cpu"}, True),
+])
+def test_prepare_resolves_the_defaults_once_from_the_machine(monkeypatch, backend, env, gpu):
+    import bench.procs as hardware
+    from bench.runner.validate import prepare
+
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 2)
+    for name in ("CUDA_VISIBLE_DEVICES", "JAX_PLATFORMS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    cfg = prepare(parse_args(["vgg11", "--backend", backend]))
+    assert cfg.is_resolved and cfg == cfg.resolved(has_gpu=gpu)
+    assert cfg.batch_size == (128 if gpu else 32) and cfg.xla == (gpu or backend == "jax")
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 1 / 0)  # resolving again asks nothing
+    assert prepare(cfg) is cfg
+
+
+def test_a_run_refuses_an_unresolved_configuration(tmp_path):
+    """execute and open_session take the configuration prepare returned; they fill no default themselves."""
+    from bench.runner.execute import execute
+    from bench.runner.session import open_session
+
+    cfg = parse_args(["vgg11", "--output", str(tmp_path / "r.csv")])
+    for build in (execute, open_session):
+        with pytest.raises(ValueError, match="not resolved"):
+            build(cfg)
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_the_configuration_layer_imports_no_backend():
+    """Cross-package checks (is the backend installed?) live in the run layer, bench.runner.validate."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = ("import sys, bench.config.parse, bench.config.key; "
+            "print(sorted(m for m in sys.modules if m.startswith(('bench.backends', 'bench.runner', 'keras'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -51,7 +51,7 @@ def test_training_holds_more_than_inference_and_adam_more_than_sgd(descriptions)
 
 
 def test_check_names_both_numbers_and_counts_processes_on_the_host():
-    est = Estimate(state_bytes=GiB, per_image_bytes=GiB // 4, batch=8, replicas=1, runtime_bytes=0)  # 3 GiB
+    est = Estimate(state_bytes=GiB, per_image_bytes=GiB // 4, per_replica_batch=8, replicas=1, runtime_bytes=0)  # 3 GiB
     check(est, 4 * GiB)  # fits
     check(est, None)     # nothing known: no refusal
     with pytest.raises(PredictedOOM, match=r"estimated memory 3\.00 GiB exceeds available RAM 2\.00 GiB"):
@@ -199,7 +199,7 @@ def test_the_floor_is_a_share_of_ram_or_the_environments(monkeypatch):
 
 
 def test_check_keeps_the_guards_floor_free():
-    est = Estimate(state_bytes=GiB, per_image_bytes=GiB // 4, batch=8, replicas=1, runtime_bytes=0)  # 3 GiB
+    est = Estimate(state_bytes=GiB, per_image_bytes=GiB // 4, per_replica_batch=8, replicas=1, runtime_bytes=0)  # 3 GiB
     check(est, 4 * GiB, floor=GiB)
     with pytest.raises(PredictedOOM, match=r"exceeds available RAM 4\.00 GiB less the memory guard's floor 1\.50 GiB"):
         check(est, 4 * GiB, floor=3 * GiB // 2)

@@ -365,11 +365,12 @@ def test_throughput_defaults_stay_finite_for_60_steps_at_224_px(name, optimizer)
     from bench.config.schema import THROUGHPUT_LR, RunConfig
     from bench.measure.timing import run_steps
     from bench.runner.session import open_session
+    from bench.runner.validate import prepare
 
     cfg = RunConfig(model=name, image_size=224, width=FINITE_WIDTH.get(name, 0.0625), batch_size=2, steps=60,
                     warmup_steps=0, optimizer=optimizer, progress=False)
     assert cfg.lr == THROUGHPUT_LR[optimizer]
-    session = open_session(cfg).build()
+    session = open_session(prepare(cfg)).build()
     timing = run_steps(session.step.run, warmup=0, timed=59, global_batch=2, device_sync=session.step.device_sync)
     assert len(timing.losses) == 60 and np.isfinite(timing.losses).all()  # NonFiniteLoss would have raised
     del session

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bench.config.parse import parse_args
@@ -41,3 +41,54 @@ def test_any_numeric_value_is_accepted_in_bounds_or_refused_on_one_line(name, te
     assert math.isfinite(value)
     assert o.lo is None or (value > o.lo if o.lo_open else value >= o.lo)
     assert o.hi is None or value <= o.hi
+
+
+# ---- to_argv: the schema's inverse of the parser ---------------------------------------------
+def _field_values(name: str, o):
+    """Every value the parser can produce for one RunConfig field."""
+    if name == "model":
+        import models
+        return st.sampled_from(models.list_models())
+    allowed = o.allowed()
+    if allowed is not None:
+        return st.sampled_from(allowed)
+    if o.kind == "bool":
+        return st.booleans() | st.none() if o.action == "toggle" and name == "xla" else st.booleans()
+    if o.kind == "int":
+        return st.integers(min_value=int(o.lo) + (1 if o.lo_open else 0), max_value=int(o.hi))
+    if o.kind == "float":
+        return st.floats(min_value=o.lo, max_value=o.hi, exclude_min=o.lo_open, allow_nan=False)
+    # any text argparse can carry: no NUL, no lone surrogates, and not "--", which argparse drops
+    # from an option's value in every spelling
+    return st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+                   max_size=12).filter(lambda t: t != "--")
+
+
+def _configs():
+    fields = {name: _field_values(name, o) for name, o in schema().items() if o.cli}
+    # a field left at its default, or set: both must survive the round trip
+    return st.fixed_dictionaries({}, optional=fields).map(lambda values: RunConfig(**{"model": "vgg11", **values}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(cfg=_configs())
+def test_to_argv_reads_back_as_the_same_configuration(cfg):
+    """Every field, at any value the schema allows (the rules between fields aside), survives
+    RunConfig.to_argv and the parser: the sweep's command lines are exactly its configurations."""
+    from bench.config.parse import read_argv
+
+    assert read_argv(cfg.to_argv()) == cfg
+
+
+@settings(max_examples=100, deadline=None)
+@given(cfg=_configs())
+def test_a_valid_configuration_parses_back_from_its_argv_resolved_or_not(cfg):
+    from bench.config.parse import validate
+
+    try:
+        validate(cfg)
+    except BenchInputError:
+        assume(False)  # the rules between fields refuse it: parse_args would too
+    assert parse_args(cfg.to_argv()) == cfg
+    resolved = cfg.resolved(has_gpu=False)
+    assert parse_args(resolved.to_argv()) == resolved

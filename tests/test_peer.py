@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.config.parse import parse_args
 from bench.lab import peer
 from bench.results.load import load_results
 from bench.results.store import append_row
@@ -42,9 +43,9 @@ def test_the_commands_match_settings_on_both_sides():
     ours = peer.ours_args(m, "o.csv")
     assert "--batch_size=8" in cmd and "--num_batches=20" in cmd and "--num_warmup_batches=5" in cmd
     assert f"--init_learning_rate={m.lr}" in cmd and "--optimizer=momentum" in cmd and "--data_format=NHWC" in cmd
-    for flag, value in [("--batch-size", "8"), ("--steps", "20"), ("--warmup-steps", "5"), ("--lr", str(m.lr)),
-                        ("--image-size", "224"), ("--optimizer", "sgd")]:
-        assert ours[ours.index(flag) + 1] == value
+    cfg = parse_args(ours)  # our command line is RunConfig.to_argv(): read it back as bench/run.py would
+    assert (cfg.batch_size, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.image_size, cfg.optimizer, cfg.momentum,
+            cfg.xla, cfg.output) == (8, 20, 5, m.lr, 224, "sgd", peer.MOMENTUM, False, "o.csv")
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

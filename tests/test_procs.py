@@ -72,7 +72,7 @@ def test_the_sweep_row_for_a_child_that_died_names_the_signal_and_the_cause(tmp_
     from bench.sweep.grid import build_jobs
 
     out = tmp_path / "runs.csv"
-    (job,) = build_jobs(["vgg11"], [8], ["single"], [1], ["--width", "0.125"], str(out), 60)
+    (job,) = build_jobs(["vgg11"], [8], ["single"], [1], {"width": 0.125}, str(out), 60)
     noise = "\n".join(TF_NOISE)
     job.command = [sys.executable, "-c", f"import os, signal, sys; print({noise!r}); print('allocating 90 GB'); "
                    f"sys.stdout.flush(); os.kill(os.getpid(), signal.SIGKILL)"]

@@ -66,10 +66,11 @@ def test_tiny_run_writes_one_well_formed_row(tiny_runs, data):
 def test_loss_falls_on_the_fixed_synthetic_batch(tmp_path):
     from bench.config.parse import parse_args
     from bench.runner.execute import execute
+    from bench.runner.validate import prepare
 
     cfg = parse_args(["resnet18", "--width", "0.125", "--steps", "15", "--warmup-steps", "0",
                       "--batch-size", "8", "--no-progress", "--output", str(tmp_path / "r.csv")])
-    row = execute(cfg).row
+    row = execute(prepare(cfg)).row
     assert row["status"] == "ok"
     assert row["final_loss"] < 4.0  # ln(100) = 4.6 at the start
 

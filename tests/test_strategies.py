@@ -87,10 +87,10 @@ def test_a_new_strategy_is_one_class_and_one_registry_line(monkeypatch, tmp_path
     monkeypatch.setitem(STRATEGIES, "pipes", Pipes)
     assert parse_args(["vgg11", "--strategy", "pipes"]).strategy == "pipes"
     from bench.sweep.grid import build_jobs
-    jobs = build_jobs(["vgg11"], [8], ["pipes"], [3], [], str(tmp_path / "r.csv"), 60, gpus=0)
+    jobs = build_jobs(["vgg11"], [8], ["pipes"], [3], {}, str(tmp_path / "r.csv"), 60, gpus=0)
     (job,) = jobs
     assert job.command[:3] == ["pipesrun", "-n", "3"] and job.launch.processes == 3
-    assert "--threads" in job.command and job.key(False)[-2:] == (3, 3)
+    assert "--threads" in job.command and job.key()[-2:] == (3, 3)
 
 
 def _code_without_comments(path: Path) -> str:

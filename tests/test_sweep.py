@@ -30,6 +30,12 @@ def sweep(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _sets(command: str, *options: str) -> bool:
+    """Whether a command line holds every option (with its value) as whole words."""
+    padded = f" {command.strip()} "
+    return all(f" {o} " in padded for o in options)
+
+
 # ---- grid, dry run and bad input (no TensorFlow involved) -------------------------------------
 def test_dry_run_lists_configurations_and_launchers(tmp_path):
     models, batches, strategies, workers = ["vgg13", "resnet18"], [32, 64], STRATEGY_NAMES, [1, 2]
@@ -62,7 +68,24 @@ def test_toml_config_with_shared_run_options(tmp_path):
     r = sweep("--config", str(cfg), "--dry-run", "--output", str(tmp_path / "r.csv"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("run: vgg11") == 2
-    assert "--width 0.125 --steps 3 --no-xla --data digits" in r.stdout
+    commands = [l for l in r.stdout.splitlines() if l.startswith("    ")]
+    # each child's command line is its configuration's RunConfig.to_argv(), in the schema's order
+    assert len(commands) == 2 and all(_sets(c, "--width 0.125", "--steps 3", "--no-xla", "--data digits")
+                                      for c in commands)
+
+
+def test_a_toml_run_table_becomes_run_config_fields():
+    """[run] values are checked as bench/run.py checks its options, and never turned into text:
+    false for a flag (force) is simply the default, not a --no-force the parser would refuse."""
+    from bench.errors import BenchInputError
+    from bench.sweep.grid import toml_options
+
+    assert toml_options({"width": 0.125, "xla": False, "force": False, "hvd-autotune": True, "steps": 3}) == {
+        "width": 0.125, "xla": False, "force": False, "hvd_autotune": True, "steps": 3}
+    for table, named in [({"widht": 1}, "widht"), ({"xla": "no"}, "xla"), ({"width": 0}, "width=0"),
+                         ({"model": "vgg11"}, "model")]:
+        with pytest.raises(BenchInputError, match=named):
+            toml_options(table)
 
 
 def test_any_run_option_is_an_axis_on_the_command_line_and_in_toml(tmp_path):
@@ -73,19 +96,22 @@ def test_any_run_option_is_an_axis_on_the_command_line_and_in_toml(tmp_path):
     assert len(runs) == 8 and "8 configuration(s): 8 to run" in r.stdout
     assert "run: vgg11 b8 single x1 tensorflow lr=0.01 xla=False precision=mixed_bf16" in runs
     commands = r.stdout.split("\n    ")[1:]
-    assert sum("--lr 0.01 --no-xla --precision mixed_bf16" in c for c in commands) == 1
+    assert sum(_sets(c, "--lr 0.01", "--no-xla", "--precision mixed_bf16") for c in commands) == 1
     cfg = tmp_path / "sweep.toml"
     cfg.write_text('models = ["vgg11"]\nbatch_sizes = [8]\n[axes]\nlr = [0.1, 0.01]\naugment = [true, false]\n'
                    '[run]\nwidth = 0.125\ndata = "digits"\n')
     r = sweep("--config", str(cfg), "--dry-run", "--output", str(tmp_path / "r.csv"))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("run: vgg11") == 4 and "lr=0.1 augment=True" in r.stdout and "--no-augment" in r.stdout
+    assert r.stdout.count("run: vgg11") == 4 and "lr=0.1 augment=True" in r.stdout
+    # a child's command names what differs from bench/run.py's defaults: augment=False is the default
+    commands = [l for l in r.stdout.splitlines() if l.startswith("    ")]
+    assert sum(_sets(c, "--augment") for c in commands) == 2 and "--no-augment" not in r.stdout
 
 
 def test_a_strategy_option_axis_leaves_out_the_cells_of_strategies_without_it():
     import bench.sweep.grid as sw
 
-    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod"], [2], ["--width", "0.125"], "r.csv", 60,
+    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod"], [2], {"width": 0.125}, "r.csv", 60,
                          axes=[sw.parse_axis("hvd_compression", "none,fp16")])
     assert sorted((j.strategy, j.cfg.hvd_compression) for j in jobs) == [
         ("horovod", "fp16"), ("horovod", "none"), ("single", "none")]
@@ -94,7 +120,7 @@ def test_a_strategy_option_axis_leaves_out_the_cells_of_strategies_without_it():
 def test_breakdown_follows_each_multi_replica_configuration_with_its_unsynced_twin():
     import bench.sweep.grid as sw
 
-    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod", "multiworker"], [1, 2], ["--width", "0.125"], "r.csv",
+    jobs = sw.build_jobs(["vgg11"], [8], ["single", "horovod", "multiworker"], [1, 2], {"width": 0.125}, "r.csv",
                          60, axes=[sw.parse_axis("hvd_compression", "none,fp16")], breakdown=True)
     got = [(j.strategy, j.workers, j.cfg.hvd_compression, j.cfg.gradient_sync) for j in jobs]
     assert got == [("single", 1, "none", True),
@@ -103,7 +129,7 @@ def test_breakdown_follows_each_multi_replica_configuration_with_its_unsynced_tw
                    ("horovod", 2, "fp16", True), ("horovod", 2, "fp16", False),
                    ("multiworker", 1, "none", True), ("multiworker", 2, "none", True),
                    ("multiworker", 2, "none", False)]
-    assert len({j.key(False) for j in jobs}) == len(jobs)
+    assert len({j.key() for j in jobs}) == len(jobs)
     assert all("--no-gradient-sync" in j.command for j in jobs if not j.cfg.gradient_sync)
 
 
@@ -111,9 +137,9 @@ def test_axis_values_make_distinct_configurations():
     """Each point of an axis is its own configuration key: resume and the report keep them apart."""
     import bench.sweep.grid as sw
 
-    jobs = sw.build_jobs(["vgg11"], [8], ["single"], [1], ["--width", "0.125"], "r.csv", 60,
+    jobs = sw.build_jobs(["vgg11"], [8], ["single"], [1], {"width": 0.125}, "r.csv", 60,
                          axes=[sw.parse_axis("lr", "0.1,0.01"), sw.parse_axis("seed", "0,1")])
-    assert len({j.key(False) for j in jobs}) == 4
+    assert len({j.key() for j in jobs}) == 4
     assert sorted((j.cfg.lr, j.cfg.seed) for j in jobs) == [(0.01, 0), (0.01, 1), (0.1, 0), (0.1, 1)]
 
 

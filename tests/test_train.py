@@ -39,11 +39,12 @@ def test_precision_xla_and_optimizer_variants_train(tmp_path, flags, expect):
 
     from bench.measure.timing import run_steps
     from bench.runner.session import open_session
+    from bench.runner.validate import prepare
 
     cfg = parse_args(["resnet18", "--width", "0.125", "--steps", "3", "--warmup-steps", "1", "--batch-size", "8",
                       "--no-progress", "--output", str(tmp_path / "r.csv"), *flags])
     try:
-        session = open_session(cfg).build()
+        session = open_session(prepare(cfg)).build()
         compute = {l.dtype_policy.compute_dtype for l in session.model.layers if l.weights}
         timing = run_steps(session.step.run, warmup=0, timed=8, global_batch=8)
     finally:

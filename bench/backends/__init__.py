@@ -22,11 +22,11 @@ from bench.backends.distribution import Distribution
 from bench.errors import BenchInputError
 from bench.procs import meaningful_lines
 from launch import get_strategy
+from launch.base import BACKENDS
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
 
-BACKENDS = ("tensorflow", "jax")
 INSTALL_HINT = {"tensorflow": "pip install tensorflow-cpu==2.21.*",
                 "jax": "pip install 'jax[cpu]' (or run `bash scripts/setup.sh`, which installs it)"}
 

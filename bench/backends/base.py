@@ -82,8 +82,8 @@ class Backend(Protocol):
         """Initial-state broadcast, the compiled step and the step callable, fed from `source`
         (`data_wait` times its waits for real batches); `optimizer` is None for inference."""
 
-    def test_batches(self, source: "DataSource", batch_size: int) -> Iterable:
-        """The test split in batches of `batch_size`, as this backend's trainer evaluates them."""
+    def test_batches(self, source: "DataSource", test_batch: int) -> Iterable:
+        """The test split in batches of `test_batch` images, as this backend's trainer evaluates them."""
 
     def is_oom(self, e: BaseException) -> bool:
         """Whether `e` means the device ran out of memory."""

@@ -8,6 +8,8 @@ from bench.config.schema import KEY_FIELDS, RunConfig, schema
 
 # ---- which runs measured the same configuration -----------------------------------------------
 TOPOLOGY_KEY = ["workers", "replicas"]  # set by the strategy and the machine, not by one option
+# How a boolean cell may read in a CSV (pandas and older rows wrote 1/0 and 1.0/0.0), lower-cased
+BOOL_CELLS = {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}
 
 
 def _missing(v: Any) -> bool:
@@ -27,7 +29,7 @@ def normalise(kind: str, v: Any) -> Any:
     try:
         if kind == "bool":
             s = str(v).strip().lower()
-            return {"true": True, "1": True, "1.0": True, "false": False, "0": False, "0.0": False}.get(s, str(v))
+            return BOOL_CELLS.get(s, str(v))
         if kind == "int":
             f = float(v)
             return int(f) if f.is_integer() else f

@@ -1,4 +1,4 @@
-"""Command lines to a `RunConfig`: the argparse parser generated from the schema, the rules between fields, and `to_argv`, its inverse."""
+"""Command lines to a `RunConfig`: the argparse parser generated from the schema and the rules between fields (`RunConfig.to_argv` is the inverse). Checks that need a framework or the hardware (is the backend installed?) belong to the run layer: bench.runner.validate."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import models
-from bench.backends import check_installed
 from bench.config.schema import (
     DEFAULT_STEPS,
     GROUPS,
@@ -78,9 +77,10 @@ def _argparse_type(name: str, o: Opt) -> Callable[[str], Any]:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, options_only: bool = False) -> argparse.ArgumentParser:
     """The `bench/run.py` command line, one option per RunConfig field (a contract: tests, docs
-    and sweeps rely on these names)."""
+    and sweeps rely on these names). `options_only`: no model, and no defaults, so that the
+    namespace holds only the options given (`read_options`)."""
 
     p = OneLineParser(prog="bench/run.py", description="Train one CNN under one strategy and measure "
                       "images/sec, step time and accuracy; append one row to a CSV.")
@@ -92,14 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
         g = groups[o.group]
         help_text = argparse.SUPPRESS if o.hidden else (o.help or None)
         default = defaults[name] if o.cli_default == "<unset>" else o.cli_default
+        if options_only:
+            default = argparse.SUPPRESS
         if o.positional:
-            g.add_argument(name, help=help_text)
+            if not options_only:
+                g.add_argument(name, help=help_text)
             continue
         flag = "--" + name.replace("_", "-")
         if o.action == "toggle":
             g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif o.action == "flag":
-            g.add_argument(flag, *OPTION_ALIASES.get(name, ()), dest=name, action="store_true", help=help_text)
+            g.add_argument(flag, *OPTION_ALIASES.get(name, ()), dest=name, action="store_true", help=help_text,
+                           **({"default": default} if options_only else {}))
         else:
             allowed = o.allowed()
             g.add_argument(flag, dest=name, type=_argparse_type(name, o), default=default, help=help_text,
@@ -108,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Rules between fields. Raises BenchInputError naming the values."""
+    """Rules between fields (the schema's, the model registry's and the strategy's). Raises
+    BenchInputError naming the values."""
 
     if cfg.model not in models.list_models():
         raise BenchInputError(f"unknown model {cfg.model!r}; valid models: {', '.join(models.list_models())}")
@@ -131,7 +136,6 @@ def validate(cfg: RunConfig) -> None:
         _check_init_weights(cfg.init_weights)
     if cfg.save_weights is not None:
         _check_save_weights(cfg.save_weights)
-    check_installed(cfg.backend)
     if cfg.mode == "inference":
         if cfg.accuracy_mode:
             raise BenchInputError(f"--epochs trains to an accuracy; --mode inference only runs the forward pass. "
@@ -214,12 +218,24 @@ def _check_profile_steps(cfg: RunConfig) -> None:
                               f"Received: profile_steps={cfg.profile_steps}, epochs={cfg.epochs}")
 
 
-def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
-    """Parse and validate a command line. Raises BenchInputError naming the bad value."""
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+def read_argv(argv: Sequence[str]) -> RunConfig:
+    """A command line's RunConfig, each value checked on its own (type, bounds, choices) but
+    not the rules between fields (`validate`)."""
+    args = build_parser().parse_args(list(argv))
     values = {name: getattr(args, name) for name, o in schema().items() if o.cli}
     if values["strategy"] is None:
         values["strategy"] = default_strategy()
-    cfg = RunConfig(**values)
+    return RunConfig(**values)
+
+
+def read_options(argv: Sequence[str]) -> dict[str, Any]:
+    """The RunConfig fields a list of bench/run.py options sets (no model), each value checked
+    on its own: a sweep's run options, read once for all its configurations."""
+    return vars(build_parser(options_only=True).parse_args(list(argv)))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> RunConfig:
+    """Parse and validate a command line. Raises BenchInputError naming the bad value."""
+    cfg = read_argv(sys.argv[1:] if argv is None else argv)
     validate(cfg)
     return cfg

@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from launch import strategy_names
+from launch import DEFAULT_STRATEGY, strategy_names
+from launch.base import BACKENDS, MAX_TIMEOUT_S
 from models.common import FORMS  # the zoo imports no Keras until a model is built
 
-BACKENDS = ("tensorflow", "jax")
+DEFAULT_BACKEND = BACKENDS[0]
 DATASETS = ("synthetic", "cifar100", "digits")
 PRECISIONS = ("fp32", "mixed_bf16", "mixed_fp16")
 OPTIMIZERS = ("adam", "sgd")
@@ -73,9 +74,9 @@ class RunConfig:
     """Everything that defines one benchmark run. Recorded in full in the result row."""
     model: str = opt(None, **_key("str", positional=True, group="",
                                   help="model name (see `python -m models` for the list)"))
-    strategy: str = opt("single", **_key("str", choices=_strategy_names, group="where it runs", cli_default=None,
+    strategy: str = opt(DEFAULT_STRATEGY, **_key("str", choices=_strategy_names, group="where it runs", cli_default=None,
                                          help="default: the strategy whose launcher started this process, else single"))
-    backend: str = opt("tensorflow", **_key("str", choices=BACKENDS, group="where it runs",
+    backend: str = opt(DEFAULT_BACKEND, **_key("str", choices=BACKENDS, group="where it runs",
                                             help="the Keras backend: tensorflow (default) or jax"))
     data: str = opt("synthetic", **_key("str", choices=DATASETS, group="data and size"))
     batch_size: int | None = opt(None, **_key("int", lo=1, hi=2**20, group="data and size",
@@ -169,7 +170,7 @@ class RunConfig:
                                                         help="tf.distribute collectives: pack gradients into all-reduces of this "
                                                         "many MiB (CommunicationOptions.bytes_per_pack; default: "
                                                         "the strategy's own)"))
-    collective_timeout: float = opt(300.0, "float", column=True, lo=0.0, hi=7 * 86400.0, lo_open=True,
+    collective_timeout: float = opt(300.0, "float", column=True, lo=0.0, hi=MAX_TIMEOUT_S, lo_open=True,
                                     group="where it runs",
                                     help="seconds a collective waits for a peer before the run fails "
                                     "(the strategy's collective timeout or stall shutdown)")
@@ -187,7 +188,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.lr is None:  # the optimizer's own default, for accuracy or for throughput
-            object.__setattr__(self, "lr", (DEFAULT_LR if self.epochs > 0 else THROUGHPUT_LR)[self.optimizer])
+            object.__setattr__(self, "lr", _implied_lr(self))
 
     @property
     def accuracy_mode(self) -> bool:
@@ -209,9 +210,17 @@ class RunConfig:
         first, last = self.profile_steps.split("-")
         return int(first), int(last)
 
+    @property
+    def is_resolved(self) -> bool:
+        """Whether the defaults that `resolved` fills are filled (what a run is built from)."""
+        jax_ok = self.backend != "jax" or (self.xla is True and self.threads == 0)
+        return None not in (self.batch_size, self.steps, self.num_classes, self.xla) and jax_ok
+
     def resolved(self, *, has_gpu: bool) -> "RunConfig":
         """Fill the defaults that depend on the hardware, the data set or the backend. On JAX,
-        XLA is always on, and --threads does not apply (XLA:CPU sizes its own pool): 0."""
+        XLA is always on, and --threads does not apply (XLA:CPU sizes its own pool): 0. A run
+        resolves its configuration once, before anything is built (bench.runner.validate.prepare);
+        resolving a resolved configuration changes nothing."""
         jax = self.backend == "jax"
         return dataclasses.replace(
             self,
@@ -221,6 +230,38 @@ class RunConfig:
             xla=True if jax else (has_gpu if self.xla is None else self.xla),
             threads=0 if jax else self.threads,
         )
+
+    def to_argv(self) -> list[str]:
+        """The bench/run.py command line of this configuration, the inverse of
+        bench.config.parse.parse_args: every option whose value differs from what the parser
+        would fill in without it (the strategy always: its default depends on the launcher)."""
+        argv: list[str] = []
+        for f in dataclasses.fields(self):
+            o: Opt = f.metadata["opt"]
+            value = getattr(self, f.name)
+            if not o.cli:
+                continue
+            if o.positional:
+                argv.append(str(value))
+                continue
+            default = _implied_lr(self) if f.name == "lr" else f.default if o.cli_default == "<unset>" else o.cli_default
+            if value is None or (value == default and type(value) is type(default) and f.name != "strategy"):
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if o.action == "toggle":
+                argv.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            elif o.action == "flag":
+                argv += [flag] if value else []
+            else:
+                text = repr(value) if o.kind == "float" else str(value)
+                # a value that starts with "-" would read as an option: join it to its flag
+                argv += [f"{flag}={text}"] if text.startswith("-") else [flag, text]
+        return argv
+
+
+def _implied_lr(cfg: RunConfig) -> float:
+    """The learning rate a configuration gets without --lr (see RunConfig.__post_init__)."""
+    return (DEFAULT_LR if cfg.epochs > 0 else THROUGHPUT_LR)[cfg.optimizer]
 
 
 def schema() -> dict[str, Opt]:

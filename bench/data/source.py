@@ -47,12 +47,12 @@ class DataSource:
         x = self.train.images.reshape(-1, 3).astype(np.float64) / 255.0
         return x.mean(axis=0).astype(np.float32), np.maximum(x.std(axis=0), 1e-3).astype(np.float32)
 
-    def train_dataset(self, num_shards: int, shard_index: int, batch_size: int) -> "tf.data.Dataset":
+    def train_dataset(self, num_shards: int, shard_index: int, per_replica_batch: int) -> "tf.data.Dataset":
         """Infinite, shuffled, batched (drop_remainder) training pipeline for one shard."""
         import tensorflow as tf
 
         if self.fixed:
-            return _synthetic_batch(batch_size, self.image_size, self.num_classes,
+            return _synthetic_batch(per_replica_batch, self.image_size, self.num_classes,
                                     self.seed * 1000 + shard_index)
         ds = tf.data.Dataset.from_tensor_slices((self.train.images, self.train.labels))
         ds = ds.shard(num_shards, shard_index).cache()
@@ -61,16 +61,17 @@ class DataSource:
         if self.augment:
             # Augmentation is per image; the rest of the preprocessing runs per batch (cheaper).
             ds = ds.map(_augment_fn(self.seed + shard_index), num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.batch(batch_size, drop_remainder=True)
+        ds = ds.batch(per_replica_batch, drop_remainder=True)
         ds = ds.map(self._preprocess_fn(), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
-    def test_dataset(self, batch_size: int) -> "tf.data.Dataset":
-        """The whole test split, in order, for evaluation."""
+    def test_dataset(self, test_batch: int) -> "tf.data.Dataset":
+        """The whole test split, in order, for evaluation, `test_batch` images at a time (each
+        process evaluates all of it)."""
         import tensorflow as tf
 
         ds = tf.data.Dataset.from_tensor_slices((self.test.images, self.test.labels)).cache()
-        ds = ds.batch(batch_size).map(self._preprocess_fn(), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(test_batch).map(self._preprocess_fn(), num_parallel_calls=tf.data.AUTOTUNE)
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _preprocess_fn(self) -> Callable:
@@ -88,33 +89,33 @@ class DataSource:
 
 
     # ---- the host pipeline (numpy; the JAX backend feeds devices from it) ------------------------
-    def host_batches(self, num_shards: int, shard_index: int, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def host_batches(self, num_shards: int, shard_index: int, per_replica_batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Infinite, shuffled (a new order every epoch, from the seed), batched (drop_remainder)
         training batches of one shard, augmented if asked: uint8 NHWC images (a quarter of the
         bytes of float32 to move to the device; `device_preprocess` finishes them inside the
         step) and int32 labels. Synthetic data: its fixed float32 batch."""
         if self.fixed:
-            batch = synthetic_arrays(batch_size, self.image_size, self.num_classes, self.seed * 1000 + shard_index)
+            batch = synthetic_arrays(per_replica_batch, self.image_size, self.num_classes, self.seed * 1000 + shard_index)
             while True:
                 yield batch
         index = np.arange(shard_index, self.train_size, num_shards)
-        if len(index) < batch_size:
+        if len(index) < per_replica_batch:
             raise BenchInputError(f"a {self.name} training shard holds {len(index)} images, fewer than one "
-                                  f"batch. Received: batch_size={batch_size}")
+                                  f"batch. Received: batch_size={per_replica_batch}")
         rng = np.random.default_rng(self.seed + shard_index)
         while True:
             order = rng.permutation(index)
-            for start in range(0, len(order) - batch_size + 1, batch_size):
-                chosen = order[start:start + batch_size]
+            for start in range(0, len(order) - per_replica_batch + 1, per_replica_batch):
+                chosen = order[start:start + per_replica_batch]
                 images = self.train.images[chosen]
                 if self.augment:
                     images = _augment_np(images, rng)
                 yield images, self.train.labels[chosen]
 
-    def host_test_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def host_test_batches(self, test_batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The whole test split, in order, as uint8 images (see `host_batches`), for evaluation."""
-        for start in range(0, len(self.test.labels), batch_size):
-            yield self.test.images[start:start + batch_size], self.test.labels[start:start + batch_size]
+        for start in range(0, len(self.test.labels), test_batch):
+            yield self.test.images[start:start + test_batch], self.test.labels[start:start + test_batch]
 
     def device_preprocess(self) -> Callable:
         """What `_preprocess_fn` does on TensorFlow, as array code for inside a jitted step:
@@ -156,20 +157,20 @@ def _augment_np(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def synthetic_arrays(batch_size: int, image_size: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One fixed random batch: float32 N(0, 1) images and uniform int32 labels, from `seed`.
+def synthetic_arrays(n: int, image_size: int, num_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One fixed random batch of `n` images: float32 N(0, 1) images and uniform int32 labels, from `seed`.
     Both backends use it, so they see identical data for a seed."""
     rng = np.random.default_rng(seed)
-    images = rng.standard_normal((batch_size, image_size, image_size, 3), dtype=np.float32)
-    labels = rng.integers(0, num_classes, size=batch_size).astype(np.int32)
+    images = rng.standard_normal((n, image_size, image_size, 3), dtype=np.float32)
+    labels = rng.integers(0, num_classes, size=n).astype(np.int32)
     return images, labels
 
 
-def _synthetic_batch(batch_size: int, image_size: int, num_classes: int, seed: int) -> "tf.data.Dataset":
+def _synthetic_batch(n: int, image_size: int, num_classes: int, seed: int) -> "tf.data.Dataset":
     """One fixed batch (made once; the harness keeps it on the device and reuses it)."""
     import tensorflow as tf
 
-    return tf.data.Dataset.from_tensors(synthetic_arrays(batch_size, image_size, num_classes, seed)).repeat()
+    return tf.data.Dataset.from_tensors(synthetic_arrays(n, image_size, num_classes, seed)).repeat()
 
 
 def _resize(split: Split, size: int) -> Split:

@@ -20,6 +20,7 @@ from bench.config.schema import RunConfig
 from bench.lab.overhead import fmt, paired_ratio
 from bench.measure.timing import run_steps
 from bench.runner.session import open_session
+from bench.runner.validate import prepare
 from models.batchnorm import fused
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         sessions = {}
         for kind in ("fused", "keras"):
             with fused(kind == "fused"):
-                sessions[kind] = open_session(cfg).build()
+                sessions[kind] = open_session(prepare(cfg)).build()
         for s in sessions.values():  # untimed: tracing, compilation, warmup
             run_steps(s.step.run, warmup=args.warmup_steps, timed=0, global_batch=args.batch_size,
                       device_sync=s.step.device_sync)

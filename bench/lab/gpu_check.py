@@ -27,9 +27,11 @@ from bench.backends.keras_common import apply_precision_policy, make_optimizer
 from bench.config.schema import MIN_LATENCY_STEPS, RunConfig
 from bench.data.source import synthetic_arrays
 from bench.lab.overhead import epoch_clock, repeat
+from bench.measure.probes import gib
 from bench.measure.traces import summarize
 from bench.results.store import append_row, check_output
 from bench.runner.execute import execute
+from bench.runner.validate import prepare
 
 
 def fit_images_per_sec(name: str, batch: int, width: float, precision: str, steps: int, warmup: int) -> float:
@@ -52,10 +54,6 @@ def fit_images_per_sec(name: str, batch: int, width: float, precision: str, step
     return steps * batch / clock.seconds
 
 
-def _gib(v) -> str:
-    return "n/a" if v is None else f"{v / 2**30:.2f}"
-
-
 class _Peaks:
     """JAX's GPU peak counter cannot be reset, and every configuration here runs in one process:
     a row's peak is its own only where it rose above every earlier one, `fit`'s included;
@@ -74,9 +72,9 @@ class _Peaks:
     def show(self, row: dict) -> str:
         peak = row["peak_mem_bytes"]
         if peak is None or row["mem_source"] != "jax_gpu_peak_since_start":
-            return _gib(peak)
+            return gib(peak, unit="")
         own, self.high = peak > self.high, max(self.high, peak)
-        return _gib(peak) if own else f"≤{_gib(peak)}"
+        return gib(peak, unit='') if own else f"≤{gib(peak, unit='')}"
 
 
 def _free() -> None:
@@ -129,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig(model=name, batch_size=batch, precision=args.precision, backend="jax", width=args.width,
                         steps=max(args.steps, MIN_LATENCY_STEPS) if mode else args.steps,
                         warmup_steps=args.warmup_steps, output=args.output, progress=False, source="sweep", **mode)
-        row = execute(cfg).row
+        row = execute(prepare(cfg)).row
         append_row(args.output, row)
         return row
 
@@ -147,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             ips, tflops = row["images_per_sec_median"], 3.0 * row["gflops_per_image"] * row["images_per_sec_median"] / 1e3
             share = f"{100 * tflops / args.peak_tflops:.1f}%" if args.peak_tflops else "n/a"
             print(f"| {name} | {batch} | {ips:,.0f} | {fit:,.0f} | {ips / fit:.3f} | {tflops:.1f} | {share} "
-                  f"| {peak} | {_gib(row['mem_estimate_bytes'])} |", flush=True)
+                  f"| {peak} | {gib(row['mem_estimate_bytes'], unit='')} |", flush=True)
             _free()
     print(f"\n# inference (forward only), {args.precision}: latency per batch")
     print("| model | batch | img/s | p50 ms | p99 ms | peak GiB | estimate GiB |")
@@ -161,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
                 continue
             print(f"| {name} | {batch} | {row['images_per_sec_median']:,.0f} | {row['latency_p50_ms']:.2f} "
-                  f"| {row['latency_p99_ms']:.2f} | {peaks.show(row)} | {_gib(row['mem_estimate_bytes'])} |",
+                  f"| {row['latency_p99_ms']:.2f} | {peaks.show(row)} | {gib(row['mem_estimate_bytes'], unit='')} |",
                   flush=True)
             _free()
     if args.trace_batch:
@@ -169,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = RunConfig(model=name, batch_size=args.trace_batch, precision=args.precision, backend="jax",
                         width=args.width, steps=max(args.steps, 8), warmup_steps=args.warmup_steps,
                         output=args.output, progress=False, source="sweep", profile_steps="5-7")
-        row = execute(cfg).row
+        row = execute(prepare(cfg)).row
         append_row(args.output, row)
         if row["status"] == "ok":
 

@@ -32,6 +32,8 @@ from bench.data.source import synthetic_arrays
 from bench.measure.stats import ci95_halfwidth
 from bench.measure.timing import run_steps
 from bench.runner.session import open_session
+from bench.runner.validate import prepare
+from launch.base import BACKENDS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -51,7 +53,7 @@ def _write_random_cifar(folder: Path, n_train: int = 10000, n_test: int = 1000) 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow")
+    p.add_argument("--backend", choices=BACKENDS, default="tensorflow")
     p.add_argument("--models", default="vgg13,resnet18")
     p.add_argument("--batch-sizes", default="32,128")
     p.add_argument("--width", type=float, default=1.0)
@@ -86,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                              backend=args.backend, progress=False)
             # the harness, exactly as bench/run.py builds it: on its fixed synthetic batch, and on
             # the real cifar100 pipeline (tf.data on TensorFlow, the host pipeline on JAX)
-            harness = open_session(base).build()
-            cifar = open_session(dataclasses.replace(base, data="cifar100", data_dir=data_dir)).build()
+            harness = open_session(prepare(base)).build()
+            cifar = open_session(prepare(dataclasses.replace(base, data="cifar100", data_dir=data_dir))).build()
             # model.fit on the same fixed batch, the same model (same seed), optimizer and compilation
             fixed = synthetic_arrays(batch, base.image_size, 100, base.seed * 1000)
             keras.utils.set_random_seed(0)

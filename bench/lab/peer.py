@@ -17,6 +17,7 @@ its CI, are the intervals between its per-step log lines (--display_every=1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import REPO
 from bench.config.parse import OneLineParser, parse_value
 from bench.config.schema import Opt, RunConfig
 from bench.errors import BenchInputError, input_error, one_line
@@ -34,7 +36,6 @@ from bench.measure.stats import step_stats, throughput
 from bench.results.row import Outcome, Topology, build_row
 from bench.results.store import append_row, check_output, read_rows
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCE = "tf_cnn_benchmarks"
 
 
@@ -96,11 +97,15 @@ def run_peer(python: str, script: Path, match: Match) -> PeerRun:
     return parse_peer(lines)
 
 
+def matched_config(match: Match) -> RunConfig:
+    """Our side of a match: the settings both run with, resolved as for a CPU-only run."""
+    return RunConfig(model=match.ours, image_size=IMAGE, form="imagenet", batch_size=BATCH, num_classes=CLASSES,
+                     steps=STEPS, warmup_steps=WARMUP, optimizer="sgd", momentum=MOMENTUM, lr=match.lr,
+                     xla=False).resolved(has_gpu=False)
+
+
 def ours_args(match: Match, output: str) -> list[str]:
-    return [match.ours, "--image-size", str(IMAGE), "--form", "imagenet", "--batch-size", str(BATCH),
-            "--num-classes", str(CLASSES), "--steps", str(STEPS), "--warmup-steps", str(WARMUP),
-            "--optimizer", "sgd", "--momentum", str(MOMENTUM), "--lr", str(match.lr), "--no-xla",
-            "--no-progress", "--output", output]
+    return dataclasses.replace(matched_config(match), output=output, progress=False).to_argv()
 
 
 def run_ours(match: Match, output: str) -> dict:
@@ -116,9 +121,7 @@ def run_ours(match: Match, output: str) -> dict:
 def peer_row(match: Match, run: PeerRun, peer_version: str) -> dict:
     """The peer's run as a row in the cnnbench schema (source tf_cnn_benchmarks): its own mean
     images/sec, and the median statistics from its per-step line intervals."""
-    cfg = RunConfig(model=match.ours, image_size=IMAGE, form="imagenet", batch_size=BATCH, num_classes=CLASSES,
-                    steps=STEPS, warmup_steps=WARMUP, optimizer="sgd", momentum=MOMENTUM, lr=match.lr, xla=False,
-                    source=SOURCE).resolved(has_gpu=False)
+    cfg = dataclasses.replace(matched_config(match), source=SOURCE)
     row = build_row(cfg, Outcome("ok"), topology=Topology(1, 1, BATCH, BATCH), wall_s=run.wall_s)
     stats = step_stats(run.step_times)
     row.update(stats.as_dict(), **throughput(stats, global_batch=BATCH, replicas=1, flops_per_image=0.0))

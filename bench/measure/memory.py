@@ -92,13 +92,13 @@ class Estimate:
     """A process's (on a GPU: a device's) peak memory, from parameters, optimizer state and activations."""
     state_bytes: int              # one replica's weights, gradients and optimizer slots
     per_image_bytes: int          # what each image adds: activations, gradient buffers, copies of its input
-    batch: int                    # per-replica batch
+    per_replica_batch: int
     replicas: int                 # replicas that share this memory (one per device on a GPU)
     runtime_bytes: int = 0        # fixed, once per process or device: the framework's own (and on a CPU the process's)
 
     @property
     def total_bytes(self) -> int:
-        return self.runtime_bytes + self.replicas * (self.state_bytes + self.batch * self.per_image_bytes)
+        return self.runtime_bytes + self.replicas * (self.state_bytes + self.per_replica_batch * self.per_image_bytes)
 
 
 def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, on_gpu: bool = False) -> Estimate:
@@ -165,7 +165,7 @@ def check(est: Estimate, available: int | None, *, processes: int = 1, where: st
         plus = f" plus the {held / GiB:.2f} GiB this process holds" if held else ""
         less = f" less the memory guard's floor {floor / GiB:.2f} GiB" if floor else ""
         raise PredictedOOM(f"estimated memory {need / GiB:.2f} GiB{share} exceeds {where} {available / GiB:.2f} GiB"
-                           f"{plus}{less} (batch {est.batch} x {est.replicas} replica(s); --force runs it anyway)")
+                           f"{plus}{less} (batch {est.per_replica_batch} x {est.replicas} replica(s); --force runs it anyway)")
 
 
 # ---- whether a probe fits ---------------------------------------------------------------------------

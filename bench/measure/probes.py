@@ -6,7 +6,7 @@ import os
 import resource
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from bench.errors import BenchInputError
 
@@ -16,6 +16,14 @@ if TYPE_CHECKING:
 
 
 GiB = 2**30
+
+
+def gib(v: Any, unit: str = " GiB") -> str:
+    """A byte count as GiB with two decimals, for tables and summaries ("n/a" where it is not a number)."""
+    try:
+        return f"{float(v) / GiB:.2f}{unit}"
+    except (TypeError, ValueError):
+        return "n/a"
 
 
 # ---- what may be used -------------------------------------------------------------------------

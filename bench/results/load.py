@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     pass
-from bench.config.key import config_key
+from bench.config.key import BOOL_CELLS, config_key
 from bench.errors import BenchInputError
 from bench.results.columns import (
     COLUMN_TYPES,
@@ -20,7 +20,6 @@ from bench.results.columns import (
 from bench.results.store import OutputRefused, read_existing, unprotect_cell
 
 # ---- typed loading (reports, notebooks) ---------------------------------------------------------
-_BOOLS = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "time": "a UTC timestamp"}
 
 
@@ -37,7 +36,7 @@ def _typed(cells, kind: str):
             values = values.where(~bad).astype("Float64").round().astype("Int64")
         return values.astype(float) if kind == "float" else values, bad
     if kind == "bool":
-        values = cells.map(lambda v: _BOOLS.get(str(v).strip().lower(), pd.NA) if pd.notna(v) else pd.NA)
+        values = cells.map(lambda v: BOOL_CELLS.get(str(v).strip().lower(), pd.NA) if pd.notna(v) else pd.NA)
         return values.astype("boolean"), present & values.isna()
     if kind == "time":
         values = pd.to_datetime(cells, utc=True, errors="coerce", format="ISO8601")

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     pass
+from bench import REPO
 from bench.results.columns import SCHEMA_VERSION
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _git(*args: str) -> str:

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from bench.config.schema import NATURAL_CLASSES, RunConfig
+from bench.config.schema import RunConfig
 from bench.errors import BenchInputError
 from bench.measure.memory import PredictedOOM
 from bench.measure.probes import process_peak_bytes
@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     pass
 from bench.data.source import read_data
 from bench.measure.probes import MemoryGuard, memory_floor
-from bench.procs import gpu_count
 from bench.results.provenance import new_run_id
 from bench.results.store import append_row
 from bench.runner.session import Session, open_session
 from bench.runner.summary import summary_text
+from bench.runner.validate import require_resolved
 from launch import check_environment, get_strategy
 
 log = logging.getLogger("cnnbench")
@@ -57,8 +57,10 @@ def execute(cfg: RunConfig, *, guard: bool = True) -> RunOutcome:
     failure becomes a row with status diverged/oom/failed (exit code 1), on the chief, wherever
     one can still be written: a start-up failure too. With `guard` (the default: every run
     process has one) a watcher ends the process with an `oom` row, exit 1, when the host's
-    available memory falls below the guard's floor (bench.measure.probes.MemoryGuard)."""
+    available memory falls below the guard's floor (bench.measure.probes.MemoryGuard). `cfg` is
+    resolved (bench.runner.validate.prepare)."""
 
+    require_resolved(cfg)
     progress = _Progress(cfg, time.perf_counter())
     watcher = MemoryGuard(memory_floor(), lambda message: _memory_breach(progress, message)).start() if guard else None
     try:
@@ -79,7 +81,7 @@ def _memory_breach(progress: _Progress, message: str) -> None:
     try:
         chief = session.dist.is_chief if session is not None else get_strategy(progress.cfg.strategy).env_rank() == 0
         if chief:
-            cfg = session.cfg if session is not None else progress.cfg.resolved(has_gpu=gpu_count() > 0)
+            cfg = session.cfg if session is not None else progress.cfg
             row = build_row(cfg, Outcome("oom", message), session=session,
                             wall_s=time.perf_counter() - progress.started)
             row["process_peak_mem_bytes"] = process_peak_bytes()
@@ -102,7 +104,7 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
     progress_state.cfg = cfg
     started = time.perf_counter()
     # bad data is input: found with numpy before TensorFlow starts (and prints its start-up lines)
-    source = read_data(dataclasses.replace(cfg, num_classes=cfg.num_classes or NATURAL_CLASSES[cfg.data]))
+    source = read_data(cfg)
     try:
         session = open_session(cfg, source)
     except BenchInputError:
@@ -188,7 +190,7 @@ def _save_weights(session: Session, outcome: Outcome) -> Outcome:
 def _startup_failure(cfg: RunConfig, error: BaseException, wall_s: float) -> RunOutcome:
     """The row of a run whose strategy or devices failed to start; only the would-be chief keeps it."""
 
-    row = build_row(cfg.resolved(has_gpu=gpu_count() > 0), Outcome("failed", _one_line(error)), wall_s=wall_s)
+    row = build_row(cfg, Outcome("failed", _one_line(error)), wall_s=wall_s)
     return RunOutcome(row, get_strategy(cfg.strategy).env_rank() == 0, 1)
 
 
@@ -209,7 +211,7 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
     steps_per_epoch, global_batch = s.steps_per_epoch, s.global_batch
     timing = Timing()
     result = AccuracyResult(target_reached=False if cfg.target_accuracy else None)
-    test_batch = max(global_batch, 256)
+    test_batch = max(global_batch, 256)  # each rank evaluates the whole test split, this many images at a time
     warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
     for epoch in progress("epochs", cfg.epochs):
         first = epoch == 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +23,16 @@ from bench.measure.traces import (
     autotune_best,
     read_timeline,
 )
+from bench.procs import has_gpu
 from bench.results.row import Topology
+from bench.runner.validate import require_resolved
 from bench.runner.weights import load_initial_weights, save_weights
 from launch import get_strategy
 
 if TYPE_CHECKING:
     import keras
+
+log = logging.getLogger("cnnbench")
 
 
 @dataclasses.dataclass
@@ -35,10 +40,11 @@ class Session:
     """Everything one run needs, built the same way for bench/run.py and the pytest suite, on
     either backend (`backend` implements bench.backends.base.Backend). Filled in order:
     open_session, then build_model (model, desc, estimate, memory), then build_step (optimizer, step)."""
-    cfg: RunConfig                # resolved
+    cfg: RunConfig                # resolved (bench.runner.validate.prepare)
     dist: Distribution            # the strategy's adapter on this backend
     source: DataSource
-    global_batch: int
+    per_replica_batch: int        # --batch-size, resolved
+    global_batch: int             # per_replica_batch x replicas: one step's images across the run
     steps_per_epoch: int | None
     gpu_names: list[str]
     backend: Backend
@@ -54,7 +60,7 @@ class Session:
     @property
     def topology(self) -> Topology:
         return Topology(workers=self.dist.workers, replicas=self.dist.num_replicas,
-                        per_replica_batch=self.cfg.batch_size, global_batch=self.global_batch)
+                        per_replica_batch=self.per_replica_batch, global_batch=self.global_batch)
 
     def build(self) -> "Session":
         """The model, then the backend's step (bench/run.py checks the memory estimate between
@@ -152,21 +158,26 @@ class Session:
 
 
 def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
-    """Select and configure the backend, build the distribution, resolve the config and load
-    the data (or finish `source`, what `read_data` read). Bad input raises BenchInputError
-    here, before anything is built."""
+    """Select and configure the backend, build the distribution and load the data (or finish
+    `source`, what `read_data` read), for a resolved configuration (bench.runner.validate.prepare).
+    Bad input raises BenchInputError here, before anything is built."""
 
+    require_resolved(cfg)
     backend = load(cfg.backend)
     backend.configure(cfg)
     dist = make_distribution(cfg)
     gpu_names = backend.gpu_names()
-    cfg = cfg.resolved(has_gpu=bool(gpu_names))
-    global_batch = cfg.batch_size * dist.num_replicas
+    if bool(gpu_names) != has_gpu(cfg.backend):  # the defaults were filled for the machine nvidia-smi showed
+        log.warning("%s sees %s, but the configuration's defaults were resolved for %s (nvidia-smi, "
+                    "CUDA_VISIBLE_DEVICES, JAX_PLATFORMS); --batch-size and --xla/--no-xla set them",
+                    cfg.backend, "a GPU" if gpu_names else "no GPU", "no GPU" if gpu_names else "a GPU")
+    per_replica_batch = cfg.batch_size
+    global_batch = per_replica_batch * dist.num_replicas
     source = load_data(cfg, source)
     steps_per_epoch = None
     if cfg.accuracy_mode:
         steps_per_epoch = source.train_size // global_batch
         if steps_per_epoch < 1:
             raise BenchInputError(f"global batch {global_batch} exceeds the {cfg.data} training split "
-                                  f"({source.train_size} images). Received: batch_size={cfg.batch_size}")
-    return Session(cfg, dist, source, global_batch, steps_per_epoch, gpu_names, backend)
+                                  f"({source.train_size} images). Received: batch_size={per_replica_batch}")
+    return Session(cfg, dist, source, per_replica_batch, global_batch, steps_per_epoch, gpu_names, backend)

@@ -63,7 +63,7 @@ def _classify(returncode: int, output: str, timed_out: bool) -> str:
     return "failed"
 
 
-def run_job(job: Job, output: str, timeout: float, log_dir: Path, gpus: int = 0,
+def run_job(job: Job, output: str, timeout: float, log_dir: Path,
             notes: list[str] | None = None) -> dict[str, Any]:
     """Run one configuration; make sure it leaves exactly one row (its own, or ours). A log
     folder that cannot be written is noted in `notes`; a CSV that cannot be written raises
@@ -99,10 +99,9 @@ def run_job(job: Job, output: str, timeout: float, log_dir: Path, gpus: int = 0,
     else:
         status = _classify(proc.returncode, output_text, timed_out)
         how = f"timed out after {timeout:g} s" if timed_out else describe_exit(proc.returncode)
-    cfg = job.cfg.resolved(has_gpu=gpus > 0)
-    topology = Topology(workers=job.launch.processes, replicas=job.replicas, per_replica_batch=cfg.batch_size,
-                        global_batch=cfg.batch_size * job.replicas)
-    row = build_row(dataclasses.replace(cfg, run_id=run_id, source="sweep"),
+    topology = Topology(workers=job.launch.processes, replicas=job.replicas, per_replica_batch=job.per_replica_batch,
+                        global_batch=job.per_replica_batch * job.replicas)
+    row = build_row(dataclasses.replace(job.cfg, run_id=run_id),
                     Outcome(status, f"{how}: {tail(output_text, ERROR_TAIL_LINES)}"), topology=topology,
                     wall_s=time.monotonic() - started)
     try:

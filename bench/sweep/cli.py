@@ -38,8 +38,8 @@ from typing import Any
 import tomllib
 
 from bench.backends import check_environment as check_backend
-from bench.config.parse import OneLineParser, parse_value
-from bench.config.schema import DEFAULT_OUTPUT, Opt, schema
+from bench.config.parse import OneLineParser, parse_value, read_options
+from bench.config.schema import DEFAULT_BACKEND, DEFAULT_OUTPUT, Opt, schema
 from bench.errors import BenchInputError, input_error
 from bench.procs import exit_code, gpu_count, stop_on_signals
 from bench.results.store import check_output, read_rows
@@ -47,14 +47,14 @@ from bench.sweep import max_batch
 from bench.sweep.children import Unwritable, run_job
 from bench.sweep.grid import (
     Job,
-    _flags,
     build_jobs,
     done_keys,
     parse_axis,
-    toml_to_args,
+    toml_options,
     unsupported,
 )
-from launch import STRATEGIES, strategy_names
+from launch import DEFAULT_STRATEGY, STRATEGIES, strategy_names
+from launch.base import BACKENDS, MAX_TIMEOUT_S
 
 
 def check_environment(backends: list[str]) -> None:
@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "timeout, output and a [run] table of shared run options")
     p.add_argument("--models")
     p.add_argument("--batch-sizes")
-    p.add_argument("--strategies", help=f"comma list of: {', '.join(strategy_names())} (default: single)")
+    p.add_argument("--strategies", help=f"comma list of: {', '.join(strategy_names())} (default: {DEFAULT_STRATEGY})")
     p.add_argument("--workers")
-    p.add_argument("--backends", help="comma list of: tensorflow, jax (default: tensorflow)")
+    p.add_argument("--backends", help=f"comma list of: {', '.join(BACKENDS)} (default: {DEFAULT_BACKEND})")
     p.add_argument("--axis", action="append", default=[], metavar="OPTION=V1,V2",
                    help="make any bench/run.py option an axis of the grid (repeatable), e.g. "
                    "--axis lr=0.1,0.01 --axis precision=fp32,mixed_bf16 --axis xla=true,false")
@@ -122,7 +122,7 @@ _FILE_KEYS = {
     "run": (lambda v: isinstance(v, dict) and all(isinstance(x, (bool, int, float, str)) for x in v.values()),
             "a table of bench/run.py options with plain values"),
 }
-TIMEOUT = Opt("float", lo=0.0, hi=7 * 86400.0, lo_open=True)
+TIMEOUT = Opt("float", lo=0.0, hi=MAX_TIMEOUT_S, lo_open=True)
 WORKERS = Opt("int", lo=1, hi=1024)
 GRANULARITY = Opt("int", lo=1, hi=2**20)
 
@@ -159,7 +159,9 @@ def _split_axis(text: str) -> tuple[str, str]:
     return name, values
 
 
-def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The sweep's options, and the run options every configuration shares (the [run] table's,
+    then the command line's, as RunConfig fields)."""
     args, run_args = build_parser().parse_known_args(argv)
     file = _read_config(args.config) if args.config else {}
 
@@ -200,21 +202,20 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if args.breakdown and args.find_max_batch:
         raise BenchInputError("--breakdown and --find-max-batch are two kinds of sweep: run them apart. "
                               "Received: breakdown=True, find_max_batch=True")
-    args.strategies = pick("strategies", str, ["single"])
+    args.strategies = pick("strategies", str, [DEFAULT_STRATEGY])
     args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
-    args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), ["tensorflow"])
+    args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), [DEFAULT_BACKEND])
     if not args.models or not (args.batch_sizes or args.find_max_batch):
         raise BenchInputError("a sweep needs --models and --batch-sizes or --find-max-batch "
                               "(or models/batch_sizes in --config)")
     timeout = args.timeout if args.timeout is not None else file.get("timeout", 1800)
     args.timeout = parse_value("timeout", TIMEOUT, str(timeout))
     args.output = args.output or file.get("output", DEFAULT_OUTPUT)
-    run_args = toml_to_args(file.get("run", {})) + run_args
-    if args.breakdown and ("gradient_sync" in [n for n, _ in axes] or
-                           {"--no-gradient-sync", "--gradient-sync"} & _flags(run_args)):
+    shared = {**toml_options(file.get("run", {})), **read_options(run_args)}  # the command line's win
+    if args.breakdown and ("gradient_sync" in [n for n, _ in axes] or "gradient_sync" in shared):
         raise BenchInputError("--breakdown runs each configuration with and without gradient sync itself: "
                               "drop the gradient_sync axis or option. Received: breakdown=True")
-    return args, run_args
+    return args, shared
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,15 +232,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        args, run_args = parse(argv)
+        args, shared = parse(argv)
         check_environment(args.backends)
         gpus = gpu_count()
-        batch_sizes = [max_batch.start_batch(gpus)] if args.find_max_batch else [int(b) for b in args.batch_sizes]
-        if args.find_max_batch:  # what "fits" means goes into each probe's row
-            run_args = [*run_args, "--find-max-batch",
-                        *(["--memory-cap-gb", f"{args.memory_cap_gb:g}"] if args.memory_cap_gb else [])]
-        jobs = build_jobs(args.models, batch_sizes, args.strategies, [int(w) for w in args.workers], run_args,
-                          args.output, args.timeout, gpus, args.backends, args.axes, args.breakdown)
+        # --find-max-batch starts each search from the run's default batch (None: resolved per configuration)
+        per_replica_batches = [None] if args.find_max_batch else args.batch_sizes
+        # what "fits" means goes into each probe's row
+        settings = {"find_max_batch": True, "memory_cap_gb": args.memory_cap_gb} if args.find_max_batch else {}
+        jobs = build_jobs(args.models, per_replica_batches, args.strategies, args.workers, shared,
+                          args.output, args.timeout, gpus, args.backends, args.axes, args.breakdown, settings)
         for strategy, backend in unsupported(args.strategies, args.backends):
             print(f"note: --strategies {strategy} does not run on {backend}; those configurations are left out")
         check_output(args.output)
@@ -248,9 +249,9 @@ def _main(argv: list[str]) -> int:
         return input_error(e)
     log_dir = Path(args.output).parent / "logs"
     if args.find_max_batch:
-        return _find_max_batch(args, jobs, rows, gpus, log_dir)
+        return _find_max_batch(args, jobs, rows, log_dir)
     done = done_keys(rows)
-    todo = [(j, not args.force and j.key(gpus > 0) in done) for j in jobs]
+    todo = [(j, not args.force and j.key() in done) for j in jobs]
     if args.dry_run:
         for j, skip in todo:
             print(f"{'skip (ok row exists)' if skip else 'run'}: {j.label}\n    {shlex.join(j.command)}")
@@ -272,7 +273,7 @@ def _main(argv: list[str]) -> int:
                 results.append((job, "skipped", None))
             else:
                 try:
-                    row = run_job(job, args.output, args.timeout, log_dir, gpus, notes)
+                    row = run_job(job, args.output, args.timeout, log_dir, notes)
                 except Unwritable as e:  # every later row would be lost as well: stop here
                     unwritable = e
                     results.append((job, "unwritten", None))
@@ -309,20 +310,20 @@ def _write_problems(unwritable: Exception | None, notes: list[str]) -> bool:
     return bool(problems)
 
 
-def _find_max_batch(args: argparse.Namespace, groups: list[Job], rows, gpus: int, log_dir: Path) -> int:
+def _find_max_batch(args: argparse.Namespace, groups: list[Job], rows, log_dir: Path) -> int:
     """The --find-max-batch sweep: exit 0 when every group found a batch that fits. Each group
     is the first probe of its search, run options and axis values included."""
 
     if args.dry_run:
         for g in groups:
-            print(f"search: {g.group_label}, doubling from batch {g.batch_size} (first probe below; the others "
+            print(f"search: {g.group_label}, doubling from batch {g.per_replica_batch} (first probe below; the others "
                   f"differ only in --batch-size)\n    {shlex.join(g.command)}")
         print(f"{len(groups)} search(es)")
         return 0
     results: list = []
     notes: list[str] = []
     try:
-        max_batch.run(groups, output=args.output, timeout=args.timeout, gpus=gpus, rows=rows, force=args.force,
+        max_batch.run(groups, output=args.output, timeout=args.timeout, rows=rows, force=args.force,
                       cap_gb=args.memory_cap_gb, log_dir=log_dir, step=args.batch_granularity, results=results,
                       notes=notes)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP

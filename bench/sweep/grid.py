@@ -10,35 +10,48 @@ from typing import Any
 
 from bench import REPO
 from bench.config.key import config_key
-from bench.config.parse import parse_args, parse_value
-from bench.config.schema import Opt, RunConfig, schema
+from bench.config.parse import parse_value, read_options, validate
+from bench.config.schema import DEFAULT_BACKEND, Opt, RunConfig, schema
 from bench.errors import BenchInputError
+from bench.runner.validate import prepare
 from launch import Launch, get_strategy
 from launch.base import STRATEGY_OPTIONS
 
 # bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
-OWNED = ("--strategy", "--backend", "--batch-size", "--output", "--run-id", "--source")
+OWNED = ("strategy", "backend", "batch_size", "output", "run_id", "source")
 
 
 @dataclass
 class Job:
-    """One configuration of the grid and how to launch it."""
-    model: str
-    batch_size: int
-    strategy: str
-    workers: int
+    """One configuration of the grid (checked and resolved: the child's command line is
+    `cfg.to_argv()`, and its row's key is the configuration's) and how to launch it."""
     cfg: RunConfig
+    workers: int
     launch: Launch
     command: list[str]
     replicas: int
-    backend: str = "tensorflow"
     axes: tuple[tuple[str, str], ...] = ()   # (option, value) of each --axis, in order
-    run_args: tuple[str, ...] = ()           # the bench/run.py options of this point, axis values included
+
+    @property
+    def model(self) -> str:
+        return self.cfg.model
+
+    @property
+    def per_replica_batch(self) -> int:
+        return self.cfg.batch_size
+
+    @property
+    def strategy(self) -> str:
+        return self.cfg.strategy
+
+    @property
+    def backend(self) -> str:
+        return self.cfg.backend
 
     @property
     def label(self) -> str:
         extra = "".join(f" {name}={value}" for name, value in self.axes)
-        return f"{self.model} b{self.batch_size} {self.strategy} x{self.workers} {self.backend}{extra}"
+        return f"{self.model} b{self.per_replica_batch} {self.strategy} x{self.workers} {self.backend}{extra}"
 
     @property
     def group_label(self) -> str:
@@ -46,26 +59,38 @@ class Job:
         extra = "".join(f" {name}={value}" for name, value in self.axes)
         return f"{self.model} {self.strategy} x{self.workers} {self.backend}{extra}"
 
-    def key(self, has_gpu: bool) -> tuple:
+    def key(self) -> tuple:
         """The configuration key its row will have."""
-        return config_key(self.cfg.resolved(has_gpu=has_gpu), workers=self.launch.processes, replicas=self.replicas)
+        return config_key(self.cfg, workers=self.launch.processes, replicas=self.replicas)
+
+    def at_batch(self, per_replica_batch: int) -> "Job":
+        """The same configuration at another per-replica batch (a --find-max-batch probe)."""
+        cfg = dataclasses.replace(self.cfg, batch_size=per_replica_batch)
+        return dataclasses.replace(self, cfg=cfg, command=_command(self.launch, cfg))
 
 
 # ---- the grid ------------------------------------------------------------------------------
-def toml_to_args(options: dict[str, Any]) -> list[str]:
-    """A [run] table of a sweep file -> bench/run.py flags (true -> --flag, false -> --no-flag)."""
-    out: list[str] = []
-    for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            out.append(flag if value else "--no-" + key.replace("_", "-"))
+def toml_options(table: dict[str, Any]) -> dict[str, Any]:
+    """A [run] table of a sweep file as RunConfig fields, each value checked as bench/run.py
+    checks its option (the counterpart of bench.config.parse.read_options for the command line)."""
+    opts = schema()
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        o = opts.get(name)
+        if o is None or not o.cli or o.positional:
+            raise BenchInputError(f"[run] {key} is not a bench/run.py option. Received: {key}={value!r}")
+        if o.kind == "bool":
+            if not isinstance(value, bool):
+                raise BenchInputError(f"{name} must be true or false. Received: {name}={value!r}")
+            out[name] = value
         else:
-            out += [flag, str(value)]
+            out[name] = parse_value(name, o, str(value))
     return out
 
 
-def _flags(args: list[str]) -> set[str]:
-    return {a.split("=")[0] for a in args if a.startswith("--")}
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 # RunConfig fields the sweep sets itself: its own axes, or what it owns per configuration
@@ -117,52 +142,45 @@ def _not_for(strategy: Any, chosen: tuple[tuple[str, Any], ...]) -> bool:
                for name, value in chosen)
 
 
-def axis_args(name: str, value: Any) -> list[str]:
-    """The bench/run.py flags that set option `name` to `value`."""
-    flag = "--" + name.replace("_", "-")
-    if isinstance(value, bool):
-        action = schema()[name].action
-        if action == "toggle":
-            return [flag] if value else ["--no-" + name.replace("_", "-")]
-        return [flag] if value else []
-    return [flag, str(value)]
-
-
 def unsupported(strategies: list[str], backends: list[str]) -> list[tuple[str, str]]:
     """The (strategy, backend) cells of the grid that cannot run (e.g. Horovod on JAX)."""
     return [(s, b) for s in strategies for b in backends if b not in get_strategy(s).backends]
 
 
-def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str], workers: list[int],
-               run_args: list[str], output: str, timeout: float, gpus: int = 0,
-               backends: tuple[str, ...] | list[str] = ("tensorflow",), axes: Axes = (),
-               breakdown: bool = False) -> list[Job]:
+def build_jobs(models: list[str], per_replica_batches: list[int | None], strategies: list[str], workers: list[int],
+               shared: dict[str, Any], output: str, timeout: float, gpus: int = 0,
+               backends: tuple[str, ...] | list[str] = (DEFAULT_BACKEND,), axes: Axes = (),
+               breakdown: bool = False, settings: dict[str, Any] | None = None) -> list[Job]:
     """Expand the grid: models x batch sizes x strategies x backends x workers x every --axis.
-    With `breakdown`, each configuration of more than one replica is followed by its twin
-    run with --no-gradient-sync (the report's exposed communication is their difference).
-    A strategy that does not scale runs once, at one worker, whatever --workers says. Each
-    strategy says how it is launched, how the cores are split and which backends it runs on:
-    the cells it cannot run are left out (see `unsupported`)."""
+    A batch of None is the run's default (what --find-max-batch starts from). `shared` holds
+    the run options every configuration shares, as RunConfig fields (`toml_options`,
+    bench.config.parse.read_options); `settings` are fields the sweep itself sets on every one
+    (e.g. find_max_batch). With `breakdown`, each configuration of more than one replica is
+    followed by its twin run with --no-gradient-sync (the report's exposed communication is
+    their difference). A strategy that does not scale runs once, at one worker, whatever
+    --workers says. Each strategy says how it is launched, how the cores are split and which
+    backends it runs on: the cells it cannot run are left out (see `unsupported`)."""
     classes = [get_strategy(s) for s in strategies]
     for b in backends:
         parse_value("backend", schema()["backend"], b)
     for w in workers:
         if w < 1:
             raise BenchInputError(f"workers must be >= 1. Received: workers={w}")
-    bad = sorted(_flags(run_args) & set(OWNED))
+    bad = sorted(set(shared) & set(OWNED))
     if bad:
-        raise BenchInputError(f"the sweep sets {bad[0]} itself; use --strategies/--backends/--batch-sizes/--workers/--output instead")
+        raise BenchInputError(f"the sweep sets {_flag(bad[0])} itself; use --strategies/--backends/--batch-sizes/"
+                              f"--workers/--output instead")
     names = [name for name, _ in axes]
     for name in names:
-        flags = {"--" + name.replace("_", "-"), "--no-" + name.replace("_", "-")}
-        if names.count(name) > 1 or flags & _flags(run_args):
+        if names.count(name) > 1 or name in shared:
             raise BenchInputError(f"--axis {name} is given twice (as two axes, or as an axis and a run option). "
                                   f"Received: axis={name}")
     combos = list(itertools.product(*(values for _, values in axes)))
+    fixed = {"output": output, "source": "sweep", "progress": False, **(settings or {})}
     jobs: list[Job] = []
     seen = set()
     for model in models:
-        for batch in batch_sizes:
+        for batch in per_replica_batches:
             for strategy, backend in ((c, b) for c in classes for b in backends if b in c.backends):
                 for w in workers:
                     w = w if strategy.scalable else 1
@@ -171,35 +189,37 @@ def build_jobs(models: list[str], batch_sizes: list[int], strategies: list[str],
                         if (model, batch, strategy.name, w, backend, combo) in seen or _not_for(strategy, chosen):
                             continue
                         seen.add((model, batch, strategy.name, w, backend, combo))
-                        extra = [a for name, value in chosen for a in axis_args(name, value)]
-                        job = make_job(model, batch, strategy.name, w, backend, [*run_args, *extra], output, timeout,
-                                       gpus)
-                        jobs.append(dataclasses.replace(job, axes=tuple((n, str(v)) for n, v in chosen)))
-                        if breakdown and job.replicas > 1 and strategy.name != "single":
-                            twin = make_job(model, batch, strategy.name, w, backend,
-                                            [*run_args, *extra, "--no-gradient-sync"], output, timeout, gpus)
-                            jobs.append(dataclasses.replace(twin, axes=(*jobs[-1].axes, ("gradient_sync", "False"))))
+                        values = {**fixed, "model": model, "batch_size": batch, "strategy": strategy.name,
+                                  "backend": backend, **dict(chosen)}
+                        job = make_job(values, w, shared, timeout, gpus, axes=tuple((n, str(v)) for n, v in chosen))
+                        jobs.append(job)
+                        if breakdown and job.replicas > 1:
+                            jobs.append(make_job({**values, "gradient_sync": False}, w, shared, timeout, gpus,
+                                                 axes=(*job.axes, ("gradient_sync", "False"))))
     return jobs
 
 
-def make_job(model: str, batch: int, strategy_name: str, workers: int, backend: str, run_args: list[str],
-             output: str, timeout: float, gpus: int = 0) -> Job:
-    """One configuration: its command line under its strategy's launcher, validated."""
-    strategy = get_strategy(strategy_name)
+def make_job(values: dict[str, Any], workers: int, shared: dict[str, Any], timeout: float, gpus: int = 0,
+             axes: tuple[tuple[str, str], ...] = ()) -> Job:
+    """One configuration: its strategy's launch options, the run options every configuration
+    shares (`shared`, read by bench.config.parse.read_options) and its own `values`, checked and
+    resolved (bench.runner.validate), and its command line under its strategy's launcher."""
+    strategy = get_strategy(values["strategy"])
     launch = strategy.launch(workers, timeout=timeout, gpus=gpus, cores=os.cpu_count() or 1)
-    clash = sorted(_flags(run_args) & _flags(launch.run_args))
+    launched = read_options(launch.run_args)
+    clash = sorted(set(shared) & set(launched))
     if clash:
-        raise BenchInputError(f"the sweep sets {clash[0]} itself for --strategies {strategy.name}; "
+        raise BenchInputError(f"the sweep sets {_flag(clash[0])} itself for --strategies {strategy.name}; "
                               f"use --workers instead")
-    args = [model, "--batch-size", str(batch), "--strategy", strategy.name, "--backend", backend,
-            *launch.run_args, *run_args]
-    if "--threads" not in _flags(run_args):  # processes share the cores instead of oversubscribing them
-        args += ["--threads", str(launch.threads)]
-    cfg = parse_args([*args, "--output", output])  # validates every run option
-    command = [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *args,
-               "--output", output, "--no-progress", "--source", "sweep"]
-    return Job(model, batch, strategy.name, workers, cfg, launch, command, strategy.replicas(workers, gpus), backend,
-               run_args=tuple(run_args))
+    # threads: unless asked, the launch's share of the cores, so that processes do not oversubscribe them
+    cfg = RunConfig(**{"threads": launch.threads, **launched, **shared, **values})
+    validate(cfg)
+    cfg = prepare(cfg)
+    return Job(cfg, workers, launch, _command(launch, cfg), strategy.replicas(workers, gpus), axes)
+
+
+def _command(launch: Launch, cfg: RunConfig) -> list[str]:
+    return [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *cfg.to_argv()]
 
 
 # ---- resuming ------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`python -m bench.sweep --find-max-batch`: the largest per-replica batch that fits, for each model,
 strategy, worker count and backend of the grid.
 
-The search doubles the batch from the default (32 on a CPU, 128 with a GPU) until a probe does
+The search doubles the batch from the run's default (bench.config.schema.RunConfig.resolved) until a probe does
 not fit, then bisects between the largest batch that fit and the smallest that did not, down
 to a gap of one (or of `--batch-granularity`, whose multiples it then probes). Each probe is one sweep configuration in its own child, and leaves its row.
 A probe does not fit when it ran out of memory (`oom`), when its memory estimate already
@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.config.key import config_key
-from bench.config.schema import RunConfig, schema
+from bench.config.schema import schema
 from bench.measure.memory import fits
-from bench.measure.probes import GiB
+from bench.measure.probes import GiB, gib
 from bench.sweep.children import run_job
-from bench.sweep.grid import make_job
 
 LIMIT = int(schema()["batch_size"].hi)
 
@@ -54,16 +53,16 @@ def search(fit: Callable[[int], bool], start: int, limit: int = LIMIT, step: int
 
 @dataclass
 class Result:
-    """One search: its probes' rows by batch, and what they found."""
+    """One search: its probes' rows by per-replica batch, and what they found."""
     label: str
     cap_gb: float | None
     probes: dict[int, dict[str, Any]] = field(default_factory=dict)
     largest: int | None = None
     first_misfit: int | None = None
 
-    def why(self, batch: int) -> str:
+    def why(self, per_replica_batch: int) -> str:
         """Why a probe did not fit, in words."""
-        row = self.probes[batch]
+        row = self.probes[per_replica_batch]
         if row.get("status") != "ok":
             return f"{row.get('status')}: {str(row.get('error', ''))[:160]}"
         return f"peak {float(row['peak_mem_bytes']) / GiB:.2f} GiB > cap {self.cap_gb:g} GiB"
@@ -74,7 +73,7 @@ class Result:
             return f"{self.label}: nothing fits (batch {first}: {self.why(first)})"
         best = self.probes[self.largest]
         text = (f"{self.label}: largest batch that fits {self.largest}, {float(best['images_per_sec']):.1f} "
-                f"images/sec, peak {_gib(best.get('peak_mem_bytes'))}")
+                f"images/sec, peak {gib(best.get('peak_mem_bytes'))}")
         if self.first_misfit is not None:
             text += f"; batch {self.first_misfit} does not fit ({self.why(self.first_misfit)})"
         else:
@@ -82,23 +81,11 @@ class Result:
         return text
 
 
-def _gib(v: Any) -> str:
-    try:
-        return f"{float(v) / GiB:.2f} GiB"
-    except (TypeError, ValueError):
-        return "n/a"
-
-
-def start_batch(gpus: int) -> int:
-    """The default per-replica batch of a run on this machine."""
-    return RunConfig(model="", batch_size=None).resolved(has_gpu=gpus > 0).batch_size
-
-
-def run(groups: list, *, output: str, timeout: float, gpus: int, rows, force: bool, cap_gb: float | None,
+def run(groups: list, *, output: str, timeout: float, rows, force: bool, cap_gb: float | None,
         log_dir: Path, step: int = 1, say: Callable[[str], None] = print, results: list[Result] | None = None,
         notes: list[str] | None = None) -> list[Result]:
-    """Search each group (a sweep Job at the start batch, its run options and axis values those
-    of every probe: its command line is the first probe's). A probe whose configuration already
+    """Search each group (a sweep Job at the start batch, its configuration that of every probe
+    but the batch: its command line is the first probe's). A probe whose configuration already
     has a row that answers the question (ok, oom or oom_predicted) is not run again, unless
     `force`. Each finished search is appended to `results` as it ends, so a caller stopped
     half-way (Ctrl-C, an unwritable CSV) still has them; `notes` as in sweep.run_job."""
@@ -112,21 +99,21 @@ def run(groups: list, *, output: str, timeout: float, gpus: int, rows, force: bo
     for g in groups:
         result = Result(g.group_label, cap_gb)
 
-        def fit(batch: int, g=g, result=result) -> bool:
-            job = make_job(g.model, batch, g.strategy, g.workers, g.backend, list(g.run_args), output, timeout, gpus)
-            row = known.get(job.key(gpus > 0))
+        def fit(per_replica_batch: int, g=g, result=result) -> bool:
+            job = g.at_batch(per_replica_batch)
+            row = known.get(job.key())
             reused = row is not None
             if row is None:
-                row = run_job(job, output, timeout, log_dir, gpus, notes)
-            result.probes[batch] = row
+                row = run_job(job, output, timeout, log_dir, notes)
+            result.probes[per_replica_batch] = row
             verdict = bool(fits(row, cap_gb))
-            what = (f"{float(row['images_per_sec']):.1f} images/sec, peak {_gib(row.get('peak_mem_bytes'))}"
+            what = (f"{float(row['images_per_sec']):.1f} images/sec, peak {gib(row.get('peak_mem_bytes'))}"
                     if row.get("status") == "ok" else str(row.get("error", ""))[:160])
-            say(f"  probe {result.label} batch {batch}: {row.get('status')} ({what}): "
+            say(f"  probe {result.label} batch {per_replica_batch}: {row.get('status')} ({what}): "
                 f"{'fits' if verdict else 'does not fit'}{' [row reused]' if reused else ''}")
             return verdict
 
-        result.largest, result.first_misfit = search(fit, g.batch_size, step=step)
+        result.largest, result.first_misfit = search(fit, g.per_replica_batch, step=step)
         say(result.line())
         results.append(result)
     return results

@@ -19,11 +19,12 @@ def harness_session(request, model, batch_size, precision, backend, mode):
 
     from bench.config.schema import RunConfig
     from bench.runner.session import open_session
+    from bench.runner.validate import prepare
 
     opt = request.config.getoption
     cfg = RunConfig(model=model, batch_size=batch_size, precision=precision, backend=backend, mode=mode,
                     width=opt("--benchmark-width"), source="pytest", progress=False)
-    session = open_session(cfg).build()
+    session = open_session(prepare(cfg)).build()
     yield session
     keras.mixed_precision.set_global_policy("float32")
     keras.backend.clear_session()

@@ -37,6 +37,7 @@ def main() -> int:
 
     from bench.config.schema import RunConfig
     from bench.runner.session import open_session
+    from bench.runner.validate import prepare
 
     per_replica = args.global_batch // args.cpu_replicas  # one device per replica, in one process
     cfg = RunConfig(model=args.model, backend=args.backend, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
@@ -44,7 +45,7 @@ def main() -> int:
                     threads=1, init_weights=args.init_weights, progress=False)
     from models.batchnorm import fused
     with fused(not args.keras_batchnorm):
-        s = open_session(cfg).build()
+        s = open_session(prepare(cfg)).build()
     assert s.dist.num_replicas == args.cpu_replicas
     rng = np.random.default_rng(99)
     x = rng.standard_normal((args.global_batch, 32, 32, 3)).astype(np.float32)

@@ -58,8 +58,8 @@ def build_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", model
                 pipelined=cfg.mode == "train")
 
 
-def test_batches(source: "DataSource", batch_size: int) -> Iterable:
-    return source.host_test_batches(batch_size)
+def test_batches(source: "DataSource", test_batch: int) -> Iterable:
+    return source.host_test_batches(test_batch)
 
 
 def is_oom(e: BaseException) -> bool:

@@ -68,8 +68,8 @@ def build_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", model
     return Step(run, trainer, device_sync=tf.experimental.sync_devices if gpu_names() else None)
 
 
-def test_batches(source: "DataSource", batch_size: int) -> Iterable:
-    return source.test_dataset(batch_size)
+def test_batches(source: "DataSource", test_batch: int) -> Iterable:
+    return source.test_dataset(test_batch)
 
 
 def is_oom(e: BaseException) -> bool:
