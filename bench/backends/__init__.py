@@ -15,8 +15,7 @@ import os
 import sys
 from types import ModuleType
 
-from bench.errors import BenchInputError
-from bench.procs import meaningful_lines
+from bench.errors import BenchInputError, meaningful_lines
 
 BACKENDS = ("tensorflow", "jax")
 INSTALL_HINT = {"tensorflow": "pip install tensorflow-cpu==2.21.*",

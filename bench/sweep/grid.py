@@ -12,12 +12,12 @@ from bench import REPO
 from bench.config.key import config_key
 from bench.config.parse import parse_args, parse_value
 from bench.config.schema import Opt, RunConfig, schema
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, Status
 from launch import Launch, get_strategy
 from launch.base import STRATEGY_OPTIONS
 
 # bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
-OWNED = ("--strategy", "--backend", "--batch-size", "--output", "--run-id", "--source")
+OWNED = ("--strategy", "--backend", "--batch-size", "--output", "--run-id", "--source", "--on-predicted-oom")
 
 
 @dataclass
@@ -70,7 +70,7 @@ def _flags(args: list[str]) -> set[str]:
 
 # RunConfig fields the sweep sets itself: its own axes, or what it owns per configuration
 SWEEP_FIELDS = {"model": "--models", "batch_size": "--batch-sizes", "strategy": "--strategies",
-                "backend": "--backends", "output": "--output", "run_id": "", "source": "", "progress": "",
+                "backend": "--backends", "output": "--output", "run_id": "", "source": "", "on_predicted_oom": "", "progress": "",
                 "summary": "", "find_max_batch": "--find-max-batch", "memory_cap_gb": "--memory-cap-gb"}
 Axes = list[tuple[str, list[Any]]]
 
@@ -197,7 +197,7 @@ def make_job(model: str, batch: int, strategy_name: str, workers: int, backend: 
         args += ["--threads", str(launch.threads)]
     cfg = parse_args([*args, "--output", output])  # validates every run option
     command = [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *args,
-               "--output", output, "--no-progress", "--source", "sweep"]
+               "--output", output, "--no-progress", "--source", "sweep", "--on-predicted-oom", "row"]
     return Job(model, batch, strategy.name, workers, cfg, launch, command, strategy.replicas(workers, gpus), backend,
                run_args=tuple(run_args))
 
@@ -207,4 +207,4 @@ def done_keys(rows) -> set[tuple]:
     """The configuration keys that already have an ok row."""
     if rows is None or rows.empty:
         return set()
-    return {config_key(r) for r in rows[rows["status"] == "ok"].to_dict("records")}
+    return {config_key(r) for r in rows[rows["status"] == Status.OK].to_dict("records")}

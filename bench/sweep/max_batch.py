@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from bench.config.key import config_key
 from bench.config.schema import RunConfig, schema
-from bench.measure.memory import fits
+from bench.errors import Status
+from bench.measure.memory import NO_FIT_STATUSES, fits
 from bench.measure.probes import GiB
 from bench.sweep.children import run_job
 from bench.sweep.grid import make_job
@@ -64,7 +65,7 @@ class Result:
     def why(self, batch: int) -> str:
         """Why a probe did not fit, in words."""
         row = self.probes[batch]
-        if row.get("status") != "ok":
+        if row.get("status") != Status.OK:
             return f"{row.get('status')}: {str(row.get('error', ''))[:160]}"
         return f"peak {float(row['peak_mem_bytes']) / GiB:.2f} GiB > cap {self.cap_gb:g} GiB"
 
@@ -105,7 +106,7 @@ def run(groups: list, *, output: str, timeout: float, gpus: int, rows, force: bo
 
     known: dict[tuple, dict[str, Any]] = {}
     if rows is not None and not rows.empty and not force:
-        answered = rows[rows["status"].isin(["ok", "oom", "oom_predicted"])]
+        answered = rows[rows["status"].isin([Status.OK, *NO_FIT_STATUSES])]
         for r in answered.sort_values("timestamp_utc", kind="stable").to_dict("records"):
             known[config_key(r)] = r
     results = [] if results is None else results
@@ -121,7 +122,7 @@ def run(groups: list, *, output: str, timeout: float, gpus: int, rows, force: bo
             result.probes[batch] = row
             verdict = bool(fits(row, cap_gb))
             what = (f"{float(row['images_per_sec']):.1f} images/sec, peak {_gib(row.get('peak_mem_bytes'))}"
-                    if row.get("status") == "ok" else str(row.get("error", ""))[:160])
+                    if row.get("status") == Status.OK else str(row.get("error", ""))[:160])
             say(f"  probe {result.label} batch {batch}: {row.get('status')} ({what}): "
                 f"{'fits' if verdict else 'does not fit'}{' [row reused]' if reused else ''}")
             return verdict
