@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         # an estimate over the device's memory becomes an oom_predicted row, not an exit
         cfg = RunConfig(model=name, batch_size=batch, precision=args.precision, backend="jax", width=args.width,
                         steps=max(args.steps, MIN_LATENCY_STEPS) if mode else args.steps,
-                        warmup_steps=args.warmup_steps, output=args.output, progress=False, source="sweep", on_predicted_oom="row", **mode)
+                        warmup_steps=args.warmup_steps, output=args.output, progress=False, source="sweep",
+                        on_predicted_oom="row", **mode)
         row = execute(cfg).row
         append_row(args.output, row)
         return row

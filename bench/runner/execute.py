@@ -77,7 +77,8 @@ def _memory_breach(progress: _Progress, message: str) -> None:
         chief = session.dist.is_chief if session is not None else get_strategy(progress.cfg.strategy).env_rank() == 0
         if chief:
             cfg = session.cfg if session is not None else progress.cfg.resolved(has_gpu=gpu_count() > 0)
-            row = build_row(cfg, Outcome(Status.OOM, message), facts=run_facts(session) if session else None,
+            facts = run_facts(session) if session is not None else None
+            row = build_row(cfg, Outcome(Status.OOM, message), facts=facts,
                             wall_s=time.perf_counter() - progress.started)
             row["process_peak_mem_bytes"] = process_peak_bytes()
             append_row(cfg.output, row)

@@ -70,7 +70,8 @@ def _flags(args: list[str]) -> set[str]:
 
 # RunConfig fields the sweep sets itself: its own axes, or what it owns per configuration
 SWEEP_FIELDS = {"model": "--models", "batch_size": "--batch-sizes", "strategy": "--strategies",
-                "backend": "--backends", "output": "--output", "run_id": "", "source": "", "on_predicted_oom": "", "progress": "",
+                "backend": "--backends", "output": "--output", "run_id": "", "source": "",
+                "on_predicted_oom": "", "progress": "",
                 "summary": "", "find_max_batch": "--find-max-batch", "memory_cap_gb": "--memory-cap-gb"}
 Axes = list[tuple[str, list[Any]]]
 
