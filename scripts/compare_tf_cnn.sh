@@ -22,7 +22,7 @@ py="${CNNBENCH_PYTHON:-$repo/.venv/bin/python}"
 [ -x "$py" ] || { echo "error: no cnnbench python at $py: run bash scripts/setup.sh first" >&2; exit 2; }
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 # the folder's script, the models, --pairs, --append: all refused here, before anything is downloaded
-"$py" -m bench.peer --check --peer-dir "$peer_dir" "$@" || exit $?
+"$py" -m bench.lab.peer --check --peer-dir "$peer_dir" "$@" || exit $?
 side="${CNNBENCH_PEER_VENV:-$repo/.venv-peer}"
 if [ ! -x "$side/bin/python" ] || ! "$side/bin/python" -c "import tf_keras" 2>/dev/null; then
   echo "[compare] building the peer's side venv in $side (TensorFlow 2.21, tf-keras with --no-deps)" >&2
@@ -31,4 +31,4 @@ if [ ! -x "$side/bin/python" ] || ! "$side/bin/python" -c "import tf_keras" 2>/d
   "$side/bin/python" -m pip install -q "tensorflow-cpu==2.21.*"
   "$side/bin/python" -m pip install -q --no-deps "tf-keras==2.21.*"
 fi
-exec "$py" -m bench.peer --peer-dir "$peer_dir" --peer-python "$side/bin/python" "$@"
+exec "$py" -m bench.lab.peer --peer-dir "$peer_dir" --peer-python "$side/bin/python" "$@"
