@@ -6,7 +6,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.errors import BenchInputError, input_error
+from bench.errors import BenchInputError, ExitCode, input_error
 
 COMMANDS = {"run": "bench.run", "sweep": "bench.sweep.cli", "report": "bench.report.cli"}
 USAGE = f"usage: cnnbench {{{','.join(COMMANDS)}}} ..."
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
-        return 0
+        return ExitCode.OK
     if not argv or argv[0] not in COMMANDS:
         got = f"Received: {argv[0]!r}" if argv else "Received: nothing"
         return input_error(BenchInputError(f"give a command, one of {', '.join(COMMANDS)} ({USAGE}). {got}"))

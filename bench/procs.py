@@ -6,45 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import subprocess
-
-# Start-up chatter of TensorFlow, absl, CUDA and the launchers that says nothing about a failure.
-_NOISE = [re.compile(p) for p in (
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] ",        # TensorFlow's C++ INFO/WARNING lines
-    r"^[IW]\d{4} \d\d:\d\d:\d\d",                          # absl INFO/WARNING lines
-    r"WARNING: All log messages before absl::InitializeLog",
-    r"oneDNN custom operations are on",
-    r"rebuild TensorFlow with the appropriate compiler flags",
-    r"This TensorFlow binary is optimized to use available CPU instructions",
-    r"To enable the following instructions",
-    r"Unable to register cu(DNN|FFT|BLAS) factory",
-    r"Could not find cuda drivers|TF-TRT Warning|cuda_dispatcher",
-    r"computation placer already registered",
-    # matplotlib (imported by Keras) under a HOME it cannot write: it works on from a temporary folder
-    r"mkdir -p failed for path .*matplotlib",
-    r"Matplotlib created a temporary (cache|config) directory",
-    r"^\$ ",                                               # the sweep's own command line in the log
-)]
-_LAUNCHER_PREFIX = re.compile(r"^(\[\d+(,\d+)?\]<(stdout|stderr)>:|\[worker \d+\] )")
-
-
-def meaningful_lines(text: str) -> list[str]:
-    """The lines of a child's output that can explain a failure: start-up noise dropped,
-    launcher prefixes kept (they say which rank spoke)."""
-    out = []
-    for line in text.splitlines():
-        body = _LAUNCHER_PREFIX.sub("", line.strip()).strip()
-        if body and not any(p.search(body) for p in _NOISE):
-            out.append(line.strip())
-    return out
-
-
-def tail(text: str, n: int = 6, limit: int = 1500) -> str:
-    """The last n meaningful lines, joined with ' | ', at most `limit` characters."""
-    return " | ".join(meaningful_lines(text)[-n:])[-limit:]
 
 
 def _signal_words(signum: int) -> str:

@@ -17,7 +17,14 @@ import logging  # noqa: E402 - the imports below come after the path and the log
 import models  # noqa: E402
 from bench.backends import select  # noqa: E402
 from bench.config.parse import parse_args  # noqa: E402
-from bench.errors import BenchInputError, input_error, interrupted, one_line  # noqa: E402
+from bench.errors import (  # noqa: E402
+    BenchInputError,
+    ExitCode,
+    PredictedOOM,
+    input_error,
+    interrupted,
+    one_line,
+)
 from bench.results.store import OutputRefused, append_row, check_output  # noqa: E402
 from bench.runner.execute import execute  # noqa: E402
 from bench.runner.summary import summary_text  # noqa: E402
@@ -25,8 +32,9 @@ from bench.runner.validate import prepare  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run, append the row (chief only), print a summary. Bad input: one line, exit 2;
-    Ctrl-C: one line, exit 130."""
+    """Parse, run, append the row (chief only), print a summary. Bad input, or a memory estimate
+    beyond the memory available (unless --on-predicted-oom row, as a sweep's child asks): one
+    line, exit 2; Ctrl-C: one line, exit 130."""
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -40,12 +48,12 @@ def _main(argv: list[str] | None) -> int:
         if cfg.summary:
             print(models.describe(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
-            return 0
+            return ExitCode.OK
         check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("cnnbench").setLevel(logging.INFO)  # ours; the frameworks' INFO chatter stays off
         outcome = execute(cfg)
-    except BenchInputError as e:
+    except (BenchInputError, PredictedOOM) as e:
         return input_error(e)
     if outcome.is_chief:
         try:
@@ -54,7 +62,7 @@ def _main(argv: list[str] | None) -> int:
             return input_error(BenchInputError(f"no row written: {e}"))
         except OSError as e:
             print(f"error: could not write the result row to {cfg.output}: {one_line(e)}", file=sys.stderr)
-            return 1
+            return ExitCode.FAILED
         print(summary_text(outcome.row, cfg.output))
     return outcome.exit_code
 

@@ -13,7 +13,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from launch.base import BACKENDS  # noqa: E402 - after the repo is on the path
 
-
 BENCH_DIR = Path(__file__).resolve().parent / "benchmarks"
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bench.config.schema import MODES, OPTIMIZERS, PRECISIONS, RunConfig
-from bench.errors import BenchInputError
-from bench.measure.memory import Estimate, PredictedOOM, check, estimate, fits
+from bench.errors import BenchInputError, PredictedOOM
+from bench.measure.memory import Estimate, check, estimate, fits
 from bench.measure.probes import GiB, HostPeak, host_available
 from bench.measure.stats import latency_columns
 from bench.sweep.max_batch import LIMIT, search

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from bench.procs import describe_exit, meaningful_lines, stop_groups, tail
+from bench.errors import meaningful_lines, tail
+from bench.procs import describe_exit, stop_groups
 
 TF_NOISE = [
     "2026-11-26 10:00:00.123456: I tensorflow/core/util/port.cc:153] oneDNN custom operations are on. You may "

@@ -1,7 +1,6 @@
 """Reports on a hand-written CSV with known values: pivots, ratios, efficiency, plots, compare.
 
 The fixture is a schema-1 file: its diverged run still says `nan`, which loading renames."""
-import shutil
 import subprocess
 import sys
 

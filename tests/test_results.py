@@ -24,6 +24,26 @@ def _row(i: int) -> dict:
             "status": "ok", "error": "a, \"quoted\"\nmessage"}
 
 
+def test_every_status_is_written_as_its_text_and_unknown_ones_are_refused(tmp_path):
+    from bench.config.schema import RunConfig
+    from bench.errors import Status
+    from bench.results.row import Outcome, Topology, build_row
+
+    assert columns.STATUSES == ("ok", "diverged", "failed", "oom", "oom_predicted", "timeout")
+    cfg = RunConfig(model="vgg11", batch_size=8).resolved(has_gpu=False)
+    out = tmp_path / "runs.csv"
+    for status in Status:
+        row = build_row(cfg, Outcome(status), topology=Topology(1, 1, 8, 8))
+        assert type(row["status"]) is str and row["status"] == status.value
+        append_row(out, {**row, "error": status})  # the enum itself, too, is written as its text
+    assert Outcome("oom").status is Status.OOM
+    with pytest.raises(ValueError):
+        Outcome("nan")  # schema 1's name: read as diverged, never written
+    with open(out, newline="") as f:
+        written = [(r["status"], r["error"]) for r in csv.DictReader(f)]
+    assert written == [(s.value, s.value) for s in Status]
+
+
 def test_header_once_and_rows_roundtrip(tmp_path):
     out = tmp_path / "sub" / "runs.csv"
     for i in range(3):

@@ -166,3 +166,42 @@ def test_a_ratio_ci_adds_both_relative_half_widths_in_quadrature():
     assert ratio_ci95(400, 380, 440, 200, 200, 200)[1:] == pytest.approx((1.9, 2.2))
     assert all(math.isnan(x) for x in ratio_ci95(400, float("nan"), 410, 200, 195, 205)[1:])
     assert math.isnan(ratio_ci95(400, 390, 410, 0, 0, 0)[0])
+
+
+class _TwoRanks:
+    """A distribution of two ranks whose second is 1.5 times slower at everything; counts its gathers."""
+    num_replicas = 2
+
+    def __init__(self):
+        self.gathers = 0
+
+    def gather(self, values):
+        self.gathers += 1
+        v = np.asarray(values, dtype=float)
+        return np.stack([v, 1.5 * v])
+
+
+def test_aggregate_takes_the_slowest_rank_per_step_and_the_largest_of_the_rest():
+    from bench.measure.timing import Timing
+    from bench.runner.aggregate import aggregate
+
+    dist = _TwoRanks()
+    timing = Timing(compile_s=2.0, step_times=TIMES, losses=[3.0, 2.5], correct=6, images=8,
+                    data_waits=[0.01, 0.03], peak_mem_bytes=1000, mem_source="rss", process_peak_mem_bytes=4000)
+    m = aggregate(timing, dist, mode="train", global_batch=16, flops_per_image=1e9, accuracy_mode=True)
+    slowest = [1.5 * t for t in TIMES]
+    assert m.steps["step_time_median_s"] == pytest.approx(np.median(slowest))
+    assert m.steps["images_per_sec"] == pytest.approx(16 / np.mean(slowest))
+    assert m.steps["tflops"] == pytest.approx(3 * 1e9 * 16 / np.mean(slowest) / 1e12)  # training: three passes
+    assert m.rank_step_time_means_s == pytest.approx((0.11, 0.165))
+    assert (m.compile_s, m.peak_mem_bytes, m.process_peak_mem_bytes) == (3.0, 1500, 6000)
+    assert m.data_wait_ms == pytest.approx(1000 * 1.5 * 0.02)
+    assert (m.final_loss, m.train_accuracy) == (2.5, 0.75)
+    assert dist.gathers == 2  # the step times, then every scalar at once
+
+    bare = aggregate(Timing(compile_s=1.0, step_times=TIMES, losses=[1.0]), dist, mode="inference",
+                     global_batch=16, flops_per_image=1e9)
+    assert (bare.peak_mem_bytes, bare.process_peak_mem_bytes, bare.data_wait_ms, bare.final_loss) == (None,) * 4
+    cols = bare.columns()
+    assert "peak_mem_bytes" not in cols and "data_wait_ms" not in cols
+    assert cols["rank_step_time_means_s"] == "0.11;0.165"

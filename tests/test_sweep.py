@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from helpers import REPO
 
+from bench.errors import BenchInputError
 from bench.results.columns import COLUMNS
 from bench.results.store import append_row, read_rows
 from launch import get_strategy, strategy_names
@@ -131,6 +132,22 @@ def test_breakdown_follows_each_multi_replica_configuration_with_its_unsynced_tw
                    ("multiworker", 2, "none", False)]
     assert len({j.key() for j in jobs}) == len(jobs)
     assert all("--no-gradient-sync" in j.command for j in jobs if not j.cfg.gradient_sync)
+
+
+def test_a_child_keeps_a_row_of_a_predicted_oom_and_the_option_is_no_column_nor_key():
+    """A sweep's child asks for an oom_predicted row (bench/run.py alone refuses, exit 2); the
+    request is the sweep's own, outside the row and the configuration's key."""
+    import bench.sweep.grid as sw
+    from bench.config.parse import parse_args
+    from bench.config.schema import CONFIG_COLUMNS, KEY_FIELDS
+
+    (job,) = sw.build_jobs(["vgg11"], [8], ["single"], [1], {"width": 0.125}, "r.csv", 60)
+    assert "--on-predicted-oom" in job.command and job.cfg.on_predicted_oom == "row"
+    assert parse_args(job.command[job.command.index("vgg11"):]).on_predicted_oom == "row"
+    assert parse_args(["vgg11"]).on_predicted_oom == "refuse"
+    assert "on_predicted_oom" not in CONFIG_COLUMNS and "on_predicted_oom" not in KEY_FIELDS
+    with pytest.raises(BenchInputError, match="on-predicted-oom"):
+        sw.build_jobs(["vgg11"], [8], ["single"], [1], {"on_predicted_oom": "refuse"}, "r.csv", 60)
 
 
 def test_axis_values_make_distinct_configurations():

@@ -1,6 +1,5 @@
 """Cluster templates parse, and the command line each runs is a valid bench/run.py invocation."""
 import shlex
-from pathlib import Path
 
 import yaml
 from helpers import REPO

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, cast
 
 from bench.backends.base import Backend, backend_members
 from bench.backends.distribution import Distribution
-from bench.errors import BenchInputError
-from bench.procs import meaningful_lines
+from bench.errors import BenchInputError, meaningful_lines
 from launch import get_strategy
 from launch.base import BACKENDS
 

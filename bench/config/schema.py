@@ -21,6 +21,9 @@ HVD_COMPRESSION = ("none", "fp16")
 MIN_LATENCY_STEPS = 100
 DEFAULT_STEPS = {"train": 50, "inference": MIN_LATENCY_STEPS}
 SOURCES = ("cli", "sweep", "pytest", "tf_cnn_benchmarks")  # the last: the peer's rows (bench/lab/peer.py)
+# what a run does when its memory estimate exceeds the memory available: refuse on one line,
+# exit 2, no row (a person at the command line); or keep a row with status oom_predicted (a sweep)
+ON_PREDICTED_OOM = ("refuse", "row")
 DEFAULT_OUTPUT = "results/runs.csv"
 # Natural class count per data set (synthetic follows CIFAR-100, the course's recipe).
 NATURAL_CLASSES = {"synthetic": 100, "cifar100": 100, "digits": 10}
@@ -181,6 +184,7 @@ class RunConfig:
     progress: bool = opt(True, "bool", action="toggle", group="output", help="progress bars on stderr")
     source: str = opt("cli", "str", choices=SOURCES, hidden=True, group="output")
     run_id: str | None = opt(None, "str", hidden=True, group="output")  # set by sweeps to find the child's row
+    on_predicted_oom: str = opt("refuse", "str", choices=ON_PREDICTED_OOM, hidden=True, group="output")  # sweeps: row
     # set by `sweep --find-max-batch` on its probes: what "fits" meant for this row
     find_max_batch: bool = opt(False, "bool", action="flag", hidden=True, column=True, group="output")
     memory_cap_gb: float | None = opt(None, "float", lo=0.0, hi=1e6, lo_open=True, hidden=True, column=True,

@@ -26,6 +26,7 @@ from bench.backends import load, select
 from bench.backends.keras_common import apply_precision_policy, make_optimizer
 from bench.config.schema import MIN_LATENCY_STEPS, RunConfig
 from bench.data.source import synthetic_arrays
+from bench.errors import Status
 from bench.lab.overhead import epoch_clock, repeat
 from bench.measure.probes import gib
 from bench.measure.traces import summarize
@@ -123,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         if time.perf_counter() - started > args.budget_s:
             skipped.append(f"{name}/{batch}{'/' + mode['mode'] if mode else ''}")
             return None
-        # source "sweep": an estimate over the device's memory becomes an oom_predicted row, not an exit
+        # an estimate over the device's memory becomes an oom_predicted row, not an exit
         cfg = RunConfig(model=name, batch_size=batch, precision=args.precision, backend="jax", width=args.width,
                         steps=max(args.steps, MIN_LATENCY_STEPS) if mode else args.steps,
-                        warmup_steps=args.warmup_steps, output=args.output, progress=False, source="sweep", **mode)
+                        warmup_steps=args.warmup_steps, output=args.output, progress=False, source="sweep",
+                        on_predicted_oom="row", **mode)
         row = execute(prepare(cfg)).row
         append_row(args.output, row)
         return row
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             row = run_row(name, batch)
             if row is None:
                 continue
-            if row["status"] != "ok":
+            if row["status"] != Status.OK:
                 print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
                 continue
             peak = peaks.show(row)  # before fit runs: its peak comes after this row's
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             row = run_row(name, batch, mode="inference")
             if row is None:
                 continue
-            if row["status"] != "ok":
+            if row["status"] != Status.OK:
                 print(f"| {name} | {batch} | {row['status']}: {str(row['error'])[:80]} | | | | |", flush=True)
                 continue
             print(f"| {name} | {batch} | {row['images_per_sec_median']:,.0f} | {row['latency_p50_ms']:.2f} "
@@ -166,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         name = args.models.split(",")[0]
         cfg = RunConfig(model=name, batch_size=args.trace_batch, precision=args.precision, backend="jax",
                         width=args.width, steps=max(args.steps, 8), warmup_steps=args.warmup_steps,
-                        output=args.output, progress=False, source="sweep", profile_steps="5-7")
+                        output=args.output, progress=False, source="sweep", on_predicted_oom="row",
+                        profile_steps="5-7")
         row = execute(prepare(cfg)).row
         append_row(args.output, row)
-        if row["status"] == "ok":
+        if row["status"] == Status.OK:
 
             print(f"\n# where a {name} step goes at batch {args.trace_batch}, {args.precision} "
                   f"(trace in {row['trace_dir']})\n")

@@ -31,7 +31,7 @@ from pathlib import Path
 from bench import REPO
 from bench.config.parse import OneLineParser, parse_value
 from bench.config.schema import Opt, RunConfig
-from bench.errors import BenchInputError, input_error, one_line
+from bench.errors import BenchInputError, ExitCode, Status, input_error, one_line
 from bench.measure.stats import step_stats, throughput
 from bench.results.row import Outcome, Topology, build_row
 from bench.results.store import append_row, check_output, read_rows
@@ -122,7 +122,7 @@ def peer_row(match: Match, run: PeerRun, peer_version: str) -> dict:
     """The peer's run as a row in the cnnbench schema (source tf_cnn_benchmarks): its own mean
     images/sec, and the median statistics from its per-step line intervals."""
     cfg = dataclasses.replace(matched_config(match), source=SOURCE)
-    row = build_row(cfg, Outcome("ok"), topology=Topology(1, 1, BATCH, BATCH), wall_s=run.wall_s)
+    row = build_row(cfg, Outcome(Status.OK), topology=Topology(1, 1, BATCH, BATCH), wall_s=run.wall_s)
     stats = step_stats(run.step_times)
     row.update(stats.as_dict(), **throughput(stats, global_batch=BATCH, replicas=1, flops_per_image=0.0))
     row.update(images_per_sec=run.images_per_sec, tflops=None, tf_version=peer_version,
@@ -196,13 +196,13 @@ def main(argv: list[str] | None = None) -> int:
             if not ops:
                 raise BenchInputError(f"the peer's trace holds no op events. Received: peer_trace={args.peer_trace}")
             if args.check:
-                return 0
+                return ExitCode.OK
             total = sum(ops.values())
             print("| op | ms | share |\n|---|---:|---:|")
             for op, ms in list(ops.items())[:15]:
                 print(f"| {op} | {ms:.1f} | {ms / total:.1%} |")
             print(f"| all ops | {total:.1f} | 100% |")
-            return 0
+            return ExitCode.OK
         names = [m.strip() for m in args.models.split(",") if m.strip()]
         bad = [m for m in names if m not in MATCHES]
         if bad or not names:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.append:
             check_output(args.append)
         if args.check:
-            return 0
+            return ExitCode.OK
         if shutil.which(args.peer_python) is None:
             raise BenchInputError(f"no such python for the peer: peer_python={args.peer_python}")
     except BenchInputError as e:
@@ -232,11 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         summary = _compare(names, pairs, script, args.peer_python, args.append, peer_version[0])
     except (RuntimeError, OSError) as e:  # a side that failed, or a row that could not be written
         print(f"error: {one_line(e)}"[:2000], file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     print("\n| model | peer model | cnnbench / peer, images/sec (median) | pairs |\n|---|---|---:|---|")
     for name, peer, med, ratios in summary:
         print(f"| {name} | {peer} | {med:.3f} | {', '.join(f'{r:.3f}' for r in ratios)} |")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from bench.config.key import _missing
-from bench.errors import BenchInputError
+from bench.errors import PredictedOOM, Status
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
@@ -80,11 +80,6 @@ HOST_TERMS = {
 # host prefetch queue) beyond the synthetic batch's copies.
 DATA_SET_BYTES = {"cifar100": 2 * 60000 * 32 * 32 * 3, "digits": 0, "synthetic": 0}
 REAL_DATA_BATCHES_IN_FLIGHT = 2
-
-
-class PredictedOOM(BenchInputError):
-    """The estimate exceeds the memory available (bench/run.py: exit 2; in a sweep: a row with
-    status oom_predicted)."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +164,7 @@ def check(est: Estimate, available: int | None, *, processes: int = 1, where: st
 
 
 # ---- whether a probe fits ---------------------------------------------------------------------------
-NO_FIT_STATUSES = ("oom", "oom_predicted")
+NO_FIT_STATUSES = (Status.OOM, Status.OOM_PREDICTED)
 
 
 def fits(row: Mapping[str, Any], cap_gb: float | None) -> bool | None:
@@ -178,7 +173,7 @@ def fits(row: Mapping[str, Any], cap_gb: float | None) -> bool | None:
     status = row.get("status")
     if status in NO_FIT_STATUSES:
         return False
-    if status != "ok":
+    if status != Status.OK:
         return None
     cap = cap_gb
     peak = row.get("peak_mem_bytes")

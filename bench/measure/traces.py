@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.config.parse import OneLineParser, parse_value
 from bench.config.schema import Opt
-from bench.errors import BenchInputError, input_error, one_line
+from bench.errors import BenchInputError, ExitCode, input_error, one_line
 
 # (kind, pattern on the op's name without its ".N" suffix); the first match wins.
 KINDS: tuple[tuple[str, str], ...] = (
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchInputError as e:
         return input_error(e)
     print(table)
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.errors import ExitCode
+
 NAMES = ("chromium", "chromium-browser", "google-chrome")
 # headless and offline: without the networking flags Chromium keeps dialling Google's hosts,
 # which this machine's closed network refuses
@@ -77,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     if find_chromium() is None:
         print(f"error: no Chromium on PATH (looked for {', '.join(NAMES)}); on Debian: apt-get install chromium",
               file=sys.stderr)
-        return 2
+        return ExitCode.INPUT
     print(screenshot(Path(args.page), Path(args.png), args.width, args.height))
     print(f"laid out {page_width(Path(args.page), args.width)} px wide in a {args.width} px viewport")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

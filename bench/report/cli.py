@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from bench.config.parse import OneLineParser
-from bench.errors import BenchInputError, input_error, one_line
+from bench.errors import BenchInputError, ExitCode, input_error, one_line
 from bench.report.findings import findings
 from bench.report.output import ReportWriteError
 from bench.report.plots import plot_accuracy, plot_scaling, plot_throughput
@@ -48,7 +48,6 @@ __all__ = ["accuracy_table", "best_batch_sizes", "build_report", "compare", "fai
            "scaling_efficiency", "step_time_tables", "throughput_ci_tables", "throughput_tables",
            "vgg_vs_resnet", "where_time_goes"]
 FORMATS = ("md", "html")
-EXIT_FAILED = 1
 
 
 def _say(text: object) -> None:
@@ -79,12 +78,12 @@ def _compare(old: str, new: str, fail_on_regression: bool) -> int:
     if table.empty and fail_on_regression:
         # a regression gate that compared nothing must not pass
         print(f"error: nothing to compare: no configuration has an ok row in both {old} and {new}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED
     _say(markdown_table(table, ".2f"))
     n_reg = int((table["verdict"] == "regression").sum())
     _say(f"{len(table)} configuration(s) in both: {n_reg} regression(s), "
           f"{int((table['verdict'] == 'improvement').sum())} improvement(s)")
-    return 1 if n_reg and fail_on_regression else 0
+    return ExitCode.FAILED if n_reg and fail_on_regression else ExitCode.OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         return input_error(e)
     except ReportWriteError as e:  # the disk failed, not the input
         print(f"error: {one_line(e.strerror)}", file=sys.stderr)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     for f in files:
         _say(f)
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

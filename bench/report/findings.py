@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config.schema import RunConfig
+from bench.errors import Status
 from bench.report import tables
 from models.registry import FAMILY_NAMES
 
@@ -96,7 +97,8 @@ def best_per_model(df: pd.DataFrame) -> list[Finding]:
                 f"{num(best['images_per_sec_median'])} images/sec "
                 f"{ci(best['images_per_sec_median_ci95_low'], best['images_per_sec_median_ci95_high'])} "
                 f"with {_setting(best, extra)}"
-                + (" (flagged: its loss went non-finite; every step was timed)" if best["status"] == "diverged" else ""))
+                + (" (flagged: its loss went non-finite; every step was timed)"
+                   if best["status"] == Status.DIVERGED else ""))
         if len(g) > 1:
             nxt = g.iloc[1]
             gap = 100.0 * (1.0 - nxt["images_per_sec_median"] / best["images_per_sec_median"])

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.errors import one_line
+from bench.errors import Status, one_line
 from bench.report import plots, tables
 from bench.report.findings import FINDERS, Finding
 from bench.report.output import check_out, write_files
@@ -288,7 +288,7 @@ def build_report(df: pd.DataFrame, out: Path, formats: Sequence[str] = ("md", "h
     check_out(out, names)  # refused before minutes of plotting, not after
     pngs = {s.plot: png for s in secs if s.plot and s.tables for png in [_plot(s, df)] if png is not None}
     shared, warnings = tables.provenance_summary(df)
-    n_ok = int((df["status"] == "ok").sum())
+    n_ok = int((df["status"] == Status.OK).sum())
     intro = f"{len(df)} row(s), {n_ok} ok, from {', '.join(sorted(df['source_file'].unique()))}."
     facts, failed = _findings(df)
     if failed:

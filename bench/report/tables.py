@@ -17,6 +17,7 @@ import pandas as pd
 import models
 from bench.config.key import TOPOLOGY_KEY, config_key
 from bench.config.schema import KEY_FIELDS
+from bench.errors import Status
 from bench.measure.memory import fits
 from bench.measure.stats import ratio_ci95
 
@@ -45,7 +46,7 @@ def key_frame(df: pd.DataFrame) -> pd.DataFrame:
 def latest_ok(df: pd.DataFrame, diagnostics: bool = False) -> pd.DataFrame:
     """One row per configuration (config_key): the most recent ok row. Diagnostic runs
     (--no-gradient-sync) are no training results: left out unless `diagnostics`."""
-    ok = _keyed(df)[df["status"] == "ok"].sort_values("timestamp_utc", kind="stable")
+    ok = _keyed(df)[df["status"] == Status.OK].sort_values("timestamp_utc", kind="stable")
     if not diagnostics and "gradient_sync" in ok:
         ok = ok[ok["gradient_sync"].astype(object).ne(False)]
     return ok.drop_duplicates(subset="config_key", keep="last")
@@ -56,7 +57,7 @@ def latest_timed(df: pd.DataFrame) -> pd.DataFrame:
     (status diverged, with images/sec): a measurement, flagged. For the throughput and step-time
     tables; everything else takes only ok rows."""
     keyed = _keyed(df)
-    timed = keyed[(keyed["status"] == "diverged") & keyed["images_per_sec_median"].notna()]
+    timed = keyed[(keyed["status"] == Status.DIVERGED) & keyed["images_per_sec_median"].notna()]
     both = pd.concat([latest_ok(df), timed]) if not timed.empty else latest_ok(df)
     both = both[both["gradient_sync"].astype(object).ne(False)] if "gradient_sync" in both else both
     return both.sort_values("timestamp_utc", kind="stable").drop_duplicates(subset="config_key", keep="last")
@@ -74,7 +75,7 @@ def row_words(r: Any) -> str:
 
 
 def is_diverged(rows: pd.DataFrame) -> pd.Series:
-    return rows["status"] == "diverged"
+    return rows["status"] == Status.DIVERGED
 
 
 def varying(df: pd.DataFrame, shown: Iterable[str] = ()) -> list[str]:
@@ -451,7 +452,7 @@ def max_batch_table(df: pd.DataFrame) -> pd.DataFrame:
         why = ""
         if misfit is not None:
             r = g[g["batch_size"] == misfit].iloc[0]
-            why = (r["status"] if r["status"] != "ok" else "no peak recorded" if pd.isna(r["peak_mem_bytes"]) else
+            why = (r["status"] if r["status"] != Status.OK else "no peak recorded" if pd.isna(r["peak_mem_bytes"]) else
                    f"peak {float(r['peak_mem_bytes']) / 2**30:.2f} GiB > cap {cap:g} GiB")
         first = g.iloc[0]
         rows.append({"model": first["model"], "mode": first["mode"], "strategy": first["strategy"],
@@ -478,7 +479,7 @@ def unusable_rows(df: pd.DataFrame) -> dict[str, list[str]]:
 
 def failures(df: pd.DataFrame) -> pd.DataFrame:
     """Every row that did not end ok, with its error."""
-    bad = df[df["status"] != "ok"]
+    bad = df[df["status"] != Status.OK]
     return bad[["timestamp_utc", "model", "strategy", "replicas", "batch_size", "status", "error"]].reset_index(drop=True)
 
 

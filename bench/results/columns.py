@@ -1,13 +1,10 @@
 """The CSV schema: every column and its type, the statuses, and the migration of rows written under an older schema."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from bench.config.schema import CONFIG_COLUMNS, schema
-
-if TYPE_CHECKING:
-    pass
-
+from bench.errors import Status
 
 # 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
 # 3: the backend (older rows are TensorFlow's), its versions, the device kind, the initial weights
@@ -51,7 +48,7 @@ OUTCOME = {"status": "str", "error": "str"}
 COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
                                  **ACCURACY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
-STATUSES = ("ok", "diverged", "failed", "oom", "oom_predicted", "timeout")
+STATUSES = tuple(s.value for s in Status)
 HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, of any schema, has these
 REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
 OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
@@ -63,11 +60,21 @@ OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train", "all_reduce": "auto", 
                 "form": "auto"}
 
 
-def _migrate(row: dict[str, str]) -> dict[str, str]:
-    """An older row in the current schema's terms."""
-    if row.get("status") in OLD_STATUS_NAMES:
-        row["status"] = OLD_STATUS_NAMES[row["status"]]
+def migrate(df: Any) -> Any:
+    """Rows of any schema in the current schema's terms, in place: `df` a pandas DataFrame of a
+    cnnbench CSV (raw text cells, or typed), as the store rewrites it and as both readers read it.
+    Old status names get their new ones; a column an older schema lacks, or left empty, gets
+    what those rows meant by it."""
+    if "status" in df:
+        df["status"] = df["status"].replace(OLD_STATUS_NAMES)
+    if "model" not in df:  # not a cnnbench table: nothing to say about its columns
+        return df
     for col, value in OLD_DEFAULTS.items():
-        if not row.get(col):
-            row[col] = value
-    return row
+        if col not in df:
+            df[col] = value
+            continue
+        missing = df[col].isna() | (df[col].astype(object) == "")
+        if missing.any():  # an all-empty column reads as float, which holds no text or bool
+            column = df[col].astype(object) if df[col].dtype.kind == "f" else df[col]
+            df[col] = column.where(~missing, value)
+    return df

@@ -4,18 +4,15 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-if TYPE_CHECKING:
-    pass
 from bench.config.key import BOOL_CELLS, config_key
 from bench.errors import BenchInputError
 from bench.results.columns import (
     COLUMN_TYPES,
-    OLD_DEFAULTS,
-    OLD_STATUS_NAMES,
     REQUIRED,
     SCHEMA_VERSION,
+    migrate,
 )
 from bench.results.store import OutputRefused, read_existing, unprotect_cell
 
@@ -90,9 +87,8 @@ def _load_one(path: Path):
     if (df["schema_version"] > SCHEMA_VERSION).any():
         raise BenchInputError(f"{path} was written by a newer cnnbench (schema "
                               f"{df['schema_version'].max()} > {SCHEMA_VERSION}); upgrade to read it")
-    df["status"] = df["status"].fillna("").replace(OLD_STATUS_NAMES)
-    for col, value in OLD_DEFAULTS.items():
-        df[col] = df[col].fillna(value)
+    df["status"] = df["status"].fillna("")
+    migrate(df)
     df["error"] = df["error"].fillna("")
     df["source_file"] = str(path)
     return df

@@ -1,35 +1,27 @@
-"""The one row builder: a pure function from a configuration, an outcome and what was measured to a row."""
+"""The one row builder: a pure function from a configuration, an outcome and plain values (what
+the run knew about itself, what it measured across its ranks) to a row. No collective and no
+framework here: the run layer aggregates the ranks first (bench.runner.aggregate)."""
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
-from bench.measure.stats import (
-    latency_columns,
-    slowest_rank_per_step,
-    step_stats,
-    throughput,
-)
-from bench.results.columns import CONFIG, STATUSES
+from bench.errors import Status
+from bench.results.columns import CONFIG
 from bench.results.provenance import provenance
-
-# ---- the one row builder ------------------------------------------------------------------------
-# FLOPs per image of a step, in forward passes: backward costs about two more (activations, weights)
-PASSES = {"train": 3.0, "inference": 1.0}
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """How a run ended: a status from STATUSES and, unless ok, what went wrong."""
-    status: str
+    """How a run ended: a status and, unless ok, what went wrong."""
+    status: Status
     error: str = ""
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"unknown status {self.status!r}")
+        object.__setattr__(self, "status", Status(self.status))  # ValueError for a status no run has
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +30,49 @@ class Topology:
     replicas: int
     per_replica_batch: int | None
     global_batch: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFacts:
+    """What a started run knows about itself, beside its configuration (bench.runner.aggregate.run_facts)."""
+    topology: Topology
+    gpu_names: tuple[str, ...] = ()
+    backend_provenance: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # versions, device kind
+    init_weights_sha256: str | None = None  # of --init-weights as it was read, not now
+    params: int | None = None
+    gflops_per_image: float | None = None
+    mem_estimate_bytes: int | None = None
+    trace_dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurements:
+    """What the timed steps measured, one value across every rank (bench.runner.aggregate):
+    the step-time columns are those of the slowest rank per step, the others the largest over
+    ranks unless named otherwise."""
+    compile_s: float
+    steps: Mapping[str, float]                 # step-time statistics, throughput and latency columns
+    rank_step_time_means_s: tuple[float, ...]  # each rank's own mean step time
+    final_loss: float | None = None            # training: the last timed step's, on this rank
+    train_accuracy: float | None = None        # accuracy mode: over the timed training steps, on this rank
+    data_wait_ms: float | None = None          # mean wait for a batch per step, of the rank that waited longest
+    comm: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the chief's timeline and autotuner columns
+    peak_mem_bytes: int | None = None
+    mem_source: str = ""
+    process_peak_mem_bytes: int | None = None
+
+    def columns(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"compile_s": self.compile_s, **self.steps,
+                               "rank_step_time_means_s": ";".join(f"{m:.6g}" for m in self.rank_step_time_means_s),
+                               "final_loss": self.final_loss, "train_accuracy": self.train_accuracy}
+        if self.data_wait_ms is not None:
+            out["data_wait_ms"] = self.data_wait_ms
+        out.update(self.comm)
+        if self.peak_mem_bytes is not None:
+            out.update(peak_mem_bytes=self.peak_mem_bytes, mem_source=self.mem_source)
+        if self.process_peak_mem_bytes is not None:
+            out["process_peak_mem_bytes"] = self.process_peak_mem_bytes
+        return out
 
 
 @dataclasses.dataclass
@@ -58,54 +93,35 @@ class AccuracyResult:
                 "target_reached": self.target_reached, "time_to_target_s": self.time_to_target_s}
 
 
-def build_row(cfg: "RunConfig", outcome: Outcome, *, session: Any = None, topology: Topology | None = None,
-              timing: Any = None, accuracy: AccuracyResult | None = None, gpu_names: Iterable[str] = (),
-              wall_s: float | None = None) -> dict[str, Any]:
+def build_row(cfg: "RunConfig", outcome: Outcome, *, facts: RunFacts | None = None, topology: Topology | None = None,
+              measurements: Measurements | None = None, accuracy: AccuracyResult | None = None,
+              gpu_names: Iterable[str] = (), wall_s: float | None = None) -> dict[str, Any]:
     """The one way a result row is made: the CLI, the sweep's fallback row and the pytest
     benchmark all call this.
 
-    `session` (bench.runner.session.Session) gives the topology, the model's size and the GPUs; without
-    one (a run that never started), pass `topology` where it is known. `timing`
-    (bench.measure.timing.Timing) is gathered over every rank through the session's distribution, so
-    with a timing every rank must call this."""
-
-    if session is not None:
-        topology, gpu_names = session.topology, session.gpu_names
+    `facts` (a started run's: bench.runner.aggregate.run_facts) give the topology, the GPUs,
+    the backend's versions and the model's size; without them (a run that never started), pass
+    the `topology` and `gpu_names` where they are known."""
+    if facts is not None:
+        topology, gpu_names = facts.topology, facts.gpu_names
     row: dict[str, Any] = provenance(gpu_names, source=cfg.source, run_id=cfg.run_id, backend=cfg.backend)
-    if session is not None:
-        row.update(session.backend.provenance(session.gpu_names))
-    if session is not None and session.init_weights_sha256:  # taken when the file was read, not now
-        row["init_weights_sha256"] = session.init_weights_sha256
+    if facts is not None:
+        row.update(facts.backend_provenance)
+        if facts.init_weights_sha256:
+            row["init_weights_sha256"] = facts.init_weights_sha256
     row.update({k: getattr(cfg, k) for k in CONFIG})
     if topology is not None:
         row.update(dataclasses.asdict(topology))
-    if session is not None and session.desc is not None:
-        row.update(params=session.desc.params, gflops_per_image=session.desc.gflops)
-    if session is not None and session.estimate is not None:
-        row["mem_estimate_bytes"] = session.estimate.total_bytes
-    if session is not None and session.trace_dir is not None:
-        row["trace_dir"] = session.trace_dir
-    if timing is not None and session is not None:
-        dist = session.dist
-        per_rank = dist.gather(timing.step_times)
-        slowest = slowest_rank_per_step(per_rank)
-        stats = step_stats(slowest)
-        row.update(compile_s=float(dist.gather([timing.compile_s]).max()), **stats.as_dict(),
-                   rank_step_time_means_s=";".join(f"{m:.6g}" for m in per_rank.mean(axis=1)),
-                   **throughput(stats, global_batch=session.global_batch, replicas=dist.num_replicas,
-                                flops_per_image=session.desc.flops, passes=PASSES[cfg.mode]),
-                   **latency_columns(slowest, session.global_batch),
-                   final_loss=timing.losses[-1] if timing.losses and cfg.mode == "train" else None,
-                   train_accuracy=(timing.correct / timing.images
-                                   if timing.images and accuracy is not None else None))
-        if timing.data_waits:  # the rank that waited longest, on average per step
-            row["data_wait_ms"] = 1000.0 * float(dist.gather([sum(timing.data_waits) / len(timing.data_waits)]).max())
-        row.update(timing.comm)
-        if timing.peak_mem_bytes is not None:  # the largest over ranks
-            row.update(peak_mem_bytes=int(dist.gather([timing.peak_mem_bytes]).max()), mem_source=timing.mem_source)
-        if timing.process_peak_mem_bytes is not None:
-            row["process_peak_mem_bytes"] = int(dist.gather([timing.process_peak_mem_bytes]).max())
+    if facts is not None:
+        if facts.params is not None:
+            row.update(params=facts.params, gflops_per_image=facts.gflops_per_image)
+        if facts.mem_estimate_bytes is not None:
+            row["mem_estimate_bytes"] = facts.mem_estimate_bytes
+        if facts.trace_dir is not None:
+            row["trace_dir"] = facts.trace_dir
+    if measurements is not None:
+        row.update(measurements.columns())
     if accuracy is not None:
         row.update(accuracy.columns())
-    row.update(status=outcome.status, error=outcome.error, wall_s=wall_s)
+    row.update(status=outcome.status.value, error=outcome.error, wall_s=wall_s)
     return row

@@ -33,12 +33,9 @@ import re
 import stat
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from bench.config.parse import probe_write
-
-if TYPE_CHECKING:
-    pass
 from bench.errors import BenchInputError
 from bench.results.columns import (
     COLUMN_TYPES,
@@ -48,7 +45,7 @@ from bench.results.columns import (
     OLD_STATUS_NAMES,
     SCHEMA_VERSION,
     STATUSES,
-    _migrate,
+    migrate,
 )
 
 log = logging.getLogger(__name__)
@@ -327,13 +324,16 @@ def _merge(old: str, line: str, path: Path) -> str:
         i = next(i for i, r in enumerate(rows) if None in r)
         raise OutputRefused(f"{path}: row {i + 1} has more cells than the header names: not a cnnbench results "
                             "CSV this version can rewrite")
+    import pandas as pd
+
     columns = COLUMNS + [c for c in reader.fieldnames or [] if c not in set(COLUMNS)]
+    # cells an older writer left raw (a line break in a quoted cell, a formula) are protected now
+    cells = [{k: protect_cell(unprotect_cell(v)) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
+    table = migrate(pd.DataFrame(cells, columns=reader.fieldnames, dtype=object))
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", restval="")
     out.write(_header(columns))
-    # cells an older writer left raw (a line break in a quoted cell, a formula) are protected now
-    w.writerows(_migrate({k: protect_cell(unprotect_cell(v)) if isinstance(v, str) else v for k, v in r.items()})
-                for r in rows)
+    w.writerows(table.to_dict("records"))
     w.writerow(dict(zip(COLUMNS, next(csv.reader([line])))))
     return out.getvalue()
 
@@ -354,12 +354,4 @@ def read_rows(path: str | os.PathLike):
     for col in ("status", "error"):
         if col in df:
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
-    if "status" in df:
-        df["status"] = df["status"].replace(OLD_STATUS_NAMES)
-    if "model" in df:
-        for col, value in OLD_DEFAULTS.items():
-            if col not in df:
-                df[col] = value
-            elif df[col].isna().any():  # an all-empty column reads as float, which holds no text or bool
-                df[col] = (df[col].astype(object) if df[col].dtype.kind == "f" else df[col]).fillna(value)
-    return df
+    return migrate(df)

@@ -5,21 +5,17 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from bench.config.schema import RunConfig
-from bench.errors import BenchInputError
-from bench.measure.memory import PredictedOOM
-from bench.measure.probes import process_peak_bytes
-from bench.measure.timing import NonFiniteLoss, Timing, run_steps
-from bench.results.row import AccuracyResult, Outcome, build_row
-
-if TYPE_CHECKING:
-    pass
 from bench.data.source import read_data
-from bench.measure.probes import MemoryGuard, memory_floor
+from bench.errors import BenchInputError, ExitCode, PredictedOOM, Status, error_line
+from bench.measure.probes import MemoryGuard, memory_floor, process_peak_bytes
+from bench.measure.timing import NonFiniteLoss, Timing, run_steps
 from bench.results.provenance import new_run_id
+from bench.results.row import AccuracyResult, Outcome, build_row
 from bench.results.store import append_row
+from bench.runner.aggregate import run_facts, session_measurements
 from bench.runner.session import Session, open_session
 from bench.runner.summary import summary_text
 from bench.runner.validate import require_resolved
@@ -32,7 +28,7 @@ log = logging.getLogger("cnnbench")
 class RunOutcome:
     row: dict[str, Any]
     is_chief: bool
-    exit_code: int
+    exit_code: ExitCode
 
 
 def _progress(enabled: bool) -> Callable[[str, int], Iterator[int]]:
@@ -53,9 +49,11 @@ class _Progress:
 
 
 def execute(cfg: RunConfig, *, guard: bool = True) -> RunOutcome:
-    """Run one benchmark. Bad input raises BenchInputError before any row exists; every other
-    failure becomes a row with status diverged/oom/failed (exit code 1), on the chief, wherever
-    one can still be written: a start-up failure too. With `guard` (the default: every run
+    """Run one benchmark. Bad input raises BenchInputError before any row exists; a memory
+    estimate beyond the memory available raises PredictedOOM (cfg.on_predicted_oom "refuse")
+    or becomes a row with status oom_predicted ("row"); every other failure becomes a row with
+    status diverged/oom/failed (exit code 1), on the chief, wherever one can still be written:
+    a start-up failure too. With `guard` (the default: every run
     process has one) a watcher ends the process with an `oom` row, exit 1, when the host's
     available memory falls below the guard's floor (bench.measure.probes.MemoryGuard). `cfg` is
     resolved (bench.runner.validate.prepare)."""
@@ -76,13 +74,13 @@ def _memory_breach(progress: _Progress, message: str) -> None:
     then the process ends with exit 1 at once, as the kernel would have ended it, but recorded."""
     import os
 
-
     session = progress.session
     try:
         chief = session.dist.is_chief if session is not None else get_strategy(progress.cfg.strategy).env_rank() == 0
         if chief:
             cfg = session.cfg if session is not None else progress.cfg
-            row = build_row(cfg, Outcome("oom", message), session=session,
+            facts = run_facts(session) if session is not None else None
+            row = build_row(cfg, Outcome(Status.OOM, message), facts=facts,
                             wall_s=time.perf_counter() - progress.started)
             row["process_peak_mem_bytes"] = process_peak_bytes()
             append_row(cfg.output, row)
@@ -90,10 +88,10 @@ def _memory_breach(progress: _Progress, message: str) -> None:
         else:
             print(f"error: this rank stopped: {message}", file=sys.stderr, flush=True)
     except BaseException as e:  # noqa: BLE001 - the process must end all the same
-        print(f"error: {message}; its row could not be written: {_one_line(e)}", file=sys.stderr, flush=True)
+        print(f"error: {message}; its row could not be written: {error_line(e)}", file=sys.stderr, flush=True)
     finally:
         sys.stderr.flush()
-        os._exit(1)
+        os._exit(ExitCode.FAILED)
 
 
 def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
@@ -144,35 +142,35 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         timing.process_peak_mem_bytes = process_peak_bytes()
         ran_all = True
-        outcome = Outcome("ok")
+        outcome = Outcome(Status.OK)
         if timing.diverged is not None:  # a throughput run timed every step anyway: its row keeps them
-            outcome = Outcome("diverged", f"{timing.diverged}; every step was run and timed")
+            outcome = Outcome(Status.DIVERGED, f"{timing.diverged}; every step was run and timed")
         if cfg.save_weights and dist.is_chief:
             outcome = _save_weights(session, outcome)
     except NonFiniteLoss as e:
-        outcome = Outcome("diverged", str(e))
+        outcome = Outcome(Status.DIVERGED, str(e))
     except PredictedOOM as e:
-        if cfg.source != "sweep":  # bench/run.py: bad input, exit 2; a sweep keeps a row of it
+        if cfg.on_predicted_oom == "refuse":  # the caller refuses it on one line (bench/run.py: exit 2)
             raise
-        outcome = Outcome("oom_predicted", str(e))
+        outcome = Outcome(Status.OOM_PREDICTED, str(e))
     except BenchInputError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure becomes a row, never a silent one
         if session.backend.is_oom(e):
-            outcome = Outcome("oom", _one_line(e))
+            outcome = Outcome(Status.OOM, error_line(e))
         else:
             log.exception("run failed")
-            outcome = Outcome("failed", _one_line(e))
-    ok = outcome.status == "ok"
+            outcome = Outcome(Status.FAILED, error_line(e))
     finished = ran_all
     # after a failure a peer may be gone: gathering its timings would only wait for it
-    row = build_row(cfg, outcome, session=session, timing=timing if finished else None, accuracy=accuracy,
+    measurements = session_measurements(session, timing) if finished else None
+    row = build_row(cfg, outcome, facts=run_facts(session), measurements=measurements, accuracy=accuracy,
                     wall_s=time.perf_counter() - started)
     if row.get("process_peak_mem_bytes") is None:  # a failed run: this process's own, no gathering
         row["process_peak_mem_bytes"] = process_peak_bytes()
     if finished:  # likewise a closing barrier
         dist.shutdown()
-    return RunOutcome(row, dist.is_chief, 0 if ok else 1)
+    return RunOutcome(row, dist.is_chief, ExitCode.OK if outcome.status == Status.OK else ExitCode.FAILED)
 
 
 def _save_weights(session: Session, outcome: Outcome) -> Outcome:
@@ -182,26 +180,16 @@ def _save_weights(session: Session, outcome: Outcome) -> Outcome:
     try:
         session.save_weights(path)
     except Exception as e:  # noqa: BLE001 - the path was checked before the run: what is left is the disk
-        log.error("could not save the weights to %s: %s", path, _one_line(e))
-        return Outcome("failed", f"could not save the weights to {path}: {_one_line(e)}")
+        log.error("could not save the weights to %s: %s", path, error_line(e))
+        return Outcome(Status.FAILED, f"could not save the weights to {path}: {error_line(e)}")
     return outcome
 
 
 def _startup_failure(cfg: RunConfig, error: BaseException, wall_s: float) -> RunOutcome:
     """The row of a run whose strategy or devices failed to start; only the would-be chief keeps it."""
 
-    row = build_row(cfg, Outcome("failed", _one_line(error)), wall_s=wall_s)
-    return RunOutcome(row, get_strategy(cfg.strategy).env_rank() == 0, 1)
-
-
-_NOISE = ("Graph execution error", "Detected at node", "File ", "[[{{node", "^")
-
-
-def _one_line(e: BaseException) -> str:
-    """The exception's most telling line (TensorFlow wraps the cause in a graph traceback)."""
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    useful = [l for l in lines if not l.startswith(_NOISE)]
-    return f"{type(e).__name__}: {(useful or lines or [''])[0]}"[:500]
+    row = build_row(cfg, Outcome(Status.FAILED, error_line(error)), wall_s=wall_s)
+    return RunOutcome(row, get_strategy(cfg.strategy).env_rank() == 0, ExitCode.FAILED)
 
 
 def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, AccuracyResult]:

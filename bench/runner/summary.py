@@ -1,15 +1,12 @@
 """The short human summary a run prints under its row."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
+from bench.errors import Status
 
 
 def summary_text(row: dict, output: str) -> str:
     """A short human summary of the row just written."""
-    if row.get("status") != "ok":
+    if row.get("status") != Status.OK:
         head = f"{row['model']}: status {row.get('status')}: {row.get('error')}"
         if row.get("images_per_sec_median") is None:
             return head

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import REPO
-from bench.errors import one_line
-from bench.procs import describe_exit, killed_for_memory, stop_groups, tail
+from bench.errors import Status, one_line, tail
+from bench.procs import describe_exit, killed_for_memory, stop_groups
 from bench.results.provenance import new_run_id
 from bench.results.row import Outcome, Topology, build_row
 from bench.results.store import append_row, read_rows
@@ -52,15 +52,15 @@ def _open_log(log_dir: Path, run_id: str, header: str, notes: list[str]):
     return log
 
 
-def _classify(returncode: int, output: str, timed_out: bool) -> str:
-
+def _classify(returncode: int, output: str, timed_out: bool) -> Status:
+    """The status of a child that left no row, from how it ended and what it printed."""
     if timed_out:
-        return "timeout"
+        return Status.TIMEOUT
     text = output.lower()
     if "resourceexhausted" in text or "out of memory" in text or "memoryerror" in text \
             or killed_for_memory(returncode):
-        return "oom"
-    return "failed"
+        return Status.OOM
+    return Status.FAILED
 
 
 def run_job(job: Job, output: str, timeout: float, log_dir: Path,
@@ -95,7 +95,7 @@ def run_job(job: Job, output: str, timeout: float, log_dir: Path,
     if mine is not None and not mine.empty:
         return mine.iloc[-1].to_dict()  # its own row (ok, diverged, oom or failed)
     if proc is None:
-        status = "failed"
+        status = Status.FAILED
     else:
         status = _classify(proc.returncode, output_text, timed_out)
         how = f"timed out after {timeout:g} s" if timed_out else describe_exit(proc.returncode)

@@ -40,7 +40,7 @@ import tomllib
 from bench.backends import check_environment as check_backend
 from bench.config.parse import OneLineParser, parse_value, read_options
 from bench.config.schema import DEFAULT_BACKEND, DEFAULT_OUTPUT, Opt, schema
-from bench.errors import BenchInputError, input_error
+from bench.errors import BenchInputError, ExitCode, Status, input_error
 from bench.procs import exit_code, gpu_count, stop_on_signals
 from bench.results.store import check_output, read_rows
 from bench.sweep import max_batch
@@ -256,7 +256,7 @@ def _main(argv: list[str]) -> int:
         for j, skip in todo:
             print(f"{'skip (ok row exists)' if skip else 'run'}: {j.label}\n    {shlex.join(j.command)}")
         print(f"{len(jobs)} configuration(s): {sum(not s for _, s in todo)} to run, {sum(s for _, s in todo)} to skip")
-        return 0
+        return ExitCode.OK
     results: list[tuple[Job, str, Any]] = []
     bar = None
     if args.progress:
@@ -280,7 +280,7 @@ def _main(argv: list[str]) -> int:
                     break
                 results.append((job, row["status"], row.get("images_per_sec")))
                 msg = f"{job.label}: {row['status']}"
-                if row["status"] == "ok":
+                if row["status"] == Status.OK:
                     msg += f", {float(row['images_per_sec']):.1f} images/sec"
                 else:
                     msg += f" ({str(row.get('error', ''))[:200]})"
@@ -298,8 +298,8 @@ def _main(argv: list[str]) -> int:
     if stop is not None:
         return exit_code(stop)
     if _write_problems(unwritable, notes):
-        return 1
-    return 0 if all(s in ("ok", "skipped") for _, s, _ in results) else 1
+        return ExitCode.FAILED
+    return ExitCode.OK if all(s in (Status.OK, "skipped") for _, s, _ in results) else ExitCode.FAILED
 
 
 def _write_problems(unwritable: Exception | None, notes: list[str]) -> bool:
@@ -319,7 +319,7 @@ def _find_max_batch(args: argparse.Namespace, groups: list[Job], rows, log_dir: 
             print(f"search: {g.group_label}, doubling from batch {g.per_replica_batch} (first probe below; the others "
                   f"differ only in --batch-size)\n    {shlex.join(g.command)}")
         print(f"{len(groups)} search(es)")
-        return 0
+        return ExitCode.OK
     results: list = []
     notes: list[str] = []
     try:
@@ -333,23 +333,23 @@ def _find_max_batch(args: argparse.Namespace, groups: list[Job], rows, log_dir: 
     except Unwritable as e:
         print(max_batch.summary(results, args.output))
         _write_problems(e, notes)
-        return 1
+        return ExitCode.FAILED
     print(max_batch.summary(results, args.output))
     if _write_problems(None, notes):
-        return 1
-    return 0 if all(r.largest is not None for r in results) else 1
+        return ExitCode.FAILED
+    return ExitCode.OK if all(r.largest is not None for r in results) else ExitCode.FAILED
 
 
 def summary(results: list, total: int, output: str, stopped: str = "") -> str:
     """The table of configurations and the counts; `stopped` says why the rest did not start."""
-    counts = {"ok": 0, "skipped": 0}
+    counts = {Status.OK: 0, "skipped": 0}
     for _, status, _ in results:
         counts[status] = counts.get(status, 0) + 1
-    failed = sum(v for k, v in counts.items() if k not in ("ok", "skipped"))
+    failed = sum(v for k, v in counts.items() if k not in (Status.OK, "skipped"))
     lines = ["", f"{'configuration':<40} {'status':<9} {'images/sec':>11}"]
     for job, status, ips in results:
         lines.append(f"{job.label:<40} {status:<9} {'' if ips is None or ips != ips else f'{float(ips):.1f}':>11}")
-    lines.append(f"\nsweep: {total} configuration(s): {counts['ok']} ran ok, {counts['skipped']} skipped "
+    lines.append(f"\nsweep: {total} configuration(s): {counts[Status.OK]} ran ok, {counts['skipped']} skipped "
                  f"(ok row exists), {failed} failed" +
                  (f", {total - len(results)} not started ({stopped})" if stopped else "") +
                  f". Rows in {output}")

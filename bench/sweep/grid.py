@@ -12,13 +12,13 @@ from bench import REPO
 from bench.config.key import config_key
 from bench.config.parse import parse_value, read_options, validate
 from bench.config.schema import DEFAULT_BACKEND, Opt, RunConfig, schema
-from bench.errors import BenchInputError
+from bench.errors import BenchInputError, Status
 from bench.runner.validate import prepare
 from launch import Launch, get_strategy
 from launch.base import STRATEGY_OPTIONS
 
 # bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
-OWNED = ("strategy", "backend", "batch_size", "output", "run_id", "source")
+OWNED = ("strategy", "backend", "batch_size", "output", "run_id", "source", "on_predicted_oom")
 
 
 @dataclass
@@ -95,7 +95,8 @@ def _flag(name: str) -> str:
 
 # RunConfig fields the sweep sets itself: its own axes, or what it owns per configuration
 SWEEP_FIELDS = {"model": "--models", "batch_size": "--batch-sizes", "strategy": "--strategies",
-                "backend": "--backends", "output": "--output", "run_id": "", "source": "", "progress": "",
+                "backend": "--backends", "output": "--output", "run_id": "", "source": "",
+                "on_predicted_oom": "", "progress": "",
                 "summary": "", "find_max_batch": "--find-max-batch", "memory_cap_gb": "--memory-cap-gb"}
 Axes = list[tuple[str, list[Any]]]
 
@@ -176,7 +177,7 @@ def build_jobs(models: list[str], per_replica_batches: list[int | None], strateg
             raise BenchInputError(f"--axis {name} is given twice (as two axes, or as an axis and a run option). "
                                   f"Received: axis={name}")
     combos = list(itertools.product(*(values for _, values in axes)))
-    fixed = {"output": output, "source": "sweep", "progress": False, **(settings or {})}
+    fixed = {"output": output, "source": "sweep", "on_predicted_oom": "row", "progress": False, **(settings or {})}
     jobs: list[Job] = []
     seen = set()
     for model in models:
@@ -227,4 +228,4 @@ def done_keys(rows) -> set[tuple]:
     """The configuration keys that already have an ok row."""
     if rows is None or rows.empty:
         return set()
-    return {config_key(r) for r in rows[rows["status"] == "ok"].to_dict("records")}
+    return {config_key(r) for r in rows[rows["status"] == Status.OK].to_dict("records")}

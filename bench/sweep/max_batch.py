@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from bench.config.key import config_key
 from bench.config.schema import schema
-from bench.measure.memory import fits
+from bench.errors import Status
+from bench.measure.memory import NO_FIT_STATUSES, fits
 from bench.measure.probes import GiB, gib
 from bench.sweep.children import run_job
 
@@ -63,7 +64,7 @@ class Result:
     def why(self, per_replica_batch: int) -> str:
         """Why a probe did not fit, in words."""
         row = self.probes[per_replica_batch]
-        if row.get("status") != "ok":
+        if row.get("status") != Status.OK:
             return f"{row.get('status')}: {str(row.get('error', ''))[:160]}"
         return f"peak {float(row['peak_mem_bytes']) / GiB:.2f} GiB > cap {self.cap_gb:g} GiB"
 
@@ -92,7 +93,7 @@ def run(groups: list, *, output: str, timeout: float, rows, force: bool, cap_gb:
 
     known: dict[tuple, dict[str, Any]] = {}
     if rows is not None and not rows.empty and not force:
-        answered = rows[rows["status"].isin(["ok", "oom", "oom_predicted"])]
+        answered = rows[rows["status"].isin([Status.OK, *NO_FIT_STATUSES])]
         for r in answered.sort_values("timestamp_utc", kind="stable").to_dict("records"):
             known[config_key(r)] = r
     results = [] if results is None else results
@@ -108,7 +109,7 @@ def run(groups: list, *, output: str, timeout: float, rows, force: bool, cap_gb:
             result.probes[per_replica_batch] = row
             verdict = bool(fits(row, cap_gb))
             what = (f"{float(row['images_per_sec']):.1f} images/sec, peak {gib(row.get('peak_mem_bytes'))}"
-                    if row.get("status") == "ok" else str(row.get("error", ""))[:160])
+                    if row.get("status") == Status.OK else str(row.get("error", ""))[:160])
             say(f"  probe {result.label} batch {per_replica_batch}: {row.get('status')} ({what}): "
                 f"{'fits' if verdict else 'does not fit'}{' [row reused]' if reused else ''}")
             return verdict

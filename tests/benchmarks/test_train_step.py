@@ -56,10 +56,11 @@ def test_step(benchmark, request, harness_session, model, batch_size, precision,
         import dataclasses
 
         from bench.results.row import Outcome, build_row
+        from bench.runner.aggregate import run_facts, session_measurements
 
         timing = Timing(compile_s=compile_s, step_times=list(stats.stats.data), losses=losses)
         cfg = dataclasses.replace(s.cfg, steps=len(stats.stats.data), warmup_steps=opt("--benchmark-warmup-rounds"))
-        row = build_row(cfg, Outcome("ok"), session=s, timing=timing)
+        row = build_row(cfg, Outcome("ok"), facts=run_facts(s), measurements=session_measurements(s, timing))
         benchmark.extra_info.update(images_per_sec=row["images_per_sec_median"], tflops=row["tflops"],
                                     images_per_sec_mean=row["images_per_sec"])
         csv_path = opt("--benchmark-csv")
