@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 
 # Start-up chatter of TensorFlow, absl, CUDA and the launchers that says nothing about a failure.
 _NOISE = [re.compile(p) for p in (
@@ -83,8 +84,6 @@ def stop_groups(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
 
 
 def _stop_groups(procs: list[subprocess.Popen], grace: float) -> None:
-    import time
-
     running = [p for p in procs if p.poll() is None]
     for p in running:
         with contextlib.suppress(ProcessLookupError):

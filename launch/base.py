@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import os
+import subprocess
+import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+from bench.errors import BenchInputError
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
@@ -51,10 +56,6 @@ def startup_watchdog(seconds: float, message: str):
     faulthandler's own C thread (it needs no GIL) ends the process with exit code 1, writing its
     traceback dump into a pipe; a helper process reading that pipe then prints `message` as the
     one line that says why. Leaving the block in time disarms both."""
-    import faulthandler
-    import subprocess
-    import sys
-
     read, write = os.pipe()
     try:
         helper = subprocess.Popen([sys.executable, "-c", _WATCHDOG, message], stdin=read, stdout=subprocess.DEVNULL)
@@ -135,16 +136,8 @@ class Distribution:
 
     @classmethod
     def check_config(cls, cfg: "RunConfig") -> None:
-        """Raise BenchInputError for options this strategy cannot take."""
-        from bench.errors import BenchInputError
-
-        from . import STRATEGIES
-
-        for name, unset in STRATEGY_OPTIONS.items():
-            if name not in cls.options and getattr(cfg, name) != unset:
-                takers = " or ".join(s for s, c in STRATEGIES.items() if name in c.options)
-                raise BenchInputError(f"--{name.replace('_', '-')} applies to --strategy {takers}. "
-                                      f"Received: strategy={cls.name}, {name}={getattr(cfg, name)}")
+        """Raise BenchInputError for options this strategy cannot take. (Options that belong to
+        other strategies are the registry's check: `launch.check_config`.)"""
         if not cfg.gradient_sync and (cls.name == "single" or cfg.mode != "train" or cfg.accuracy_mode):
             raise BenchInputError("--no-gradient-sync is a diagnostic for distributed training throughput: it needs "
                                   "a distributed strategy, --mode train and no --epochs. Received: "
@@ -156,14 +149,8 @@ class Distribution:
     @classmethod
     def check_environment(cls) -> None:
         """Raise BenchInputError if what the launcher gave this process (e.g. TF_CONFIG) is
-        malformed, or if any strategy's launcher variables are set by hand (see
-        `check_launcher_environment`). Called just before the run starts, not when a
-        configuration is parsed (a sweep parses its children's configurations where no launcher
-        has run yet)."""
-        from . import STRATEGIES
-
-        for strategy in STRATEGIES.values():
-            strategy.check_launcher_environment()
+        malformed. The registry's `launch.check_environment` calls it after every strategy's
+        `check_launcher_environment`."""
 
     @classmethod
     def check_launcher_environment(cls) -> None:
@@ -177,7 +164,6 @@ class Distribution:
         job, and every child would inherit them."""
         cls.check_launcher_environment()
         if cls.launched_here() or cls.env_size() > 1:
-            from bench.errors import BenchInputError
             raise BenchInputError(f"this process runs as one rank of a --strategy {cls.name} job (its launcher's "
                                   f"variables are set); run the sweep on its own: it launches each configuration")
 

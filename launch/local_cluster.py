@@ -20,6 +20,9 @@ import sys
 import threading
 import time
 
+from bench.config.parse import OneLineParser, parse_value
+from bench.config.schema import Opt
+from bench.errors import BenchInputError, input_error
 from bench.procs import exit_code, stop_groups, stop_on_signals
 
 # shorter than the sweep's own grace (bench.procs.stop_groups), so that a sweep stopping this
@@ -108,10 +111,6 @@ MAX_WORKERS_PER_CORE = 8  # beyond this the workers only time-slice the same cor
 
 def main(argv: list[str] | None = None) -> int:
     """Bad input: one line, exit 2."""
-    from bench.config.parse import OneLineParser, parse_value
-    from bench.config.schema import Opt
-    from bench.errors import BenchInputError, input_error
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
         split = argv.index("--")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-import launch
 from bench.config.parse import parse_args
 from bench.config.schema import schema
 from bench.errors import BenchInputError
@@ -108,63 +107,6 @@ def test_no_strategy_is_named_outside_launch(path):
     code = _code_without_comments(REPO / path)
     for name in ("horovod", "multiworker", "mirrored"):
         assert name not in code.lower(), f"{path} names {name}"
-
-
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports (module level and inside functions), as absolute names."""
-    pkg = ".".join(path.parent.relative_to(REPO).parts)
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = f"{pkg}.{base}" if base else pkg
-            out.add(base)
-            out |= {f"{base}.{a.name}" for a in node.names}
-    return out
-
-
-def test_bench_imports_nothing_from_launch_but_the_registry_and_the_interface():
-    for path in sorted((REPO / "bench").rglob("*.py")):
-        used = {m for m in _imports(path) if m == "launch" or m.startswith("launch.")}
-        registry = {f"launch.{n}" for n in launch.__all__}
-        bad = [m for m in used if m not in {"launch", "launch.base", *registry} and not m.startswith("launch.base.")]
-        assert not bad, f"{path.name} imports {sorted(bad)}"
-
-
-def test_no_import_cycles_between_modules():
-    """Module-level imports among the project's own modules form no cycle."""
-    mods = {}
-    for pkg in ("bench", "launch", "models"):
-        for path in (REPO / pkg).rglob("*.py"):
-            parts = path.relative_to(REPO).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            tree = ast.parse(path.read_text())
-            deps = set()
-            for node in tree.body:  # module level only: imports inside functions run later
-                if isinstance(node, ast.ImportFrom):
-                    base = node.module or ""
-                    if node.level:
-                        base = f"{pkg}.{base}" if base else pkg
-                    deps |= {base, *(f"{base}.{a.name}" for a in node.names)}
-                elif isinstance(node, ast.Import):
-                    deps |= {a.name for a in node.names}
-            mods[name] = deps
-    graph = {m: {d for d in deps if d in mods and d != m} for m, deps in mods.items()}
-    state: dict[str, int] = {}
-
-    def visit(m, trail):
-        state[m] = 1
-        for d in graph[m]:
-            assert state.get(d) != 1, f"import cycle: {' -> '.join([*trail, m, d])}"
-            if d not in state:
-                visit(d, [*trail, m])
-        state[m] = 2
-    for m in graph:
-        if m not in state:
-            visit(m, [])
 
 
 def test_the_registry_config_and_sweep_import_no_framework():

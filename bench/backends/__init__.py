@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 from types import ModuleType
 
 from bench.errors import BenchInputError
@@ -74,8 +75,6 @@ def quiet_import(module: str) -> None:
     error after the import stays one line."""
     if module in sys.modules:
         return
-    import tempfile
-
 
     sys.stderr.flush()
     saved = os.dup(2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -23,7 +24,7 @@ from bench.results.provenance import new_run_id
 from bench.results.store import append_row
 from bench.runner.session import Session, open_session
 from bench.runner.summary import summary_text
-from launch import get_strategy
+from launch import check_environment, get_strategy
 
 log = logging.getLogger("cnnbench")
 
@@ -72,9 +73,6 @@ def _memory_breach(progress: _Progress, message: str) -> None:
     """The guard's end of a run, from its own thread while the main one may be stuck inside a
     framework op: the chief appends an `oom` row (the same builder and store as any run's),
     then the process ends with exit 1 at once, as the kernel would have ended it, but recorded."""
-    import os
-
-
     session = progress.session
     try:
         chief = session.dist.is_chief if session is not None else get_strategy(progress.cfg.strategy).env_rank() == 0
@@ -96,7 +94,7 @@ def _memory_breach(progress: _Progress, message: str) -> None:
 
 def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
 
-    get_strategy(cfg.strategy).check_environment()
+    check_environment(cfg.strategy)
     if cfg.trace_dir is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
         cfg = dataclasses.replace(cfg, run_id=new_run_id())
     progress_state.cfg = cfg

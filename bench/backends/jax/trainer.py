@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -34,7 +35,6 @@ class JaxTrainer:
         import jax
         import jax.numpy as jnp
         import keras
-
 
         self.model, self.optimizer, self.dist, self.mode = model, optimizer, dist, mode
         weights = output_weights(model)
@@ -209,8 +209,6 @@ def make_step(trainer: JaxTrainer, dist: "JaxMesh", source: "DataSource", per_re
 
 def versions() -> dict[str, Any]:
     """The JAX stack and the device kind, for the row."""
-    from importlib import metadata
-
     import jax
 
     def version(pkg: str) -> str:
