@@ -44,9 +44,9 @@ DEFERRED = {
     "matplotlib": "only the report's plots draw; ~0.5 s to import and a font cache on first use",
     "pandas": "only reading a CSV needs it; a run that appends its row skips ~0.7 s",
     "scipy": "only confidence intervals and tests of significance need scipy.stats (~1.5 s)",
-    "sklearn": "only --dataset digits reads scikit-learn's data (~2 s to import)",
+    "sklearn": "only --data digits reads scikit-learn's data set (~2 s to import)",
     "tqdm": "only a progress bar the user asked for needs it",
-    "h5py": "only checking a --load-weights file reads HDF5",
+    "h5py": "only checking an --init-weights file opens HDF5 itself",
 }
 
 
