@@ -3,8 +3,12 @@
 # built from source against TensorFlow 2.21 (with the one patch it needs), cached as a wheel.
 #
 # Usage: bash scripts/setup.sh [--gpu]
-#   --gpu            install tensorflow[and-cuda] and jax[cuda12] instead of tensorflow-cpu and jax[cpu]
-#                    (extra "gpu"; both use the CUDA 12 wheels)
+#   Installs cnnbench editable with two extras: one framework build and the test tools (pytest,
+#   pytest-benchmark, hypothesis), so that both README commands work after it.
+#   default          extra "cpu": tensorflow-cpu and jax[cpu]
+#   --gpu            extra "gpu": tensorflow[and-cuda] and jax[cuda12] (both use the CUDA 12 wheels)
+#   pip cannot make two extras exclusive, so this script removes the other build first: one
+#   environment holds one of them.
 # Environment:
 #   CNNBENCH_VENV    where the venv goes (default: .venv in the repo)
 #   CNNBENCH_CACHE   where the built Horovod wheel is cached (default: ~/.cache/cnnbench)
@@ -17,8 +21,12 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${CNNBENCH_VENV:-$repo/.venv}"
 cache="${CNNBENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnbench}"
 hvd_version="0.28.1"
-extra=""
-[ "${1:-}" = "--gpu" ] && extra="[gpu]"
+build="cpu"
+case "${1:-}" in
+  "") ;;
+  --gpu) build="gpu" ;;
+  *) printf '[setup] ERROR: unknown option %s (usage: bash scripts/setup.sh [--gpu])\n' "$1" >&2; exit 2 ;;
+esac
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -48,15 +56,17 @@ fi
 vpy="$venv/bin/python"
 run_logged pip-upgrade "$vpy" -m pip install -q --upgrade pip setuptools wheel
 
-log "installing cnnbench${extra} and its dependencies (TensorFlow, JAX, pandas, pytest, ...)"
-if [ -n "$extra" ]; then
-  # the gpu extra replaces tensorflow-cpu and jax[cpu] with their CUDA builds
-  run_logged install "$vpy" -m pip install -q -e "$repo" --no-deps
-  run_logged install-deps "$vpy" -m pip install -q \
-    $("$vpy" -c 'import tomllib,sys; d=tomllib.load(open(sys.argv[1],"rb"))["project"]; print(" ".join([x for x in d["dependencies"] if not x.startswith(("tensorflow", "jax"))] + d["optional-dependencies"]["gpu"]))' "$repo/pyproject.toml")
-else
-  run_logged install "$vpy" -m pip install -q -e "$repo"
+# The other build's distributions, where an earlier run installed them: tensorflow-cpu and
+# tensorflow write the same `tensorflow` module, and JAX's CUDA plugins would load under jax[cpu].
+if [ "$build" = gpu ]; then other=(tensorflow-cpu); else other=(tensorflow jax-cuda12-plugin jax-cuda12-pjrt); fi
+present=($("$vpy" -m pip show "${other[@]}" 2>/dev/null | sed -n 's/^Name: //p' || true))
+if [ "${#present[@]}" -gt 0 ]; then
+  log "removing ${present[*]} (the other framework build)"
+  run_logged uninstall-other "$vpy" -m pip uninstall -y -q "${present[@]}"
 fi
+
+log "installing cnnbench[$build,test] and its dependencies (TensorFlow, JAX, pandas, pytest, ...)"
+run_logged install "$vpy" -m pip install -q -e "$repo[$build,test]"
 
 # ---- Horovod -------------------------------------------------------------------------
 if "$vpy" -c "import horovod.tensorflow" >/dev/null 2>&1 \
