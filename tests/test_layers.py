@@ -201,3 +201,17 @@ def test_bench_imports_nothing_from_launch_but_the_registry_and_the_interface():
     if bad:
         pytest.fail(f"bench/ imports launch/ beyond {sorted(public)} (names: {launch.__all__}):\n  " + "\n  ".join(bad),
                     pytrace=False)
+
+
+def test_each_backend_is_a_subpackage_only_the_loader_names():
+    """Adding a backend is one subpackage: nothing outside bench/backends/<name>/ imports it (the
+    loader, bench/backends/__init__.py, reaches it by name at run time), and the backend-neutral
+    modules beside it serve every backend."""
+    backends = {p.parent.name for p in (REPO / "bench" / "backends").glob("*/__init__.py")}
+    assert {"tensorflow", "jax"} <= backends
+    bad = [f"{imp.where()}: {imp.module} imports {imp.target}" for imp in IMPORTS
+           for name in backends
+           if (imp.target == f"bench.backends.{name}" or imp.target.startswith(f"bench.backends.{name}."))
+           and not imp.module.startswith(f"bench.backends.{name}.") and imp.module != f"bench.backends.{name}"]
+    if bad:
+        pytest.fail("a backend's subpackage imported from outside it:\n  " + "\n  ".join(bad), pytrace=False)
