@@ -1,6 +1,7 @@
 """`cnnbench SUBCOMMAND ...`: one console entry point for the suite's tools."""
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -8,7 +9,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.errors import BenchInputError, ExitCode, input_error
 
-COMMANDS = {"run": "bench.run", "sweep": "bench.sweep.cli", "report": "bench.report.cli"}
+# Each tool's module (its `main(argv)`); pyproject.toml's console scripts are `cnnbench-NAME` for
+# each NAME here (tests/test_setup.py holds the two lists equal).
+COMMANDS = {"run": "bench.run", "sweep": "bench.sweep.cli", "report": "bench.report.cli",
+            "traces": "bench.measure.traces", "cluster": "launch.local_cluster", "models": "models.__main__",
+            "peer": "bench.lab.peer", "gpu-check": "bench.lab.gpu_check", "overhead": "bench.lab.overhead",
+            "bn-compare": "bench.lab.bn_compare"}
 USAGE = f"usage: cnnbench {{{','.join(COMMANDS)}}} ..."
 
 
@@ -21,7 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         got = f"Received: {argv[0]!r}" if argv else "Received: nothing"
         return input_error(BenchInputError(f"give a command, one of {', '.join(COMMANDS)} ({USAGE}). {got}"))
-    import importlib
     return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 

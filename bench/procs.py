@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 
 
 def _signal_words(signum: int) -> str:
@@ -50,8 +51,6 @@ def stop_groups(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
 
 
 def _stop_groups(procs: list[subprocess.Popen], grace: float) -> None:
-    import time
-
     running = [p for p in procs if p.poll() is None]
     for p in running:
         with contextlib.suppress(ProcessLookupError):

@@ -3,15 +3,11 @@ adding one means writing its class, adding it to STRATEGIES below, and giving ea
 that runs it an adapter (its ADAPTERS table). Importing this imports no framework."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 from bench.errors import BenchInputError
 
-from .base import STRATEGY_OPTIONS, Launch, Strategy
+from .base import STRATEGY_OPTIONS, Launch, Strategy, StrategyConfig
 from .strategies import Horovod, Mirrored, MultiWorker, Single
-
-if TYPE_CHECKING:
-    from bench.config.schema import RunConfig
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Single, Mirrored, MultiWorker, Horovod)}
 DEFAULT_STRATEGY = Single.name  # where no launcher chose one, and a sweep's without --strategies
@@ -34,7 +30,7 @@ def default_strategy() -> str:
     return next((name for name, s in STRATEGIES.items() if s.launched_here()), DEFAULT_STRATEGY)
 
 
-def check_config(cfg: "RunConfig") -> None:
+def check_config(cfg: "StrategyConfig") -> None:
     """The chosen strategy's own checks, and what no single strategy can see: an option that
     belongs to other strategies, and a one-process strategy in one of several processes that
     another strategy's launcher started (each would write its own row, and their timings would

@@ -12,12 +12,9 @@ or asks which strategy it runs under.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bench.errors import BenchInputError
-
-if TYPE_CHECKING:
-    from bench.config.schema import RunConfig
 
 # Run options that only some strategies take (each lists its own in `options`), with the value
 # that means "not asked for".
@@ -33,6 +30,22 @@ MAX_TIMEOUT_S = 7 * 86400.0
 # Processes or logical CPU devices per core beyond which they only time-slice the same cores
 # while tracing time grows (99 mirrored replicas on 2 cores were still tracing after 400 s).
 MAX_PER_CORE = 8
+
+
+class StrategyConfig(Protocol):
+    """What the strategies' checks read of a run's configuration. `bench.config.schema.RunConfig`
+    satisfies it; launch/ sits below the configuration layer, so it names only these fields
+    (and the strategy-only options of STRATEGY_OPTIONS, read by name)."""
+    strategy: str
+    backend: str
+    mode: str
+    all_reduce: str
+    cpu_replicas: int
+    gradient_sync: bool
+    epochs: int
+
+    @property
+    def accuracy_mode(self) -> bool: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +117,7 @@ class Strategy:
                 + (f": {cls.backend_hint}" if cls.backend_hint else ""))
 
     @classmethod
-    def check_config(cls, cfg: "RunConfig") -> None:
+    def check_config(cls, cfg: "StrategyConfig") -> None:
         """Raise BenchInputError for options this strategy cannot take (the registry's
         launch.check_config has already refused options that belong to other strategies)."""
         if not cfg.gradient_sync and (cls.name == "single" or cfg.mode != "train" or cfg.accuracy_mode):

@@ -20,6 +20,9 @@ import sys
 import threading
 import time
 
+from bench.config.parse import OneLineParser, parse_value
+from bench.config.schema import Opt
+from bench.errors import BenchInputError, input_error
 from bench.procs import exit_code, stop_groups, stop_on_signals
 from launch.base import MAX_PER_CORE, MAX_TIMEOUT_S
 
@@ -106,10 +109,6 @@ def _launch(n: int, command: list[str], timeout: float | None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Bad input: one line, exit 2."""
-    from bench.config.parse import OneLineParser, parse_value
-    from bench.config.schema import Opt
-    from bench.errors import BenchInputError, input_error
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" in argv:
         split = argv.index("--")

@@ -7,16 +7,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench.errors import BenchInputError
 from bench.procs import gpu_count
 
-from .base import BACKENDS, MAX_PER_CORE, Launch, Strategy
-
-if TYPE_CHECKING:
-    from bench.config.schema import RunConfig
-
+from .base import BACKENDS, MAX_PER_CORE, Launch, Strategy, StrategyConfig
 
 
 class Single(Strategy):
@@ -49,7 +44,7 @@ class Mirrored(Strategy):
         return Launch([], {}, ["--cpu-replicas", str(workers)], 1, cores)
 
     @classmethod
-    def check_config(cls, cfg: "RunConfig") -> None:
+    def check_config(cls, cfg: "StrategyConfig") -> None:
         super().check_config(cfg)
         # Each logical CPU device holds a model replica and its own traced step (launch.base.MAX_PER_CORE).
         cap = MAX_PER_CORE * (os.cpu_count() or 1)
@@ -59,7 +54,7 @@ class Mirrored(Strategy):
         _check_all_reduce(cfg, cls.CROSS_DEVICE_OPS, gpu_only=("nccl", "hierarchical"))
 
 
-def _check_all_reduce(cfg: "RunConfig", choices: dict, gpu_only: tuple[str, ...]) -> None:
+def _check_all_reduce(cfg: "StrategyConfig", choices: dict, gpu_only: tuple[str, ...]) -> None:
     """BenchInputError for an --all-reduce this strategy has no implementation of, or one that
     needs GPUs on a machine without them."""
     if cfg.all_reduce != "auto" and cfg.all_reduce not in choices:
@@ -163,7 +158,7 @@ class MultiWorker(Strategy):
         return sum(h.rsplit(":", 1)[0] == host for hosts in cluster.values() for h in hosts)
 
     @classmethod
-    def check_config(cls, cfg: "RunConfig") -> None:
+    def check_config(cls, cfg: "StrategyConfig") -> None:
         super().check_config(cfg)
         _check_all_reduce(cfg, cls.COMMUNICATION, gpu_only=("nccl",))
 

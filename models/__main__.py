@@ -17,17 +17,14 @@ from bench.backends import quiet_import  # noqa: E402 - the CLI's own tools, fra
 from bench.config.parse import OneLineParser, parse_value  # noqa: E402
 from bench.config.schema import schema
 from bench.errors import BenchInputError, input_error, one_line  # noqa: E402
-from models import list_models  # noqa: E402
+from models import describe, list_models  # noqa: E402
 
 BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
 
 
-def markdown_table(describe=None) -> str:
-    """Params and GFLOPs/image of every registered model at 32x32/100 and 224x224/1000."""
-    from models import list_models
-
-    if describe is None:
-        from models import describe
+def markdown_table(describe=describe) -> str:
+    """Params and GFLOPs/image of every registered model at 32x32/100 and 224x224/1000 (`describe`:
+    models.describe, or a cached one)."""
     lines = ["| model | params (32×32, 100 cl.) | GFLOPs/img (32×32) | params (224×224, 1000 cl.) | GFLOPs/img (224×224) |",
              "|---|---:|---:|---:|---:|"]
     for name in list_models():
@@ -80,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.update_readme:
             print("updated" if update_readme(args.update_readme) else "unchanged")
         elif args.model:
-            from models import describe
             try:
                 d = describe(args.model, num_classes=num_classes, width=width,
                              input_shape=(image_size, image_size, 3))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from .batchnorm import batch_norm_layer
 from .shapes import conv_output_size
 
 # Moving-statistics momentum of every BatchNorm layer: 0.9 (PyTorch's 0.1) rather than Keras'
@@ -70,8 +71,6 @@ def conv_bn(x, filters: int, kernel: int, stride: int, name: str, relu: bool = T
 def bn_layer(name: str) -> Any:
     """Every model's BatchNorm layer: Keras' semantics, TensorFlow's fused kernel on TensorFlow
     (models.batchnorm)."""
-    from .batchnorm import batch_norm_layer
-
     return batch_norm_layer()(momentum=BN_MOMENTUM, name=name)
 
 

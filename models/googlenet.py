@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import conv_bn, resolve_variant, scale_channels
+from .common import adaptive_avg_pool_layer, conv_bn, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -50,8 +50,6 @@ def _aux_head(x, num_classes: int, width: float, name: str):
     """The paper's auxiliary classifier as torchvision has it: 4x4 average pool, 1x1 conv 128,
     1024 units, dropout 0.7, logits."""
     from keras import layers
-
-    from .common import adaptive_avg_pool_layer
 
     x = adaptive_avg_pool_layer()(4, name=f"{name}_pool")(x)
     x = conv_bn(x, scale_channels(128, width), 1, 1, f"{name}_proj")

@@ -4,6 +4,9 @@
                                               [--modes train,inference] [--deadline HH:MM]
     python scripts/memory_calibration.py table DIR
 
+Run it with the project's python (`.venv/bin/python`, where scripts/setup.sh installed cnnbench),
+or with PYTHONPATH=. from the repo root.
+
 `run` runs every point (model x backend x mode x 3 batch sizes, width 0.125, 32x32 synthetic
 data; training 2 timed steps after 1 warmup, inference the 100 it needs at least) as its own process of `bench/run.py --output DIR/points.csv`,
 one at a time, skipping points already in DIR/points.jsonl (so it resumes) and stopping at the
@@ -29,7 +32,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 WIDTH = 0.125
 ACT_TARGET = 1.25 * 2**30   # estimated activations at the top batch
@@ -49,9 +51,8 @@ EXTRA = [("vgg13", "tensorflow", "train", 16384, 0.125), ("alexnet", "tensorflow
 def _plan(models: list[str]) -> dict:
     """{model: {mode: [b1, b2, b3]}} from each model's layer walk (imports Keras: done in a child)."""
     code = f"""
-import json, os, sys
+import json, os
 os.environ.setdefault('KERAS_BACKEND', 'jax')
-sys.path.insert(0, {str(REPO)!r})
 import models
 from bench.measure.memory import COMPUTE_BYTES
 out = {{}}

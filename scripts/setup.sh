@@ -3,11 +3,17 @@
 # built from source against TensorFlow 2.21 (with the one patch it needs), cached as a wheel.
 #
 # Usage: bash scripts/setup.sh [--gpu]
-#   --gpu            install tensorflow[and-cuda] and jax[cuda12] instead of tensorflow-cpu and jax[cpu]
-#                    (extra "gpu"; both use the CUDA 12 wheels)
+#   Installs cnnbench editable with two extras: one framework build and the test tools (pytest,
+#   pytest-benchmark, hypothesis), so that both README commands work after it.
+#   default          extra "cpu": tensorflow-cpu and jax[cpu]
+#   --gpu            extra "gpu": tensorflow[and-cuda] and jax[cuda12] (both use the CUDA 12 wheels)
+#   pip cannot make two extras exclusive, so this script removes the other build first: one
+#   environment holds one of them.
 # Environment:
 #   CNNBENCH_VENV    where the venv goes (default: .venv in the repo)
 #   CNNBENCH_CACHE   where the built Horovod wheel is cached (default: ~/.cache/cnnbench)
+#   CNNBENCH_INSTALLER  uv (default) or pip: what installs cnnbench and its dependencies. uv is
+#                    installed into the venv with pip; where it cannot be had or fails, pip does it.
 #   PYTHON           the interpreter to build the venv from (default: python3.11, else python3)
 #   HOROVOD_*        passed through to Horovod's build; defaults below give a CPU build with
 #                    Gloo. On a GPU cluster set e.g. HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_WITH_MPI=1.
@@ -17,8 +23,16 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${CNNBENCH_VENV:-$repo/.venv}"
 cache="${CNNBENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnbench}"
 hvd_version="0.28.1"
-extra=""
-[ "${1:-}" = "--gpu" ] && extra="[gpu]"
+build="cpu"
+case "${1:-}" in
+  "") ;;
+  --gpu) build="gpu" ;;
+  *) printf '[setup] ERROR: unknown option %s (usage: bash scripts/setup.sh [--gpu])\n' "$1" >&2; exit 2 ;;
+esac
+case "${CNNBENCH_INSTALLER:-uv}" in
+  uv|pip) ;;
+  *) printf '[setup] ERROR: CNNBENCH_INSTALLER must be uv or pip, not %s\n' "$CNNBENCH_INSTALLER" >&2; exit 2 ;;
+esac
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -48,14 +62,40 @@ fi
 vpy="$venv/bin/python"
 run_logged pip-upgrade "$vpy" -m pip install -q --upgrade pip setuptools wheel
 
-log "installing cnnbench${extra} and its dependencies (TensorFlow, JAX, pandas, pytest, ...)"
-if [ -n "$extra" ]; then
-  # the gpu extra replaces tensorflow-cpu and jax[cpu] with their CUDA builds
-  run_logged install "$vpy" -m pip install -q -e "$repo" --no-deps
-  run_logged install-deps "$vpy" -m pip install -q \
-    $("$vpy" -c 'import tomllib,sys; d=tomllib.load(open(sys.argv[1],"rb"))["project"]; print(" ".join([x for x in d["dependencies"] if not x.startswith(("tensorflow", "jax"))] + d["optional-dependencies"]["gpu"]))' "$repo/pyproject.toml")
-else
-  run_logged install "$vpy" -m pip install -q -e "$repo"
+# The other build's distributions, where an earlier run installed them: tensorflow-cpu and
+# tensorflow write the same `tensorflow` module, and JAX's CUDA plugins would load under jax[cpu].
+if [ "$build" = gpu ]; then other=(tensorflow-cpu); else other=(tensorflow jax-cuda12-plugin jax-cuda12-pjrt); fi
+present=($("$vpy" -m pip show "${other[@]}" 2>/dev/null | sed -n 's/^Name: //p' || true))
+if [ "${#present[@]}" -gt 0 ]; then
+  log "removing ${present[*]} (the other framework build)"
+  run_logged uninstall-other "$vpy" -m pip uninstall -y -q "${present[@]}"
+fi
+
+log "installing cnnbench[$build,test] and its dependencies (TensorFlow, JAX, pandas, pytest, ...)"
+# uv installs the same requirements from its warm cache in seconds where pip takes minutes: it
+# links the unpacked wheels from its cache instead of unpacking each again (measured:
+# docs/measurements/2026-12-02-setup-timing.md). It reads neither pip.conf nor PIP_*, so it is
+# given pip's indexes, find-links and constraints as flags.
+uv_install() {
+  [ "${CNNBENCH_INSTALLER:-uv}" = uv ] || return 1
+  [ -x "$venv/bin/uv" ] || "$vpy" -m pip install -q uv >"$cache/logs/uv-get.log" 2>&1 || return 1
+  local args=() key val u
+  while IFS= read -r line; do
+    key="${line%%=*}"; key="${key##*.}"; val="${line#*=}"; val="${val#\'}"; val="${val%\'}"
+    case "$key" in
+      index-url) args+=(--index-url "$val") ;;
+      extra-index-url) for u in $val; do args+=(--extra-index-url "$u"); done ;;
+      find-links) for u in $val; do args+=(--find-links "$u"); done ;;
+      constraint) for u in $val; do args+=(--constraint "$u"); done ;;
+      no-index) args+=(--no-index) ;;
+    esac
+  done < <("$vpy" -m pip config list 2>/dev/null)
+  "$venv/bin/uv" pip install -q --compile-bytecode --python "$vpy" "${args[@]}" -e "$repo[$build,test]" >"$cache/logs/install-uv.log" 2>&1
+}
+mkdir -p "$cache/logs"
+if ! uv_install; then
+  [ "${CNNBENCH_INSTALLER:-uv}" = uv ] && log "uv could not install it (log: $cache/logs/); installing with pip"
+  run_logged install "$vpy" -m pip install -q -e "$repo[$build,test]"
 fi
 
 # ---- Horovod -------------------------------------------------------------------------
@@ -103,10 +143,10 @@ else
   run_logged horovod-install "$vpy" -m pip install -q "$whl"
 fi
 
-run_logged horovod-check "$venv/bin/horovodrun" --check-build
-if ! grep -q '\[X\] TensorFlow' "$cache/logs/horovod-check.log" \
-   || ! grep -q '\[X\] Gloo' "$cache/logs/horovod-check.log"; then
-  cat "$cache/logs/horovod-check.log" >&2
-  die "horovodrun --check-build does not list TensorFlow and Gloo"
-fi
+# What `horovodrun --check-build` lists (TensorFlow's ops load, Gloo is built), asked in one
+# process: the command imports TensorFlow five times over (40 s of CPU here, against 7 s).
+[ -x "$venv/bin/horovodrun" ] || die "horovodrun is missing from $venv/bin"
+run_logged horovod-check "$vpy" -c 'import horovod.tensorflow as hvd
+assert hvd.gloo_built(), "horovod is built without Gloo"
+print("horovod: TensorFlow ops load, Gloo built")'
 log "ready: $venv (activate with: source $venv/bin/activate)"

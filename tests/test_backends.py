@@ -17,7 +17,9 @@ from bench.results.store import read_rows
 
 pytestmark = pytest.mark.slow
 PY = sys.executable
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+# the scripts in tests/dist/ import the project from the repo (PYTHONPATH), not from an install
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+       "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
 STEPS = str(REPO / "tests" / "dist" / "backend_steps.py")
 TINY = ["--width", "0.125", "--steps", "4", "--warmup-steps", "1", "--batch-size", "8", "--no-progress"]
 BLOCK = '''
@@ -41,7 +43,7 @@ def no_tensorflow(tmp_path_factory) -> dict:
     """An environment in which `import tensorflow` (and horovod) raises."""
     d = tmp_path_factory.mktemp("notf")
     (d / "sitecustomize.py").write_text(BLOCK)
-    return {"PYTHONPATH": str(d)}
+    return {"PYTHONPATH": os.pathsep.join([str(d), str(REPO)])}
 
 
 @pytest.fixture(scope="module")

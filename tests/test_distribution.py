@@ -20,7 +20,9 @@ from launch import get_strategy
 pytestmark = pytest.mark.distributed
 PY = sys.executable
 ONE_STEP = str(REPO / "tests" / "dist" / "one_step.py")
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+# the scripts in tests/dist/ import the project from the repo (PYTHONPATH), not from an install
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+       "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 def launcher(strategy: str, n: int = 2) -> list[str]:

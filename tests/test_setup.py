@@ -1,7 +1,16 @@
-"""The install: Horovod built against this TensorFlow, with Gloo, and importable alongside it."""
+"""The install: Horovod built against this TensorFlow, with Gloo, and importable alongside it; one
+framework build per environment; the console scripts."""
+import ast
+import re
 import shutil
 import sys
+from importlib import metadata
 from pathlib import Path
+
+import pytest
+from helpers import REPO
+
+from bench.cli import COMMANDS
 
 
 def _horovodrun() -> str:
@@ -30,3 +39,47 @@ def test_horovod_tensorflow_ops_load_in_process():
         assert hvd.gloo_built()
     finally:
         hvd.shutdown()
+
+
+def _project() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_the_base_install_holds_no_framework_and_no_test_tool():
+    """Frameworks come from exactly one of the `cpu` and `gpu` extras, test tools from `test`."""
+    project = _project()
+    extras = project["optional-dependencies"]
+    base = {_name(r) for r in project["dependencies"]}
+    frameworks = {_name(r) for r in extras["cpu"] + extras["gpu"]}
+    assert {"tensorflow", "tensorflow-cpu", "jax", "keras"} <= frameworks and not base & frameworks
+    assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-benchmark", "hypothesis"}
+    assert not base & {"pytest", "pytest-benchmark", "hypothesis"}
+
+
+def test_this_environment_holds_one_tensorflow_build():
+    """tensorflow-cpu and tensorflow install the same `tensorflow` module over each other; pip
+    cannot forbid both extras, so scripts/setup.sh removes the other build before it installs one."""
+    installed = []
+    for dist in ("tensorflow", "tensorflow-cpu"):
+        try:
+            metadata.version(dist)
+            installed.append(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    assert len(installed) == 1, f"TensorFlow builds installed here: {installed or 'none'}"
+
+
+def test_console_scripts_are_the_dispatchers_commands():
+    """`cnnbench-NAME` and `cnnbench NAME` start the same tool, each a module with a main()."""
+    scripts = dict(_project()["scripts"])
+    assert scripts.pop("cnnbench") == "bench.cli:main"
+    assert scripts == {f"cnnbench-{name}": f"{module}:main" for name, module in COMMANDS.items()}
+    for module in COMMANDS.values():
+        path = REPO / (module.replace(".", "/") + ".py")
+        tree = ast.parse(path.read_text())
+        assert any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body), f"{path} has no main()"

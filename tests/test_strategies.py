@@ -160,39 +160,6 @@ def test_launch_imports_no_framework_and_nothing_from_bench_but_errors_and_procs
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
-def test_no_import_cycles_between_modules():
-    """Module-level imports among the project's own modules form no cycle."""
-    mods = {}
-    for pkg in ("bench", "launch", "models"):
-        for path in (REPO / pkg).rglob("*.py"):
-            parts = path.relative_to(REPO).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            tree = ast.parse(path.read_text())
-            deps = set()
-            for node in tree.body:  # module level only: imports inside functions run later
-                if isinstance(node, ast.ImportFrom):
-                    base = node.module or ""
-                    if node.level:
-                        base = f"{pkg}.{base}" if base else pkg
-                    deps |= {base, *(f"{base}.{a.name}" for a in node.names)}
-                elif isinstance(node, ast.Import):
-                    deps |= {a.name for a in node.names}
-            mods[name] = deps
-    graph = {m: {d for d in deps if d in mods and d != m} for m, deps in mods.items()}
-    state: dict[str, int] = {}
-
-    def visit(m, trail):
-        state[m] = 1
-        for d in graph[m]:
-            assert state.get(d) != 1, f"import cycle: {' -> '.join([*trail, m, d])}"
-            if d not in state:
-                visit(d, [*trail, m])
-        state[m] = 2
-    for m in graph:
-        if m not in state:
-            visit(m, [])
-
-
 def test_the_registry_config_and_sweep_import_no_framework():
     code = ("import sys, launch, bench.config.parse, bench.sweep.cli, bench.results.load\n"
             "bad = [m for m in ('tensorflow', 'keras', 'horovod', 'jax') if m in sys.modules]\n"

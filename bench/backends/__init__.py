@@ -102,8 +102,6 @@ def quiet_import(module: str) -> None:
     error after the import stays one line."""
     if module in sys.modules:
         return
-    import tempfile
-
 
     sys.stderr.flush()
     saved = os.dup(2)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import faulthandler
 import os
 import subprocess
 import sys
@@ -42,8 +43,6 @@ def startup_watchdog(seconds: float, message: str):
     faulthandler's own C thread (it needs no GIL) ends the process with exit code 1, writing its
     traceback dump into a pipe; a helper process reading that pipe then prints `message` as the
     one line that says why. Leaving the block in time disarms both."""
-    import faulthandler
-
     read, write = os.pipe()
     try:
         helper = subprocess.Popen([sys.executable, "-c", _WATCHDOG, message], stdin=read, stdout=subprocess.DEVNULL)

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -202,8 +203,6 @@ def _check_save_weights(path: str) -> None:
 
 def _check_profile_steps(cfg: RunConfig) -> None:
     """A-B within the timed steps, leaving at least one step to measure."""
-    import re
-
     steps = cfg.steps or DEFAULT_STEPS[cfg.mode]
     m = re.fullmatch(r"(\d+)-(\d+)", cfg.profile_steps.strip())
     if m is None:

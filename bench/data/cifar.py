@@ -1,6 +1,7 @@
 """CIFAR-100 in its official python format: found in a folder or its .tar.gz, decoded and checked; and the writer of that format (for tests and the lab's fixtures)."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tarfile
@@ -75,8 +76,6 @@ def cifar100_split_pickle(rows: np.ndarray, labels) -> bytes:
 
 def cifar100_archive(splits: dict[str, bytes]) -> bytes:
     """A cifar-100-python.tar.gz holding the given split pickles (for tests and benchmarks)."""
-    import io
-
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for split, blob in splits.items():

@@ -15,6 +15,8 @@ import argparse
 import os
 import sys
 
+import numpy as np
+
 from bench.backends import select
 from bench.config.schema import RunConfig
 from bench.lab.overhead import fmt, paired_ratio
@@ -43,8 +45,6 @@ def main(argv: list[str] | None = None) -> int:
 
     select("tensorflow")
     import keras
-    import numpy as np
-
 
     print(f"# fused BatchNorm vs Keras' on TensorFlow: batch {args.batch_size}, {args.image_size} px, "
           f"width {args.width:g}, {args.optimizer}, xla={args.xla}, {args.steps} steps x {args.rounds} rounds, "

@@ -17,6 +17,7 @@ budget stops it cleanly, naming what it skipped.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -39,7 +40,6 @@ def fit_images_per_sec(name: str, batch: int, width: float, precision: str, step
     """Keras `fit` (jit_compile, the same optimizer and loss) on one fixed batch: images/sec of
     its epoch loop, after an untimed warmup epoch that compiles."""
     import keras
-
 
     cfg = RunConfig(model=name, batch_size=batch, precision=precision, backend="jax", width=width)
     apply_precision_policy(precision)
@@ -80,8 +80,6 @@ class _Peaks:
 
 def _free() -> None:
     """Let the next configuration have the device's memory."""
-    import gc
-
     import keras
 
     keras.backend.clear_session()
@@ -107,7 +105,6 @@ def main(argv: list[str] | None = None) -> int:
 
     select("jax")
     import jax
-
 
     check_output(args.output)
     device = jax.local_devices()[0]

@@ -17,11 +17,14 @@ a contender's images/sec for a round is steps x batch / wall time of those steps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 import models
 from bench.backends import select
@@ -39,9 +42,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _write_random_cifar(folder: Path, n_train: int = 10000, n_test: int = 1000) -> Path:
-    import numpy as np
-
-
     rng = np.random.default_rng(0)
     path = folder / CIFAR_ARCHIVE
     path.write_bytes(cifar100_archive({
@@ -66,11 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     select(args.backend)
-    import dataclasses
 
     import keras
-    import numpy as np
-
 
     tmp = tempfile.TemporaryDirectory()
     data_dir = args.data_dir or str(_write_random_cifar(Path(tmp.name)))
@@ -166,9 +163,6 @@ def epoch_clock():
 
 def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Median of the per-round ratios a/b, with the 95% CI of their mean."""
-    import numpy as np
-
-
     r = np.asarray(a) / np.asarray(b)
     half = ci95_halfwidth(r)
     return float(np.median(r)), float(r.mean() - half), float(r.mean() + half)

@@ -133,8 +133,6 @@ def peer_row(match: Match, run: PeerRun, peer_version: str) -> dict:
 def trace_ops(path: str | Path) -> dict[str, float]:
     """Milliseconds per op type in one step of the peer's --trace_file (TensorFlow's Chrome-trace
     timeline of one warmup step), summed over the executor's threads."""
-    import json
-
     events = json.loads(Path(path).read_text())["traceEvents"]
     out: dict[str, float] = {}
     for e in events:
@@ -145,7 +143,6 @@ def trace_ops(path: str | Path) -> dict[str, float]:
 
 
 def _median(xs: list[float]) -> float:
-    import numpy as np
     return float(np.median(xs))
 
 

@@ -13,6 +13,8 @@ needs only jaxlib, so it also runs where TensorFlow is absent.
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import re
 import sys
 from collections import defaultdict
@@ -207,8 +209,6 @@ def _union_us(spans: list[tuple[float, float]]) -> float:
 def read_timeline(path: str | Path, steps: int) -> Timeline:
     """Parse Horovod's timeline (Chrome trace events, one pid per tensor, nested B/E spans; the
     file may lack its closing bracket) into wall time per step."""
-    import json
-
     text = Path(path).read_text().strip().rstrip(",")
     events = json.loads(text if text.endswith("]") else text + "]")
     names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
@@ -238,8 +238,6 @@ def read_timeline(path: str | Path, steps: int) -> Timeline:
 def autotune_best(path: str | Path) -> str:
     """The best-scoring sample in Horovod's autotune log (a CSV, one scored sample per row, the
     score last), as "name=value; ..."; or why there is none."""
-    import csv
-
     if not Path(path).exists():
         return "no samples (the run ended before the autotuner scored one)"
     rows = [r for r in csv.reader(Path(path).read_text().splitlines()) if r]

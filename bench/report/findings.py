@@ -6,6 +6,7 @@ median ratio (a real row pair, with its own CI) and gives the range over all of 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -42,9 +43,6 @@ def num(x: float) -> str:
 
 
 def _defaults() -> dict[str, Any]:
-    import dataclasses
-
-
     return {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import functools
+import hashlib
 import os
 import platform
 import socket
@@ -65,8 +66,6 @@ def _static_provenance() -> dict[str, Any]:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import time
 from typing import Any, Callable, Iterator
@@ -72,7 +73,6 @@ def _memory_breach(progress: _Progress, message: str) -> None:
     """The guard's end of a run, from its own thread while the main one may be stuck inside a
     framework op: the chief appends an `oom` row (the same builder and store as any run's),
     then the process ends with exit 1 at once, as the kernel would have ended it, but recorded."""
-    import os
 
     session = progress.session
     try:

@@ -11,6 +11,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from bench.config.schema import WEIGHTS_SUFFIX
 from bench.errors import BenchInputError, one_line
 from bench.results.provenance import file_sha256
@@ -100,8 +102,6 @@ def load_initial_weights(model: "keras.Model", path: str) -> str:
 def save_weights(model: "keras.Model", path: str) -> None:
     """Write the weights beside `path` and rename them into place: a failed write (a full disk)
     leaves any earlier file at `path` whole, and no partial file behind."""
-    import numpy as np
-
     p = Path(path)
     # h5py cannot fail a write cleanly: after ENOSPC it crashed the process (SIGSEGV) as it freed its
     # objects. So refuse, as the OS would, where the file cannot fit: its variables plus HDF5's own

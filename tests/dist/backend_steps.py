@@ -4,16 +4,14 @@ backend and one strategy; save the losses and the final weights.
 Used by tests/test_backends.py: TensorFlow against JAX from the same weights file, and JAX's
 mirrored mesh against a single device.
 
-    python tests/dist/backend_steps.py --backend B --strategy S --model M --init-weights W --out F.npz
+    PYTHONPATH=. python tests/dist/backend_steps.py --backend B --strategy S --model M --init-weights W --out F.npz
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[2])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

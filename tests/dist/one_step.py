@@ -4,7 +4,7 @@ Used by tests/test_distribution.py under the real launchers (horovodrun, launch.
 Each rank seeds its own weights differently, so only broadcast_initial_state (or the strategy's
 own initial sync) can make them start equal.
 
-    python tests/dist/one_step.py --strategy S --out DIR [--cpu-replicas N] [--model M] [--steps K]
+    PYTHONPATH=. python tests/dist/one_step.py --strategy S --out DIR [--cpu-replicas N] [--model M] [--steps K]
         [--hvd-compression fp16] [--no-gradient-sync] [--also M2:K2 ...]
 
 --also trains more models after the first under the same strategy, in the same processes (one
@@ -17,7 +17,6 @@ import os
 import sys
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[2])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

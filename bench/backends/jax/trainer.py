@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
@@ -209,8 +210,6 @@ def make_step(trainer: JaxTrainer, dist: MeshDistribution, source: "DataSource",
 
 def versions() -> dict[str, Any]:
     """The JAX stack and the device kind, for the row."""
-    from importlib import metadata
-
     import jax
 
     def version(pkg: str) -> str:
