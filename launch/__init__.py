@@ -3,7 +3,6 @@ adding one means writing its class, adding it to STRATEGIES below, and giving ea
 that runs it an adapter (its ADAPTERS table). Importing this imports no framework."""
 from __future__ import annotations
 
-
 from bench.errors import BenchInputError
 
 from .base import STRATEGY_OPTIONS, Launch, Strategy, StrategyConfig

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 from typing import TYPE_CHECKING, cast
 
 from bench.backends.base import Backend, backend_members
