@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # xdist's workers ignore SIGINT (Ctrl-C belongs to the controller), and a child started with
+    # SIGINT ignored keeps ignoring it: the tests that send Ctrl-C to a run, a sweep or a local
+    # cluster need the children to start with Python's own handler, as from a shell.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))

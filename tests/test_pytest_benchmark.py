@@ -11,11 +11,13 @@ from bench.results.columns import COLUMNS
 from bench.results.load import load_results
 from bench.results.store import read_rows
 
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+# pytest-benchmark switches itself off inside an xdist worker (it reads PYTEST_XDIST_WORKER):
+# the inner run is a plain, serial pytest
+ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _pytest(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", *args], cwd=REPO,
                           env=ENV, capture_output=True, text=True, timeout=600)
 
 

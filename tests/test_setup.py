@@ -57,8 +57,8 @@ def test_the_base_install_holds_no_framework_and_no_test_tool():
     base = {_name(r) for r in project["dependencies"]}
     frameworks = {_name(r) for r in extras["cpu"] + extras["gpu"]}
     assert {"tensorflow", "tensorflow-cpu", "jax", "keras"} <= frameworks and not base & frameworks
-    assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-benchmark", "hypothesis"}
-    assert not base & {"pytest", "pytest-benchmark", "hypothesis"}
+    assert {_name(r) for r in extras["test"]} == {"pytest", "pytest-benchmark", "pytest-xdist", "hypothesis"}
+    assert not base & {"pytest", "pytest-benchmark", "pytest-xdist", "hypothesis"}
 
 
 def test_this_environment_holds_one_tensorflow_build():
