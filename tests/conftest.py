@@ -15,6 +15,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import signal
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # likewise for SIGHUP, which a child left ignored keeps ignoring
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
