@@ -62,9 +62,10 @@ def _load_one(path: Path):
     file, row (1 = the first data row) and column."""
     import pandas as pd
 
-
     try:
-        raw = pd.read_csv(io.StringIO(_results_text(path)), dtype=str, keep_default_na=False, na_values=[""])
+        # the python engine: pandas' C parser ends a cell at a NUL byte (pandas 3.0.6)
+        raw = pd.read_csv(io.StringIO(_results_text(path)), dtype=str, keep_default_na=False, na_values=[""],
+                          engine="python")
     except pd.errors.ParserError as e:
         raise BenchInputError(f"{path} is not a readable CSV: {e}") from None
     for c in raw.columns:

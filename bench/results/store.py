@@ -346,7 +346,8 @@ def read_rows(path: str | os.PathLike):
 
     # text columns stay text: a hex run id or commit like 1234e5678901 would otherwise read as a float
     text = {c: str for c, kind in COLUMN_TYPES.items() if kind == "str"}
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""], compression=None, dtype=text)
+    # the python engine keeps a NUL byte inside a cell, where the C parser ends the cell
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""], compression=None, dtype=text, engine="python")
     for col in df.columns:
         if df[col].dtype == object or isinstance(df[col].dtype, pd.StringDtype):
             df[col] = df[col].map(unprotect_cell, na_action="ignore")
