@@ -26,7 +26,7 @@ def write_cifar100(path: Path, n_train: int = 64, n_test: int = 32, *, seed: int
     """
     import numpy as np
 
-    from bench.data.cifar import CIFAR_DIR, cifar100_archive, cifar100_split_pickle
+    from bench.data.sets.cifar100 import CIFAR_DIR, cifar100_archive, cifar100_split_pickle
 
     rng = np.random.default_rng(seed)
     expected, blobs = {}, {}

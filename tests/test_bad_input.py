@@ -559,7 +559,7 @@ def _string_label_archive(path: Path) -> None:
 
     import numpy as np
 
-    from bench.data.cifar import cifar100_archive
+    from bench.data.sets.cifar100 import cifar100_archive
 
     rows = np.zeros((4, 3072), np.uint8)
     blob = pickle.dumps({b"data": rows, b"fine_labels": ["cat", "dog", "cat", "dog"]}, protocol=2)

@@ -1,10 +1,15 @@
 """Data sources: the CIFAR-100 format, digits, synthetic, and bad-data errors."""
+import pkgutil
+
 import numpy as np
 import pytest
 from helpers import write_cifar100
 
+import bench.data.sets as data_sets
+from bench.config import schema
 from bench.config.schema import RunConfig
-from bench.data.cifar import load_cifar100
+from bench.data import source
+from bench.data.sets.cifar100 import load_cifar100
 from bench.data.source import load_data
 from bench.errors import BenchInputError
 
@@ -97,3 +102,32 @@ def test_bad_cifar_data_is_a_clear_error(tmp_path, case, match):
         path = tmp_path
     with pytest.raises(BenchInputError, match=match):
         load_data(_cfg(data="cifar100", data_dir=str(path), num_classes=10 if case == "labels" else None))
+
+
+
+def test_a_data_set_is_one_module_found_by_scanning_the_package(tmp_path, monkeypatch):
+    """A module defining DATA_SET in bench/data/sets/ is a --data choice with its own class count
+    and reader; nothing else names it."""
+    (tmp_path / "stripes.py").write_text(
+        "import numpy as np\n"
+        "from bench.data.sets import DataSet\n"
+        "from bench.data.sets.split import Split\n"
+        "def read(data_dir):\n"
+        "    x = np.zeros((6, 4, 4, 3), np.uint8); x[:, ::2] = 255\n"
+        "    return Split(x, np.arange(6, dtype=np.int32) % 3), Split(x[:3], np.arange(3, dtype=np.int32))\n"
+        "DATA_SET = DataSet('stripes', classes=3, about='stripes', read=read, dir_help='any folder')\n")
+    monkeypatch.setattr(data_sets, "__path__", [*data_sets.__path__, str(tmp_path)])
+    found = data_sets._discover()
+    assert list(found)[:3] == ["synthetic", "cifar100", "digits"] and found["stripes"].takes_dir
+    for module in (schema, source):  # the two readers of the table this test reaches
+        monkeypatch.setattr(module, "DATA_SETS", found)
+    cfg = RunConfig(model="resnet18", data="stripes", image_size=4).resolved(has_gpu=False)
+    assert cfg.num_classes == 3  # the natural class count is the module's
+    src = source.read_data(cfg)
+    assert src.train_size == 6 and src.test.images.shape == (3, 4, 4, 3)
+
+
+def test_every_module_of_the_data_sets_package_declares_one_data_set():
+    modules = {m.name for m in pkgutil.iter_modules(data_sets.__path__)} - {"split"}
+    assert modules == set(data_sets.DATA_SETS)
+    assert next(iter(data_sets.DATA_SETS)) == RunConfig(model="vgg11").data  # the default comes first

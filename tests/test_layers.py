@@ -19,6 +19,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("errors, procs", ("bench", "bench.errors", "bench.procs")),
     ("models", ("models",)),
     ("launch (specs)", ("launch",)),
+    ("data sets", ("bench.data.sets",)),  # declarations and numpy readers: config takes its choices from them
     ("config", ("bench.config",)),
     ("results", ("bench.results",)),
     ("measure, data", ("bench.measure", "bench.data")),

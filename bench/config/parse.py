@@ -22,6 +22,7 @@ from bench.config.schema import (
     RunConfig,
     schema,
 )
+from bench.data.sets import DATA_SETS
 from bench.errors import BenchInputError, one_line
 from launch import check_config, default_strategy
 from launch.base import OPTION_ALIASES
@@ -121,13 +122,16 @@ def validate(cfg: RunConfig) -> None:
     check_config(cfg)
     if cfg.target_accuracy is not None and not cfg.epochs:
         raise BenchInputError(f"--target-accuracy needs --epochs. Received: target_accuracy={cfg.target_accuracy}")
-    if cfg.data_dir is not None and cfg.data != "cifar100":
-        raise BenchInputError(f"--data-dir needs --data cifar100. Received: data={cfg.data}, data_dir={cfg.data_dir}")
+    data_set = DATA_SETS[cfg.data]
+    if cfg.data_dir is not None and not data_set.takes_dir:
+        takes = " or ".join(d.name for d in DATA_SETS.values() if d.takes_dir)
+        raise BenchInputError(f"--data-dir needs --data {takes}. Received: data={cfg.data}, data_dir={cfg.data_dir}")
     if cfg.data_dir is not None and not Path(cfg.data_dir).exists():
         raise BenchInputError(f"data path does not exist: data_dir={cfg.data_dir}")
-    if cfg.data == "synthetic" and cfg.epochs:
-        raise BenchInputError("accuracy mode (--epochs) needs a real data set (--data digits or cifar100). "
-                              "Received: data=synthetic")
+    if not data_set.real and cfg.epochs:
+        real = " or ".join(d.name for d in DATA_SETS.values() if d.real)
+        raise BenchInputError(f"accuracy mode (--epochs) needs a real data set (--data {real}). "
+                              f"Received: data={cfg.data}")
     out = Path(cfg.output)
     if out.exists() and out.is_dir():
         raise BenchInputError(f"--output is a directory: output={cfg.output}")

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.data.sets import DATA_SETS
 from launch import DEFAULT_STRATEGY, strategy_names
 from launch.base import BACKENDS, MAX_TIMEOUT_S
 from models.common import FORMS  # the zoo imports no Keras until a model is built
 
 DEFAULT_BACKEND = BACKENDS[0]
-DATASETS = ("synthetic", "cifar100", "digits")
 PRECISIONS = ("fp32", "mixed_bf16", "mixed_fp16")
 OPTIMIZERS = ("adam", "sgd")
 MODES = ("train", "inference")
@@ -25,8 +25,6 @@ SOURCES = ("cli", "sweep", "pytest", "tf_cnn_benchmarks")  # the last: the peer'
 # exit 2, no row (a person at the command line); or keep a row with status oom_predicted (a sweep)
 ON_PREDICTED_OOM = ("refuse", "row")
 DEFAULT_OUTPUT = "results/runs.csv"
-# Natural class count per data set (synthetic follows CIFAR-100, the course's recipe).
-NATURAL_CLASSES = {"synthetic": 100, "cifar100": 100, "digits": 10}
 # the optimizers' default learning rates: in accuracy mode (--epochs) the course's recipe; in a
 # throughput run a setting that stays finite for 60 steps on every registered model at 32 and
 # 224 px (tests/test_models.py). At 224 px SGD at 0.1 diverged within 10 steps on vgg16, vgg19
@@ -81,14 +79,15 @@ class RunConfig:
                                          help="default: the strategy whose launcher started this process, else single"))
     backend: str = opt(DEFAULT_BACKEND, **_key("str", choices=BACKENDS, group="where it runs",
                                             help="the Keras backend: tensorflow (default) or jax"))
-    data: str = opt("synthetic", **_key("str", choices=DATASETS, group="data and size"))
+    data: str = opt(next(iter(DATA_SETS)), **_key("str", choices=tuple(DATA_SETS), group="data and size",
+                                                  help="; ".join(f"{d.name}: {d.about}" for d in DATA_SETS.values())))
     batch_size: int | None = opt(None, **_key("int", lo=1, hi=2**20, group="data and size",
                                               help="per-replica batch size (default: 128 with a GPU, 32 on CPU-only machines)"))
     data_dir: str | None = opt(None, "str", group="data and size",
-                               help="cifar100: a cifar-100-python .tar.gz, its extracted folder, "
-                               "or a folder holding either (default: Keras' cache, then download)")
+                               help="; ".join(f"{d.name}: {d.dir_help}" for d in DATA_SETS.values() if d.takes_dir))
     num_classes: int | None = opt(None, **_key("int", lo=1, hi=100_000, group="data and size",
-                                               help="default: the data set's (100 for synthetic and cifar100, 10 for digits)"))
+                                               help="default: the data set's (" + ", ".join(f"{d.classes} for {d.name}"
+                                                                            for d in DATA_SETS.values()) + ")"))
     image_size: int = opt(32, **_key("int", lo=1, hi=4096, group="data and size"))
     mode: str = opt("train", **_key("str", choices=MODES, group="what to measure",
                                     help="train: forward, backward and update; inference: the forward pass only "
@@ -126,7 +125,8 @@ class RunConfig:
     momentum: float = opt(0.9, **_key("float", lo=0.0, hi=1.0))
     weight_decay: float = opt(0.0, **_key("float", lo=0.0, hi=1.0))
     augment: bool = opt(False, **_key("bool", action="toggle",
-                                      help="pad-4 random crop and horizontal flip (cifar100, digits)"))
+                                      help="pad-4 random crop and horizontal flip (real data sets: "
+                                      + ", ".join(d.name for d in DATA_SETS.values() if d.real) + ")"))
     normalize: bool = opt(False, **_key("bool", action="toggle",
                                         help="per-channel mean/std normalisation after /255"))
     seed: int = opt(0, **_key("int", lo=0, hi=MAX_SEED))
@@ -230,7 +230,7 @@ class RunConfig:
             self,
             batch_size=self.batch_size or (128 if has_gpu else 32),
             steps=self.steps or DEFAULT_STEPS[self.mode],
-            num_classes=self.num_classes or NATURAL_CLASSES[self.data],
+            num_classes=self.num_classes or DATA_SETS[self.data].classes,
             xla=True if jax else (has_gpu if self.xla is None else self.xla),
             threads=0 if jax else self.threads,
         )

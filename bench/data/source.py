@@ -13,9 +13,8 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from bench.config.schema import RunConfig
-from bench.data.cifar import load_cifar100
-from bench.data.digits import load_digits_splits
-from bench.data.split import Split
+from bench.data.sets import DATA_SETS
+from bench.data.sets.split import Split
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +197,12 @@ def read_data(cfg: "RunConfig") -> DataSource:
     data is found before any framework starts. `cfg.num_classes` must be resolved."""
     src = DataSource(cfg.data, cfg.num_classes, cfg.image_size, normalize=cfg.normalize,
                      augment=cfg.augment, seed=cfg.seed)
-    if cfg.data == "synthetic":
-        return src
-    if cfg.data == "cifar100":
-        train, test = load_cifar100(cfg.data_dir)
-    elif cfg.data == "digits":
-        train, test = load_digits_splits()
-    else:
+    data_set = DATA_SETS.get(cfg.data)
+    if data_set is None:
         raise BenchInputError(f"unknown data set: data={cfg.data!r}")
+    if not data_set.real:
+        return src
+    train, test = data_set.read(cfg.data_dir)
     _check_labels(train, cfg.num_classes, f"{cfg.data} train")
     _check_labels(test, cfg.num_classes, f"{cfg.data} test")
     src.train, src.test = train, test

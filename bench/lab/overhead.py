@@ -30,7 +30,7 @@ import models
 from bench.backends import select
 from bench.backends.keras_common import make_optimizer
 from bench.config.schema import RunConfig
-from bench.data.cifar import CIFAR_ARCHIVE, cifar100_archive, cifar100_split_pickle
+from bench.data.sets.cifar100 import CIFAR_ARCHIVE, cifar100_archive, cifar100_split_pickle
 from bench.data.source import synthetic_arrays
 from bench.measure.stats import ci95_halfwidth
 from bench.measure.timing import run_steps

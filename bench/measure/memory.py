@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from bench.config.key import _missing
+from bench.data.sets import DATA_SETS
 from bench.errors import PredictedOOM, Status
 
 if TYPE_CHECKING:
@@ -80,10 +81,10 @@ HOST_TERMS = {
                                     input=2.00, weights=1.5),
 }
 # Real data on a CPU, not calibrated (the calibration ran on synthetic data): the data set's
-# uint8 arrays in RAM and the framework's copy of them (CIFAR-100's 60,000 32x32 images; the
-# digits are a few hundred kB), and per image, batches in flight (tf.data's prefetch, the
-# host prefetch queue) beyond the synthetic batch's copies.
-DATA_SET_BYTES = {"cifar100": 2 * 60000 * 32 * 32 * 3, "digits": 0, "synthetic": 0}
+# arrays in RAM and the framework's copy of them (DataSet.resident_bytes: CIFAR-100's 60,000 32x32
+# images; the digits are a few hundred kB), and per image, batches in flight (tf.data's prefetch,
+# the host prefetch queue) beyond the synthetic batch's copies.
+DATA_SET_COPIES = 2
 REAL_DATA_BATCHES_IN_FLIGHT = 2
 
 
@@ -129,7 +130,7 @@ def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, o
         in_flight = REAL_DATA_BATCHES_IN_FLIGHT if cfg.data != "synthetic" else 0
         per_image = (t.act * kept + t.lrn * lrn + t.widest * widest + t.patches * patches
                      + (t.input + in_flight) * image)
-        runtime = t.base + t.per_layer * len(desc.layers) + t.weights * weights + DATA_SET_BYTES.get(cfg.data, 0)
+        runtime = t.base + t.per_layer * len(desc.layers) + t.weights * weights + DATA_SET_COPIES * DATA_SETS[cfg.data].resident_bytes
     est = Estimate(int(state), int(per_image), int(cfg.batch_size), int(replicas), int(runtime))
     if not (math.isfinite(est.total_bytes) and est.total_bytes > 0):
         raise AssertionError(f"memory estimate is not a positive finite number: {est}")  # a bug, never input

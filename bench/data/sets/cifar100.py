@@ -7,15 +7,12 @@ import pickle
 import tarfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.data.sets import DataSet
+from bench.data.sets.split import Split
 from bench.errors import BenchInputError
-
-if TYPE_CHECKING:
-    pass
-from bench.data.split import Split
 
 CIFAR_DIR = "cifar-100-python"
 CIFAR_ARCHIVE = "cifar-100-python.tar.gz"
@@ -132,3 +129,9 @@ def _load_cifar100(data_dir: str | None) -> tuple[Split, Split]:
                                   f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
         return Split(xtr, ytr.reshape(-1).astype(np.int32)), Split(xte, yte.reshape(-1).astype(np.int32))
     return _cifar_from_archive(path) if path.is_file() else _cifar_from_folder(path)
+
+
+DATA_SET = DataSet("cifar100", classes=100, about="CIFAR-100 from --data-dir or Keras' cache", read=load_cifar100,
+                   dir_help="a cifar-100-python .tar.gz, its extracted folder, or a folder holding either "
+                   "(default: Keras' cache, then download)",
+                   resident_bytes=60000 * CIFAR_SIDE * CIFAR_SIDE * 3, order=1)
