@@ -27,7 +27,7 @@ class Mirrored(Strategy):
     process data-parallel over a mesh of the local devices."""
 
     name = "mirrored"
-    backends = BACKENDS
+    backends = ("tensorflow", "jax")  # named: a new backend claims it with its adapter
     options = ("cpu_replicas", "all_reduce")
     # --all-reduce -> tf.distribute's cross-device ops class (auto: the strategy's own choice)
     CROSS_DEVICE_OPS = {"nccl": "NcclAllReduce", "hierarchical": "HierarchicalCopyAllReduce",
@@ -120,7 +120,7 @@ class MultiWorker(Strategy):
     on JAX, jax.distributed with TF_CONFIG's first task as the coordinator)."""
 
     name = "multiworker"
-    backends = BACKENDS
+    backends = ("tensorflow", "jax")  # named: a new backend claims it with its adapter
     options = ("all_reduce", "all_reduce_pack_mb")
     # --all-reduce -> CommunicationImplementation (auto: the strategy's own choice)
     COMMUNICATION = {"ring": "RING", "nccl": "NCCL"}

@@ -82,6 +82,8 @@ CASES = [
     ("run-epochs-on-synthetic", "run", ["vgg11", "--epochs", "2"], {}, 2, "data=synthetic"),
     ("run-data-dir-for-digits", "run", ["vgg11", "--data", "digits", "--data-dir", "{dir}"], {}, 2, "data=digits"),
     ("run-data-dir-missing", "run", ["vgg11", "--data", "cifar100", "--data-dir", "{dir}/nope"], {}, 2, "nope"),
+    ("run-one-step-epoch", "run", ["lenet5", "--data", "digits", "--epochs", "1", "--batch-size", "1000"], {}, 2,
+     "epochs=1"),
     ("run-mode-unknown", "run", ["vgg11", "--mode", "serve"], {}, 2, "'serve'"),
     ("run-profile-steps-one-number", "run", ["vgg11", "--profile-steps", "3"], {}, 2, "profile_steps='3'"),
     ("run-profile-steps-beyond", "run", ["vgg11", "--steps", "6", "--profile-steps", "5-9"], {}, 2, "profile_steps=5-9"),

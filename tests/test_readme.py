@@ -92,3 +92,22 @@ def test_the_link_check_can_fail(tmp_path):
     page.write_text("[ok](there.md#a-heading-with-code) [gone](missing.md) [bad](there.md#nowhere) "
                     "`[code](missing.md)` [web](https://example.com)\n")
     assert broken_links(page) == ["missing.md (no such file)", "there.md#nowhere (no such heading)"]
+
+
+def test_every_run_option_is_in_the_usage_table_with_its_choices():
+    """docs/usage.md's option table names every flag of bench/run.py, and where it spells out a
+    flag's choices (`--data {a,b}`), they are the schema's: a new data set or strategy shows there."""
+    import dataclasses
+
+    from bench.config.schema import RunConfig
+
+    table = (REPO / "docs" / "usage.md").read_text()
+    for f in dataclasses.fields(RunConfig):
+        o = f.metadata.get("opt")
+        if o is None or not o.cli or o.hidden or o.positional:  # hidden: set by sweeps, not by people
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        assert f"`{flag}" in table or f"`--no-{flag[2:]}" in table, f"docs/usage.md does not document {flag}"
+        spelled = re.search(re.escape(f"`{flag} {{") + r"([^}]*)\}", table)
+        if spelled and o.allowed():
+            assert spelled.group(1).split(",") == list(o.allowed()), (flag, spelled.group(1))

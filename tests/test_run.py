@@ -89,6 +89,18 @@ def test_accuracy_mode_on_digits_beats_chance(tmp_path):
 
 
 @pytest.mark.slow
+def test_an_epoch_shorter_than_the_warmup_still_times_a_step(tmp_path):
+    """digits at global batch 512 is 2 steps an epoch: the first compiles, the default 10 warmup
+    steps shrink to none, and one step is timed (it once timed none and crashed)."""
+    out = tmp_path / "runs.csv"
+    r = run_cli("lenet5", "--data", "digits", "--epochs", "1", "--batch-size", "512", "--no-progress",
+                "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = _one_row(out)
+    assert row["status"] == "ok" and row["timed_steps"] == 1 and row["images_per_sec_median"] > 0
+
+
+@pytest.mark.slow
 def test_a_diverged_throughput_run_keeps_its_timing_and_is_flagged(tmp_path):
     out = tmp_path / "runs.csv"
     r = run_cli("resnet18", *TINY, "--optimizer", "sgd", "--lr", "1e6", "--output", str(out))

@@ -38,7 +38,7 @@ def check_installed(name: str) -> None:
     except (ImportError, ValueError):
         found = False
     if not found:
-        raise BenchInputError(f"--backend {name} needs {name}, which is not installed: {INSTALL_HINT[name]}")
+        raise BenchInputError(f"--backend {name} needs {name}, which is not installed: {INSTALL_HINT.get(name, f'pip install {name}')}")
 
 
 def select(name: str) -> None:

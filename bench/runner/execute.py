@@ -200,7 +200,8 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
     timing = Timing()
     result = AccuracyResult(target_reached=False if cfg.target_accuracy else None)
     test_batch = max(global_batch, 256)  # each rank evaluates the whole test split, this many images at a time
-    warmup = min(cfg.warmup_steps, steps_per_epoch - 1)
+    # the first epoch's first step compiles; warmup leaves it at least one step to time where it has two
+    warmup = max(0, min(cfg.warmup_steps, steps_per_epoch - 2))
     for epoch in progress("epochs", cfg.epochs):
         first = epoch == 0
         run_steps(step.run, warmup=warmup if first else 0,

@@ -180,4 +180,8 @@ def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
         if steps_per_epoch < 1:
             raise BenchInputError(f"global batch {global_batch} exceeds the {cfg.data} training split "
                                   f"({source.train_size} images). Received: batch_size={per_replica_batch}")
+        if steps_per_epoch * cfg.epochs < 2:  # the first step compiles: nothing would be left to time
+            raise BenchInputError(f"one epoch of {cfg.data} is {steps_per_epoch} step at global batch {global_batch} "
+                                  f"({source.train_size} images), and its first step compiles: nothing to time. "
+                                  f"Received: batch_size={per_replica_batch}, epochs={cfg.epochs}")
     return Session(cfg, dist, source, per_replica_batch, global_batch, steps_per_epoch, gpu_names, backend)
