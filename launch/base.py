@@ -12,7 +12,7 @@ or asks which strategy it runs under.
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Mapping, Protocol
 
 from bench.errors import BenchInputError
 
@@ -64,7 +64,7 @@ class Strategy:
     name = "single"
     # the backends with an adapter for it (each backend's ADAPTERS table; a test keeps the two equal)
     backends: tuple[str, ...] = ("tensorflow",)
-    backend_hint = ""        # what to use instead, for a backend this strategy does not support
+    backend_hint: Mapping[str, str] = {}  # per backend it does not run on: what to use instead
     scalable = True          # False: the worker count is always 1, whatever a sweep asks
     options: tuple[str, ...] = ()  # the STRATEGY_OPTIONS it takes
 
@@ -113,8 +113,8 @@ class Strategy:
     @classmethod
     def unsupported_backend(cls, backend: str) -> str:
         """The one-line refusal of `backend`, which has no adapter for this strategy."""
-        return (f"--strategy {cls.name} does not run on --backend {backend}"
-                + (f": {cls.backend_hint}" if cls.backend_hint else ""))
+        hint = cls.backend_hint.get(backend)
+        return f"--strategy {cls.name} does not run on --backend {backend}" + (f": {hint}" if hint else "")
 
     @classmethod
     def check_config(cls, cfg: "StrategyConfig") -> None:

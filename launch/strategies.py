@@ -189,8 +189,8 @@ class Horovod(Strategy):
     (bench.backends.tensorflow.distribute.Horovod): Horovod has no JAX binding."""
 
     name = "horovod"
-    backend_hint = ("Horovod has no JAX binding; use --strategy mirrored (every local device) or "
-                    "--strategy multiworker (jax.distributed) instead")
+    backend_hint = {"jax": "Horovod has no JAX binding; use --strategy mirrored (every local device) or "
+                           "--strategy multiworker (jax.distributed) instead"}
     options = ("hvd_compression", "hvd_fusion_mb", "hvd_cycle_ms", "hvd_hierarchical", "hvd_autotune", "hvd_timeline")
 
     @classmethod
