@@ -158,9 +158,15 @@ def test_the_process_peak_survives_the_reset_of_the_timed_steps_peak():
     ru_maxrss with it); the process's peak since start must still count what came before."""
     from bench.measure.probes import _hwm_bytes, process_peak_bytes, rss_bytes
 
-    block = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
+    import mmap
+
+    # 400 MiB mapped and touched, then unmapped: an anonymous mapping goes back to the kernel on
+    # close, where a freed numpy array may stay in the allocator (it did once on an xdist worker)
+    block = mmap.mmap(-1, 400 * 2**20)
+    for page in range(0, len(block), mmap.PAGESIZE):
+        block[page] = 1
     high = rss_bytes()
-    del block
+    block.close()
     probe = HostPeak()
     probe.reset()
     assert process_peak_bytes() >= high - 8 * 2**20  # the kernel's counters lag RSS by a few pages
