@@ -500,7 +500,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     peer_dir.mkdir()
     (peer_dir / "tf_cnn_benchmarks.py").write_text("")
     files["peer_dir"] = str(peer_dir)
-    for name, content in (("garbage_trace", os.urandom(3000)), ("empty_trace", b"")):
+    for name, content in (("garbage_trace", b"\xff" * 3000), ("empty_trace", b"")):
         nested = d / name / "plugins" / "profile" / "2026_01_01"  # where profilers put it
         nested.mkdir(parents=True)
         (nested / "host.xplane.pb").write_bytes(content)
