@@ -20,13 +20,25 @@ from bench.results.store import OutputRefused, read_existing, unprotect_cell
 _KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "time": "a UTC timestamp"}
 
 
+def _exact_number(cell: object) -> float:
+    """Python's float(), which reads back exactly the repr the writer wrote (pandas' own number
+    parsers can land one unit in the last place off); NaN for what is not a plain number."""
+    text = str(cell)
+    if "_" in text:  # float() takes 1_000; a CSV cell holding it is not a number
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def _typed(cells, kind: str):
     """A column of raw text cells in its schema type, and the mask of cells that do not parse."""
     import pandas as pd
 
     present = cells.notna() & (cells.astype("string").str.strip() != "")
     if kind in ("int", "float"):
-        values = pd.to_numeric(cells, errors="coerce")
+        values = cells.map(_exact_number, na_action="ignore").astype(float)
         bad = present & values.isna() & ~cells.astype("string").str.strip().str.lower().isin(["nan"])
         if kind == "int":
             bad |= present & values.notna() & (values != values.round())
