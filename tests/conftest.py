@@ -127,19 +127,18 @@ def tmpfs(tmp_path):
 @pytest.fixture(scope="session")
 def profiled_runs(tmp_path_factory):
     """profiled_runs(backend) -> (the finished process, its CSV): vgg11 for 6 steps with steps 3-4
-    profiled, run once per backend and shared (test_run: the trace; test_results: the row), its
+    profiled, run once per backend per session and shared (test_run: the trace; test_results: the row), its
     CSV in a folder whose name holds a carriage return, an equals sign and markup."""
-    from helpers import run_cli
-
-    done = {}
+    from helpers import run_once
 
     def get(backend: str):
-        if backend not in done:
-            out = tmp_path_factory.mktemp(f"profiled-{backend}") / "=1+1\rfolder <script>" / "runs.csv"
-            done[backend] = run_cli("vgg11", "--backend", backend, "--width", "0.125", "--batch-size", "8",
-                                    "--steps", "6", "--warmup-steps", "1", "--profile-steps", "3-4", "--no-progress",
-                                    "--output", str(out)), out
-        return done[backend]
+        def command(d: Path) -> list[str]:
+            out = d / "=1+1\rfolder <script>" / "runs.csv"
+            return [sys.executable, "bench/run.py", "vgg11", "--backend", backend, "--width", "0.125", "--batch-size",
+                    "8", "--steps", "6", "--warmup-steps", "1", "--profile-steps", "3-4", "--no-progress",
+                    "--output", str(out)]
+        r, d = run_once(tmp_path_factory, f"profiled-{backend}", command)
+        return r, d / "=1+1\rfolder <script>" / "runs.csv"
     return get
 
 

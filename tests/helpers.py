@@ -1,9 +1,14 @@
 """Helpers shared by the tests (kept out of conftest.py, whose name tests/benchmarks/ reuses)."""
 from __future__ import annotations
 
+import fcntl
 import functools
+import json
 import os
+import shutil
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import REPO  # conftest.py put the repo on sys.path
@@ -56,3 +61,44 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None):
     e = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def session_root(tmp_path_factory) -> Path:
+    """The temporary folder of this whole test session: under pytest-xdist, the one every worker's
+    own base folder sits in (each worker otherwise makes its own module fixtures again)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """A folder `make(folder)` fills once per test session, whichever xdist worker asks first; the
+    others wait on a lock and reuse it. A `make` that raises leaves no folder behind, so the next
+    asker tries again (and fails its own test the same way)."""
+    shared = session_root(tmp_path_factory) / "made-once"
+    shared.mkdir(exist_ok=True)
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                make(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            done.touch()
+    return folder
+
+
+def run_once(tmp_path_factory, name: str, command: Callable[[Path], list[str]], *, timeout: float = 300,
+             env: dict | None = None, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+    """`command(folder)` run once per test session (see made_once), its exit code and output kept
+    beside what it wrote: (the finished process, as every asker sees it, and its folder)."""
+    def make(folder: Path) -> None:
+        r = subprocess.run(command(folder), cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+        (folder / "process.json").write_text(json.dumps([r.args, r.returncode, r.stdout, r.stderr]))
+    folder = made_once(tmp_path_factory, name, make)
+    args, code, out, err = json.loads((folder / "process.json").read_text())
+    return subprocess.CompletedProcess(args, code, out, err), folder

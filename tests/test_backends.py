@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import REPO
+from helpers import REPO, made_once
 
 from bench.results.store import read_rows
 
@@ -51,11 +51,10 @@ def jax_mirrored_run(tmp_path_factory, no_tensorflow, initial_weights) -> Path:
     """Its CSV: resnet18 on two host devices under the mirrored strategy where TensorFlow cannot be
     imported, from TensorFlow-written weights, gradients synced and steps 2-3 profiled; shared by
     the two tests that read it."""
-    out = tmp_path_factory.mktemp("jax-mirrored") / "runs.csv"
-    _run([PY, "bench/run.py", "resnet18", "--backend", "jax", "--strategy", "mirrored", "--cpu-replicas", "2",
-          "--num-classes", "10", "--init-weights", str(initial_weights["resnet18"]), *TINY, "--profile-steps", "2-3",
-          "--gradient-sync", "--output", str(out)], env=no_tensorflow)
-    return out
+    return made_once(tmp_path_factory, "jax-mirrored", lambda d: _run(
+        [PY, "bench/run.py", "resnet18", "--backend", "jax", "--strategy", "mirrored", "--cpu-replicas", "2",
+         "--num-classes", "10", "--init-weights", str(initial_weights["resnet18"]), *TINY, "--profile-steps", "2-3",
+         "--gradient-sync", "--output", str(d / "runs.csv")], env=no_tensorflow)) / "runs.csv"
 
 
 def test_jax_runs_write_ok_rows_where_tensorflow_cannot_be_imported(tmp_path, no_tensorflow, initial_weights,
@@ -89,30 +88,24 @@ def test_jax_runs_write_ok_rows_where_tensorflow_cannot_be_imported(tmp_path, no
 @pytest.fixture(scope="module")
 def initial_weights(tmp_path_factory) -> dict[str, Path]:
     """One weights file per model, written by a TensorFlow run, read by both backends."""
-    d = tmp_path_factory.mktemp("weights")
-    out = {}
-    for model in ("vgg11", "resnet18"):
-        out[model] = d / f"{model}.weights.h5"
-        _run([PY, "bench/run.py", model, "--width", "0.125", "--num-classes", "10", "--steps", "1",
-              "--warmup-steps", "0", "--batch-size", "8", "--no-progress", "--output", str(d / "w.csv"),
-              "--save-weights", str(out[model])])
-    return out
+    def make(d: Path) -> None:
+        for model in ("vgg11", "resnet18"):
+            _run([PY, "bench/run.py", model, "--width", "0.125", "--num-classes", "10", "--steps", "1",
+                  "--warmup-steps", "0", "--batch-size", "8", "--no-progress", "--output", str(d / "w.csv"),
+                  "--save-weights", str(d / f"{model}.weights.h5")])
+    d = made_once(tmp_path_factory, "initial-weights", make)
+    return {model: d / f"{model}.weights.h5" for model in ("vgg11", "resnet18")}
 
 
-_STEPS_DONE: dict[tuple, dict] = {}
-
-
-def _steps(tmp_path: Path, backend: str, model: str, weights: Path, *extra: str) -> dict:
+def _steps(tmp_path_factory, backend: str, model: str, weights: Path, *extra: str) -> dict:
     """Losses, final weights (w*) and initial weights (i*) of backend_steps.py; each distinct
-    run once per session (the single-device JAX run serves two tests)."""
-    key = (backend, model, str(weights), extra)
-    if key not in _STEPS_DONE:
-        out = tmp_path / f"{backend}-{model}-{len(extra)}.npz"
-        _run([PY, STEPS, "--backend", backend, "--model", model, "--init-weights", str(weights), "--out", str(out),
-              *extra])
-        z = np.load(out)
-        _STEPS_DONE[key] = {k: z[k] for k in z.files}
-    return _STEPS_DONE[key]
+    run once per session, whichever worker asks first (the single-device JAX run serves two tests)."""
+    name = "-".join(["steps", backend, model, *(e.strip("-") for e in extra)])
+    d = made_once(tmp_path_factory, name, lambda d: _run(
+        [PY, STEPS, "--backend", backend, "--model", model, "--init-weights", str(weights), "--out",
+         str(d / "steps.npz"), *extra]))
+    z = np.load(d / "steps.npz")
+    return {k: z[k] for k in z.files}
 
 
 # float32 tolerance: the two frameworks sum each convolution's 3x3xC products in different
@@ -146,14 +139,14 @@ FUSED_LOSS_RTOL, FUSED_W_ATOL = 2e-3, 1.5e-2
 
 
 @pytest.mark.parametrize("model", ["vgg11", "resnet18"])
-def test_tensorflow_and_jax_compute_the_same_training_steps(model, initial_weights, tmp_path):
+def test_tensorflow_and_jax_compute_the_same_training_steps(model, initial_weights, tmp_path_factory):
     """The same weights file and the same fixed batch, 3 SGD+momentum steps, each backend in its
     own process: the loss at every step and the final weights agree (TensorFlow with Keras' own
     BatchNorm ops to float32 rounding; the harness's fused BatchNorm within the fused kernel's
     own rounding)."""
-    tf_run = _steps(tmp_path, "tensorflow", model, initial_weights[model], "--keras-batchnorm")
-    jax_run = _steps(tmp_path, "jax", model, initial_weights[model])
-    fused = _steps(tmp_path, "tensorflow", model, initial_weights[model])
+    tf_run = _steps(tmp_path_factory, "tensorflow", model, initial_weights[model], "--keras-batchnorm")
+    jax_run = _steps(tmp_path_factory, "jax", model, initial_weights[model])
+    fused = _steps(tmp_path_factory, "tensorflow", model, initial_weights[model])
     np.testing.assert_allclose(fused["losses"], tf_run["losses"], rtol=FUSED_LOSS_RTOL)
     for k in (k for k in fused if k.startswith("w")):
         np.testing.assert_allclose(fused[k], tf_run[k], rtol=W_RTOL, atol=FUSED_W_ATOL, err_msg=k)
@@ -170,10 +163,10 @@ def test_tensorflow_and_jax_compute_the_same_training_steps(model, initial_weigh
 
 
 @pytest.mark.parametrize("model", ["vgg11", "resnet18"])
-def test_jax_mirrored_over_two_host_devices_equals_one_device(model, initial_weights, tmp_path):
+def test_jax_mirrored_over_two_host_devices_equals_one_device(model, initial_weights, tmp_path_factory):
     """BatchNorm included: under jax.sharding the batch statistics are the global batch's."""
-    one = _steps(tmp_path, "jax", model, initial_weights[model])
-    two = _steps(tmp_path, "jax", model, initial_weights[model], "--strategy", "mirrored", "--cpu-replicas", "2")
+    one = _steps(tmp_path_factory, "jax", model, initial_weights[model])
+    two = _steps(tmp_path_factory, "jax", model, initial_weights[model], "--strategy", "mirrored", "--cpu-replicas", "2")
     assert int(two["replicas"]) == 2
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=LOSS_RTOL)
     for k in (k for k in one if k.startswith("w")):

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import REPO, write_cifar100
+from helpers import REPO, made_once, write_cifar100
 
 pytestmark = pytest.mark.slow  # each case starts a process
 PY = sys.executable
@@ -495,7 +495,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
         "        if name.split('.')[0] in ('jax', 'jaxlib'):\n            raise ImportError(name)\n"
         "sys.meta_path.insert(0, B())\n")
     files["nojax"] = str(nojax)
-    files.update(_weights_files(d))
+    files.update(_weights_files(made_once(tmp_path_factory, "corpus-weights", _write_weights)))
     peer_dir = d / "peer"  # a folder with the peer's script in it (empty: nothing may run it)
     peer_dir.mkdir()
     (peer_dir / "tf_cnn_benchmarks.py").write_text("")
@@ -545,13 +545,16 @@ os.rename(d + '/vgg11_h5name.weights.h5', d + '/vgg11_h5name.h5')
 """
 
 
-def _weights_files(d: Path) -> dict[str, str]:
+def _write_weights(d: Path) -> None:
     """Real Keras weights files, written by one JAX subprocess: another model's (resnet18) and
     vgg11's (10 classes, width 0.125) that pass the shape check but that Keras cannot load, that
     are malformed, or that are named .h5 (Keras reads those as the legacy format)."""
     r = subprocess.run([PY, "-c", WEIGHTS_CODE, str(d)], cwd=REPO, capture_output=True, text=True, timeout=180,
                        env={**os.environ, "KERAS_BACKEND": "jax"})
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _weights_files(d: Path) -> dict[str, str]:
     return {"resnet_weights": str(d / "resnet18.weights.h5"), "weights_strings": str(d / "vgg11_strings.weights.h5"),
             "weights_badkey": str(d / "vgg11_badkey.weights.h5"), "weights_h5name": str(d / "vgg11_h5name.h5")}
 
@@ -612,6 +615,10 @@ def _tree(root: Path) -> dict[str, object]:
             else:
                 out[p] = ("mode", st.st_mode)
     return out
+
+
+def _trees(roots) -> dict[str, object]:
+    return {k: v for root in roots for k, v in _tree(root).items()}
 
 
 def _tree_diff(before: dict, after: dict) -> str:
@@ -706,12 +713,13 @@ def _run_batch(items: list, corpus_dir: dict, tmp_path_factory) -> dict[str, dic
         tmp = tmp_path_factory.mktemp(re.sub(r"\W", "_", item.name)[:30])  # as tmp_path names it
         cases[item.nodeid] = _prepare_case(corpus_dir, tmp, params["tool"], params["args"], params["env"],
                                            params["code"], params["fragment"], hostile_home=home)
-    root = tmp_path_factory.getbasetemp()
-    tree, repo_top = _tree(root), sorted(os.listdir(REPO))
+    # this worker's temporary tree and the session's weights files, which xdist's workers share
+    roots = (tmp_path_factory.getbasetemp(), Path(corpus_dir["resnet_weights"]).parent)
+    tree, repo_top = _trees(roots), sorted(os.listdir(REPO))
     runnable = [c for c in cases.values() if "skip" not in c]
     with ThreadPoolExecutor(_jobs()) as pool:
         list(pool.map(_launch, runnable))
-    after, repo_after = _tree(root), sorted(os.listdir(REPO))
+    after, repo_after = _trees(roots), sorted(os.listdir(REPO))
     changed = {k for k in set(tree) | set(after) if tree.get(k, "absent") != after.get(k, "absent")}
     owned = {c["tmp"]: {k for k in changed if k.startswith(f"{c['tmp']}{os.sep}")} for c in runnable}
     elsewhere = changed - set().union(*owned.values())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, made_once
 
 from bench.results.store import read_rows
 from launch import get_strategy
@@ -58,21 +58,18 @@ def _replicas(out: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def single_reference(tmp_path_factory):
-    return one_step("single", tmp_path_factory.mktemp("single"))[0]
+    """The single-device weights and losses, run once per session (whichever worker asks first)."""
+    return _replicas(made_once(tmp_path_factory, "single", lambda d: one_step("single", d)))[0]
 
 
 @pytest.fixture(scope="module")
 def synced_steps(tmp_path_factory):
     """synced_steps(strategy) -> {model: replicas}: vgg11 (2 steps) and resnet18 (3 steps) from
-    one launch of the strategy's processes, shared by the two tests below."""
-    done = {}
-
+    one launch of the strategy's processes per session, shared by the two tests below."""
     def get(strategy: str) -> dict[str, list[dict]]:
-        if strategy not in done:
-            d = tmp_path_factory.mktemp(f"synced-{strategy}")
-            vgg11 = one_step(strategy, d, extra=("--also", "resnet18:3"))
-            done[strategy] = {"vgg11": vgg11, "resnet18": _replicas(d / "resnet18")}
-        return done[strategy]
+        d = made_once(tmp_path_factory, f"synced-{strategy}",
+                      lambda d: one_step(strategy, d, extra=("--also", "resnet18:3")))
+        return {"vgg11": _replicas(d), "resnet18": _replicas(d / "resnet18")}
     return get
 
 

@@ -156,9 +156,9 @@ def test_processes_sharing_the_host_come_from_each_launchers_environment(monkeyp
 def test_the_process_peak_survives_the_reset_of_the_timed_steps_peak():
     """Resetting VmHWM for the timed steps' peak lowers the kernel's own marks (VmHWM, and
     ru_maxrss with it); the process's peak since start must still count what came before."""
-    from bench.measure.probes import _hwm_bytes, process_peak_bytes, rss_bytes
-
     import mmap
+
+    from bench.measure.probes import _hwm_bytes, process_peak_bytes, rss_bytes
 
     # 400 MiB mapped and touched, then unmapped: an anonymous mapping goes back to the kernel on
     # close, where a freed numpy array may stay in the allocator (it did once on an xdist worker)

@@ -1,10 +1,11 @@
 """bench/run.py end to end: one row per run for each data mode, accuracy mode, bad input."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import REPO, run_cli, write_cifar100
+from helpers import REPO, run_cli, run_once, write_cifar100
 
 from bench.results.columns import COLUMNS
 from bench.results.store import read_rows
@@ -32,19 +33,17 @@ def _check_ok_row(row, model, data):
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """tiny_runs(data) -> (the finished process, its folder): vgg11 at TINY on one data mode, run
-    once and shared; the synthetic run also saves its weights (w.weights.h5), a start for the
+    once per session and shared; the synthetic run also saves its weights (w.weights.h5), a start for the
     --init-weights test."""
-    done = {}
-
     def get(data: str):
-        if data not in done:
-            d = tmp_path_factory.mktemp(f"tiny-{data}")
+        def command(d: Path) -> list[str]:
             extra = ["--save-weights", str(d / "w.weights.h5")] if data == "synthetic" else []
             if data == "cifar100":
                 write_cifar100(d / "cifar-100-python.tar.gz", n_train=64, n_test=16)
                 extra = ["--data-dir", str(d)]
-            done[data] = run_cli("vgg11", "--data", data, *extra, *TINY, "--output", str(d / "runs.csv")), d
-        return done[data]
+            return [sys.executable, "bench/run.py", "vgg11", "--data", data, *extra, *TINY, "--output",
+                    str(d / "runs.csv")]
+        return run_once(tmp_path_factory, f"tiny-{data}", command)
     return get
 
 
@@ -232,18 +231,16 @@ def test_ctrl_c_exits_130_with_one_line_and_no_row(tmp_path):
 @pytest.fixture(scope="module")
 def inference_runs(tmp_path_factory):
     """inference_runs(backend) -> (the finished process, its CSV): resnet18 (BatchNorm) forward
-    passes at batch 1, run once per backend and shared; the TensorFlow run also saves its weights
+    passes at batch 1, run once per backend per session and shared; the TensorFlow run also saves its weights
     at the end (after.weights.h5 beside the CSV)."""
-    done = {}
-
     def get(backend: str):
-        if backend not in done:
-            d = tmp_path_factory.mktemp(f"inference-{backend}")
+        def command(d: Path) -> list[str]:
             extra = ["--save-weights", str(d / "after.weights.h5")] if backend == "tensorflow" else []
-            r = run_cli("resnet18", "--mode", "inference", "--backend", backend, "--width", "0.125", "--batch-size",
-                        "1", "--warmup-steps", "2", "--no-progress", "--output", str(d / "runs.csv"), *extra)
-            done[backend] = r, d / "runs.csv"
-        return done[backend]
+            return [sys.executable, "bench/run.py", "resnet18", "--mode", "inference", "--backend", backend, "--width",
+                    "0.125", "--batch-size", "1", "--warmup-steps", "2", "--no-progress", "--output",
+                    str(d / "runs.csv"), *extra]
+        r, d = run_once(tmp_path_factory, f"inference-{backend}", command)
+        return r, d / "runs.csv"
     return get
 
 
