@@ -35,18 +35,27 @@ def markdown_table(describe=describe) -> str:
     return "\n".join(lines)
 
 
-def update_readme(path: str) -> bool:
-    """Rewrite the table between the markers in `path`; True if the file changed. BenchInputError
-    if it cannot be read as UTF-8 text or lacks the markers."""
+TABLE_BLOCK = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+
+
+def readme_text(path: str) -> str:
+    """The text of `path`, which must be UTF-8 and hold the markers: BenchInputError if not
+    (framework-free, so a bad path is refused before Keras starts)."""
     try:
         text = open(path, encoding="utf-8").read()
     except (OSError, UnicodeDecodeError) as e:
         raise BenchInputError(f"cannot read update_readme={path}: {getattr(e, 'strerror', None) or one_line(e)}") \
             from None
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
+    if not TABLE_BLOCK.search(text):
         raise BenchInputError(f"{path} has no {BEGIN} ... {END} block. Received: update_readme={path}")
-    new = pattern.sub(lambda _: f"{BEGIN}\n{markdown_table()}\n{END}", text)
+    return text
+
+
+def update_readme(path: str) -> bool:
+    """Rewrite the table between the markers in `path`; True if the file changed. BenchInputError
+    if it cannot be read as UTF-8 text or lacks the markers."""
+    text = readme_text(path)
+    new = TABLE_BLOCK.sub(lambda _: f"{BEGIN}\n{markdown_table()}\n{END}", text)
     if new != text:
         try:
             with open(path, "w", encoding="utf-8") as f:
@@ -73,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                                           for name in ("image_size", "num_classes", "width"))
         if args.model is not None and args.model not in list_models():
             raise BenchInputError(f"unknown model {args.model!r}; valid models: {', '.join(list_models())}")
+        if args.update_readme:
+            readme_text(args.update_readme)  # a file it cannot rewrite is refused before Keras starts
         quiet_import("keras")  # its framework's start-up lines held back
         if args.update_readme:
             print("updated" if update_readme(args.update_readme) else "unchanged")

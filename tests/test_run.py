@@ -156,7 +156,10 @@ def test_help_and_arg_errors_do_not_import_tensorflow():
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
             "from bench.run import main\n"
             "assert main(['resnet18', '--batch-size', '0']) == 2\n"
-            "assert 'tensorflow' not in sys.modules\nprint('ok')")
+            "assert 'tensorflow' not in sys.modules\n"
+            "import models.__main__ as m\n"  # a README it cannot rewrite: refused before Keras starts
+            "assert m.main(['--update-readme', 'pyproject.toml']) == 2\n"
+            "assert 'keras' not in sys.modules\nprint('ok')")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr
 
