@@ -60,9 +60,33 @@ def own_backend(config) -> str:
     return benchmark_backends(config)[0]
 
 
+# JAX's persistent compilation cache, for this test session only: the suite starts dozens of JAX
+# processes that compile the same tiny programs (a tiny vgg11 run: 12 s of CPU compiling, 3 s
+# from the cache). Set before xdist starts its workers, whose children inherit it; the runs'
+# own code never sets it, nor does `pytest --benchmark`, so a user's compile_s is never a cache's.
+JAX_CACHE = {"JAX_COMPILATION_CACHE_DIR": "", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
 def pytest_configure(config):
     if config.getoption("--benchmark"):
         os.environ.setdefault("KERAS_BACKEND", own_backend(config))
+    own_session = not os.environ.get("PYTEST_XDIST_WORKER") and not config.getoption("--benchmark")
+    if own_session and "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # a benchmark's compile_s is never a cache's
+        import tempfile
+
+        config.cnnbench_jax_cache = tempfile.mkdtemp(prefix="cnnbench-tests-jax-cache-")
+        os.environ.update(JAX_CACHE, JAX_COMPILATION_CACHE_DIR=config.cnnbench_jax_cache)
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "cnnbench_jax_cache", None)
+    if folder:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        for key in JAX_CACHE:
+            os.environ.pop(key, None)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -98,6 +122,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if BENCH_DIR in Path(str(item.fspath)).parents:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def described(tmp_path_factory):
+    """described(name, num_classes=100, image_size=32, width=1.0) -> models.describe()'s answer,
+    built once per session across xdist's workers (helpers.describe_once) and once per process."""
+    import functools
+
+    from helpers import describe_once
+
+    return functools.lru_cache(maxsize=None)(functools.partial(describe_once, tmp_path_factory))
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
 import shutil
@@ -12,14 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import REPO  # conftest.py put the repo on sys.path
-
-
-@functools.lru_cache(maxsize=None)
-def cached_describe(name: str, num_classes: int = 100, image_size: int = 32, width: float = 1.0):
-    """describe() is pure, and the 224x224 models are slow to build: build each once per session."""
-    import models
-    return models.describe(name, num_classes=num_classes, input_shape=(image_size, image_size, 3),
-                           width=width)
 
 
 def write_cifar100(path: Path, n_train: int = 64, n_test: int = 32, *, seed: int = 0,
@@ -102,3 +93,18 @@ def run_once(tmp_path_factory, name: str, command: Callable[[Path], list[str]], 
     folder = made_once(tmp_path_factory, name, make)
     args, code, out, err = json.loads((folder / "process.json").read_text())
     return subprocess.CompletedProcess(args, code, out, err), folder
+
+
+def describe_once(tmp_path_factory, name: str, num_classes: int = 100, image_size: int = 32, width: float = 1.0):
+    """models.describe(), which is pure and slow at 224x224 (DenseNet-201: seconds): built once
+    per session, whichever worker asks first (the README's table, the paper-count tests and the
+    memory tests ask for the same ones), and read back by the others."""
+    import pickle
+
+    def make(d: Path) -> None:
+        import models
+
+        (d / "description.pickle").write_bytes(pickle.dumps(models.describe(
+            name, num_classes=num_classes, input_shape=(image_size, image_size, 3), width=width)))
+    folder = made_once(tmp_path_factory, f"describe-{name}-{num_classes}-{image_size}-{width}", make)
+    return pickle.loads((folder / "description.pickle").read_bytes())

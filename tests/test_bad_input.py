@@ -599,10 +599,13 @@ def _snapshot(paths: list[Path]) -> dict[str, object]:
     return out
 
 
-def _tree(root: Path) -> dict[str, object]:
-    """Everything under `root`, recursively, links not followed: a file by its bytes (by size and
-    mtime past 1 MiB), a folder by its mode, a link by its target, anything else by its mode. A
-    temporary made and removed inside a case leaves no trace here; anything that stays does."""
+def _tree(root: Path, contents: bool = False) -> dict[str, object]:
+    """Everything under `root`, recursively, links not followed: a file by its size, mtime and
+    inode (a write moves the mtime, a replacement the inode; the session's tree holds every
+    earlier test's files, read twice per case were they read whole), a folder by its mode, a link
+    by its target, anything else by its mode. The files a case is pointed at are compared byte
+    by byte besides (_snapshot); `contents` compares every file by its bytes. A temporary made
+    and removed inside a case leaves no trace here; anything that stays does."""
     out: dict[str, object] = {}
     for folder, dirs, files in os.walk(root):
         for name in dirs + files:
@@ -611,7 +614,7 @@ def _tree(root: Path) -> dict[str, object]:
             if stat.S_ISLNK(st.st_mode):
                 out[p] = ("link", os.readlink(p))
             elif stat.S_ISREG(st.st_mode):
-                out[p] = Path(p).read_bytes() if st.st_size <= 2**20 else (st.st_size, st.st_mtime_ns)
+                out[p] = Path(p).read_bytes() if contents else (st.st_size, st.st_mtime_ns, st.st_ino)
             else:
                 out[p] = ("mode", st.st_mode)
     return out
@@ -845,7 +848,7 @@ def test_a_full_disk_under_the_run_costs_its_row_and_nothing_else(tmpfs, tmp_pat
                 f.write(b"\0" * 4096)
         except OSError:
             pass
-    before = _tree(disk)
+    before = _tree(disk, contents=True)
     r = subprocess.run([PY, "bench/run.py", "vgg11", "--width", "0.125", "--steps", "2", "--warmup-steps", "0",
                         "--batch-size", "2", "--no-progress", "--output", str(out)], cwd=REPO, capture_output=True,
                        text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdin=subprocess.DEVNULL)
@@ -853,5 +856,5 @@ def test_a_full_disk_under_the_run_costs_its_row_and_nothing_else(tmpfs, tmp_pat
     assert r.returncode == 1, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
     assert "could not write the result row" in lines[0] and "No space left" in lines[0], lines[0]
-    after = {k: v for k, v in _tree(disk).items() if not k.endswith(".csv.lock")}  # the writers' lock, kept by design
+    after = {k: v for k, v in _tree(disk, contents=True).items() if not k.endswith(".csv.lock")}  # the writers' lock, kept by design
     assert after == before, _tree_diff(before, after)

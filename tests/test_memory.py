@@ -17,10 +17,10 @@ from bench.sweep.max_batch import LIMIT, search
 
 
 @pytest.fixture(scope="module")
-def descriptions():
+def descriptions(described):
     import models
 
-    return {name: models.describe(name, width=0.125) for name in models.list_models()}
+    return {name: described(name, width=0.125) for name in models.list_models()}
 
 
 def test_the_estimate_is_finite_positive_and_grows_with_the_batch_for_every_model(descriptions):

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import cached_describe
 from keras import layers
 
 import models
@@ -177,9 +176,9 @@ def test_googlenet_modules_follow_the_inception_table():
 @pytest.mark.parametrize("name,blocks,features", [("densenet121", (6, 12, 24, 16), 1024),
                                                   ("densenet169", (6, 12, 32, 32), 1664),
                                                   ("densenet201", (6, 12, 48, 32), 1920)])
-def test_densenet_blocks_grow_by_32_and_transitions_halve(name, blocks, features):
+def test_densenet_blocks_grow_by_32_and_transitions_halve(name, blocks, features, described):
     # the layers of the 224 px build the published parameter counts below describe too (built once)
-    channels = {l.name: l.output_shape[-1] for l in cached_describe(name, 1000, 224).layers}
+    channels = {l.name: l.output_shape[-1] for l in described(name, 1000, 224).layers}
     if name != "densenet121":  # the deeper ones share the builder: their block depths and widths suffice
         assert all(f"block{b}_layer{n}_concat" in channels and f"block{b}_layer{n + 1}_concat" not in channels
                    for b, n in enumerate(blocks, start=1))
@@ -240,8 +239,8 @@ def test_adaptive_average_pool_takes_torchvisions_windows():
 @pytest.mark.parametrize("name,published", [("alexnet", 61_100_840), ("googlenet", 6_624_904),
                                             ("densenet121", 7_978_856), ("densenet169", 14_149_480),
                                             ("densenet201", 20_013_928)])
-def test_new_families_match_published_trainable_parameter_counts(name, published):
-    d = cached_describe(name, 1000, 224)
+def test_new_families_match_published_trainable_parameter_counts(name, published, described):
+    d = described(name, 1000, 224)
     assert d.trainable_params == pytest.approx(published, rel=0.01)
     assert d.trainable_params == published  # as built, exactly torchvision's
 
@@ -252,17 +251,17 @@ def test_lenet5_has_exactly_61706_parameters():
 
 @pytest.mark.parametrize("name,millions", [("vgg11", 133), ("vgg11_lrn", 133), ("vgg13", 133),
                                            ("vgg16_c", 134), ("vgg16", 138), ("vgg19", 144)])
-def test_vgg_params_match_paper_table2(name, millions):
-    assert round(cached_describe(name, 1000, 224).params / 1e6) == millions
+def test_vgg_params_match_paper_table2(name, millions, described):
+    assert round(described(name, 1000, 224).params / 1e6) == millions
 
 
 @pytest.mark.parametrize("name,millions", [("resnet18", 11.7), ("resnet34", 21.8), ("resnet50", 25.6)])
-def test_resnet_params_within_one_percent(name, millions):
-    assert cached_describe(name, 1000, 224).params == pytest.approx(millions * 1e6, rel=0.01)
+def test_resnet_params_within_one_percent(name, millions, described):
+    assert described(name, 1000, 224).params == pytest.approx(millions * 1e6, rel=0.01)
 
 
-def test_resnet50_is_about_4_1_gmacs():
-    assert cached_describe("resnet50", 1000, 224).flops / 2 == pytest.approx(4.1e9, rel=0.02)
+def test_resnet50_is_about_4_1_gmacs(described):
+    assert described("resnet50", 1000, 224).flops / 2 == pytest.approx(4.1e9, rel=0.02)
 
 
 def _profiler_flops(model) -> int:
@@ -298,8 +297,8 @@ def test_flops_of_the_new_families_agree_with_tensorflow_profiler(name, width, s
     assert models.describe_model(m).flops == pytest.approx(_profiler_flops(m), rel=0.03)
 
 
-def test_flops_hand_count_small_vgg():
-    d = cached_describe("vgg13")
+def test_flops_hand_count_small_vgg(described):
+    d = described("vgg13")
     conv1 = d.layers[0]
     assert conv1.name == "unit1_conv1" and conv1.output_shape == (32, 32, 64)
     assert conv1.flops == 2 * 3 * 3 * 3 * 64 * 32 * 32 + 32 * 32 * 64

@@ -4,7 +4,7 @@ and every relative link in them leads to a file, and to a heading there where it
 import re
 
 import pytest
-from helpers import REPO, cached_describe
+from helpers import REPO
 
 README_MAX_LINES = 200
 MODEL_TABLE_PAGE = REPO / "docs" / "models.md"
@@ -12,14 +12,14 @@ COLUMNS_PAGE = REPO / "docs" / "measuring.md"
 
 
 @pytest.mark.slow
-def test_model_table_matches_describe():
+def test_model_table_matches_describe(described):
     import models.__main__ as cli
 
     text = MODEL_TABLE_PAGE.read_text()
     block = re.search(re.escape(cli.BEGIN) + r"\n(.*?)\n" + re.escape(cli.END), text, re.S)
     assert block, f"{MODEL_TABLE_PAGE.name} has no generated model table"
     expected = cli.markdown_table(lambda name, num_classes=100, input_shape=(32, 32, 3):
-                                  cached_describe(name, num_classes, input_shape[0]))
+                                  described(name, num_classes, input_shape[0]))
     assert block.group(1) == expected, "regenerate with: python -m models --update-readme docs/models.md"
 
 
