@@ -114,30 +114,29 @@ TINY = ["--width", "0.125", "--steps", "6", "--warmup-steps", "1", "--batch-size
         "--threads", "1"]
 
 
-@pytest.mark.parametrize("strategy", ["multiworker", "horovod"])
-def test_multi_process_run_writes_one_row_from_all_ranks(strategy, tmp_path):
-    out = tmp_path / "runs.csv"
-    args = [PY, "bench/run.py", "resnet18", *TINY, "--output", str(out)]
-    if strategy == "multiworker":  # under horovodrun the strategy is implied
-        args += ["--strategy", "multiworker", "--all-reduce", "ring"]
-    else:
-        args += ["--hvd-fusion-mb", "16", "--hvd-cycle-ms", "2"]
-    r = run([*launcher(strategy), *args])
-    df = read_rows(out)
-    assert len(df) == 1
-    row = df.iloc[0]
+def _assert_one_row_from_all_ranks(row: dict, stdout: str, strategy: str) -> None:
+    """A 2-process run's row: both ranks in it, its step the slowest rank's, printed by the chief only."""
     assert row["status"] == "ok" and row["strategy"] == strategy
-    if strategy == "multiworker":  # the knobs are recorded (and part of the configuration key)
-        assert row["all_reduce"] == "ring"
-    else:
-        assert (row["hvd_fusion_mb"], row["hvd_cycle_ms"], row["hvd_compression"]) == (16, 2, "none")
     assert row["workers"] == 2 and row["replicas"] == 2 and row["global_batch"] == 16
     rank_means = [float(x) for x in row["rank_step_time_means_s"].split(";")]
     assert len(rank_means) == 2
     # steps last as long as their slowest rank: the mean of per-step maxima >= every rank's mean
     assert row["step_time_mean_s"] >= max(rank_means) * (1 - 1e-5)  # the means are written to 6 digits
     assert row["images_per_sec"] == pytest.approx(16 / row["step_time_mean_s"])
-    assert r.stdout.count("images/sec") == 1  # only the chief prints the summary
+    assert stdout.count("images/sec") == 1  # only the chief prints the summary
+
+
+# Horovod's 2-process rows are checked the same way in the timeline test below, whose runs also
+# set its knobs
+def test_multi_process_run_writes_one_row_from_all_ranks(tmp_path):
+    out = tmp_path / "runs.csv"
+    r = run([*launcher("multiworker"), PY, "bench/run.py", "resnet18", *TINY, "--strategy", "multiworker",
+             "--all-reduce", "ring", "--output", str(out)])
+    df = read_rows(out)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row["all_reduce"] == "ring"  # the knob is recorded (and part of the configuration key)
+    _assert_one_row_from_all_ranks(row, r.stdout, "multiworker")
 
 
 def test_mirrored_run_on_cpu_replicas(tmp_path):
@@ -327,10 +326,11 @@ def test_without_gradient_sync_each_replica_steps_on_its_own_gradients(strategy,
 
 
 def test_hvd_timeline_has_every_tensors_all_reduce_in_every_timed_step_and_autotune_keeps_its_log(tmp_path):
-    """horovodrun -np 2, resnet18: the chief's timeline covers exactly the timed steps (each
-    gradient tensor all-reduced once per step), its per-step times go into the row, and the
-    autotuner's log is kept and its best sample named. Without gradient sync the timeline
-    holds no gradient's all-reduce: only the loss and the count are summed."""
+    """horovodrun -np 2, resnet18: one row from both ranks; the chief's timeline covers exactly
+    the timed steps (each gradient tensor all-reduced once per step), its per-step times go into
+    the row, and the autotuner's log is kept and its best sample named. Without gradient sync
+    (and with the fusion buffer and cycle time set) the timeline holds no gradient's all-reduce:
+    only the loss and the count are summed."""
     from bench.measure.traces import AUTOTUNE_LOG, TIMELINE_FILE, read_timeline
 
     out, steps = tmp_path / "runs.csv", 16
@@ -340,8 +340,12 @@ def test_hvd_timeline_has_every_tensors_all_reduce_in_every_timed_step_and_autot
             "--horovod-timeline", "--output", str(out)]
     r = subprocess.run([*args, "--hvd-autotune"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
-    run([*args, "--no-gradient-sync"])
+    r_bare = run([*args, "--no-gradient-sync", "--hvd-fusion-mb", "16", "--hvd-cycle-ms", "2"])
     synced, unsynced = read_rows(out).to_dict("records")
+    for row, stdout in ((synced, r.stdout), (unsynced, r_bare.stdout)):
+        _assert_one_row_from_all_ranks(row, stdout, "horovod")
+    # the knobs are recorded (and part of the configuration key)
+    assert (unsynced["hvd_fusion_mb"], unsynced["hvd_cycle_ms"], unsynced["hvd_compression"]) == (16, 2, "none")
     # one folder per run, the chief's: the other rank leaves none behind
     assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == sorted([synced["run_id"], unsynced["run_id"]])
     assert r.stdout.count("timeline    per step") == 1 and r.stdout.count("autotune    best") == 1
