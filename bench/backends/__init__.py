@@ -11,11 +11,13 @@ one process runs one backend.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, cast
 
 from bench.backends.base import Backend, backend_members
@@ -68,13 +70,40 @@ def check_environment(name: str, flag: str = "--backend") -> None:
     raise BenchInputError(f"KERAS_BACKEND={env} is set in the environment but {flag} {name} was asked for; {hint}")
 
 
+# Packages the frameworks import at start-up only for features a run never uses, each behind an
+# `except ImportError` of theirs: Keras' scikit-learn wrappers (sklearn, ~0.8 s) and image-gallery
+# plots (matplotlib, ~0.35 s, which also talks where HOME cannot be written), and TFLite's JAX
+# converter (jax, ~0.4 s, imported by TensorFlow). About 1.7 s of CPU of every TensorFlow run's
+# start, a quarter of a small run's.
+UNUSED_AT_IMPORT = ("sklearn", "matplotlib")
+
+
 def load(name: str) -> Backend:
     """The backend `name` (its module, checked against the Backend interface), with its
-    framework imported, quietly."""
+    framework imported, quietly, without the packages it would import for features no run uses
+    (UNUSED_AT_IMPORT, and the other backends' frameworks)."""
     select(name)
-    quiet_import(name)
-    quiet_import("keras")  # it imports matplotlib, which talks where HOME cannot be written
+    with hidden((*UNUSED_AT_IMPORT, *(b for b in BACKENDS if b != name))):
+        quiet_import(name)
+        quiet_import("keras")
     return implementation(name)
+
+
+@contextlib.contextmanager
+def hidden(modules: Iterable[str]) -> Iterator[None]:
+    """Inside: importing any of `modules` (not yet imported) raises ImportError, as if it were not
+    installed. After: each imports normally again, for whoever names it (the digits data set
+    reads scikit-learn; a report draws with matplotlib); a module that took the absence in
+    keeps it."""
+    hide = [m for m in modules if m not in sys.modules]
+    for m in hide:
+        sys.modules[m] = None  # type: ignore[assignment]  # the import system's "not installed"
+    try:
+        yield
+    finally:
+        for m in hide:
+            if m in sys.modules and sys.modules[m] is None:
+                del sys.modules[m]
 
 
 def implementation(name: str) -> Backend:
