@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
+from launch.base import BACKENDS
+
 PACKAGES = ("bench", "launch", "models")
 
 # Bottom to top. A module belongs to the layer of the longest entry that is its name or a package
@@ -47,6 +49,8 @@ DEFERRED = {
     "tqdm": "only a progress bar the user asked for needs it",
     "h5py": "only checking an --init-weights file opens HDF5 itself",
 }
+# every backend's framework too: a new backend (launch.base.BACKENDS) needs no line here
+DEFERRED.update({b: "a backend's framework: chosen per run" for b in BACKENDS if b not in DEFERRED})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,7 +78,7 @@ class RunConfig:
     strategy: str = opt(DEFAULT_STRATEGY, **_key("str", choices=_strategy_names, group="where it runs", cli_default=None,
                                          help="default: the strategy whose launcher started this process, else single"))
     backend: str = opt(DEFAULT_BACKEND, **_key("str", choices=BACKENDS, group="where it runs",
-                                            help="the Keras backend: tensorflow (default) or jax"))
+                                            help=f"the Keras backend (default {DEFAULT_BACKEND})"))
     data: str = opt(next(iter(DATA_SETS)), **_key("str", choices=tuple(DATA_SETS), group="data and size",
                                                   help="; ".join(f"{d.name}: {d.about}" for d in DATA_SETS.values())))
     batch_size: int | None = opt(None, **_key("int", lo=1, hi=2**20, group="data and size",
