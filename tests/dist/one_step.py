@@ -35,10 +35,11 @@ def main() -> int:
     p.add_argument("--also", action="append", default=[], metavar="MODEL:STEPS")
     args = p.parse_args()
 
-    import tensorflow as tf
-
-    from bench.backends import make_distribution
+    from bench.backends import load, make_distribution
     from bench.config.schema import RunConfig
+
+    load("tensorflow")  # the framework imported as a run imports it (what it imports for nothing, hidden)
+    import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     cfg = RunConfig(model=args.model, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
