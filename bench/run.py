@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import logging  # noqa: E402 - the imports below come after the path and the log level are set
 
 import models  # noqa: E402
-from bench.backends import select  # noqa: E402
+from bench.backends import load, select  # noqa: E402
 from bench.config.parse import parse_args  # noqa: E402
 from bench.errors import (  # noqa: E402
     BenchInputError,
@@ -46,6 +46,7 @@ def _main(argv: list[str] | None) -> int:
         cfg = prepare(parse_args(argv))  # checked and resolved once: everything below takes this one
         select(cfg.backend)  # before anything imports keras
         if cfg.summary:
+            load(cfg.backend)  # the framework imported as a run imports it: quietly, without what it needs not
             print(models.describe(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
             return ExitCode.OK

@@ -13,7 +13,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.backends import quiet_import  # noqa: E402 - the CLI's own tools, framework-free
+from bench.backends import UNUSED_AT_IMPORT, hidden, quiet_import  # noqa: E402 - the CLI's own tools, framework-free
 from bench.config.parse import OneLineParser, parse_value  # noqa: E402
 from bench.config.schema import schema
 from bench.errors import BenchInputError, input_error, one_line  # noqa: E402
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchInputError(f"unknown model {args.model!r}; valid models: {', '.join(list_models())}")
         if args.update_readme:
             readme_text(args.update_readme)  # a file it cannot rewrite is refused before Keras starts
-        quiet_import("keras")  # its framework's start-up lines held back
+        with hidden(UNUSED_AT_IMPORT):  # what Keras imports for features a table never uses
+            quiet_import("keras")  # its framework's start-up lines held back
         if args.update_readme:
             print("updated" if update_readme(args.update_readme) else "unchanged")
         elif args.model:
