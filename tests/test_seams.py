@@ -88,3 +88,35 @@ def test_a_step_is_a_frozen_value():
     assert step.device_sync is None and step.pipelined is False and step.run() == (0.0, 0.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         step.pipelined = True  # type: ignore[misc]
+
+
+def test_a_hidden_module_cannot_be_imported_inside_and_imports_normally_after():
+    import sys
+
+    assert "colorsys" not in sys.modules  # a standard module nothing here imports
+    with bench.backends.hidden(["colorsys", "sys"]):  # an imported one stays as it is
+        with pytest.raises(ImportError):
+            import colorsys  # noqa: F401
+        assert sys.modules["sys"] is sys
+    import colorsys
+
+    assert colorsys.rgb_to_hsv(1, 0, 0)[0] == 0
+
+
+@pytest.mark.slow
+def test_a_run_imports_its_framework_without_what_it_imports_for_nothing():
+    """TensorFlow and Keras import scikit-learn, matplotlib and JAX for features no run uses;
+    a run's load() leaves them out, and the digits data set can still import scikit-learn."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = ("import sys; from bench.backends import load, UNUSED_AT_IMPORT\n"
+            "load('tensorflow')\n"
+            "assert 'tensorflow' in sys.modules and 'keras' in sys.modules\n"
+            "left = [m for m in (*UNUSED_AT_IMPORT, 'jax') if m in sys.modules]\n"
+            "assert not left, left\n"
+            "from sklearn.datasets import load_digits\nprint('ok')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
