@@ -47,8 +47,6 @@ def write_cifar100(path: Path, n_train: int = 64, n_test: int = 32, *, seed: int
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None):
     """Run `python bench/run.py ARGS` in a subprocess from the repo root."""
-    import subprocess
-
     e = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout, env=e)
