@@ -305,6 +305,22 @@ def test_flops_hand_count_small_vgg(described):
     assert d.flops == sum(l.flops for l in d.layers)
 
 
+@pytest.mark.parametrize("name,size", [("vgg16_c_bn", 224), ("googlenet_aux", 32), ("densenet121", 32)])
+def test_describe_reads_shapes_only_and_agrees_with_a_model_built_with_its_weights(name, size):
+    from keras.src.backend.common import global_state
+
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    before = list(pending or [])
+    d = models.describe(name, num_classes=1000, input_shape=(size, size, 3), width=0.25)
+    # the weights it never drew are not left for Keras to draw at the next StatelessScope's end
+    assert global_state.get_global_attribute("uninitialized_variables") is pending and list(pending or []) == before
+    built = models.build_model(name, num_classes=1000, input_shape=(size, size, 3), width=0.25)
+    assert d == models.describe_model(built, name=name, width=0.25)
+    with pytest.raises(models.ModelShapeError):
+        models.describe("alexnet", input_shape=(8, 8, 3), form="imagenet")
+    assert global_state.get_global_attribute("uninitialized_variables") is pending
+
+
 def test_describe_table_lists_every_layer():
     d = models.describe("resnet18", width=0.125)
     text = d.table()
