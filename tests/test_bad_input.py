@@ -128,6 +128,10 @@ CASES = [
     ("run-memory-estimate-exceeds-ram-jax", "run", ["vgg11", "--backend", "jax", "--mode", "inference",
                                                     "--batch-size", "1048576", "--image-size", "224"], {}, 2,
      "exceeds available RAM"),
+    # and before the model's weights exist: a malformed --init-weights file is not even read
+    ("run-memory-refused-before-the-weights-are-read", "run", ["resnet18", "--batch-size", "1000000", "--width",
+                                                               "0.125", "--num-classes", "10", "--init-weights",
+                                                               "{weights_badkey}"], {}, 2, "exceeds available RAM"),
     # ---- bench/run.py: the environment and the data ------------------------------------------------
     ("run-tf-config-string-index", "run", ["vgg11", "--strategy", "multiworker"],
      {"TF_CONFIG": json.dumps({**TF_CONFIG_OK, "task": {"type": "worker", "index": "0"}})}, 2, "index='0'"),

@@ -39,7 +39,8 @@ log = logging.getLogger("cnnbench")
 class Session:
     """Everything one run needs, built the same way for bench/run.py and the pytest suite, on
     either backend (`backend` implements bench.backends.base.Backend). Filled in order:
-    open_session, then build_model (model, desc, estimate, memory), then build_step (optimizer, step)."""
+    open_session, then describe (desc, estimate), build_model (model, memory), then build_step (optimizer,
+    step)."""
     cfg: RunConfig                # resolved (bench.runner.validate.prepare)
     dist: Distribution            # the strategy's adapter on this backend
     source: DataSource
@@ -63,32 +64,40 @@ class Session:
                         per_replica_batch=self.per_replica_batch, global_batch=self.global_batch)
 
     def build(self) -> "Session":
-        """The model, then the backend's step (bench/run.py checks the memory estimate between
-        the two)."""
-        return self.build_model().build_step()
+        """The description, the model, then the backend's step (bench/run.py checks the memory
+        estimate before the model's weights exist)."""
+        return self.describe().build_model().build_step()
 
-    def build_model(self) -> "Session":
-        """The model (from --init-weights or the seed, in the strategy's scope), its description
-        and its memory estimate."""
-        import keras
-
-
+    def describe(self) -> "Session":
+        """The model's description (its layers' shapes, no weights drawn) and the memory estimate
+        made from it: a run refused for memory is refused before its weights take any."""
         cfg, dist = self.cfg, self.dist
-        self.memory = self.backend.memory_probe(dist)  # a CPU's baseline: the RSS before the model exists
         apply_precision_policy(cfg.precision)
-        keras.utils.set_random_seed(cfg.seed)
-        with dist.scope():
-            try:
-                self.model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
-                                                input_shape=(cfg.image_size, cfg.image_size, 3), form=cfg.form)
-            except models.ModelShapeError as e:  # bad input: --image-size too small for the model's form
-                raise BenchInputError(f"{e}. Received: image_size={cfg.image_size}, form={cfg.form}") from None
-            if cfg.init_weights:
-                self.init_weights_sha256 = load_initial_weights(self.model, cfg.init_weights)
-        self.desc = models.describe_model(self.model, name=cfg.model, width=cfg.width)
+        try:
+            self.desc = models.describe(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
+                                        input_shape=(cfg.image_size, cfg.image_size, 3), form=cfg.form)
+        except models.ModelShapeError as e:  # bad input: --image-size too small for the model's form
+            raise BenchInputError(f"{e}. Received: image_size={cfg.image_size}, form={cfg.form}") from None
         # a GPU holds one replica; a CPU process holds all of its own
         self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size,
                                  on_gpu=bool(self.gpu_names))
+        return self
+
+    def build_model(self) -> "Session":
+        """The model (from --init-weights or the seed, in the strategy's scope), described first
+        if it was not."""
+        import keras
+
+        if self.desc is None:
+            self.describe()
+        cfg, dist = self.cfg, self.dist
+        self.memory = self.backend.memory_probe(dist)  # a CPU's baseline: the RSS before the model exists
+        keras.utils.set_random_seed(cfg.seed)  # after describe(), whose layers may draw seeds
+        with dist.scope():
+            self.model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
+                                            input_shape=(cfg.image_size, cfg.image_size, 3), form=cfg.form)
+            if cfg.init_weights:
+                self.init_weights_sha256 = load_initial_weights(self.model, cfg.init_weights)
         return self
 
     def check_memory(self) -> None:
