@@ -205,3 +205,16 @@ def test_aggregate_takes_the_slowest_rank_per_step_and_the_largest_of_the_rest()
     cols = bare.columns()
     assert "peak_mem_bytes" not in cols and "data_wait_ms" not in cols
     assert cols["rank_step_time_means_s"] == "0.11;0.165"
+
+
+@pytest.mark.parametrize("n", [2, 3, 6, 7, 10, 11, 50, 51, 99, 100, 1000, 10001])
+def test_the_intervals_quantiles_are_scipy_stats(n):
+    """stats.py takes them from scipy.special (scipy.stats costs every run 0.6 s to import)."""
+    from scipy.stats import binom
+    from scipy.stats import t as student
+
+    x = np.arange(n, dtype=float)
+    assert ci95_halfwidth(x) == pytest.approx(student.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n), rel=1e-12)
+    if n >= 6:
+        lo, hi = int(binom.ppf(0.025, n, 0.5)), int(binom.ppf(0.975, n, 0.5))
+        assert median_ci95(x[::-1]) == (x[max(lo - 1, 0)], x[min(hi, n - 1)])

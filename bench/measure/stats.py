@@ -1,4 +1,4 @@
-"""Step-time statistics and the throughput figures derived from them. Pure numpy/scipy."""
+"""Step-time statistics and the throughput figures derived from them. Pure numpy/scipy.special."""
 from __future__ import annotations
 
 import math
@@ -34,9 +34,11 @@ def ci95_halfwidth(values: Sequence[float]) -> float:
     x = np.asarray(values, dtype=float)
     if x.size < 2:
         return math.nan
-    from scipy.stats import t
+    # scipy.special's quantile, the one scipy.stats' t.ppf calls: importing scipy.stats cost
+    # every run 0.6 s of CPU, scipy.special 0.16 s
+    from scipy.special import stdtrit
 
-    return float(t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return float(stdtrit(x.size - 1, 0.975) * x.std(ddof=1) / math.sqrt(x.size))
 
 
 def median_ci95(values: Sequence[float]) -> tuple[float, float]:
@@ -48,10 +50,12 @@ def median_ci95(values: Sequence[float]) -> tuple[float, float]:
         return math.nan, math.nan
     if n < 6:
         return float(x[0]), float(x[-1])
-    from scipy.stats import binom
+    from scipy.special import bdtr
 
-    lo = int(binom.ppf(0.025, n, 0.5))          # P(B <= lo - 1) <= 2.5%
-    hi = int(binom.ppf(0.975, n, 0.5))          # symmetric
+    # Binomial(n, 1/2)'s quantiles: the smallest k whose CDF reaches q (scipy.stats' binom.ppf)
+    cdf = bdtr(np.arange(n + 1), n, 0.5)
+    lo = int(np.searchsorted(cdf, 0.025))       # P(B <= lo - 1) <= 2.5%
+    hi = int(np.searchsorted(cdf, 0.975))       # symmetric
     return float(x[max(lo - 1, 0)]), float(x[min(hi, n - 1)])
 
 
