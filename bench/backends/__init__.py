@@ -72,10 +72,11 @@ def check_environment(name: str, flag: str = "--backend") -> None:
 
 # Packages the frameworks import at start-up only for features a run never uses, each behind an
 # `except ImportError` of theirs: Keras' scikit-learn wrappers (sklearn, ~0.8 s) and image-gallery
-# plots (matplotlib, ~0.35 s, which also talks where HOME cannot be written), and TFLite's JAX
-# converter (jax, ~0.4 s, imported by TensorFlow). About 1.7 s of CPU of every TensorFlow run's
-# start, a quarter of a small run's.
-UNUSED_AT_IMPORT = ("sklearn", "matplotlib")
+# plots (matplotlib, ~0.35 s, which also talks where HOME cannot be written), its array slicing's
+# DataFrame inputs to fit() (pandas, ~0.25 s; a run appends its row with the csv module), and
+# TFLite's JAX converter (jax, ~0.4 s, imported by TensorFlow). About 2 s of CPU of every
+# TensorFlow run's start, a third of a small run's.
+UNUSED_AT_IMPORT = ("sklearn", "matplotlib", "pandas")
 
 
 def load(name: str) -> Backend:
