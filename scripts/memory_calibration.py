@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
 def table(args: argparse.Namespace) -> int:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import models
+    from bench.backends import implementation
     from bench.config.schema import RunConfig
     from bench.measure.memory import estimate
     from bench.results.store import read_rows
@@ -167,7 +168,7 @@ def table(args: argparse.Namespace) -> int:
         cfg = RunConfig(model=r["model"], backend=r["backend"], mode=r["mode"], batch_size=int(r["batch_size"]),
                         width=float(r["width"]), precision=r["precision"], optimizer=r["optimizer"],
                         momentum=float(r["momentum"]) if r["momentum"] == r["momentum"] else 0.0)
-        est = estimate(descs[key[::4]], cfg).total_bytes
+        est = estimate(descs[key[::4]], cfg, implementation(cfg.backend).MEMORY[cfg.mode]).total_bytes
         ratio = r["process_peak_mem_bytes"] / est
         worst, best = max(worst, ratio), min(best, ratio)
         w4 = wait4.get(key, {}).get("wait4_maxrss")

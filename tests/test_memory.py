@@ -8,12 +8,19 @@ import math
 import numpy as np
 import pytest
 
+from bench.backends import implementation
 from bench.config.schema import MODES, OPTIMIZERS, PRECISIONS, RunConfig
 from bench.errors import BenchInputError, PredictedOOM
-from bench.measure.memory import Estimate, check, estimate, fits
+from bench.measure.memory import Estimate, check, fits
+from bench.measure.memory import estimate as estimate_with
 from bench.measure.probes import GiB, HostPeak, host_available
 from bench.measure.stats import latency_columns
 from bench.sweep.max_batch import LIMIT, search
+
+
+def estimate(desc, cfg, **kw):
+    """The estimate with cfg's backend's own terms for its mode, as a run makes it."""
+    return estimate_with(desc, cfg, implementation(cfg.backend).MEMORY[cfg.mode], **kw)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from typing import (
 )
 
 from bench.backends.distribution import Distribution
+from bench.measure.memory import MemoryTerms
 from bench.measure.probes import Peak
 from bench.measure.timing import Tracer, WaitClock
 
@@ -67,6 +68,8 @@ class Backend(Protocol):
     NAME: str
     # strategy name -> the adapter factory; a strategy missing here does not run on this backend
     ADAPTERS: Mapping[str, AdapterFactory]
+    # mode (train, inference) -> the memory estimate's terms, calibrated on this backend's runs
+    MEMORY: Mapping[str, MemoryTerms]
 
     def configure(self, cfg: "RunConfig") -> None:
         """Process-wide framework settings that must precede the first op."""

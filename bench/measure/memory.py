@@ -26,13 +26,6 @@ SLOTS = {"adam": 2, "sgd": 1}
 # Inference keeps no activations for a backward pass: at the widest point the input and output
 # of a layer, and a residual shortcut, are alive at once.
 INFERENCE_LIVE_OUTPUTS = 3
-# What the framework allocates on a GPU for itself once steps run (compiled programs, kernels,
-# scratch), per device: the allowance measured on the CPU before the process's own was counted
-# (issue 21). Not calibrated on a GPU.
-RUNTIME_BYTES = {("tensorflow", "train"): 80 * 2**20, ("tensorflow", "inference"): 80 * 2**20,
-                 ("jax", "train"): 400 * 2**20, ("jax", "inference"): 200 * 2**20}
-
-
 @dataclass(frozen=True)
 class HostTerms:
     """How a CPU process's peak resident memory (what the kernel's OOM killer weighs) follows
@@ -70,16 +63,19 @@ class HostTerms:
 
 
 MiB = 2**20
-HOST_TERMS = {
-    ("tensorflow", "train"): HostTerms(base=1030 * MiB, per_layer=int(1.50 * MiB), act=1.10, widest=1.95, patches=0.05,
-                                       input=2.00, weights=2.5, lrn=16.0),
-    ("tensorflow", "inference"): HostTerms(base=1030 * MiB, per_layer=int(0.30 * MiB), act=0.0, widest=3.20,
-                                           patches=0.05, input=2.00, weights=1.5),
-    ("jax", "train"): HostTerms(base=680 * MiB, per_layer=int(6.30 * MiB), act=1.15, widest=11.05, patches=1.20,
-                                input=3.40, weights=1.0, lrn=16.0),
-    ("jax", "inference"): HostTerms(base=620 * MiB, per_layer=int(0.65 * MiB), act=0.0, widest=13.40, patches=0.0,
-                                    input=2.00, weights=1.5),
-}
+
+
+@dataclass(frozen=True)
+class MemoryTerms:
+    """One backend's memory terms in one mode, declared by the backend itself (its MEMORY table,
+    bench.backends.base.Backend) and calibrated on its runs: `host`, a CPU process's peak
+    (HostTerms), and `gpu_runtime_bytes`, what the framework allocates on a GPU for itself once
+    steps run (compiled programs, kernels, scratch), per device: the allowance measured on the
+    CPU before the process's own was counted (issue 21), not calibrated on a GPU."""
+    host: HostTerms
+    gpu_runtime_bytes: int
+
+
 # Real data on a CPU, not calibrated (the calibration ran on synthetic data): the data set's
 # arrays in RAM and the framework's copy of them (DataSet.resident_bytes: CIFAR-100's 60,000 32x32
 # images; the digits are a few hundred kB), and per image, batches in flight (tf.data's prefetch,
@@ -102,11 +98,13 @@ class Estimate:
         return self.runtime_bytes + self.replicas * (self.state_bytes + self.per_replica_batch * self.per_image_bytes)
 
 
-def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, on_gpu: bool = False) -> Estimate:
-    """The estimate for `cfg` (resolved) from the layer walk of describe(). Training keeps every
+def estimate(desc: "ModelDescription", cfg: "RunConfig", terms: MemoryTerms, replicas: int = 1, *,
+             on_gpu: bool = False) -> Estimate:
+    """The estimate for `cfg` (resolved) from the layer walk of describe(), with `terms`, cfg's
+    backend's for cfg's mode (its MEMORY table). Training keeps every
     layer's output for the backward pass and holds gradients and optimizer slots; inference
     holds the weights and the few largest activations alive at once. On a CPU it is the whole
-    process's peak (HOST_TERMS): start-up, the compiled step, the input's host copies included;
+    process's peak (terms.host): start-up, the compiled step, the input's host copies included;
     on a GPU one device's."""
     weights = desc.params * VARIABLE_BYTES
     act = COMPUTE_BYTES[cfg.precision]
@@ -124,9 +122,9 @@ def estimate(desc: "ModelDescription", cfg: "RunConfig", replicas: int = 1, *, o
         state = weights + trainable * VARIABLE_BYTES * (1 + slots) + (desc.params * act if act != VARIABLE_BYTES else 0)
     if on_gpu:
         per_image = image + (kept if cfg.mode == "train" else INFERENCE_LIVE_OUTPUTS * widest)
-        runtime = RUNTIME_BYTES[cfg.backend, cfg.mode]
+        runtime = terms.gpu_runtime_bytes
     else:
-        t = HOST_TERMS[cfg.backend, cfg.mode]
+        t = terms.host
         in_flight = REAL_DATA_BATCHES_IN_FLIGHT if cfg.data != "synthetic" else 0
         per_image = (t.act * kept + t.lrn * lrn + t.widest * widest + t.patches * patches
                      + (t.input + in_flight) * image)

@@ -79,7 +79,8 @@ class Session:
         except models.ModelShapeError as e:  # bad input: --image-size too small for the model's form
             raise BenchInputError(f"{e}. Received: image_size={cfg.image_size}, form={cfg.form}") from None
         # a GPU holds one replica; a CPU process holds all of its own
-        self.estimate = estimate(self.desc, cfg, replicas=1 if self.gpu_names else dist.num_replicas // dist.size,
+        self.estimate = estimate(self.desc, cfg, self.backend.MEMORY[cfg.mode],
+                                 replicas=1 if self.gpu_names else dist.num_replicas // dist.size,
                                  on_gpu=bool(self.gpu_names))
         return self
 

@@ -9,6 +9,7 @@ from bench.backends.base import AdapterFactory, Step
 from bench.backends.distribution import Distribution, MeshDistribution
 from bench.backends.jax import mesh
 from bench.backends.jax.trainer import JaxTrainer, make_step, versions
+from bench.measure.memory import HostTerms, MemoryTerms, MiB
 from bench.measure.probes import DevicePeak, HostPeak, Peak
 from bench.measure.timing import Tracer, WaitClock
 
@@ -21,6 +22,14 @@ if TYPE_CHECKING:
 NAME = "jax"
 # No horovod: Horovod has no JAX binding (launch.strategies.Horovod.backend_hint says what to use)
 ADAPTERS: dict[str, AdapterFactory] = {"single": mesh.single, "mirrored": mesh.mirrored, "multiworker": mesh.multiworker}
+# the estimate's terms per mode (bench.measure.memory.HostTerms says what each is): fitted to
+# this backend's process peaks, docs/measurements/2026-12-02-cpu-memory-calibration.md
+MEMORY: dict[str, MemoryTerms] = {
+    "train": MemoryTerms(HostTerms(base=680 * MiB, per_layer=int(6.30 * MiB), act=1.15, widest=11.05, patches=1.20,
+                                   input=3.40, weights=1.0, lrn=16.0), gpu_runtime_bytes=400 * MiB),
+    "inference": MemoryTerms(HostTerms(base=620 * MiB, per_layer=int(0.65 * MiB), act=0.0, widest=13.40, patches=0.0,
+                                       input=2.00, weights=1.5), gpu_runtime_bytes=200 * MiB),
+}
 
 
 def configure(cfg: "RunConfig") -> None:

@@ -10,6 +10,7 @@ from bench.backends.distribution import Distribution, ReplicaDistribution
 from bench.backends.tensorflow import distribute
 from bench.backends.tensorflow.optimizers import momentum_sgd
 from bench.backends.tensorflow.trainer import TensorFlowTrainer
+from bench.measure.memory import HostTerms, MemoryTerms, MiB
 from bench.measure.probes import DevicePeak, HostPeak, Peak
 from bench.measure.timing import Tracer, WaitClock
 from bench.procs import gpu_total_bytes
@@ -26,6 +27,14 @@ ADAPTERS: dict[str, AdapterFactory] = {
     "mirrored": distribute.Mirrored.from_config,
     "multiworker": distribute.MultiWorker.from_config,
     "horovod": distribute.Horovod.from_config,
+}
+# the estimate's terms per mode (bench.measure.memory.HostTerms says what each is): fitted to
+# this backend's process peaks, docs/measurements/2026-12-02-cpu-memory-calibration.md
+MEMORY: dict[str, MemoryTerms] = {
+    "train": MemoryTerms(HostTerms(base=1030 * MiB, per_layer=int(1.50 * MiB), act=1.10, widest=1.95, patches=0.05,
+                                   input=2.00, weights=2.5, lrn=16.0), gpu_runtime_bytes=80 * MiB),
+    "inference": MemoryTerms(HostTerms(base=1030 * MiB, per_layer=int(0.30 * MiB), act=0.0, widest=3.20, patches=0.05,
+                                       input=2.00, weights=1.5), gpu_runtime_bytes=80 * MiB),
 }
 
 
