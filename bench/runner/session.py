@@ -68,14 +68,19 @@ class Session:
         estimate before the model's weights exist)."""
         return self.describe().build_model().build_step()
 
+    def _model_args(self) -> dict[str, Any]:
+        """What the description and the model are both built from."""
+        cfg = self.cfg
+        return dict(num_classes=cfg.num_classes, width=cfg.width, input_shape=(cfg.image_size, cfg.image_size, 3),
+                    form=cfg.form)
+
     def describe(self) -> "Session":
         """The model's description (its layers' shapes, no weights drawn) and the memory estimate
         made from it: a run refused for memory is refused before its weights take any."""
         cfg, dist = self.cfg, self.dist
         apply_precision_policy(cfg.precision)
         try:
-            self.desc = models.describe(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
-                                        input_shape=(cfg.image_size, cfg.image_size, 3), form=cfg.form)
+            self.desc = models.describe(cfg.model, **self._model_args())
         except models.ModelShapeError as e:  # bad input: --image-size too small for the model's form
             raise BenchInputError(f"{e}. Received: image_size={cfg.image_size}, form={cfg.form}") from None
         # a GPU holds one replica; a CPU process holds all of its own
@@ -95,8 +100,7 @@ class Session:
         self.memory = self.backend.memory_probe(dist)  # a CPU's baseline: the RSS before the model exists
         keras.utils.set_random_seed(cfg.seed)  # after describe(), whose layers may draw seeds
         with dist.scope():
-            self.model = models.build_model(cfg.model, num_classes=cfg.num_classes, width=cfg.width,
-                                            input_shape=(cfg.image_size, cfg.image_size, 3), form=cfg.form)
+            self.model = models.build_model(cfg.model, **self._model_args())
             if cfg.init_weights:
                 self.init_weights_sha256 = load_initial_weights(self.model, cfg.init_weights)
         return self
