@@ -111,6 +111,11 @@ class Strategy:
         return 1
 
     @classmethod
+    def env_hosts(cls) -> int:
+        """The hosts this run's processes span, as the launcher's environment says (1 if none)."""
+        return max(1, -(-cls.env_size() // cls.env_local_size()))
+
+    @classmethod
     def unsupported_backend(cls, backend: str) -> str:
         """The one-line refusal of `backend`, which has no adapter for this strategy."""
         hint = cls.backend_hint.get(backend)

@@ -1,8 +1,10 @@
 """Start N MultiWorkerMirroredStrategy workers on this machine, each with its own TF_CONFIG.
 
-    python -m launch.local_cluster -n 2 [--timeout 600] -- python bench/run.py resnet18 --strategy multiworker
+    python -m launch.local_cluster -n 2 [--timeout 600] [--on-hosts] -- python bench/run.py resnet18 --strategy multiworker
 
-Workers get free loopback ports. Their output is streamed with a `[worker i]` prefix. If any
+Workers get free loopback ports; with --on-hosts, worker i runs on emulated host i (`python -m
+launch.hosts up`: its network namespace and its core) and TF_CONFIG names the hosts' addresses,
+so that the workers' traffic crosses the hosts' links. Their output is streamed with a `[worker i]` prefix. If any
 worker fails, the others are stopped and the launcher exits non-zero naming it; past
 --timeout, every worker is stopped and the launcher exits 124. Ctrl-C, SIGTERM and SIGHUP stop
 every worker (SIGTERM, then SIGKILL after a grace period) before the launcher exits, with
@@ -25,6 +27,7 @@ from bench.config.schema import Opt
 from bench.errors import BenchInputError, input_error
 from bench.procs import exit_code, stop_groups, stop_on_signals
 from launch.base import MAX_PER_CORE, MAX_TIMEOUT_S
+from launch.hosts import Host, command_on, host_env, read_hosts
 
 # shorter than the sweep's own grace (bench.procs.stop_groups), so that a sweep stopping this
 # launcher leaves it time to SIGKILL workers that ignore SIGTERM (TensorFlow's do, in start-up)
@@ -45,9 +48,10 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def tf_config(ports: list[int], index: int) -> str:
-    """TF_CONFIG for worker `index` of a loopback cluster."""
-    return json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]},
+def tf_config(ports: list[int], index: int, addresses: list[str] | None = None) -> str:
+    """TF_CONFIG for worker `index` of a cluster on loopback, or on the hosts at `addresses`."""
+    hosts = addresses or ["localhost"] * len(ports)
+    return json.dumps({"cluster": {"worker": [f"{h}:{p}" for h, p in zip(hosts, ports)]},
                        "task": {"type": "worker", "index": index}})
 
 
@@ -58,22 +62,24 @@ def _pump(stream, prefix: str, out) -> None:
     stream.close()
 
 
-def launch(n: int, command: list[str], timeout: float | None = None) -> int:
-    """Run `command` as n workers; return 0 if all succeed, else non-zero (124 on timeout,
-    128 + N on signal N)."""
+def launch(n: int, command: list[str], timeout: float | None = None, hosts: list[Host] | None = None) -> int:
+    """Run `command` as n workers (worker i on hosts[i] where given); return 0 if all succeed, else
+    non-zero (124 on timeout, 128 + N on signal N)."""
     with stop_on_signals():
-        return _launch(n, command, timeout)
+        return _launch(n, command, timeout, hosts)
 
 
-def _launch(n: int, command: list[str], timeout: float | None) -> int:
+def _launch(n: int, command: list[str], timeout: float | None, hosts: list[Host] | None = None) -> int:
     ports = free_ports(n)
     procs: list[subprocess.Popen] = []
     pumps = []
     code = 0
+    addresses = [h.address for h in hosts] if hosts else None
     try:
         for i in range(n):
-            env = {**os.environ, "TF_CONFIG": tf_config(ports, i), "PYTHONUNBUFFERED": "1"}
-            p = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env = {**(host_env(hosts[i]) if hosts else os.environ), "TF_CONFIG": tf_config(ports, i, addresses),
+                   "PYTHONUNBUFFERED": "1"}
+            p = subprocess.Popen(command_on(hosts[i], command) if hosts else command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, bufsize=1, start_new_session=True)
             procs.append(p)
             t = threading.Thread(target=_pump, args=(p.stdout, f"[worker {i}] ", sys.stdout), daemon=True)
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--num-workers", required=True)
     p.add_argument("--timeout", default=None, help="seconds before every worker is stopped")
+    p.add_argument("--on-hosts", action="store_true", help="worker i on emulated host i (python -m launch.hosts up)")
     cores = os.cpu_count() or 1
     try:
         args = p.parse_args(own)
@@ -129,10 +136,14 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchInputError("no command given after --")
         if shutil.which(command[0]) is None:  # else every worker fails to start, with a traceback
             raise BenchInputError(f"no such command (or not executable): {command[0]}")
+        hosts = read_hosts() if args.on_hosts else None
+        if args.on_hosts and len(hosts) < n:
+            raise BenchInputError(f"--on-hosts puts one worker on each emulated host, and {len(hosts)} are up; start "
+                                  f"{n} with `python -m launch.hosts up -n {n}`. Received: num_workers={n}")
     except BenchInputError as e:
         return input_error(e)
     try:
-        return launch(n, command, timeout)
+        return launch(n, command, timeout, hosts)
     except OSError as e:  # found yet not startable (a text file with an x bit): no worker started
         return input_error(BenchInputError(f"cannot start {command[0]}: {e.strerror or e}"))
 

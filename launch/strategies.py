@@ -158,6 +158,13 @@ class MultiWorker(Strategy):
         return sum(h.rsplit(":", 1)[0] == host for hosts in cluster.values() for h in hosts)
 
     @classmethod
+    def env_hosts(cls) -> int:
+        found = _tf_config_or_none()
+        if found is None:
+            return 1
+        return len({h.rsplit(":", 1)[0] for hosts in found[0].values() for h in hosts})
+
+    @classmethod
     def check_config(cls, cfg: "StrategyConfig") -> None:
         super().check_config(cfg)
         _check_all_reduce(cfg, cls.COMMUNICATION, gpu_only=("nccl",))
@@ -247,3 +254,8 @@ class Horovod(Strategy):
         if not cls.launched_here():
             return 1
         return _first_int("HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", default=1)
+
+    @classmethod
+    def env_hosts(cls) -> int:
+        # horovodrun's Gloo launcher says it outright; under mpirun, ranks over ranks per host
+        return _first_int("HOROVOD_CROSS_SIZE", default=0) or super().env_hosts() if cls.launched_here() else 1

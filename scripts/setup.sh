@@ -2,11 +2,15 @@
 # Set up cnnbench from nothing: .venv, the project with its dependencies, and Horovod 0.28.1
 # built from source against TensorFlow 2.21 (with the one patch it needs), cached as a wheel.
 #
-# Usage: bash scripts/setup.sh [--gpu]
+# Usage: bash scripts/setup.sh [--gpu] [--cluster]
 #   Installs cnnbench editable with two extras: one framework build and the test tools (pytest,
 #   pytest-benchmark, hypothesis), so that both README commands work after it.
 #   default          extra "cpu": tensorflow-cpu and jax[cpu]
 #   --gpu            extra "gpu": tensorflow[and-cuda] and jax[cuda12] (both use the CUDA 12 wheels)
+#   --cluster        first the Debian packages the cluster paths need (CLUSTER_PACKAGES below: Open
+#                    MPI, Slurm, munge, sshd, iproute2), as root with apt-get; skipped where their
+#                    commands are all present already. A non-root user asks an administrator for
+#                    `apt-get install` of those packages, then runs setup without --cluster.
 #   pip cannot make two extras exclusive, so this script removes the other build first: one
 #   environment holds one of them.
 # Environment:
@@ -24,11 +28,14 @@ venv="${CNNBENCH_VENV:-$repo/.venv}"
 cache="${CNNBENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cnnbench}"
 hvd_version="0.28.1"
 build="cpu"
-case "${1:-}" in
-  "") ;;
-  --gpu) build="gpu" ;;
-  *) printf '[setup] ERROR: unknown option %s (usage: bash scripts/setup.sh [--gpu])\n' "$1" >&2; exit 2 ;;
-esac
+cluster=0
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) build="gpu" ;;
+    --cluster) cluster=1 ;;
+    *) printf '[setup] ERROR: unknown option %s (usage: bash scripts/setup.sh [--gpu] [--cluster])\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 case "${CNNBENCH_INSTALLER:-uv}" in
   uv|pip) ;;
   *) printf '[setup] ERROR: CNNBENCH_INSTALLER must be uv or pip, not %s\n' "$CNNBENCH_INSTALLER" >&2; exit 2 ;;
@@ -46,6 +53,28 @@ run_logged() { # run a step quietly; on failure show the tail of its log and sto
     exit 1
   fi
 }
+
+# ---- the cluster paths' system packages (--cluster) ---------------------------------------
+# Debian's: Open MPI 4.1 (mpirun, and mpicxx for Horovod's MPI build), Slurm 22.05 with munge,
+# an sshd for the emulated hosts, iproute2 (ip, tc) for their namespaces and links.
+CLUSTER_PACKAGES=(openmpi-bin libopenmpi-dev slurmctld slurmd slurm-client munge openssh-server openssh-client iproute2)
+CLUSTER_COMMANDS=(mpirun mpicxx slurmctld slurmd sbatch munged sshd ip tc)
+if [ "$cluster" = 1 ]; then
+  absent=()
+  for c in "${CLUSTER_COMMANDS[@]}"; do
+    command -v "$c" >/dev/null 2>&1 || [ -x "/usr/sbin/$c" ] || absent+=("$c")
+  done
+  if [ "${#absent[@]}" -eq 0 ]; then
+    log "cluster packages present (${CLUSTER_COMMANDS[*]})"
+  elif [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    die "--cluster installs Debian packages, which needs root and apt-get (missing: ${absent[*]}); ask an administrator for: apt-get install ${CLUSTER_PACKAGES[*]}"
+  else
+    log "installing ${CLUSTER_PACKAGES[*]} with apt-get (missing: ${absent[*]})"
+    mkdir -p "$cache/logs"
+    run_logged apt-update apt-get update -q
+    DEBIAN_FRONTEND=noninteractive run_logged apt-install apt-get install -y -q --no-install-recommends "${CLUSTER_PACKAGES[@]}"
+  fi
+fi
 
 py="${PYTHON:-}"
 if [ -z "$py" ]; then

@@ -1,6 +1,7 @@
 """Helpers shared by the tests (kept out of conftest.py, whose name tests/benchmarks/ reuses)."""
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -106,3 +107,32 @@ def describe_once(tmp_path_factory, name: str, num_classes: int = 100, image_siz
             name, num_classes=num_classes, input_shape=(image_size, image_size, 3), width=width)))
     folder = made_once(tmp_path_factory, f"describe-{name}-{num_classes}-{image_size}-{width}", make)
     return pickle.loads((folder / "description.pickle").read_bytes())
+
+
+# ---- the cluster paths (tests marked `cluster`) ---------------------------------------------------
+HOSTS_LOCK = Path("/tmp/cnnbench-hosts.lock")  # emulated hosts are machine-wide: one test at a time
+
+
+def require(*needs: str) -> None:
+    """Skip, with one line naming what is missing, unless this process is root (where "root" is
+    asked) and every named command is installed."""
+    import pytest
+    missing = [n for n in needs if (n == "root" and os.geteuid() != 0)
+               or (n != "root" and shutil.which(n) is None and not Path("/usr/sbin", n).exists())]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (`bash scripts/setup.sh --cluster` as root installs them)")
+
+
+@contextlib.contextmanager
+def emulated_hosts(n: int = 2, link: str = "none"):
+    """N emulated hosts (launch.hosts) for one test, under a machine-wide lock, always torn down."""
+    require("root", "ip", "tc", "taskset", "sshd")
+    from launch import hosts
+    HOSTS_LOCK.touch()
+    with open(HOSTS_LOCK) as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with hosts.emulated(n, link) as made:
+                yield made
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

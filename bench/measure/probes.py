@@ -54,6 +54,43 @@ def host_available() -> int | None:
     return min(values) if values else None
 
 
+# ---- what crossed the network ---------------------------------------------------------------------
+def net_bytes() -> tuple[int, int] | None:
+    """Bytes sent and received so far on this process's network namespace's interfaces other than
+    loopback (/proc/self/net/dev): every process's traffic on the host, not only this one's;
+    None where the file cannot be read."""
+    tx = rx = 0
+    try:
+        lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
+        for line in lines:
+            name, fields = line.split(":", 1)
+            if name.strip() == "lo":
+                continue
+            values = fields.split()
+            rx += int(values[0])
+            tx += int(values[8])
+    except (OSError, ValueError, IndexError):
+        return None
+    return tx, rx
+
+
+class NetCounter:
+    """The host's interface bytes between `start` and `stop` (the timed steps): `sent`, `received`."""
+
+    def __init__(self) -> None:
+        self._start: tuple[int, int] | None = None
+        self.sent: int | None = None
+        self.received: int | None = None
+
+    def start(self) -> None:
+        self._start = net_bytes()
+
+    def stop(self) -> None:
+        end = net_bytes()
+        if self._start is not None and end is not None:
+            self.sent, self.received = end[0] - self._start[0], end[1] - self._start[1]
+
+
 # ---- the guard: stop before the kernel's OOM killer does -----------------------------------------
 FLOOR_ENV = "CNNBENCH_MEMORY_FLOOR_BYTES"
 FLOOR_SHARE, FLOOR_MIN = 0.05, 512 * 2**20

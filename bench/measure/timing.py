@@ -60,6 +60,8 @@ class Timing:
     mem_source: str = ""
     process_peak_mem_bytes: int | None = None  # the process's host RSS peak since start-up, on this rank
     comm: dict = field(default_factory=dict)  # columns from the strategy's timeline and autotuner (the chief's)
+    net_tx_bytes: int | None = None  # this rank's host's interface bytes over the timed steps (not loopback)
+    net_rx_bytes: int | None = None
     # with run_steps(keep_diverged=True): the first step whose loss was non-finite, and that loss
     diverged: NonFiniteLoss | None = None
 

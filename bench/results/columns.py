@@ -13,7 +13,9 @@ from bench.errors import Status
 #    timeline (per-step negotiation, all-reduce and queue times), tf.distribute's pack size;
 #    the model's form (CIFAR or the paper's)
 # 6: the process's own peak memory since start-up, beside the timed steps' peak
-SCHEMA_VERSION = 6
+# 7: where the replicas ran (hosts, link, cores per replica), the bytes the host's interfaces
+#    carried during the timed steps, and the gradient bytes a training step all-reduces
+SCHEMA_VERSION = 7
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
 # columns and their types come from RunConfig's schema (bench.config).
 PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",
@@ -22,8 +24,9 @@ PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time",
               "keras_version": "str", "horovod_version": "str", "jax_version": "str", "jaxlib_version": "str",
               "device_kind": "str", "init_weights_sha256": "str"}
 CONFIG = {name: schema()[name].kind for name in CONFIG_COLUMNS}
-MODEL = {"params": "int", "gflops_per_image": "float"}
+MODEL = {"params": "int", "gflops_per_image": "float", "gradient_bytes": "int"}
 TOPOLOGY = {"workers": "int", "replicas": "int", "per_replica_batch": "int", "global_batch": "int"}
+PLACEMENT = {"hosts": "int", "link_gbps": "float", "cores_per_replica": "float"}
 TIMING = {"compile_s": "float", "timed_steps": "int",
           **{c: "float" for c in ("step_time_mean_s", "step_time_median_s", "step_time_p90_s", "step_time_min_s",
                                   "step_time_max_s", "step_time_std_s", "step_time_ci95_low_s",
@@ -39,13 +42,14 @@ LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95
 INPUT = {"data_wait_ms": "float"}
 PROFILE = {"trace_dir": "str"}
 # from Horovod's timeline (mean ms per timed step, the chief's view) and autotuner
-COMM = {"hvd_negotiate_ms": "float", "hvd_allreduce_ms": "float", "hvd_queue_ms": "float", "hvd_autotune_best": "str"}
+COMM = {"hvd_negotiate_ms": "float", "hvd_allreduce_ms": "float", "hvd_queue_ms": "float", "hvd_autotune_best": "str",
+        "net_tx_bytes": "int", "net_rx_bytes": "int"}
 MEMORY = {"peak_mem_bytes": "int", "process_peak_mem_bytes": "int", "mem_source": "str", "mem_estimate_bytes": "int"}
 ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
             "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
             "epoch_end_s": "str", "wall_s": "float"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **TIMING, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
                                  **ACCURACY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = tuple(s.value for s in Status)
@@ -54,10 +58,10 @@ REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
 OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
 # what rows of older schemas meant by the columns they lack: TensorFlow before 3; training, and the
 # strategies' own all-reduce without compression, before 4; gradients synced, none of Horovod's
-# hierarchical all-reduce, autotune or timeline, and the automatic form, before 5
+# hierarchical all-reduce, autotune or timeline, and the automatic form, before 5; one host before 7
 OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train", "all_reduce": "auto", "hvd_compression": "none",
                 "gradient_sync": True, "hvd_hierarchical": False, "hvd_autotune": False, "hvd_timeline": False,
-                "form": "auto"}
+                "form": "auto", "hosts": 1}
 
 
 def migrate(df: Any) -> Any:

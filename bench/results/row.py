@@ -33,6 +33,17 @@ class Topology:
 
 
 @dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a run's replicas ran: how many hosts the job spans, the link between them (None:
+    unshaped or unknown), and the CPU cores each replica had (None on GPUs), which says whether
+    replicas shared cores: a scaling figure whose replicas shared them measures contention, not
+    communication."""
+    hosts: int = 1
+    link_gbps: float | None = None
+    cores_per_replica: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class RunFacts:
     """What a started run knows about itself, beside its configuration (bench.runner.aggregate.run_facts)."""
     topology: Topology
@@ -41,8 +52,10 @@ class RunFacts:
     init_weights_sha256: str | None = None  # of --init-weights as it was read, not now
     params: int | None = None
     gflops_per_image: float | None = None
+    gradient_bytes: int | None = None  # what one training step all-reduces (fp32 trainable weights)
     mem_estimate_bytes: int | None = None
     trace_dir: str | None = None
+    placement: Placement | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +73,8 @@ class Measurements:
     peak_mem_bytes: int | None = None
     mem_source: str = ""
     process_peak_mem_bytes: int | None = None
+    net_tx_bytes: int | None = None            # the host's interface bytes over the timed steps, the largest over ranks
+    net_rx_bytes: int | None = None
 
     def columns(self) -> dict[str, Any]:
         out: dict[str, Any] = {"compile_s": self.compile_s, **self.steps,
@@ -72,6 +87,8 @@ class Measurements:
             out.update(peak_mem_bytes=self.peak_mem_bytes, mem_source=self.mem_source)
         if self.process_peak_mem_bytes is not None:
             out["process_peak_mem_bytes"] = self.process_peak_mem_bytes
+        if self.net_tx_bytes is not None:
+            out.update(net_tx_bytes=self.net_tx_bytes, net_rx_bytes=self.net_rx_bytes)
         return out
 
 
@@ -115,10 +132,14 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, facts: RunFacts | None = No
     if facts is not None:
         if facts.params is not None:
             row.update(params=facts.params, gflops_per_image=facts.gflops_per_image)
+        if facts.gradient_bytes is not None:
+            row["gradient_bytes"] = facts.gradient_bytes
         if facts.mem_estimate_bytes is not None:
             row["mem_estimate_bytes"] = facts.mem_estimate_bytes
         if facts.trace_dir is not None:
             row["trace_dir"] = facts.trace_dir
+        if facts.placement is not None:
+            row.update(dataclasses.asdict(facts.placement))
     if measurements is not None:
         row.update(measurements.columns())
     if accuracy is not None:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 # FLOPs per image of a step, in forward passes: backward costs about two more (activations, weights)
 PASSES = {"train": 3.0, "inference": 1.0}
+# bytes per gradient element: variables stay float32 under every --precision (Keras' mixed policies)
+GRADIENT_BYTES = 4
 
 
 def aggregate(timing: Timing, dist: Any, *, mode: str, global_batch: int, flops_per_image: float,
@@ -31,8 +33,9 @@ def aggregate(timing: Timing, dist: Any, *, mode: str, global_batch: int, flops_
     stats = step_stats(slowest)
     # one gather for the scalars, NaN where a rank has none (then none has: the same code ran everywhere)
     mean_wait = sum(timing.data_waits) / len(timing.data_waits) if timing.data_waits else float("nan")
-    scalars = [timing.compile_s, mean_wait, _or_nan(timing.peak_mem_bytes), _or_nan(timing.process_peak_mem_bytes)]
-    compile_s, wait_s, peak, process_peak = (float(v) for v in dist.gather(scalars).max(axis=0))
+    scalars = [timing.compile_s, mean_wait, _or_nan(timing.peak_mem_bytes), _or_nan(timing.process_peak_mem_bytes),
+               _or_nan(timing.net_tx_bytes), _or_nan(timing.net_rx_bytes)]
+    compile_s, wait_s, peak, process_peak, tx, rx = (float(v) for v in dist.gather(scalars).max(axis=0))
     return Measurements(
         compile_s=compile_s,
         steps={**stats.as_dict(),
@@ -46,7 +49,9 @@ def aggregate(timing: Timing, dist: Any, *, mode: str, global_batch: int, flops_
         comm=dict(timing.comm),
         peak_mem_bytes=int(peak) if timing.peak_mem_bytes is not None else None,
         mem_source=timing.mem_source,
-        process_peak_mem_bytes=int(process_peak) if timing.process_peak_mem_bytes is not None else None)
+        process_peak_mem_bytes=int(process_peak) if timing.process_peak_mem_bytes is not None else None,
+        net_tx_bytes=int(tx) if timing.net_tx_bytes is not None else None,
+        net_rx_bytes=int(rx) if timing.net_rx_bytes is not None else None)
 
 
 def _or_nan(value: float | None) -> float:
@@ -68,5 +73,8 @@ def run_facts(session: "Session") -> RunFacts:
                     init_weights_sha256=session.init_weights_sha256,
                     params=desc.params if desc is not None else None,
                     gflops_per_image=desc.gflops if desc is not None else None,
+                    gradient_bytes=GRADIENT_BYTES * desc.trainable_params
+                    if desc is not None and session.cfg.mode == "train" else None,
                     mem_estimate_bytes=est.total_bytes if est is not None else None,
-                    trace_dir=session.trace_dir)
+                    trace_dir=session.trace_dir,
+                    placement=session.placement)

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 from bench.config.schema import RunConfig
 from bench.data.source import read_data
 from bench.errors import BenchInputError, ExitCode, PredictedOOM, Status, error_line
-from bench.measure.probes import MemoryGuard, memory_floor, process_peak_bytes
+from bench.measure.probes import MemoryGuard, NetCounter, memory_floor, process_peak_bytes
 from bench.measure.timing import NonFiniteLoss, Timing, run_steps
 from bench.results.provenance import new_run_id
 from bench.results.row import AccuracyResult, Outcome, build_row
@@ -125,21 +125,29 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
             timing, accuracy = _train_epochs(session, progress, started)
         else:
             timeline = session.comm_timeline()
+            net = NetCounter()
 
             def before_timed() -> None:
                 session.memory.reset()
+                net.start()
                 if timeline is not None:
                     timeline.start()
+
+            def after_timed() -> None:
+                net.stop()
+                if timeline is not None:
+                    timeline.stop()
 
             step = session.step
             timing = run_steps(step.run, warmup=cfg.warmup_steps, timed=cfg.steps,
                                global_batch=session.global_batch, progress=progress,
                                device_sync=step.device_sync, before_timed=before_timed,
-                               after_timed=timeline.stop if timeline is not None else None,
+                               after_timed=after_timed,
                                data_wait=None if session.source.fixed else session.data_wait,
                                profile=cfg.profile_range, tracer=session.tracer(), pipelined=step.pipelined,
                                keep_diverged=cfg.mode == "train")
             timing.comm = session.comm_columns(cfg.steps)
+            timing.net_tx_bytes, timing.net_rx_bytes = net.sent, net.received
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         timing.process_peak_mem_bytes = process_peak_bytes()
         ran_all = True

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +25,11 @@ from bench.measure.traces import (
     read_timeline,
 )
 from bench.procs import has_gpu
-from bench.results.row import Topology
+from bench.results.row import Placement, Topology
 from bench.runner.validate import require_resolved
 from bench.runner.weights import load_initial_weights, save_weights
 from launch import get_strategy
+from launch.hosts import where
 
 if TYPE_CHECKING:
     import keras
@@ -62,6 +64,20 @@ class Session:
     def topology(self) -> Topology:
         return Topology(workers=self.dist.workers, replicas=self.dist.num_replicas,
                         per_replica_batch=self.per_replica_batch, global_batch=self.global_batch)
+
+    @property
+    def placement(self) -> Placement:
+        """The hosts the job spans (its launcher's word), the emulated link this host has (launch.hosts;
+        None on one host, unshaped or real), and on CPUs the cores each replica of this host had: the
+        cores this process may use over its replicas and the other processes of the job on this host."""
+        strategy = get_strategy(self.cfg.strategy)
+        hosts = strategy.env_hosts()
+        here = where() if hosts > 1 else None
+        cores = None
+        if not self.gpu_names:
+            local_replicas = max(1, self.dist.num_replicas // max(1, self.dist.size)) * strategy.env_local_size()
+            cores = len(os.sched_getaffinity(0)) / local_replicas
+        return Placement(hosts=hosts, link_gbps=here.link_gbps if here is not None else None, cores_per_replica=cores)
 
     def build(self) -> "Session":
         """The description, the model, then the backend's step (bench/run.py checks the memory
