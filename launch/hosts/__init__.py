@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -249,6 +250,10 @@ def up(n: int, link_bps: float | None, *, ssh: bool | None = None) -> list[Host]
             _run("ip", "link", "set", root_end, "master", BRIDGE)
             _run("ip", "link", "set", root_end, "up")
             ns = ["ip", "netns", "exec", h.netns]
+            # IPv4 only: each host then has one address per interface, the one TF_CONFIG and -H name
+            # (no IPv6 link-local address for a tool that picks an interface's first one)
+            _run(*ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1",
+                 "net.ipv6.conf.eth0.disable_ipv6=1")
             _run(*ns, "ip", "link", "set", "lo", "up")
             _run(*ns, "ip", "addr", "add", f"{h.address}/24", "dev", "eth0")
             _run(*ns, "ip", "link", "set", "eth0", "up")
@@ -257,7 +262,9 @@ def up(n: int, link_bps: float | None, *, ssh: bool | None = None) -> list[Host]
                 _shape([], root_end, link_bps)   # what it receives
             etc = NETNS_ETC / h.netns
             etc.mkdir(parents=True, exist_ok=True)
-            (etc / "hosts").write_text(f"127.0.0.1 localhost\n{names}")
+            # the machine's own name resolves to this host's address, as a node's own name does on a
+            # cluster (Gloo's start-up looks it up: left unresolved, hvd.init() segfaults)
+            (etc / "hosts").write_text(f"127.0.0.1 localhost\n{h.address} {socket.gethostname()}\n{names}")
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         _state_file().write_text(json.dumps({"hosts": [dataclasses.asdict(h) for h in hosts]}, indent=1))
         if ssh or (ssh is None and Path(SSHD).exists()):
