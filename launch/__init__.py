@@ -6,6 +6,7 @@ from __future__ import annotations
 from bench.errors import BenchInputError
 
 from .base import STRATEGY_OPTIONS, Launch, Strategy, StrategyConfig
+from .hosts import where as emulated_host
 from .strategies import Horovod, Mirrored, MultiWorker, Single
 
 STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Single, Mirrored, MultiWorker, Horovod)}
@@ -61,4 +62,5 @@ def check_environment(name: str) -> None:
 
 
 __all__ = ["DEFAULT_STRATEGY", "Launch", "STRATEGIES", "Strategy", "check_config", "check_environment", "default_strategy",
+           "emulated_host",
            "get_strategy", "strategy_names"]

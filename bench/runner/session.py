@@ -28,8 +28,7 @@ from bench.procs import has_gpu
 from bench.results.row import Placement, Topology
 from bench.runner.validate import require_resolved
 from bench.runner.weights import load_initial_weights, save_weights
-from launch import get_strategy
-from launch.hosts import where
+from launch import emulated_host, get_strategy
 
 if TYPE_CHECKING:
     import keras
@@ -72,7 +71,7 @@ class Session:
         cores this process may use over its replicas and the other processes of the job on this host."""
         strategy = get_strategy(self.cfg.strategy)
         hosts = strategy.env_hosts()
-        here = where() if hosts > 1 else None
+        here = emulated_host() if hosts > 1 else None
         cores = None
         if not self.gpu_names:
             local_replicas = max(1, self.dist.num_replicas // max(1, self.dist.size)) * strategy.env_local_size()
