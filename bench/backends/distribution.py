@@ -92,6 +92,14 @@ class Distribution:
         """Wait for every process."""
         self.gather([0.0])
 
+    collective_dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")  # what allreduce_op can reduce
+
+    def allreduce_op(self, elements: int, dtype: str) -> Callable[[], None]:
+        """A function that SUM-all-reduces one message of `elements` values of `dtype` (fp32 or bf16)
+        (one of collective_dtypes) across every replica through this strategy's own all-reduce, and waits for it: what
+        `python -m bench.collectives` times. The message is made once, not per call."""
+        raise NotImplementedError(f"--strategy {self.name} has no all-reduce across replicas")
+
     def shutdown(self) -> None:
         """Release the strategy's resources."""
 

@@ -1,7 +1,8 @@
 """The CSV schema: every column and its type, the statuses, and the migration of rows written under an older schema."""
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable, Mapping
 
 from bench.config.schema import CONFIG_COLUMNS, schema
 from bench.errors import Status
@@ -82,3 +83,43 @@ def migrate(df: Any) -> Any:
             column = df[col].astype(object) if df[col].dtype.kind == "f" else df[col]
             df[col] = column.where(~missing, value)
     return df
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """One kind of results file: its columns and their types, the columns every header of it has
+    (what tells it from any other CSV), its schema version, and how rows of older schemas read."""
+    name: str
+    column_types: Mapping[str, str]
+    header_marks: tuple[str, ...]
+    schema_version: int
+    old_defaults: Mapping[str, Any]
+    migrate: Callable[[Any], Any]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.column_types)
+
+
+# runs: one row per benchmark run (bench/run.py, sweeps, pytest --benchmark)
+RUNS = Table("results", COLUMN_TYPES, tuple(HEADER_MARKS), SCHEMA_VERSION, OLD_DEFAULTS, migrate)
+
+# collectives: one row per message size of `python -m bench.collectives` (bench.measure.collectives), as
+# nccl-tests reports an all-reduce: its time across the ranks, algorithm and bus bandwidth
+COLLECTIVES_SCHEMA_VERSION = 1
+COLLECTIVE_CONFIG = ("strategy", "backend", "cpu_replicas", "all_reduce", "all_reduce_pack_mb", "hvd_compression",
+                     "hvd_fusion_mb", "hvd_cycle_ms", "hvd_hierarchical", "threads", "collective_timeout")
+COLLECTIVE_COLUMN_TYPES: dict[str, str] = {
+    **PROVENANCE,
+    **{name: CONFIG[name] for name in COLLECTIVE_CONFIG},
+    "op": "str", "dtype": "str", "size_bytes": "int", "elements": "int",
+    "workers": "int", "ranks": "int", "hosts": "int", "link_gbps": "float", "cores_per_replica": "float",
+    "warmup_iters": "int", "iters": "int",
+    **{c: "float" for c in ("time_median_s", "time_median_ci95_low_s", "time_median_ci95_high_s", "time_mean_s",
+                            "time_min_s", "time_max_s", "algbw_gbs", "busbw_gbs", "busbw_ci95_low_gbs",
+                            "busbw_ci95_high_gbs")},
+    "net_tx_bytes": "int", "net_rx_bytes": "int",
+    **OUTCOME,
+}
+COLLECTIVES = Table("collectives", COLLECTIVE_COLUMN_TYPES, ("schema_version", "op", "status"),
+                    COLLECTIVES_SCHEMA_VERSION, {}, migrate)

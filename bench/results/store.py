@@ -37,16 +37,7 @@ from typing import Any, Iterable, Mapping
 
 from bench.config.parse import probe_write
 from bench.errors import BenchInputError
-from bench.results.columns import (
-    COLUMN_TYPES,
-    COLUMNS,
-    HEADER_MARKS,
-    OLD_DEFAULTS,
-    OLD_STATUS_NAMES,
-    SCHEMA_VERSION,
-    STATUSES,
-    migrate,
-)
+from bench.results.columns import COLUMNS, OLD_STATUS_NAMES, RUNS, STATUSES, Table
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +141,10 @@ def output_target(path: str | os.PathLike) -> Path:
     return p.resolve() if p.is_symlink() else p
 
 
-def read_existing(path: Path) -> str:
+def read_existing(path: Path, table: Table = RUNS) -> str:
     """An existing results file's text ('' if there is none). OutputRefused unless it is a
-    regular, UTF-8 cnnbench CSV (or empty) of a sane size whose header names each column once:
-    nothing else is ours to read or rewrite."""
+    regular, UTF-8 cnnbench CSV of `table`'s kind (or empty) of a sane size whose header names
+    each column once: nothing else is ours to read or rewrite."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -172,16 +163,16 @@ def read_existing(path: Path) -> str:
     if not text.strip():
         return text
     columns = next(csv.reader([text.split("\n", 1)[0]]), [])
-    if not set(HEADER_MARKS) <= set(columns):
-        raise OutputRefused(f"{path} exists and is not a cnnbench results CSV (its header lacks "
-                            f"{', '.join(HEADER_MARKS)})")
+    if not set(table.header_marks) <= set(columns):
+        raise OutputRefused(f"{path} exists and is not a cnnbench {table.name} CSV (its header lacks "
+                            f"{', '.join(table.header_marks)})")
     twice = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
     if twice is not None:  # readers would take one of them, a rewrite would lose the other
         raise OutputRefused(f"{path} names the column {twice!r} twice in its header: not a cnnbench results CSV")
     return text
 
 
-def _refuse_rewrite(text: str, path: Path) -> None:
+def _refuse_rewrite(text: str, path: Path, table: Table = RUNS) -> None:
     """OutputRefused unless this version can add a row to `text` and keep every row as a reader
     reads it: rows of a newer schema would be rewritten under this version's columns."""
     if not text.strip():
@@ -193,9 +184,9 @@ def _refuse_rewrite(text: str, path: Path) -> None:
     except csv.Error as e:  # a raw line break in an unquoted cell (a writer that was not ours)
         raise OutputRefused(f"{path} is not a readable CSV (line {reader.line_num}: {e}): "
                             "not a cnnbench results CSV this version can rewrite") from None
-    newest = max((v for v in map(_number, versions) if math.isfinite(v)), default=SCHEMA_VERSION)
-    if newest > SCHEMA_VERSION:
-        raise OutputRefused(f"{path} holds rows of a newer schema ({newest:g} > {SCHEMA_VERSION}) that this "
+    newest = max((v for v in map(_number, versions) if math.isfinite(v)), default=table.schema_version)
+    if newest > table.schema_version:
+        raise OutputRefused(f"{path} holds rows of a newer schema ({newest:g} > {table.schema_version}) that this "
                             "cnnbench would rewrite under its own; upgrade, or pass --output NEW.csv to start "
                             "a new file")
 
@@ -212,18 +203,18 @@ def _too_large(path: Path, size: int, more: str) -> str:
             "cnnbench results file may hold: pass --output NEW.csv to start a new file")
 
 
-def check_output(path: str | os.PathLike) -> None:
+def check_output(path: str | os.PathLike, table: Table = RUNS) -> None:
     """Raise BenchInputError now, before anything trains, unless `path` is a new file in a
     writable folder or an existing cnnbench CSV that can be read and rewritten, with room for a
     row (ROW_ROOM) below MAX_CSV_BYTES."""
 
     p = output_target(path)
     try:
-        text = read_existing(p)
+        text = read_existing(p, table)
         size = p.stat().st_size if text else 0
         if size + ROW_ROOM > MAX_CSV_BYTES:
             raise OutputRefused(_too_large(p, size, f"a row (up to {ROW_ROOM // 2**10} KiB)"))
-        _refuse_rewrite(text, p)
+        _refuse_rewrite(text, p, table)
         probe_write(p.parent)  # the folder is made by the first row: a run refused later leaves none behind
     except OutputRefused as e:
         raise BenchInputError(f"refusing output={path}: {e}") from None
@@ -270,22 +261,22 @@ def _remove_stale_temporaries(path: Path) -> None:
             pass  # alive, another user's
 
 
-def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
+def append_row(path: str | os.PathLike, row: Mapping[str, Any], table: Table = RUNS) -> None:
     """Append one row atomically: the file afterwards holds every old row plus this one, or,
     if anything fails (disk full, kill, permissions), is exactly as it was. A file that is not
     a cnnbench CSV this version can rewrite, or that the row would take past MAX_CSV_BYTES, is
     never replaced (OutputRefused)."""
     path = output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = format_row(row)
+    line = format_row(row, table.columns)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _remove_stale_temporaries(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
         try:
-            old = read_existing(path)
-            _refuse_rewrite(old, path)
-            data = _merge(_repair_torn_tail(old, path), line, path).encode("utf-8")
+            old = read_existing(path, table)
+            _refuse_rewrite(old, path, table)
+            data = _merge(_repair_torn_tail(old, path), line, path, table).encode("utf-8")
             if len(data) > MAX_CSV_BYTES:
                 size = path.stat().st_size if old else 0
                 raise OutputRefused(_too_large(path, size, f"this append ({len(data) - size} more bytes)"))
@@ -299,22 +290,24 @@ def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _needs_migration(old: str) -> bool:
+def _needs_migration(old: str, table: Table = RUNS) -> bool:
     """Whether `old` has another header or a row of an older schema (read row by row: a file
     near MAX_CSV_BYTES as dicts would take several times its size in memory)."""
     reader = csv.reader(_lines(old))
-    if next(reader) != COLUMNS:
+    columns = table.columns
+    if next(reader) != columns:
         return True
-    at = [COLUMNS.index(c) for c in OLD_DEFAULTS]
-    status = COLUMNS.index("status")
-    return any(len(fields) <= max(*at, status) or fields[status] in OLD_STATUS_NAMES or not all(fields[i] for i in at)
+    at = [columns.index(c) for c in table.old_defaults]
+    status = columns.index("status")
+    return any(len(fields) <= max([*at, status]) or fields[status] in OLD_STATUS_NAMES or not all(fields[i] for i in at)
                for fields in reader if fields)
 
 
-def _merge(old: str, line: str, path: Path) -> str:
+def _merge(old: str, line: str, path: Path, table: Table = RUNS) -> str:
+    known = table.columns
     if not old.strip():
-        return _header(COLUMNS) + line
-    if not _needs_migration(old):
+        return _header(known) + line
+    if not _needs_migration(old, table):
         return (old if old.endswith("\n") else old + "\n") + line
     reader = csv.DictReader(_lines(old))
     rows = list(reader)
@@ -326,26 +319,26 @@ def _merge(old: str, line: str, path: Path) -> str:
                             "CSV this version can rewrite")
     import pandas as pd
 
-    columns = COLUMNS + [c for c in reader.fieldnames or [] if c not in set(COLUMNS)]
+    columns = known + [c for c in reader.fieldnames or [] if c not in set(known)]
     # cells an older writer left raw (a line break in a quoted cell, a formula) are protected now
     cells = [{k: protect_cell(unprotect_cell(v)) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
-    table = migrate(pd.DataFrame(cells, columns=reader.fieldnames, dtype=object))
+    migrated = table.migrate(pd.DataFrame(cells, columns=reader.fieldnames, dtype=object))
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", restval="")
     out.write(_header(columns))
-    w.writerows(table.to_dict("records"))
-    w.writerow(dict(zip(COLUMNS, next(csv.reader([line])))))
+    w.writerows(migrated.to_dict("records"))
+    w.writerow(dict(zip(known, next(csv.reader([line])))))
     return out.getvalue()
 
 
-def read_rows(path: str | os.PathLike):
+def read_rows(path: str | os.PathLike, table: Table = RUNS):
     """A results CSV as a pandas DataFrame, cells as pandas parses them, protected text cells
     as they were recorded. Only empty cells are missing values; statuses of older schemas get
     their current names."""
     import pandas as pd
 
     # text columns stay text: a hex run id or commit like 1234e5678901 would otherwise read as a float
-    text = {c: str for c, kind in COLUMN_TYPES.items() if kind == "str"}
+    text = {c: str for c, kind in table.column_types.items() if kind == "str"}
     # the python engine keeps a NUL byte inside a cell, where the C parser ends the cell
     df = pd.read_csv(path, keep_default_na=False, na_values=[""], compression=None, dtype=text, engine="python")
     for col in df.columns:
@@ -355,4 +348,4 @@ def read_rows(path: str | os.PathLike):
     for col in ("status", "error"):
         if col in df:
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
-    return migrate(df)
+    return table.migrate(df)

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from bench.config.schema import RunConfig
 
 
+# --dtypes of bench.collectives -> TensorFlow's
+TF_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 class Single(ReplicaDistribution):
     """One device in one process: the interface's own defaults."""
 
@@ -102,6 +106,24 @@ class TFDistribution(ReplicaDistribution):
         # Each local replica contributes the same row; duplicates do not change a max or a mean.
         gathered = self.strategy.experimental_local_results(all_gather())[0]
         return gathered.numpy()
+
+    def allreduce_op(self, elements: int, dtype: str) -> Callable[[], None]:
+        import tensorflow as tf
+
+        # one message, made once, that every local replica reduces (as gather's all_gather does: a
+        # per-replica value made outside the step leaves MultiWorkerMirroredStrategy's all-reduce
+        # with no destination device on a CPU)
+        message = tf.ones([elements], TF_DTYPES[dtype])
+
+        @tf.function
+        def allreduce():  # tf.distribute: the replica context's all-reduce, as Keras' optimizers call it
+            return self.strategy.run(
+                lambda: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, message))
+
+        def op() -> None:
+            for out in self.strategy.experimental_local_results(allreduce()):
+                out[:1].numpy()  # waits for the collective on every local replica
+        return op
 
     def skip_gradient_sync(self, optimizer) -> None:
         # Keras 3 optimizers SUM-all-reduce the gradients in a replica context before applying
@@ -189,6 +211,7 @@ class Horovod(ReplicaDistribution):
 
     name = "horovod"
     jit_collectives = False  # Horovod's ops have no XLA kernels in this build
+    collective_dtypes = ("fp32", "fp16")  # Horovod's TensorFlow all-reduce has no bfloat16 kernel
 
     @classmethod
     def from_config(cls, cfg: "RunConfig") -> "Horovod":
@@ -253,6 +276,15 @@ class Horovod(ReplicaDistribution):
             return grads
         # Horovod: SUM, since each rank's loss is divided by the global batch
         return self.hvd.grouped_allreduce(grads, op=self.hvd.Sum, compression=self.compression)
+
+    def allreduce_op(self, elements: int, dtype: str) -> Callable[[], None]:
+        import tensorflow as tf
+
+        message = tf.ones([elements], TF_DTYPES[dtype])
+
+        def op() -> None:  # Horovod: one SUM all-reduce, with the run's compression; .numpy() waits for it
+            self.hvd.allreduce(message, op=self.hvd.Sum, compression=self.compression, name="collective")[:1].numpy()
+        return op
 
     def comm_timeline(self, path: str) -> Tracer:
         # Horovod: every rank starts and stops it; the coordinator writes the file
