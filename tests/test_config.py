@@ -38,15 +38,17 @@ SCHEMA_4_ADDED = ["mode", "find_max_batch", "memory_cap_gb", "latency_p50_ms", "
 SCHEMA_5_ADDED = ["form", "gradient_sync", "hvd_hierarchical", "hvd_autotune", "hvd_timeline", "all_reduce_pack_mb",
                   "hvd_negotiate_ms", "hvd_allreduce_ms", "hvd_queue_ms", "hvd_autotune_best"]
 SCHEMA_6_ADDED = ["process_peak_mem_bytes"]
+SCHEMA_7_ADDED = ["gradient_bytes", "hosts", "link_gbps", "cores_per_replica", "net_tx_bytes", "net_rx_bytes"]
 
 
 def test_columns_are_those_of_before_plus_the_backends_and_memory():
-    """Schemas 3 to 6 only add columns (3: the backend, its versions, the device kind, the
+    """Schemas 3 to 7 only add columns (3: the backend, its versions, the device kind, the
     initial weights; 4: the mode, latency, memory and max-batch probes; 5: the diagnostic and
-    communication options, Horovod's timeline and autotuner; 6: the process's own peak memory);
+    communication options, Horovod's timeline and autotuner; 6: the process's own peak memory; 7: where
+    the replicas ran, the gradient bytes and the interfaces' bytes);
     every earlier column keeps its name and order."""
     cols = list(COLUMN_TYPES)
-    added = SCHEMA_3_ADDED + SCHEMA_4_ADDED + SCHEMA_5_ADDED + SCHEMA_6_ADDED
+    added = SCHEMA_3_ADDED + SCHEMA_4_ADDED + SCHEMA_5_ADDED + SCHEMA_6_ADDED + SCHEMA_7_ADDED
     assert [c for c in cols if c not in added] == V1_COLUMNS
     assert sorted(set(cols) - set(V1_COLUMNS)) == sorted(added)
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import Status, one_line
-from bench.report import plots, tables
+from bench.report import collectives, plots, tables
 from bench.report.findings import FINDERS, Finding
 from bench.report.output import check_out, write_files
 from bench.report.text import md_cell, md_text, visible
@@ -83,6 +83,8 @@ PLOTS: dict[str, tuple[str, str, Callable[..., Any]]] = {
     "scaling": ("scaling.png", "scaling efficiency against replicas (95% CI)", plots.scaling_figure),
     "latency": ("latency.png", "inference latency p50 and p99 against batch size", plots.latency_figure),
     "accuracy": ("accuracy.png", "test top-1 against wall time", plots.accuracy_figure),
+    "collectives": ("collectives.png", "all-reduce bus bandwidth against message size (median, 95% CI)",
+                    collectives.bus_bandwidth_figure),
 }
 MD, HTML = "report.md", "report.html"
 
@@ -152,6 +154,10 @@ def _section_specs(df: pd.DataFrame) -> list[tuple]:
          _one(lambda: t.best_batch_sizes(df), ".1f")),
         ("accuracy", "Accuracy", "Test top-1/top-5 and time to accuracy.", _one(lambda: t.accuracy_table(df), ".4f"),
          "accuracy"),
+        ("collective-bandwidth", "Collective bandwidth", "All-reduce bus bandwidth in GB/s (size / median time × "
+         "2(n−1)/n, nccl-tests' definition) by message size, one column per strategy, backend, rank count, place "
+         "and dtype (python -m bench.collectives). On one host the ranks share its cores and talk over loopback.",
+         _one(lambda: collectives.bus_bandwidth_table(df), ".4f"), "collectives"),
         ("failures", "Failures", "Every row that did not end ok, with its error.", _one(lambda: t.failures(df), ".1f")),
     ]
 
@@ -257,7 +263,7 @@ def render_html(intro: str, facts: list[Finding], secs: list[Section], pngs: dic
 def _findings(df: pd.DataFrame) -> tuple[list[Finding], list[str]]:
     """The findings, each kind on its own: one that fails becomes a note, the others stay."""
     facts, notes = [], []
-    for make in FINDERS:
+    for make in (*FINDERS, collectives.collective_findings):
         try:
             facts += make(df)
         except Exception as e:  # noqa: BLE001 - a report shows what it can and names what it could not

@@ -8,12 +8,7 @@ from typing import Iterable
 
 from bench.config.key import BOOL_CELLS, config_key
 from bench.errors import BenchInputError
-from bench.results.columns import (
-    COLUMN_TYPES,
-    REQUIRED,
-    SCHEMA_VERSION,
-    migrate,
-)
+from bench.results.columns import COLLECTIVES, REQUIRED, RUNS, Table
 from bench.results.store import OutputRefused, read_existing, unprotect_cell
 
 # ---- typed loading (reports, notebooks) ---------------------------------------------------------
@@ -53,13 +48,13 @@ def _typed(cells, kind: str):
     return cells.astype("string"), present & False
 
 
-def _results_text(path: Path) -> str:
+def _results_text(path: Path, table: Table = RUNS) -> str:
     """A results file's text, or BenchInputError naming why it is not a cnnbench CSV."""
 
     if not path.exists():
         raise BenchInputError(f"no such results file: {path}")
     try:
-        text = read_existing(path)
+        text = read_existing(path, table)
     except OutputRefused as e:
         raise BenchInputError(str(e).replace("exists and is not", "is not")) from None
     except OSError as e:
@@ -69,24 +64,25 @@ def _results_text(path: Path) -> str:
     return text
 
 
-def _load_one(path: Path):
-    """One results file, typed, every cell checked: BenchInputError names a corrupted cell by
-    file, row (1 = the first data row) and column."""
+def _load_one(path: Path, table: Table = RUNS):
+    """One results file of `table`'s kind, typed, every cell checked: BenchInputError names a
+    corrupted cell by file, row (1 = the first data row) and column."""
     import pandas as pd
 
+    required = REQUIRED if table is RUNS else list(table.header_marks)
     try:
         # the python engine: pandas' C parser ends a cell at a NUL byte (pandas 3.0.6)
-        raw = pd.read_csv(io.StringIO(_results_text(path)), dtype=str, keep_default_na=False, na_values=[""],
-                          engine="python")
+        raw = pd.read_csv(io.StringIO(_results_text(path, table)), dtype=str, keep_default_na=False,
+                          na_values=[""], engine="python")
     except pd.errors.ParserError as e:
         raise BenchInputError(f"{path} is not a readable CSV: {e}") from None
     for c in raw.columns:
         raw[c] = raw[c].map(unprotect_cell, na_action="ignore")
-    missing = [c for c in REQUIRED if c not in raw.columns]
+    missing = [c for c in required if c not in raw.columns]
     if missing:
-        raise BenchInputError(f"{path} is not a cnnbench results file (no {', '.join(missing)} column)")
+        raise BenchInputError(f"{path} is not a cnnbench {table.name} file (no {', '.join(missing)} column)")
     df = raw.copy()
-    for c, kind in COLUMN_TYPES.items():
+    for c, kind in table.column_types.items():
         if c not in df.columns:
             df[c] = pd.NA  # older schema: newer columns are empty
             continue
@@ -97,29 +93,68 @@ def _load_one(path: Path):
     if df["schema_version"].isna().any():
         i = int(df["schema_version"].isna().to_numpy().nonzero()[0][0])
         raise BenchInputError(f"{path}: row {i + 1}, column schema_version: the cell is empty")
-    if (df["schema_version"] > SCHEMA_VERSION).any():
+    if (df["schema_version"] > table.schema_version).any():
         raise BenchInputError(f"{path} was written by a newer cnnbench (schema "
-                              f"{df['schema_version'].max()} > {SCHEMA_VERSION}); upgrade to read it")
+                              f"{df['schema_version'].max()} > {table.schema_version}); upgrade to read it")
     df["status"] = df["status"].fillna("")
-    migrate(df)
+    table.migrate(df)
     df["error"] = df["error"].fillna("")
     df["source_file"] = str(path)
     return df
 
 
+def kind_of(path: str | os.PathLike) -> Table:
+    """Which kind of cnnbench CSV a file is, by its header: collectives (bench.collectives) where it
+    has their marks and no model, else results (what _load_one then checks)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            header = set(f.readline().strip().split(","))
+    except OSError:
+        return RUNS
+    return COLLECTIVES if set(COLLECTIVES.header_marks) <= header and "model" not in header else RUNS
+
+
+def load_collectives(paths: Iterable[str | os.PathLike]):
+    """Collective-bandwidth CSVs (python -m bench.collectives) as one typed DataFrame, with `source_file`."""
+    import pandas as pd
+
+    frames = [_load_one(Path(p), COLLECTIVES) for p in paths]
+    if not frames:
+        return pd.DataFrame(columns=[*COLLECTIVES.columns, "source_file"])
+    return pd.concat(frames, ignore_index=True, sort=False)
+
+
 def load_results(paths: Iterable[str | os.PathLike]):
     """One or more cnnbench CSVs as one DataFrame, each column typed by the schema (integers,
     floats, booleans, strings, UTC timestamps), with `source_file` and `config_key` added.
+    Collective-bandwidth CSVs among them (kind_of) are loaded apart, into
+    `df.attrs["collectives"]` (bench.report's collective section reads them there).
 
     Files from an older schema load with the newer columns empty. A file that is not a
     cnnbench CSV, is from a newer schema, or holds a cell that does not parse as its column's
     type raises BenchInputError naming the file (and the row and column)."""
     import pandas as pd
 
-
-    frames = [_load_one(Path(p)) for p in paths]
-    if not frames:
+    paths = [Path(p) for p in paths]
+    if not paths:
         raise BenchInputError("no results files given")
-    df = pd.concat(frames, ignore_index=True, sort=False)
+    collective = [p for p in paths if kind_of(p) is COLLECTIVES]
+    frames = [_load_one(p) for p in paths if p not in collective]
+    if frames:
+        df = pd.concat(frames, ignore_index=True, sort=False)
+    else:  # collectives only: an empty, typed results table
+        df = _load_one_empty()
     df["config_key"] = [config_key(r) for r in df.to_dict("records")]
+    if collective:
+        df.attrs["collectives"] = load_collectives(collective)
+    return df
+
+
+def _load_one_empty():
+    import pandas as pd
+
+    df = pd.DataFrame({c: pd.Series(dtype=object) for c in RUNS.columns})
+    for c, kind in RUNS.column_types.items():
+        df[c], _ = _typed(df[c], kind)
+    df["source_file"] = pd.Series(dtype="string")
     return df
