@@ -117,11 +117,12 @@ def slurm_conf(node: Node) -> str:
         "TaskPlugin=task/none",
         "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none",
-        # no database: each finished job's state is appended here, where `scontrol show job`
-        # forgets it after MinJobAge
+        # no database: each finished job's state is appended here (job_state() reads it), so the
+        # controller may forget finished jobs soon; `sbatch --wait` polls every 2 s only while
+        # 2 s < MinJobAge/2 (then every 8, then 32 s: a 25 s job took 42 s to return)
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={d / 'log' / 'jobcomp.log'}",
-        "MinJobAge=600",
+        "MinJobAge=4",
         "SchedulerType=sched/backfill",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core",   # cores are consumed; memory is reported, not reserved
@@ -342,6 +343,15 @@ def require_up() -> None:
     if not is_up():
         raise BenchInputError(f"the local Slurm is not up (no daemons of {STATE_DIR}); start it with "
                               f"`python -m launch.slurm up`")
+
+
+def finished_jobs(last: int = 5) -> list[str]:
+    """The last finished jobs, one line each (id, name, state, exit code), from the completion log."""
+    with contextlib.suppress(OSError):
+        lines = (STATE_DIR / "log" / "jobcomp.log").read_text().splitlines()[-last:]
+        fields = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in lines]
+        return [f"job {f.get('JobId')} {f.get('Name')}: {f.get('JobState')} (exit {f.get('ExitCode')})" for f in fields]
+    return []
 
 
 def job_state(job_id: str) -> str | None:

@@ -16,6 +16,7 @@ from launch.slurm import (
     daemons,
     down,
     export_line,
+    finished_jobs,
     mem_total_mb,
     node_state,
     our_processes,
@@ -36,6 +37,8 @@ def _status() -> int:
                                               f"`python -m launch.slurm down`)" if stray else ""))
         return 1
     print(f"node state: {state}")
+    for line in finished_jobs():
+        print(line)
     print(export_line())
     return 0
 
