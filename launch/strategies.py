@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -115,9 +116,50 @@ def _tf_config_or_none() -> tuple[dict, dict] | None:
         return None
 
 
+# What srun sets in every task of a job step (srun(1), "OUTPUT ENVIRONMENT VARIABLES"). A batch
+# script has SLURM_PROCID and SLURM_NTASKS too, but no SLURM_STEP_NUM_TASKS: it is not a step.
+SLURM_STEP = ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS")
+
+
+def slurm_tasks_per_node() -> list[int]:
+    """The tasks on each node of this job step, in node order: Slurm's compressed list, e.g.
+    '2(x3),1' -> [2, 2, 2, 1] (SLURM_STEP_TASKS_PER_NODE, else the job's); [] where absent."""
+    raw = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE") or ""
+    counts: list[int] = []
+    for part in filter(None, raw.split(",")):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if m is None:
+            return []
+        counts += [int(m.group(1))] * int(m.group(2) or 1)
+    return counts
+
+
+def in_slurm_step() -> bool:
+    """Whether srun started this process as one task of a job step of more than one task, with no
+    TF_CONFIG (which, where set, says what the cluster is: e.g. launch.local_cluster inside a job)."""
+    return (not os.environ.get("TF_CONFIG", "").strip() and all(v in os.environ for v in SLURM_STEP)
+            and _first_int("SLURM_STEP_NUM_TASKS", default=1) > 1)
+
+
+def slurm_task_gpus(visible: int) -> list[int]:
+    """Which of the `visible` GPUs this task of a Slurm step uses: all of them where Slurm gave each
+    task its own (--gpus-per-task, or one task per node), else an even share by SLURM_LOCALID of
+    the GPUs every task on the node sees (--gpus-per-node N with several tasks per node)."""
+    if visible <= 0:
+        return []
+    on_node = _first_int("SLURM_GPUS_ON_NODE", default=visible)
+    local = MultiWorker.env_local_size()
+    if visible < on_node or local <= 1:  # this task's own GPUs
+        return list(range(visible))
+    per = max(1, visible // local)
+    first = (_first_int("SLURM_LOCALID", default=0) * per) % visible
+    return list(range(first, min(visible, first + per)))
+
+
 class MultiWorker(Strategy):
-    """One process per worker, configured by TF_CONFIG (tf.distribute.MultiWorkerMirroredStrategy;
-    on JAX, jax.distributed with TF_CONFIG's first task as the coordinator)."""
+    """One process per worker (tf.distribute.MultiWorkerMirroredStrategy; on JAX, jax.distributed),
+    its cluster described by TF_CONFIG, or, where there is none, by the Slurm job step that srun
+    started it in (TensorFlow's SlurmClusterResolver; JAX's Slurm cluster detection)."""
 
     name = "multiworker"
     backends = ("tensorflow", "jax")  # named: a new backend claims it with its adapter
@@ -139,17 +181,26 @@ class MultiWorker(Strategy):
 
     @classmethod
     def env_rank(cls) -> int:
+        if in_slurm_step():
+            return _first_int("SLURM_PROCID", default=0)
         # no usable TF_CONFIG: no other rank can claim the chief's row
         cluster, task = _tf_config_or_none() or ({}, {"type": "worker", "index": 0})
         return task["index"] + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
 
     @classmethod
     def env_size(cls) -> int:
+        if in_slurm_step():
+            return _first_int("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", default=1)
         cluster, _ = _tf_config_or_none() or ({"worker": [""]}, None)
         return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
 
     @classmethod
     def env_local_size(cls) -> int:
+        if in_slurm_step():
+            per_node, node = slurm_tasks_per_node(), _first_int("SLURM_NODEID", default=0)
+            if 0 <= node < len(per_node):
+                return per_node[node]
+            return _first_int("SLURM_NTASKS_PER_NODE", default=max(per_node or [1]))
         found = _tf_config_or_none()
         if found is None:
             return 1
@@ -159,6 +210,8 @@ class MultiWorker(Strategy):
 
     @classmethod
     def env_hosts(cls) -> int:
+        if in_slurm_step():
+            return _first_int("SLURM_STEP_NUM_NODES", "SLURM_NNODES", default=1)
         found = _tf_config_or_none()
         if found is None:
             return 1
@@ -171,7 +224,18 @@ class MultiWorker(Strategy):
 
     @classmethod
     def check_environment(cls) -> None:
-        tf_config()
+        if not in_slurm_step():
+            if "SLURM_PROCID" in os.environ and not os.environ.get("TF_CONFIG", "").strip():
+                raise BenchInputError(f"--strategy multiworker under Slurm needs a job step of more than one task "
+                                      f"(`srun -n N ...`, one per worker); this is a step of "
+                                      f"{os.environ.get('SLURM_STEP_NUM_TASKS', 'no')} task(s) and has no TF_CONFIG")
+            tf_config()
+            return
+        rank, size = cls.env_rank(), cls.env_size()
+        if not 0 <= rank < size or not os.environ.get("SLURM_STEP_NODELIST", "").strip():
+            raise BenchInputError(f"the Slurm step's variables do not describe one of its tasks: SLURM_PROCID={rank}, "
+                                  f"SLURM_STEP_NUM_TASKS={size}, SLURM_STEP_NODELIST="
+                                  f"{os.environ.get('SLURM_STEP_NODELIST', '')!r}; start the ranks with srun")
 
     @classmethod
     def check_no_launcher(cls) -> None:
@@ -180,6 +244,7 @@ class MultiWorker(Strategy):
             raise BenchInputError("TF_CONFIG is set, but a sweep starts each configuration's processes itself "
                                   "(launch.local_cluster gives each multiworker rank its own TF_CONFIG) and every "
                                   f"other child would take it for its cluster; unset TF_CONFIG. Received: TF_CONFIG={raw}")
+        super().check_no_launcher()  # one task of a Slurm step of several: each would sweep
 
 
 def _first_int(*names: str, default: int) -> int:

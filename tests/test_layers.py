@@ -30,7 +30,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sweep, report", ("bench.sweep", "bench.report")),
     # command lines and experiments: launch/local_cluster.py and `python -m models` are tools that
     # parse a configuration, so they sit above the layers they use, not in their folder's layer
-    ("command lines", ("bench.cli", "bench.run", "bench.lab", "bench.collectives", "launch.local_cluster", "launch.hosts.__main__", "models.__main__")),
+    ("command lines", ("bench.cli", "bench.run", "bench.lab", "bench.collectives", "launch.local_cluster",
+                       "launch.hosts.__main__", "launch.slurm.__main__", "models.__main__")),
 )
 EXACT = {"bench"}
 

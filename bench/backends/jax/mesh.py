@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from bench.backends.distribution import MeshDistribution, startup_watchdog
-from launch.strategies import MultiWorker, tf_config
+from launch.strategies import MultiWorker, in_slurm_step, slurm_task_gpus, tf_config
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
@@ -117,19 +117,29 @@ def mirrored(cfg: "RunConfig") -> JaxMesh:
 
 def multiworker(cfg: "RunConfig") -> JaxMesh:
     """Several processes joined by jax.distributed, one mesh over all their devices. The same
-    TF_CONFIG as TensorFlow's describes the cluster: its first task coordinates."""
+    TF_CONFIG as TensorFlow's describes the cluster: its first task coordinates. Where there is
+    none, the Slurm job step srun started this process in does: JAX's own Slurm detection puts the
+    coordinator on the step's first node, at a port its job id picks."""
     import jax
 
-    cluster, _ = tf_config()
-    coordinator = [*cluster.get("chief", []), *cluster.get("worker", [])][0]
     num_processes, process_id, timeout_s = MultiWorker.env_size(), MultiWorker.env_rank(), cfg.collective_timeout
+    if in_slurm_step():
+        coordinator, detect, where = None, "slurm", (f"the coordinator on the first node of the Slurm step "
+                                                       f"({os.environ.get('SLURM_STEP_NODELIST', '')})")
+        # every GPU Slurm gave this task (JAX's detection would give each process one, by SLURM_LOCALID)
+        gpus = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        local_ids = slurm_task_gpus(len(gpus)) or None
+    else:
+        cluster, _ = tf_config()
+        coordinator = [*cluster.get("chief", []), *cluster.get("worker", [])][0]
+        detect, where, local_ids = "deactivate", f"the coordinator at {coordinator}", None
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     # JAX's own timeout should end a start-up whose peers never come, with an error the run turns
     # into a row; the watchdog, a little later, ends one that blocks past it anyway
     with startup_watchdog(max(1, int(timeout_s)) + STARTUP_MARGIN_S,
-                          f"error: multiworker start-up: not every one of the {num_processes} processes joined the "
-                          f"coordinator at {coordinator} within --collective-timeout {timeout_s:g} s; process "
-                          f"{process_id} gave up"):
+                          f"error: multiworker start-up: not every one of the {num_processes} processes joined "
+                          f"{where} within --collective-timeout {timeout_s:g} s; process {process_id} gave up"):
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id, initialization_timeout=max(1, int(timeout_s)))
+                                   process_id=process_id, local_device_ids=local_ids,
+                                   cluster_detection_method=detect, initialization_timeout=max(1, int(timeout_s)))
     return JaxMesh("multiworker", jax.devices(), rank=jax.process_index(), size=jax.process_count())

@@ -17,7 +17,7 @@ from bench.measure.traces import AUTOTUNE_LOG
 from launch.strategies import Horovod as HorovodSpec
 from launch.strategies import Mirrored as MirroredSpec
 from launch.strategies import MultiWorker as MultiWorkerSpec
-from launch.strategies import tf_config
+from launch.strategies import in_slurm_step, slurm_task_gpus, slurm_tasks_per_node, tf_config
 
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
@@ -166,7 +166,8 @@ class Mirrored(TFDistribution):
 
 
 class MultiWorker(TFDistribution):
-    """tf.distribute.MultiWorkerMirroredStrategy, configured by TF_CONFIG."""
+    """tf.distribute.MultiWorkerMirroredStrategy, configured by TF_CONFIG, or, where there is none,
+    by the Slurm job step srun started this process in (TensorFlow's own SlurmClusterResolver)."""
 
     name = "multiworker"
 
@@ -177,20 +178,29 @@ class MultiWorker(TFDistribution):
     def __init__(self, collective_timeout: float, all_reduce: str = "auto", pack_mb: float | None = None):
         import tensorflow as tf
 
-        cluster, task = tf_config()
         impl = tf.distribute.experimental.CommunicationImplementation[
             MultiWorkerSpec.COMMUNICATION.get(all_reduce, "AUTO")]
         # gradients are packed into all-reduces of bytes_per_pack (0: the strategy's own packing)
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=collective_timeout, implementation=impl,
             bytes_per_pack=int(pack_mb * 2**20) if pack_mb else 0)
+        if in_slurm_step():
+            resolver = _slurm_resolver()
+            cluster = resolver.cluster_spec().as_dict()
+            task = {"type": resolver.task_type, "index": resolver.task_id}
+            source = "the Slurm step"
+        else:
+            resolver = None  # the strategy's own TFConfigClusterResolver
+            cluster, task = tf_config()
+            source = "TF_CONFIG's cluster"
         workers = [*cluster.get("chief", []), *cluster.get("worker", [])]
         # The strategy waits here, inside TensorFlow's C++, until every task of the cluster has
         # joined, however long that takes, whatever the collective timeout
-        with startup_watchdog(collective_timeout, f"error: multiworker start-up: not every task of TF_CONFIG's "
-                              f"cluster ({', '.join(workers)}) joined within --collective-timeout "
+        with startup_watchdog(collective_timeout, f"error: multiworker start-up: not every task of {source} "
+                              f"({', '.join(workers)}) joined within --collective-timeout "
                               f"{collective_timeout:g} s; {task['type']} {task['index']} gave up"):
-            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+            self.strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                                      communication_options=options)
         self.size = len(workers)
         self.rank = task["index"] + (len(cluster.get("chief", [])) if task["type"] == "worker" else 0)
         self.local_rank = 0
@@ -200,6 +210,40 @@ class MultiWorker(TFDistribution):
         # A last barrier keeps the chief from exiting (and tearing down its gRPC server) while
         # a peer still needs it for a collective.
         self.barrier()
+
+
+# Each job step's workers listen on ports of their own (TensorFlow's default base, 8888, would let
+# two jobs on one node collide): 32 per node from a base the job and step ids pick, below Linux's
+# ephemeral range (32768 and up), where the kernel hands out ports to outgoing connections.
+SLURM_PORT_BASE, SLURM_PORT_SLOTS, SLURM_PORTS_PER_STEP = 12000, 640, 32
+
+
+def _slurm_port_base() -> int:
+    job, step = (int(os.environ.get(v, "0") or 0) for v in ("SLURM_JOB_ID", "SLURM_STEP_ID"))
+    return SLURM_PORT_BASE + ((job * 7 + step) % SLURM_PORT_SLOTS) * SLURM_PORTS_PER_STEP
+
+
+def _slurm_resolver():
+    """tf.distribute.cluster_resolver.SlurmClusterResolver for this task, its GPUs chosen here.
+
+    The resolver counts GPUs with nvidia-smi, which CPU nodes lack, and its task list stops at the
+    node's GPU count (zero: no tasks at all). So it is told each task's share (at least 1, to list
+    every task), and the strategy is told the GPUs this task really uses (none on a CPU node)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    mine = [gpus[i] for i in slurm_task_gpus(len(gpus))]
+    if gpus:
+        tf.config.set_visible_devices(mine, "GPU")  # Slurm's allocation, shared among the node's tasks
+    per_task = max(1, len(mine))
+    most_tasks = max(slurm_tasks_per_node() or [MultiWorkerSpec.env_local_size()])
+
+    class Resolver(tf.distribute.cluster_resolver.SlurmClusterResolver):
+        def num_accelerators(self, task_type=None, task_id=None, config_proto=None):
+            return {"GPU": len(mine)}
+
+    return Resolver(port_base=_slurm_port_base(), gpus_per_node=per_task * most_tasks, gpus_per_task=per_task,
+                    auto_set_gpu=False)
 
 
 class Horovod(ReplicaDistribution):
