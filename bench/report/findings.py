@@ -147,7 +147,11 @@ def scaling(df: pd.DataFrame) -> list[Finding]:
             f"{ci(pick['efficiency_ci95_low'], pick['efficiency_ci95_high'])} "
             f"({pick['model']}, {_setting(pick, extra, skip=['strategy'])}; "
             f"{num(pick['images_per_sec'])} against {num(pick['baseline_images_per_sec'])} images/sec on one)"
-            + _range(lo, hi, len(rows), "configurations") + "."), "scaling-efficiency"))
+            + _range(lo, hi, len(rows), "configurations") + "."
+            + (f" Its replicas shared CPU cores ({num(pick['cores_per_replica'])} per replica against "
+               f"{num(pick['baseline_cores_per_replica'])} for the one): this measures their contention for the "
+               f"cores as much as communication, not how the strategy scales." if tables.shared_cores(pick) else "")),
+            "scaling-efficiency"))
     return out
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report.tables import (
+    SHARED_CORES,
     latency_table,
     latest_ok,
     model_batch_groups,
@@ -166,7 +167,7 @@ def scaling_figure(df: pd.DataFrame, notes: list[str] | None = None) -> "Figure"
     ax = fig.subplots()
     extra = [c for c in eff.columns if c not in ("images_per_sec", "baseline_images_per_sec", "speedup",
                                                    "efficiency", "efficiency_ci95_low", "efficiency_ci95_high",
-                                                   "replicas")]
+                                                   "replicas", *SHARED_CORES)]
     drawn = False
     for values, g in eff.groupby(extra, sort=True, dropna=False):
         if len(g) > 1:  # a line needs more than the baseline point

@@ -309,15 +309,26 @@ def _baselines(ok: pd.DataFrame) -> dict[Any, Any]:
     return out
 
 
+# the CPU cores each replica had at N replicas and in the baseline: fewer at N means the replicas shared
+# the baseline's cores, and the efficiency measures that contention as well as communication
+SHARED_CORES = ["cores_per_replica", "baseline_cores_per_replica"]
+
+
+def shared_cores(r: Any) -> bool:
+    """Whether a scaling row's replicas had fewer CPU cores each than its baseline's one replica."""
+    mine, base = r.get("cores_per_replica"), r.get("baseline_cores_per_replica")
+    return bool(pd.notna(mine) and pd.notna(base) and float(mine) < float(base))
+
+
 def scaling_efficiency(df: pd.DataFrame, baselines: bool = True) -> pd.DataFrame:
     """images/sec(N) / (N x images/sec(1)) per model, strategy and per-replica batch, with N the
-    replica count and the efficiency's 95% CI. The baseline is the same strategy at one replica,
-    else `single`. Without `baselines`, the one-replica rows (each its own baseline, 1.000) are
-    left out."""
+    replica count and the efficiency's 95% CI, and the cores per replica at N and at one (see
+    SHARED_CORES). The baseline is the same strategy at one replica, else `single`. Without
+    `baselines`, the one-replica rows (each its own baseline, 1.000) are left out."""
     ok = latest_ok(df)
     ok = ok[ok["replicas"].notna() & (ok["replicas"] >= 1)]  # a row without replicas has no place on the scale
     cols = ["model", "strategy", "data", "batch_size", "replicas", "images_per_sec", "baseline_images_per_sec",
-            "speedup", "efficiency", "efficiency_ci95_low", "efficiency_ci95_high"]
+            "speedup", "efficiency", "efficiency_ci95_low", "efficiency_ci95_high", *SHARED_CORES]
     base = _baselines(ok)
     rows, used = [], []
     for label, r in ok.loc[list(base)].sort_values(["model", "batch_size", "strategy", "replicas"],
@@ -331,7 +342,9 @@ def scaling_efficiency(df: pd.DataFrame, baselines: bool = True) -> pd.DataFrame
         rows.append({"model": r["model"], "strategy": r["strategy"], "data": r["data"], "batch_size": r["batch_size"],
                      "replicas": n, "images_per_sec": r["images_per_sec_median"],
                      "baseline_images_per_sec": one["images_per_sec_median"], "speedup": speedup,
-                     "efficiency": speedup / n, "efficiency_ci95_low": lo / n, "efficiency_ci95_high": hi / n})
+                     "efficiency": speedup / n, "efficiency_ci95_low": lo / n, "efficiency_ci95_high": hi / n,
+                     "cores_per_replica": r.get("cores_per_replica"),
+                     "baseline_cores_per_replica": one.get("cores_per_replica")})
         used.append(label)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:5])
 
