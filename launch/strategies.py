@@ -239,8 +239,9 @@ class Horovod(Strategy):
         if "OMPI_COMM_WORLD_RANK" not in os.environ:
             return False
         # An Open MPI job: of several ranks (`mpirun -np 2 python bench/run.py`: Horovod is the one strategy
-        # whose ranks MPI starts), or one that horovodrun --mpi filled with HOROVOD_* settings. A lone
-        # `mpirun -np 1` stays single. Variables set by hand are refused by check_launcher_environment.
+        # whose ranks MPI starts), or one of one rank given HOROVOD_* settings (horovodrun --mpi passes on
+        # those it is given). A bare `mpirun -np 1` stays single. Variables set by hand are refused by
+        # check_launcher_environment.
         return _first_int("OMPI_COMM_WORLD_SIZE", default=1) > 1 or any(k.startswith("HOROVOD_") for k in os.environ)
 
     @classmethod

@@ -77,8 +77,8 @@ def mpi_build():  # asked once: the question imports TensorFlow (5 s here)
     code = "import horovod.tensorflow as hvd; print(int(hvd.mpi_built()))"
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, env=ENV)
     if r.returncode != 0 or r.stdout.strip() != "1":
-        pytest.skip(f"needs Horovod built with MPI (hvd.mpi_built() is false; `bash scripts/setup.sh` with mpicxx "
-                    f"present builds it)")
+        pytest.skip("needs Horovod built with MPI (hvd.mpi_built() is false; `bash scripts/setup.sh` builds it "
+                    "where Open MPI's mpicxx is installed)")
 
 
 def _row(out: Path, r: subprocess.CompletedProcess) -> pd.Series:
