@@ -38,7 +38,7 @@ from bench.measure.collectives import (  # noqa: E402
     parse_size,
     time_allreduce,
 )
-from bench.measure.probes import NetCounter  # noqa: E402
+from bench.measure.probes import NetCounter, cores_per_replica  # noqa: E402
 from bench.results.columns import COLLECTIVE_CONFIG, COLLECTIVES  # noqa: E402
 from bench.results.provenance import provenance  # noqa: E402
 from bench.results.store import OutputRefused, append_row, check_output  # noqa: E402
@@ -124,12 +124,12 @@ def run(cfg: RunConfig, values: dict) -> int:
     hosts = strategy.env_hosts()
     here = emulated_host() if hosts > 1 else None
     gpus = backend.gpu_names()
-    local = max(1, dist.num_replicas // max(1, dist.size)) * strategy.env_local_size()
     base = {**provenance(gpus, source="collectives", backend=cfg.backend), **backend.provenance(gpus),
             **{k: getattr(cfg, k) for k in COLLECTIVE_CONFIG},
             "op": "allreduce", "workers": dist.workers, "ranks": dist.num_replicas, "hosts": hosts,
             "link_gbps": here.link_gbps if here is not None else None,
-            "cores_per_replica": None if gpus else len(os.sched_getaffinity(0)) / local,
+            "cores_per_replica": None if gpus else cores_per_replica(max(1, dist.num_replicas // max(1, dist.size)),
+                                                                     strategy.env_local_size()),
             "warmup_iters": values["warmup_iters"], "schema_version": COLLECTIVES.schema_version}
     if dist.is_chief:
         print(f"# all-reduce, {dist.num_replicas} ranks, --strategy {cfg.strategy} --backend {cfg.backend}"

@@ -256,7 +256,7 @@ def _first_int(*names: str, default: int) -> int:
 
 
 class Horovod(Strategy):
-    """Horovod, launched by horovodrun (Gloo on CPU; NCCL/MPI where built) or mpirun: one device per
+    """Horovod, launched by horovodrun (Gloo, or MPI with --mpi) or by Open MPI's mpirun: one device per
     rank. Its adapter, with every Horovod call of cnnbench, is TensorFlow's
     (bench.backends.tensorflow.distribute.Horovod): Horovod has no JAX binding."""
 
@@ -285,26 +285,43 @@ class Horovod(Strategy):
                       "HOROVOD_CROSS_RANK", "HOROVOD_CROSS_SIZE")
     GLOO_RENDEZVOUS = ("HOROVOD_GLOO_RENDEZVOUS_ADDR", "HOROVOD_GLOO_RENDEZVOUS_PORT")
     MPI_RANK = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")  # Open MPI, MPICH / Intel MPI, PMIx
+    # what Open MPI's mpirun (and horovodrun --mpi, which runs it) sets in every rank: its place in the job
+    OMPI_WORLD = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                  "OMPI_COMM_WORLD_LOCAL_SIZE")
+    # what only a real MPI launcher sets: how a rank reaches it (Open MPI 4's ORTE daemon, PMIx in Open
+    # MPI 4 and 5, MPICH's Hydra); MPI_Init of a rank without one starts a job of its own, of size 1
+    MPI_LAUNCHER = ("OMPI_MCA_orte_hnp_uri", "PMIX_NAMESPACE", "PMI_FD", "PMI_PORT")
+
+    @classmethod
+    def mpi_launched(cls) -> bool:
+        """Whether an MPI launcher (mpirun, horovodrun --mpi) started this process."""
+        return any(v in os.environ for v in cls.MPI_LAUNCHER)
 
     @classmethod
     def launched_here(cls) -> bool:
         if "HOROVOD_RANK" in os.environ:  # horovodrun's Gloo launcher sets it in every rank
             return True
-        # MPI launcher: an MPI rank whose environment horovodrun filled with HOROVOD_* settings
-        return "OMPI_COMM_WORLD_RANK" in os.environ and any(k.startswith("HOROVOD_") for k in os.environ)
+        if "OMPI_COMM_WORLD_RANK" not in os.environ:
+            return False
+        # An Open MPI job: of several ranks (`mpirun -np 2 python bench/run.py`: Horovod is the one strategy
+        # whose ranks MPI starts), or one of one rank given HOROVOD_* settings (horovodrun --mpi passes on
+        # those it is given). A bare `mpirun -np 1` stays single. Variables set by hand are refused by
+        # check_launcher_environment.
+        return _first_int("OMPI_COMM_WORLD_SIZE", default=1) > 1 or any(k.startswith("HOROVOD_") for k in os.environ)
 
     @classmethod
     def check_launcher_environment(cls) -> None:
         # A rank set by hand (no rendezvous server, no MPI job) makes hvd.init() wait for peers
-        # that no launcher started, then abort in C++; Horovod's tuning knobs (HOROVOD_CYCLE_TIME, ...)
-        # are not a launcher's, and stay allowed.
-        stray = [v for v in cls.RANK_VARIABLES if v in os.environ]
-        launcher = all(v in os.environ for v in cls.GLOO_RENDEZVOUS) or any(v in os.environ for v in cls.MPI_RANK)
+        # that no launcher started, then abort in C++, or start an MPI job of one that the row would
+        # count as several; Horovod's tuning knobs (HOROVOD_CYCLE_TIME, ...) are not a launcher's, and
+        # stay allowed.
+        stray = [v for v in (*cls.RANK_VARIABLES, *cls.OMPI_WORLD) if v in os.environ]
+        launcher = all(v in os.environ for v in cls.GLOO_RENDEZVOUS) or cls.mpi_launched()
         if stray and not launcher:
             raise BenchInputError(
                 f"{stray[0]}={os.environ[stray[0]]} is set, but no Horovod launcher started this process "
-                f"(horovodrun sets {cls.GLOO_RENDEZVOUS[0]}, mpirun {cls.MPI_RANK[0]}): unset "
-                f"{', '.join(stray)}, or start the ranks with horovodrun")
+                f"(horovodrun sets {cls.GLOO_RENDEZVOUS[0]}, mpirun {cls.MPI_LAUNCHER[1]}): unset "
+                f"{', '.join(stray)}, or start the ranks with horovodrun or mpirun")
 
     @classmethod
     def env_rank(cls) -> int:

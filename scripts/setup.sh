@@ -20,7 +20,9 @@
 #                    installed into the venv with pip; where it cannot be had or fails, pip does it.
 #   PYTHON           the interpreter to build the venv from (default: python3.11, else python3)
 #   HOROVOD_*        passed through to Horovod's build; defaults below give a CPU build with
-#                    Gloo. On a GPU cluster set e.g. HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_WITH_MPI=1.
+#                    Gloo, and with MPI too where Open MPI's `mpicxx` is found (HOROVOD_WITHOUT_MPI=1
+#                    otherwise). An explicit HOROVOD_WITH_MPI / HOROVOD_WITHOUT_MPI is kept. On a GPU
+#                    cluster set e.g. HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_WITH_MPI=1.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -128,16 +130,25 @@ if ! uv_install; then
 fi
 
 # ---- Horovod -------------------------------------------------------------------------
+export HOROVOD_WITH_TENSORFLOW="${HOROVOD_WITH_TENSORFLOW:-1}"
+export HOROVOD_WITH_GLOO="${HOROVOD_WITH_GLOO:-1}"
+export HOROVOD_WITHOUT_PYTORCH="${HOROVOD_WITHOUT_PYTORCH:-1}"
+export HOROVOD_WITHOUT_MXNET="${HOROVOD_WITHOUT_MXNET:-1}"
+# MPI as well as Gloo where an MPI compiler wrapper is found (Open MPI's mpicxx: `mpirun` and
+# `horovodrun --mpi` then work, and hierarchical all-reduce); Gloo alone otherwise. The user's own
+# choice, either way, is kept.
+if [ -z "${HOROVOD_WITH_MPI:-}" ] && [ -z "${HOROVOD_WITHOUT_MPI:-}" ]; then
+  if command -v mpicxx >/dev/null 2>&1; then export HOROVOD_WITH_MPI=1; else export HOROVOD_WITHOUT_MPI=1; fi
+fi
+want_mpi=0
+if [ "${HOROVOD_WITH_MPI:-0}" = 1 ]; then want_mpi=1; fi
+# An installed Horovod is kept only where it is this version and has MPI exactly as wanted (an
+# earlier Gloo-only install is rebuilt once mpicxx appears).
 if "$vpy" -c "import horovod.tensorflow" >/dev/null 2>&1 \
-   && [ "$("$vpy" -c 'import horovod; print(horovod.__version__)')" = "$hvd_version" ]; then
+   && [ "$("$vpy" -c 'import horovod; print(horovod.__version__)')" = "$hvd_version" ] \
+   && [ "$("$vpy" -c 'import horovod.tensorflow as hvd; print(int(hvd.mpi_built()))' 2>/dev/null)" = "$want_mpi" ]; then
   log "horovod $hvd_version already installed"
 else
-  export HOROVOD_WITH_TENSORFLOW="${HOROVOD_WITH_TENSORFLOW:-1}"
-  export HOROVOD_WITH_GLOO="${HOROVOD_WITH_GLOO:-1}"
-  export HOROVOD_WITHOUT_PYTORCH="${HOROVOD_WITHOUT_PYTORCH:-1}"
-  export HOROVOD_WITHOUT_MXNET="${HOROVOD_WITHOUT_MXNET:-1}"
-  # MPI only when the user asks for it; the default CPU build uses Gloo alone.
-  if [ -z "${HOROVOD_WITH_MPI:-}" ]; then export HOROVOD_WITHOUT_MPI="${HOROVOD_WITHOUT_MPI:-1}"; fi
   # The cache key covers everything that changes the binary.
   tfver="$("$vpy" -c 'import tensorflow as tf; print(tf.__version__)' 2>/dev/null)" \
     || die "TensorFlow did not import in $venv"
@@ -177,5 +188,6 @@ fi
 [ -x "$venv/bin/horovodrun" ] || die "horovodrun is missing from $venv/bin"
 run_logged horovod-check "$vpy" -c 'import horovod.tensorflow as hvd
 assert hvd.gloo_built(), "horovod is built without Gloo"
-print("horovod: TensorFlow ops load, Gloo built")'
+print("horovod: TensorFlow ops load, Gloo built, MPI", "built" if hvd.mpi_built() else "not built")'
+log "$(grep "^horovod:" "$cache/logs/horovod-check.log" | tail -n 1)"
 log "ready: $venv (activate with: source $venv/bin/activate)"

@@ -54,6 +54,17 @@ def host_available() -> int | None:
     return min(values) if values else None
 
 
+# ---- where the replicas ran --------------------------------------------------------------------
+def cores_per_replica(replicas_here: int, local_processes: int) -> float:
+    """The CPU cores each replica of this process had: the cores it may use (its affinity) over its
+    `replicas_here`, or the machine's cores over every replica on this host (`local_processes`
+    such processes), whichever is fewer. Unpinned processes share the affinity they all have; a
+    process pinned to its own cores (mpirun's binding, an emulated host) has those alone."""
+    mine = len(os.sched_getaffinity(0)) / max(1, replicas_here)
+    host = (os.cpu_count() or 1) / max(1, replicas_here * local_processes)
+    return min(mine, host)
+
+
 # ---- what crossed the network ---------------------------------------------------------------------
 def net_bytes() -> tuple[int, int] | None:
     """Bytes sent and received so far on this process's network namespace's interfaces other than

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,7 @@ from bench.config.schema import RunConfig
 from bench.data.source import DataSource, load_data
 from bench.errors import BenchInputError
 from bench.measure.memory import Estimate, check, estimate
-from bench.measure.probes import Peak, host_available, memory_floor, rss_bytes
+from bench.measure.probes import Peak, cores_per_replica, host_available, memory_floor, rss_bytes
 from bench.measure.timing import Tracer, WaitClock
 from bench.measure.traces import (
     AUTOTUNE_LOG,
@@ -67,15 +66,14 @@ class Session:
     @property
     def placement(self) -> Placement:
         """The hosts the job spans (its launcher's word), the emulated link this host has (launch.hosts;
-        None on one host, unshaped or real), and on CPUs the cores each replica of this host had: the
-        cores this process may use over its replicas and the other processes of the job on this host."""
+        None on one host, unshaped or real), and on CPUs the cores each replica of this host had
+        (bench.measure.probes.cores_per_replica)."""
         strategy = get_strategy(self.cfg.strategy)
         hosts = strategy.env_hosts()
         here = emulated_host() if hosts > 1 else None
         cores = None
         if not self.gpu_names:
-            local_replicas = max(1, self.dist.num_replicas // max(1, self.dist.size)) * strategy.env_local_size()
-            cores = len(os.sched_getaffinity(0)) / local_replicas
+            cores = cores_per_replica(max(1, self.dist.num_replicas // max(1, self.dist.size)), strategy.env_local_size())
         return Placement(hosts=hosts, link_gbps=here.link_gbps if here is not None else None, cores_per_replica=cores)
 
     def build(self) -> "Session":

@@ -285,20 +285,37 @@ class Horovod(ReplicaDistribution):
         import horovod.tensorflow as hvd
         import tensorflow as tf
 
+        gpus = tf.config.list_physical_devices("GPU")
         if hierarchical:
-            # Horovod: hierarchical all-reduce (within each host, then across hosts) exists in its MPI
-            # and NCCL operations only; a Gloo-only build would silently run the flat ring instead
-            if not (hvd.mpi_built() or hvd.nccl_built()):
-                raise BenchInputError("--hvd-hierarchical needs a Horovod built with MPI or NCCL; this one has "
-                                      "Gloo only (rebuild it: see docs/troubleshooting.md). Received: hvd_hierarchical=True")
+            # Horovod 0.28.1's one hierarchical all-reduce is NCCLHierarchicalAllreduce (NCCL within a host,
+            # MPI across hosts): on a build without NCCL, or on CPU tensors, it sets the flag back to off
+            # (horovod/common/operations.cc, "not supported without NCCL or DDL") and runs the flat
+            # all-reduce, which the row would then call hierarchical
+            if not (hvd.nccl_built() and gpus):
+                raise BenchInputError(
+                    "--hvd-hierarchical needs GPUs and a Horovod built with NCCL and MPI (Horovod's only hierarchical "
+                    f"all-reduce is NCCL's; on {'this build' if gpus else 'CPUs'} Horovod would run the flat "
+                    "all-reduce instead). Received: hvd_hierarchical=True")
             os.environ["HOROVOD_HIERARCHICAL_ALLREDUCE"] = "1"
+        if not gpus:
+            # Open MPI (read by MPI_Init in hvd.init(); an explicit setting is kept): a rank waiting in MPI
+            # yields its core instead of spinning on it. On CPUs the ranks' compute threads want every core;
+            # Horovod's MPI thread, spinning at each cycle, took one from them: on a 2-core VM, mpirun -np 2
+            # steps of a tiny resnet18 took about twice as long spinning (docs/distribution.md#open-mpi)
+            os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
         hvd.init()  # Horovod: initialise
         self.hvd = hvd
+        if hierarchical and not (hvd.mpi_enabled() and hvd.size() > hvd.local_size()):
+            # Horovod: the NCCL hierarchical all-reduce is registered only under the MPI controller, and
+            # turned off where all ranks share one host; every rank decides the same, so all refuse
+            raise BenchInputError(
+                "--hvd-hierarchical needs ranks on more than one host, started by mpirun or horovodrun --mpi "
+                f"(here: {'MPI' if hvd.mpi_enabled() else 'Gloo'}, {hvd.size()} ranks, {hvd.local_size()} on this "
+                "host); Horovod would run the flat all-reduce instead. Received: hvd_hierarchical=True")
         # Horovod: gradients cast to fp16 for the all-reduce and back (Compression.fp16)
         self.compression = hvd.Compression.fp16 if compression == "fp16" else hvd.Compression.none
         self.rank, self.size, self.local_rank = hvd.rank(), hvd.size(), hvd.local_rank()
         self.num_replicas = self.size
-        gpus = tf.config.list_physical_devices("GPU")
         if gpus:  # Horovod: pin one GPU per local rank
             gpu = gpus[self.local_rank % len(gpus)]
             tf.config.experimental.set_memory_growth(gpu, True)
