@@ -19,11 +19,10 @@ from tests.helpers import emulated_hosts, require
 
 PY = sys.executable
 RUN = [PY, str(REPO / "bench" / "run.py")]
-TINY = ["resnet18", "--width", "0.125", "--image-size", "32", "--batch-size", "8", "--warmup-steps", "1",
-        "--no-progress", "--threads", "1"]
+TINY = ["lenet5", "--image-size", "32", "--batch-size", "8", "--warmup-steps", "1", "--no-progress", "--threads", "1"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
 # As root, Open MPI's mpirun refuses to start without --allow-run-as-root. It binds each of 2 ranks to a
-# core of its own by default; a row's cores_per_replica assumes a host's ranks share their cores
+# core of its own by default; --bind-to none lets each rank's threads use every core, as horovodrun --mpi does
 MPIRUN = ["mpirun", "--allow-run-as-root", "--bind-to", "none"]
 
 # what Open MPI 4.1's mpirun sets in each of 2 ranks on one host (seen here), less what no check reads

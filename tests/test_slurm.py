@@ -22,7 +22,7 @@ from tests.helpers import require
 
 PY = sys.executable
 SLURM_LOCK = Path("/tmp/cnnbench-slurm.lock")  # the local Slurm is machine-wide: one module at a time
-TINY_TF = "--width 0.125 --batch-size 8 --steps 3 --warmup-steps 1 --no-progress"
+TINY_TF = "--batch-size 8 --steps 3 --warmup-steps 1 --no-progress"
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -156,7 +156,7 @@ def test_status_names_the_node_and_the_export_line(cluster):
 @pytest.mark.cluster
 @pytest.mark.distributed
 def test_the_template_runs_tensorflow_multiworker_and_the_chief_writes_one_ok_row(cluster, tmp_path):
-    job, log = _sbatch_template(tmp_path, MODEL="resnet18", BENCH_ARGS=TINY_TF)
+    job, log = _sbatch_template(tmp_path, MODEL="lenet5", BENCH_ARGS=TINY_TF)
     out, err = job.communicate(timeout=240)
     text = log.read_text() if log.exists() else ""
     assert job.returncode == 0, err + text
@@ -164,7 +164,7 @@ def test_the_template_runs_tensorflow_multiworker_and_the_chief_writes_one_ok_ro
     rows = _rows(tmp_path / "runs.csv")
     assert len(rows) == 1, text  # rank 0 only
     row = rows.iloc[0]
-    assert (row["status"], row["strategy"], row["backend"], row["model"]) == ("ok", "multiworker", "tensorflow", "resnet18")
+    assert (row["status"], row["strategy"], row["backend"], row["model"]) == ("ok", "multiworker", "tensorflow", "lenet5")
     assert (row["workers"], row["replicas"], row["hosts"]) == (2, 2, 1)
 
 
@@ -211,7 +211,7 @@ def _task_pid(job_id: str, rank: int) -> int | None:
 @pytest.mark.distributed
 def test_a_crashed_rank_fails_the_job_without_an_ok_row(cluster, tmp_path):
     # long enough to be killed mid-run
-    job, log = _sbatch_template(tmp_path, MODEL="resnet18", BENCH_ARGS=TINY_TF.replace("--steps 3", "--steps 100000"))
+    job, log = _sbatch_template(tmp_path, MODEL="lenet5", BENCH_ARGS=TINY_TF.replace("--steps 3", "--steps 100000"))
     try:
         job_id, pid, deadline = None, None, time.monotonic() + 60
         while pid is None and time.monotonic() < deadline:

@@ -90,7 +90,7 @@ def test_a_new_strategy_is_one_class_and_one_registry_line(monkeypatch, tmp_path
     jobs = build_jobs(["vgg11"], [8], ["pipes"], [3], {}, str(tmp_path / "r.csv"), 60, gpus=0)
     (job,) = jobs
     assert job.command[:3] == ["pipesrun", "-n", "3"] and job.launch.processes == 3
-    assert "--threads" in job.command and job.key()[-2:] == (3, 3)
+    assert "--threads" in job.command and job.key()[-4:] == (3, 3, 1, None)  # workers, replicas, hosts, link
 
 
 def _code_without_comments(path: Path) -> str:

@@ -93,8 +93,11 @@ def parse_link(text: str) -> float | None:
     return bps
 
 
-def _run(*cmd: str, check: bool = True, quiet: bool = False) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True)
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:  # no iproute2: nothing of ours can exist either
+        r = subprocess.CompletedProcess(cmd, 127, "", f"{cmd[0]}: not installed")
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)}: {(r.stderr or r.stdout).strip()}")
     return r
