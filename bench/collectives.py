@@ -126,7 +126,7 @@ def run(cfg: RunConfig, values: dict) -> int:
     gpus = backend.gpu_names()
     base = {**provenance(gpus, source="collectives", backend=cfg.backend), **backend.provenance(gpus),
             **{k: getattr(cfg, k) for k in COLLECTIVE_CONFIG},
-            "op": "allreduce", "workers": dist.workers, "ranks": dist.num_replicas, "hosts": hosts,
+            "op": "allreduce", "transport": dist.transport, "workers": dist.workers, "ranks": dist.num_replicas, "hosts": hosts,
             "link_gbps": here.link_gbps if here is not None else None,
             "cores_per_replica": None if gpus else cores_per_replica(max(1, dist.num_replicas // max(1, dist.size)),
                                                                      strategy.env_local_size()),

@@ -38,7 +38,8 @@ SCHEMA_4_ADDED = ["mode", "find_max_batch", "memory_cap_gb", "latency_p50_ms", "
 SCHEMA_5_ADDED = ["form", "gradient_sync", "hvd_hierarchical", "hvd_autotune", "hvd_timeline", "all_reduce_pack_mb",
                   "hvd_negotiate_ms", "hvd_allreduce_ms", "hvd_queue_ms", "hvd_autotune_best"]
 SCHEMA_6_ADDED = ["process_peak_mem_bytes"]
-SCHEMA_7_ADDED = ["gradient_bytes", "hosts", "link_gbps", "cores_per_replica", "net_tx_bytes", "net_rx_bytes"]
+SCHEMA_7_ADDED = ["gradient_bytes", "hosts", "link_gbps", "cores_per_replica", "transport", "net_tx_bytes",
+                  "net_rx_bytes"]
 
 
 def test_columns_are_those_of_before_plus_the_backends_and_memory():

@@ -132,6 +132,8 @@ def test_gradient_traffic_crosses_the_shaped_link(job, tmp_path):
     row = pd.read_csv(out).iloc[-1]
     assert row.status == "ok" and row.workers == 2 and row.hosts == 2
     assert row.link_gbps == pytest.approx(0.1) and row.cores_per_replica == 1.0
+    transport = "" if pd.isna(row.transport) else row.transport
+    assert transport == ("gloo" if job.startswith("horovod") else "")
     ring = 2 * (2 - 1) / 2 * row.gradient_bytes * steps
     for counted in (row.net_tx_bytes, row.net_rx_bytes):
         assert 0.75 * ring <= counted <= 1.25 * ring, (counted, ring)

@@ -100,7 +100,7 @@ def test_mpirun_picks_horovod_over_mpi(tmp_path):
     assert log.count("MPI controller initialized") == 2 and log.count("Using MPI to perform CPU operations") == 2, log
     row = _row(out, r)
     assert row.status == "ok" and row.strategy == "horovod" and row.workers == 2 and row.replicas == 2
-    assert row.hosts == 1 and not row.hvd_hierarchical
+    assert row.hosts == 1 and not row.hvd_hierarchical and row.transport == "mpi"
 
 
 @pytest.mark.cluster

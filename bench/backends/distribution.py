@@ -66,6 +66,7 @@ class Distribution:
     size = 1              # processes
     local_rank = 0
     num_replicas = 1      # model replicas in total (devices x processes)
+    transport = ""        # what carries its collectives where the strategy has a choice (Horovod: mpi, gloo)
 
     @property
     def is_chief(self) -> bool:

@@ -15,7 +15,7 @@ from bench.report.plots import _figure, _label, _style
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SERIES = ["strategy", "backend", "ranks", "hosts", "link_gbps", "dtype", "cores_per_replica"]
+SERIES = ["strategy", "transport", "backend", "ranks", "hosts", "link_gbps", "dtype", "cores_per_replica"]
 
 
 def rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -38,7 +38,8 @@ def where(r: Any) -> str:
 
 
 def label(r: Any) -> str:
-    return f"{r['strategy']}/{r['backend']}, {int(r['ranks'])} ranks, {where(r)}, {r['dtype']}"
+    over = "" if pd.isna(r["transport"]) or not r["transport"] else f" over {r['transport']}"
+    return f"{r['strategy']}{over}/{r['backend']}, {int(r['ranks'])} ranks, {where(r)}, {r['dtype']}"
 
 
 def size_text(n: float) -> str:

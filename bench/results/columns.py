@@ -27,7 +27,7 @@ PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time",
 CONFIG = {name: schema()[name].kind for name in CONFIG_COLUMNS}
 MODEL = {"params": "int", "gflops_per_image": "float", "gradient_bytes": "int"}
 TOPOLOGY = {"workers": "int", "replicas": "int", "per_replica_batch": "int", "global_batch": "int"}
-PLACEMENT = {"hosts": "int", "link_gbps": "float", "cores_per_replica": "float"}
+PLACEMENT = {"hosts": "int", "link_gbps": "float", "cores_per_replica": "float", "transport": "str"}
 TIMING = {"compile_s": "float", "timed_steps": "int",
           **{c: "float" for c in ("step_time_mean_s", "step_time_median_s", "step_time_p90_s", "step_time_min_s",
                                   "step_time_max_s", "step_time_std_s", "step_time_ci95_low_s",
@@ -114,6 +114,7 @@ COLLECTIVE_COLUMN_TYPES: dict[str, str] = {
     **{name: CONFIG[name] for name in COLLECTIVE_CONFIG},
     "op": "str", "dtype": "str", "size_bytes": "int", "elements": "int",
     "workers": "int", "ranks": "int", "hosts": "int", "link_gbps": "float", "cores_per_replica": "float",
+    "transport": "str",
     "warmup_iters": "int", "iters": "int",
     **{c: "float" for c in ("time_median_s", "time_median_ci95_low_s", "time_median_ci95_high_s", "time_mean_s",
                             "time_min_s", "time_max_s", "algbw_gbs", "busbw_gbs", "busbw_ci95_low_gbs",

@@ -41,6 +41,7 @@ class Placement:
     hosts: int = 1
     link_gbps: float | None = None
     cores_per_replica: float | None = None
+    transport: str = ""  # Horovod's: mpi or gloo (the adapter's `transport`)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -74,7 +74,8 @@ class Session:
         cores = None
         if not self.gpu_names:
             cores = cores_per_replica(max(1, self.dist.num_replicas // max(1, self.dist.size)), strategy.env_local_size())
-        return Placement(hosts=hosts, link_gbps=here.link_gbps if here is not None else None, cores_per_replica=cores)
+        return Placement(hosts=hosts, link_gbps=here.link_gbps if here is not None else None, cores_per_replica=cores,
+                         transport=self.dist.transport)
 
     def build(self) -> "Session":
         """The description, the model, then the backend's step (bench/run.py checks the memory

@@ -305,6 +305,8 @@ class Horovod(ReplicaDistribution):
             os.environ.setdefault("OMPI_MCA_mpi_yield_when_idle", "1")
         hvd.init()  # Horovod: initialise
         self.hvd = hvd
+        # Horovod: MPI where its launcher was mpirun (or horovodrun --mpi), else Gloo
+        self.transport = "mpi" if hvd.mpi_enabled() else "gloo"
         if hierarchical and not (hvd.mpi_enabled() and hvd.size() > hvd.local_size()):
             # Horovod: the NCCL hierarchical all-reduce is registered only under the MPI controller, and
             # turned off where all ranks share one host; every rank decides the same, so all refuse
