@@ -132,8 +132,11 @@ def run(cfg: RunConfig, values: dict) -> int:
                                                                      strategy.env_local_size()),
             "warmup_iters": values["warmup_iters"], "schema_version": COLLECTIVES.schema_version}
     if dist.is_chief:
-        print(f"# all-reduce, {dist.num_replicas} ranks, --strategy {cfg.strategy} --backend {cfg.backend}"
-              f"{f', {hosts} hosts' if hosts > 1 else ''}{f', link {here.link_gbps:g} Gbit/s' if here else ''}")
+        place = f", {hosts} hosts" if hosts > 1 else ""
+        if here is not None:
+            place += ", unshaped links" if here.link_gbps is None else f", {here.link_gbps:g} Gbit/s links"
+        over = f" over {dist.transport}" if dist.transport else ""
+        print(f"# all-reduce, {dist.num_replicas} ranks, --strategy {cfg.strategy}{over} --backend {cfg.backend}{place}")
         print(f"{'size(B)':>12} {'count':>12} {'type':>6} {'time(us)':>11} {'algbw':>8} {'busbw':>8} {'iters':>6}",
               flush=True)
     failed = 0
