@@ -160,7 +160,7 @@ def test_the_template_runs_tensorflow_multiworker_and_the_chief_writes_one_ok_ro
     out, err = job.communicate(timeout=240)
     text = log.read_text() if log.exists() else ""
     assert job.returncode == 0, err + text
-    assert slurm.job_state(out.strip().split(";")[0]) == "COMPLETED"
+    assert slurm.final_state(out.strip().split(";")[0]) == "COMPLETED"
     rows = _rows(tmp_path / "runs.csv")
     assert len(rows) == 1, text  # rank 0 only
     row = rows.iloc[0]
@@ -188,7 +188,7 @@ def test_a_job_refused_at_start_fails_without_a_row(cluster, tmp_path):
     job, log = _sbatch_template(tmp_path, MODEL="resnet18", BENCH_ARGS="--steps 0")
     out, err = job.communicate(timeout=120)
     assert job.returncode != 0
-    assert slurm.job_state(out.strip().split(";")[0]) == "FAILED"
+    assert slurm.final_state(out.strip().split(";")[0]) == "FAILED"
     assert "steps" in log.read_text()  # each rank's one-line refusal
     assert not (tmp_path / "runs.csv").exists()
 
@@ -228,7 +228,7 @@ def test_a_crashed_rank_fails_the_job_without_an_ok_row(cluster, tmp_path):
         if job.poll() is None:
             job.kill()
     assert job.returncode != 0
-    assert slurm.job_state(job_id) == "FAILED"
+    assert slurm.final_state(job_id) == "FAILED"
     assert "ok" not in set(_rows(tmp_path / "runs.csv")["status"])
 
 

@@ -81,15 +81,18 @@ def _load_one(path: Path, table: Table = RUNS):
     missing = [c for c in required if c not in raw.columns]
     if missing:
         raise BenchInputError(f"{path} is not a cnnbench {table.name} file (no {', '.join(missing)} column)")
-    df = raw.copy()
+    typed = {}
     for c, kind in table.column_types.items():
-        if c not in df.columns:
-            df[c] = pd.NA  # older schema: newer columns are empty
+        if c not in raw.columns:
+            typed[c] = pd.Series(pd.NA, index=raw.index, dtype=object)  # older schema: newer columns are empty
             continue
-        df[c], bad = _typed(raw[c], kind)
+        typed[c], bad = _typed(raw[c], kind)
         if bad.any():
             i = int(bad.to_numpy().nonzero()[0][0])
             raise BenchInputError(f"{path}: row {i + 1}, column {c}: {raw[c].iloc[i]!r} is not {_KIND_WORDS[kind]}")
+    # built at once, the raw file's columns first (unknown ones kept): a frame grown column by column
+    # is fragmented, and pandas warns on stderr at every later insert
+    df = pd.DataFrame({**{c: typed.get(c, raw[c]) for c in raw.columns}, **typed}, index=raw.index)
     if df["schema_version"].isna().any():
         i = int(df["schema_version"].isna().to_numpy().nonzero()[0][0])
         raise BenchInputError(f"{path}: row {i + 1}, column schema_version: the cell is empty")
@@ -100,7 +103,7 @@ def _load_one(path: Path, table: Table = RUNS):
     table.migrate(df)
     df["error"] = df["error"].fillna("")
     df["source_file"] = str(path)
-    return df
+    return df.copy()  # one block per dtype again after the migration's replacements
 
 
 def kind_of(path: str | os.PathLike) -> Table:
@@ -144,6 +147,7 @@ def load_results(paths: Iterable[str | os.PathLike]):
         df = pd.concat(frames, ignore_index=True, sort=False)
     else:  # collectives only: an empty, typed results table
         df = _load_one_empty()
+    df = df.copy()  # defragmented once more after the concatenation
     df["config_key"] = [config_key(r) for r in df.to_dict("records")]
     if collective:
         df.attrs["collectives"] = load_collectives(collective)

@@ -354,6 +354,20 @@ def finished_jobs(last: int = 5) -> list[str]:
     return []
 
 
+UNSETTLED = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED")
+
+
+def final_state(job_id: str, timeout: float = 60.0) -> str | None:
+    """A job's state once it has settled: `sbatch --wait` can return while the job is still
+    COMPLETING (its processes being reaped), so wait up to `timeout` for a final one."""
+    deadline = time.monotonic() + timeout
+    state = job_state(job_id)
+    while state in UNSETTLED and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = job_state(job_id)
+    return state
+
+
 def job_state(job_id: str) -> str | None:
     """A job's state (COMPLETED, FAILED, ...) as the controller or the completion log says."""
     r = _run("scontrol", "-o", "show", "job", str(job_id), check=False, timeout=10)

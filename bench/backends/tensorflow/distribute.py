@@ -285,6 +285,11 @@ class Horovod(ReplicaDistribution):
         import horovod.tensorflow as hvd
         import tensorflow as tf
 
+        if HorovodSpec.mpi_launched() and not hvd.mpi_built():
+            # Horovod: without MPI, hvd.init() under mpirun finds no Gloo rendezvous either and aborts in C++
+            raise BenchInputError("mpirun started this process, but this Horovod is built without MPI: rebuild it "
+                                  "with `bash scripts/setup.sh` where Open MPI's mpicxx is installed (`--cluster` "
+                                  "installs it), or launch with horovodrun --gloo")
         gpus = tf.config.list_physical_devices("GPU")
         if hierarchical:
             # Horovod 0.28.1's one hierarchical all-reduce is NCCLHierarchicalAllreduce (NCCL within a host,
