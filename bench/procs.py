@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 
 def _signal_words(signum: int) -> str:
@@ -36,6 +37,31 @@ def describe_exit(returncode: int) -> str:
 
 def killed_for_memory(returncode: int) -> bool:
     return returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    with contextlib.suppress(OSError, IndexError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return False
+
+
+def stop_pids(pids: list[int], grace: float = 5.0, kill_wait: float = 2.0) -> list[int]:
+    """Stop processes that are not our children (a daemon, what runs in a network namespace):
+    SIGTERM, up to `grace` seconds for them to end, then SIGKILL and up to `kill_wait` more.
+    Returns those still alive after that."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        end = time.monotonic() + wait
+        while time.monotonic() < end and any(alive(p) for p in pids):
+            time.sleep(0.1)
+        pids = [p for p in pids if alive(p)]
+        if not pids:
+            break
+    return pids
 
 
 def stop_groups(procs: list[subprocess.Popen], grace: float = 10.0) -> None:

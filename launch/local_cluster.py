@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from bench.config.parse import OneLineParser, parse_value
+from bench.config.parse import OneLineParser, parse_value, split_command
 from bench.config.schema import Opt
 from bench.errors import BenchInputError, input_error
 from bench.procs import exit_code, stop_groups, stop_on_signals
@@ -115,12 +115,7 @@ def _launch(n: int, command: list[str], timeout: float | None, hosts: list[Host]
 
 def main(argv: list[str] | None = None) -> int:
     """Bad input: one line, exit 2."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--" in argv:
-        split = argv.index("--")
-        own, command = argv[:split], argv[split + 1:]
-    else:
-        own, command = argv, []
+    own, command = split_command(sys.argv[1:] if argv is None else argv)
     p = OneLineParser(prog="python -m launch.local_cluster", description=__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--num-workers", required=True)

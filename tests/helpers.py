@@ -125,7 +125,8 @@ def require(*needs: str) -> None:
 
 @contextlib.contextmanager
 def emulated_hosts(n: int = 2, link: str = "none"):
-    """N emulated hosts (launch.hosts) for one test, under a machine-wide lock, always torn down."""
+    """N emulated hosts (launch.hosts) for one test, under a machine-wide lock, always torn down; on
+    the way out, that `down` left nothing behind (no namespace, link, sshd or file of ours)."""
     require("root", "ip", "tc", "taskset", "sshd")
     from launch import hosts
     HOSTS_LOCK.touch()
@@ -134,5 +135,10 @@ def emulated_hosts(n: int = 2, link: str = "none"):
         try:
             with hosts.emulated(n, link) as made:
                 yield made
+            # checked under the lock: the next test's hosts may come up the moment it is released
+            left = hosts.leftovers()
+            assert not left["namespaces"] and not left["links"], f"down left {left}"
+            assert not list(Path("/etc/netns").glob(f"{hosts.PREFIX}-*")) and not hosts.STATE_DIR.exists()
+            assert not subprocess.run(["pgrep", "-f", str(hosts.STATE_DIR)], capture_output=True).stdout
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -56,11 +56,6 @@ def test_local_cluster_refuses_more_workers_than_hosts():
     assert r.returncode == 2 and "--on-hosts" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
-def _names() -> set[str]:
-    found = hosts.leftovers()
-    return set(found["namespaces"]) | set(found["links"])
-
-
 def _throughput_bps(src: hosts.Host, dst: hosts.Host, nbytes: int = 8 * 2**20) -> float:
     """Bits per second of one TCP stream from src to dst, timed at the receiver."""
     recv = ("import socket,time,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
@@ -97,8 +92,7 @@ def test_up_shapes_the_links_and_down_leaves_nothing():
         up = hosts_cli("up", "-n", "2")
         assert up.returncode == 0 and "removed what an earlier run left" in up.stderr
         assert hosts.read_hosts()[0].link_bps is None
-    assert not _names() and not list(Path("/etc/netns").glob("cnb-*")) and not hosts.STATE_DIR.exists()
-    assert not subprocess.run(["pgrep", "-f", str(hosts.STATE_DIR)], capture_output=True).stdout
+    # (emulated_hosts checks, still under its lock, that down left no namespace, link, sshd or file)
 
 
 def _multiworker(cmd: list[str], backend: str) -> list[str]:
@@ -162,8 +156,7 @@ def test_a_cut_link_ends_the_job_within_the_collective_timeout(tmp_path):
                 os.killpg(job.pid, signal.SIGKILL)
     assert code != 0 and ended <= timeout + 15, (code, ended)
     rows = pd.read_csv(out) if out.exists() else pd.DataFrame({"status": []})
-    assert "ok" not in set(rows.status)
-    assert not _names()
+    assert "ok" not in set(rows.status)  # and emulated_hosts found nothing left behind
 
 
 def test_where_is_none_outside_the_hosts():

@@ -57,6 +57,15 @@ def parse_value(name: str, o: Opt, text: str) -> Any:
     return text
 
 
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """A launcher's own options, and the command after its first `--` (empty without one)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    split = argv.index("--")
+    return argv[:split], argv[split + 1:]
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse that reports errors on one line with exit code 2 (no usage block) and takes no
     abbreviations (`--out` must not silently mean `--output`)."""

@@ -28,14 +28,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.errors import BenchInputError
+from bench.procs import stop_pids
 
 PREFIX = "cnb"                      # every namespace, link and folder this tool makes starts with it
 BRIDGE = f"{PREFIX}-br"
@@ -154,18 +153,9 @@ def down(quiet: bool = False) -> list[str]:
     returns what it removed. Safe to call at any time, any number of times."""
     removed = []
     found = leftovers()
-    for ns in found["namespaces"]:
-        pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            alive = []
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), sig)
-                    alive.append(pid)
-            if not alive:
-                break
-            time.sleep(0.3)
-            pids = _run("ip", "netns", "pids", ns, check=False).stdout.split()
+    # every process left in the hosts (sshds, what they started, a killed job's ranks)
+    stop_pids([int(p) for ns in found["namespaces"]
+               for p in _run("ip", "netns", "pids", ns, check=False).stdout.split() if p.isdigit()])
     # the root-side veth first: deleting a namespace removes its peer only asynchronously
     for link in found["links"]:
         if _run("ip", "link", "del", link, check=False).returncode == 0:

@@ -23,7 +23,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import time
 from pathlib import Path
 
 from bench.errors import BenchInputError
+from bench.procs import alive, stop_pids
 
 STATE_DIR = Path(os.environ.get("CNNBENCH_SLURM_DIR", "/run/cnnbench-slurm"))
 CLUSTER = "cnnbench"
@@ -185,13 +185,6 @@ def our_processes() -> list[int]:
     return sorted(found - _ancestors())
 
 
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    return False
-
-
 def daemons() -> dict[str, int | None]:
     """Each daemon's pid where it runs (from its pid file), else None."""
     files = {"munged": STATE_DIR / "munge" / "munged.pid", "slurmctld": STATE_DIR / "slurmctld.pid",
@@ -201,7 +194,7 @@ def daemons() -> dict[str, int | None]:
         pid = None
         with contextlib.suppress(OSError, ValueError):
             pid = int(f.read_text().split()[0])
-        found[name] = pid if pid and _alive(pid) else None
+        found[name] = pid if pid and alive(pid) else None
     return found
 
 
@@ -231,17 +224,7 @@ def down(quiet: bool = False) -> list[str]:
             if jobs:
                 _run("scancel", *jobs, check=False, timeout=10)
                 removed.append(f"jobs {','.join(jobs)}")
-    pids = our_processes()
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        end = time.monotonic() + wait
-        while time.monotonic() < end and any(_alive(p) for p in pids):
-            time.sleep(0.1)
-        pids = [p for p in pids if _alive(p)]
-        if not pids:
-            break
+    pids = stop_pids(our_processes())
     if pids:
         raise RuntimeError(f"processes {', '.join(map(str, pids))} outlived SIGKILL")
     if STATE_DIR.exists():

@@ -6,7 +6,7 @@ import contextlib
 import subprocess
 import sys
 
-from bench.config.parse import OneLineParser, parse_value
+from bench.config.parse import OneLineParser, parse_value, split_command
 from bench.config.schema import Opt
 from bench.errors import BenchInputError, input_error
 from launch import slurm as _slurm
@@ -44,11 +44,7 @@ def _status() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command: list[str] = []
-    if "--" in argv:
-        split = argv.index("--")
-        argv, command = argv[:split], argv[split + 1:]
+    argv, command = split_command(sys.argv[1:] if argv is None else argv)
     p = OneLineParser(prog="python -m launch.slurm", description=_slurm.__doc__,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True)
