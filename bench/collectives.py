@@ -17,6 +17,7 @@ also prints nccl-tests' table. Besides these options it takes the run's strategy
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -38,12 +39,13 @@ from bench.measure.collectives import (  # noqa: E402
     parse_size,
     time_allreduce,
 )
-from bench.measure.probes import NetCounter, cores_per_replica  # noqa: E402
+from bench.measure.probes import NetCounter  # noqa: E402
 from bench.results.columns import COLLECTIVE_CONFIG, COLLECTIVES  # noqa: E402
 from bench.results.provenance import provenance  # noqa: E402
 from bench.results.store import OutputRefused, append_row, check_output  # noqa: E402
+from bench.runner.session import placement  # noqa: E402
 from bench.runner.validate import prepare  # noqa: E402
-from launch import check_config, check_environment, emulated_host, get_strategy  # noqa: E402
+from launch import check_config, check_environment, emulated_host  # noqa: E402
 
 log = logging.getLogger("cnnbench")
 DEFAULT_OUTPUT = "results/collectives.csv"
@@ -120,21 +122,16 @@ def run(cfg: RunConfig, values: dict) -> int:
     if dist.num_replicas < 2:
         raise BenchInputError(f"an all-reduce needs at least 2 replicas; --strategy {cfg.strategy} has "
                               f"{dist.num_replicas} here (launch several ranks, or --cpu-replicas 2)")
-    strategy = get_strategy(cfg.strategy)
-    hosts = strategy.env_hosts()
-    here = emulated_host() if hosts > 1 else None
     gpus = backend.gpu_names()
+    where = placement(cfg.strategy, dist, gpus)
     base = {**provenance(gpus, source="collectives", backend=cfg.backend), **backend.provenance(gpus),
-            **{k: getattr(cfg, k) for k in COLLECTIVE_CONFIG},
-            "op": "allreduce", "transport": dist.transport, "workers": dist.workers, "ranks": dist.num_replicas, "hosts": hosts,
-            "link_gbps": here.link_gbps if here is not None else None,
-            "cores_per_replica": None if gpus else cores_per_replica(max(1, dist.num_replicas // max(1, dist.size)),
-                                                                     strategy.env_local_size()),
+            **{k: getattr(cfg, k) for k in COLLECTIVE_CONFIG}, **dataclasses.asdict(where),
+            "op": "allreduce", "workers": dist.workers, "ranks": dist.num_replicas,
             "warmup_iters": values["warmup_iters"], "schema_version": COLLECTIVES.schema_version}
     if dist.is_chief:
-        place = f", {hosts} hosts" if hosts > 1 else ""
-        if here is not None:
-            place += ", unshaped links" if here.link_gbps is None else f", {here.link_gbps:g} Gbit/s links"
+        place = f", {where.hosts} hosts" if where.hosts > 1 else ""
+        if where.hosts > 1 and emulated_host() is not None:
+            place += ", unshaped links" if where.link_gbps is None else f", {where.link_gbps:g} Gbit/s links"
         over = f" over {dist.transport}" if dist.transport else ""
         print(f"# all-reduce, {dist.num_replicas} ranks, --strategy {cfg.strategy}{over} --backend {cfg.backend}{place}")
         print(f"{'size(B)':>12} {'count':>12} {'type':>6} {'time(us)':>11} {'algbw':>8} {'busbw':>8} {'iters':>6}",

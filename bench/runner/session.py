@@ -65,17 +65,7 @@ class Session:
 
     @property
     def placement(self) -> Placement:
-        """The hosts the job spans (its launcher's word), the emulated link this host has (launch.hosts;
-        None on one host, unshaped or real), and on CPUs the cores each replica of this host had
-        (bench.measure.probes.cores_per_replica)."""
-        strategy = get_strategy(self.cfg.strategy)
-        hosts = strategy.env_hosts()
-        here = emulated_host() if hosts > 1 else None
-        cores = None
-        if not self.gpu_names:
-            cores = cores_per_replica(max(1, self.dist.num_replicas // max(1, self.dist.size)), strategy.env_local_size())
-        return Placement(hosts=hosts, link_gbps=here.link_gbps if here is not None else None, cores_per_replica=cores,
-                         transport=self.dist.transport)
+        return placement(self.cfg.strategy, self.dist, self.gpu_names)
 
     def build(self) -> "Session":
         """The description, the model, then the backend's step (bench/run.py checks the memory
@@ -183,6 +173,21 @@ class Session:
 
         self.step.trainer.write_back()
         save_weights(self.model, path)
+
+
+def placement(strategy_name: str, dist: Distribution, gpu_names: list[str]) -> Placement:
+    """Where a run's (or a collective benchmark's) replicas are: the hosts the job spans (its
+    launcher's word), the emulated link this host has (launch.hosts; None on one host, unshaped or
+    real), on CPUs the cores each replica had (bench.measure.probes.cores_per_replica), and what
+    carries the collectives where the strategy has a choice."""
+    strategy = get_strategy(strategy_name)
+    hosts = strategy.env_hosts()
+    here = emulated_host() if hosts > 1 else None
+    cores = None
+    if not gpu_names:
+        cores = cores_per_replica(max(1, dist.num_replicas // max(1, dist.size)), strategy.env_local_size())
+    return Placement(hosts=hosts, link_gbps=here.link_gbps if here is not None else None, cores_per_replica=cores,
+                     transport=dist.transport)
 
 
 def open_session(cfg: RunConfig, source: "DataSource | None" = None) -> Session:
