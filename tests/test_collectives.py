@@ -51,11 +51,14 @@ def test_bandwidths_follow_nccl_tests_definitions():
     (["--strategy", "nosuch"], "nosuch"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_file(args, named, tmp_path):
-    out = tmp_path / "c.csv"
-    r = collectives(*args, "--output", str(out))
-    assert r.returncode == 2, r.stderr
-    assert named in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
-    assert not out.exists()
+    out, kept = tmp_path / "c.csv", tmp_path / "kept.csv"
+    kept.write_text(",".join(COLLECTIVES.columns) + "\n")  # an existing file of rows: left byte for byte
+    before = kept.read_bytes()
+    for path in (out, kept):
+        r = collectives(*args, "--output", str(path))
+        assert r.returncode == 2, r.stderr
+        assert named in r.stderr and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not out.exists() and kept.read_bytes() == before
 
 
 def test_one_replica_has_nothing_to_reduce(tmp_path):
