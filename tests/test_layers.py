@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("measure, data", ("bench.measure", "bench.data")),
     ("backends", ("bench.backends",)),
     ("runner", ("bench.runner",)),
-    ("sweep, report", ("bench.sweep", "bench.report")),
+    ("sweep, report, predict", ("bench.sweep", "bench.report", "bench.predict")),
     # command lines and experiments: launch/local_cluster.py and `python -m models` are tools that
     # parse a configuration, so they sit above the layers they use, not in their folder's layer
     ("command lines", ("bench.cli", "bench.run", "bench.lab", "bench.collectives", "launch.local_cluster",

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import Status, one_line
-from bench.report import collectives, plots, tables
+from bench.report import collectives, plots, predictions, tables
 from bench.report.findings import FINDERS, Finding
 from bench.report.output import check_out, write_files
 from bench.report.text import md_cell, md_text, visible
@@ -85,6 +85,8 @@ PLOTS: dict[str, tuple[str, str, Callable[..., Any]]] = {
     "accuracy": ("accuracy.png", "test top-1 against wall time", plots.accuracy_figure),
     "collectives": ("collectives.png", "all-reduce bus bandwidth against message size (median, 95% CI)",
                     collectives.bus_bandwidth_figure),
+    "predictions": ("predicted_scaling.png", "PREDICTED step time against devices: band and midpoint, measured "
+                    "points on it", predictions.band_figure),
 }
 MD, HTML = "report.md", "report.html"
 
@@ -158,6 +160,12 @@ def _section_specs(df: pd.DataFrame) -> list[tuple]:
          "2(n−1)/n, nccl-tests' definition) by message size, one column per strategy, backend, rank count, place "
          "and dtype (python -m bench.collectives). On one host the ranks share its cores and talk over loopback.",
          _one(lambda: collectives.bus_bandwidth_table(df), ".4f"), "collectives"),
+        ("predicted-scaling", "Predicted scaling", "PREDICTIONS, not measurements (cnnbench predict, "
+         "source=prediction): step time as a band from full overlap of the all-reduce with the backward pass "
+         "to none, its midpoint, images/sec, efficiency and communication share by device count, each series "
+         "from the inputs its rows name (pred_basis); the measured step of the same configuration and place "
+         "beside it where one was run. No other section uses these rows.",
+         _one(lambda: predictions.table(df), ".3g"), "predictions"),
         ("failures", "Failures", "Every row that did not end ok, with its error.", _one(lambda: t.failures(df), ".1f")),
     ]
 
@@ -263,7 +271,7 @@ def render_html(intro: str, facts: list[Finding], secs: list[Section], pngs: dic
 def _findings(df: pd.DataFrame) -> tuple[list[Finding], list[str]]:
     """The findings, each kind on its own: one that fails becomes a note, the others stay."""
     facts, notes = [], []
-    for make in (*FINDERS, collectives.collective_findings):
+    for make in (*FINDERS, collectives.collective_findings, predictions.prediction_findings):
         try:
             facts += make(df)
         except Exception as e:  # noqa: BLE001 - a report shows what it can and names what it could not

@@ -16,7 +16,11 @@ from bench.errors import Status
 # 6: the process's own peak memory since start-up, beside the timed steps' peak
 # 7: where the replicas ran (hosts, link, cores per replica), the bytes the host's interfaces
 #    carried during the timed steps, and the gradient bytes a training step all-reduces
-SCHEMA_VERSION = 7
+# 8: predictions (`cnnbench predict`, source=prediction): the algorithm, the nodes' devices and
+#    links, and the predicted step's band, efficiency and communication share
+SCHEMA_VERSION = 8
+# a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
+PREDICTION_SOURCE = "prediction"
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
 # columns and their types come from RunConfig's schema (bench.config).
 PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",
@@ -49,9 +53,14 @@ MEMORY = {"peak_mem_bytes": "int", "process_peak_mem_bytes": "int", "mem_source"
 ACCURACY = {"final_loss": "float", "train_accuracy": "float", "top1": "float", "top5": "float",
             "epochs_run": "int", "target_reached": "bool", "time_to_target_s": "float", "top1_by_epoch": "str",
             "epoch_end_s": "str", "wall_s": "float"}
+# a prediction's own (bench.predict): step_time_median_s is the band's midpoint, images/sec from it
+PREDICTION = {"pred_algorithm": "str", "pred_gpus_per_node": "int", "pred_intra_gbps": "float",
+              "pred_compute_s": "float", "pred_allreduce_s": "float", "pred_step_low_s": "float",
+              "pred_step_high_s": "float", "pred_efficiency": "float", "pred_efficiency_low": "float",
+              "pred_efficiency_high": "float", "pred_comm_share": "float", "pred_basis": "str"}
 OUTCOME = {"status": "str", "error": "str"}
 COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
-                                 **ACCURACY, **OUTCOME}
+                                 **ACCURACY, **PREDICTION, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = tuple(s.value for s in Status)
 HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, of any schema, has these

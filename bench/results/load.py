@@ -8,7 +8,7 @@ from typing import Iterable
 
 from bench.config.key import BOOL_CELLS, config_key
 from bench.errors import BenchInputError
-from bench.results.columns import COLLECTIVES, REQUIRED, RUNS, Table
+from bench.results.columns import COLLECTIVES, PREDICTION_SOURCE, REQUIRED, RUNS, Table
 from bench.results.store import OutputRefused, read_existing, unprotect_cell
 
 # ---- typed loading (reports, notebooks) ---------------------------------------------------------
@@ -131,7 +131,9 @@ def load_results(paths: Iterable[str | os.PathLike]):
     """One or more cnnbench CSVs as one DataFrame, each column typed by the schema (integers,
     floats, booleans, strings, UTC timestamps), with `source_file` and `config_key` added.
     Collective-bandwidth CSVs among them (kind_of) are loaded apart, into
-    `df.attrs["collectives"]` (bench.report's collective section reads them there).
+    `df.attrs["collectives"]` (bench.report's collective section reads them there), and so are
+    predictions (source=prediction, `cnnbench predict`), into `df.attrs["predictions"]`: no table,
+    finding or comparison of measured rows ever sees a predicted one.
 
     Files from an older schema load with the newer columns empty. A file that is not a
     cnnbench CSV, is from a newer schema, or holds a cell that does not parse as its column's
@@ -149,6 +151,11 @@ def load_results(paths: Iterable[str | os.PathLike]):
         df = _load_one_empty()
     df = df.copy()  # defragmented once more after the concatenation
     df["config_key"] = [config_key(r) for r in df.to_dict("records")]
+    predicted = df["source"].astype(object).eq(PREDICTION_SOURCE)
+    if predicted.any():
+        predictions = df[predicted].reset_index(drop=True)
+        df = df[~predicted].reset_index(drop=True)
+        df.attrs["predictions"] = predictions
     if collective:
         df.attrs["collectives"] = load_collectives(collective)
     return df

@@ -266,9 +266,14 @@ def append_row(path: str | os.PathLike, row: Mapping[str, Any], table: Table = R
     if anything fails (disk full, kill, permissions), is exactly as it was. A file that is not
     a cnnbench CSV this version can rewrite, or that the row would take past MAX_CSV_BYTES, is
     never replaced (OutputRefused)."""
+    append_rows(path, [row], table)
+
+
+def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], table: Table = RUNS) -> None:
+    """append_row for several rows at once: all of them or none."""
     path = output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = format_row(row, table.columns)
+    line = "".join(format_row(row, table.columns) for row in rows)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _remove_stale_temporaries(path)
@@ -327,7 +332,7 @@ def _merge(old: str, line: str, path: Path, table: Table = RUNS) -> str:
     w = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", restval="")
     out.write(_header(columns))
     w.writerows(migrated.to_dict("records"))
-    w.writerow(dict(zip(known, next(csv.reader([line])))))
+    w.writerows(dict(zip(known, fields)) for fields in csv.reader(_lines(line)))
     return out.getvalue()
 
 

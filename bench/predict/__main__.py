@@ -1,0 +1,5 @@
+import sys
+
+from bench.predict.cli import main
+
+sys.exit(main())
