@@ -3,7 +3,8 @@
 # strategy's own all-reduce (Horovod over Gloo and over MPI, tf.distribute's multiworker, JAX),
 # on loopback and across 2 emulated hosts (launch.hosts) at each link rate; then training runs
 # across the hosts with and without gradient sync (the exposed communication, as sweep
-# --breakdown measures it), and a report of it all.
+# --breakdown measures it), a report of it all, and each training run's predicted step beside its
+# measured one (cnnbench predict --validate, into OUT/validation.md).
 #
 # Usage (root; after `bash scripts/setup.sh --cluster`):
 #   bash scripts/network.sh [OUT]              # default OUT: results/network
@@ -73,3 +74,6 @@ done
 
 log "report"
 "$py" -m bench.report "$out/collectives.csv" "$out/runs.csv" --out "$out/report"
+# each synced run predicted from its unsynced twin and the collective rows of its link (docs/predictions.md)
+log "predictions against the measured runs"
+"$py" -m bench.predict --validate --rows "$out/runs.csv" "$out/collectives.csv" | tee "$out/validation.md"

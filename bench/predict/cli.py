@@ -216,6 +216,7 @@ class Inputs:
     strategy: str
     fabric: Fabric
     transport: str | None
+    compression: str            # Horovod's gradient compression (none, fp16)
 
 
 def _compute(req: Request, runs: pd.DataFrame) -> tuple[dict[str, Any], pd.Series | None, Compute]:
@@ -298,7 +299,7 @@ def gather(req: Request, runs: pd.DataFrame, coll: pd.DataFrame) -> Inputs:
     if backend not in get_strategy(strategy).backends:
         raise BenchInputError(get_strategy(strategy).unsupported_backend(backend))
     grad, grad_basis = inputs.gradient_bytes(values, row, compression)
-    return Inputs(values, row, compute, grad, grad_basis, strategy, fabric, transport)
+    return Inputs(values, row, compute, grad, grad_basis, strategy, fabric, transport, compression)
 
 
 # ---- rows and words -----------------------------------------------------------------------------
@@ -330,7 +331,7 @@ def prediction_row(inp: Inputs, p: Point, run_id_base: str) -> dict[str, Any]:
     fabric = inp.fabric
     row.update(
         mode="train", strategy=inp.strategy, gradient_sync=True, transport=inp.transport,
-        hvd_compression=inp.values.get("hvd_compression") or "none",
+        hvd_compression=inp.compression,
         hvd_hierarchical=p.algorithm == "hierarchical" and inp.strategy == "horovod",
         workers=p.devices, replicas=p.devices, hosts=p.nodes,
         link_gbps=fabric.inter.gbps if fabric.inter is not None and p.nodes > 1 else None,

@@ -1,7 +1,8 @@
 """Predictions checked against measurements: every measured distributed training row is predicted
 from its own inputs (its --no-gradient-sync twin, else a one-replica row of the same compute, and
 the collective series measured at the same place: strategy, backend, transport, hosts and link),
-and its measured median step set beside the predicted band."""
+and its measured median step set beside the predicted band, with what the run's own step says of
+overlap: the step above its compute (exposed) against the predicted all-reduce."""
 from __future__ import annotations
 
 from typing import Any
@@ -56,7 +57,7 @@ def validation_table(runs: pd.DataFrame, coll: pd.DataFrame) -> tuple[pd.DataFra
     prediction; the others, each with why, in the second value."""
     cols = ["model", "strategy", "backend", "transport", "place", "replicas", "batch_size", "measured_ms",
             "measured_ci95", "compute_ms", "compute_from", "allreduce_ms", "fit_rms", "band_low_ms", "midpoint_ms",
-            "band_high_ms", "midpoint_error", "inside"]
+            "band_high_ms", "midpoint_error", "inside", "exposed_ms", "overlap"]
     out: list[dict] = []
     skipped: list[str] = []
     if not len(runs):
@@ -98,5 +99,9 @@ def validation_table(runs: pd.DataFrame, coll: pd.DataFrame) -> tuple[pd.DataFra
                     "compute_ms": 1e3 * compute.step_s, "compute_from": how, "allreduce_ms": 1e3 * p.allreduce_s,
                     "fit_rms": link.fit_rms, "band_low_ms": 1e3 * p.step_low_s, "midpoint_ms": 1e3 * p.step_s,
                     "band_high_ms": 1e3 * p.step_high_s, "midpoint_error": p.step_s / step - 1,
-                    "inside": "yes" if p.step_low_s <= step <= p.step_high_s else "no"})
+                    "inside": "yes" if p.step_low_s <= step <= p.step_high_s else "no",
+                    # what the run itself did: the step above its compute, and the share of the
+                    # all-reduce that this hid (0: none, as the band's high edge assumes)
+                    "exposed_ms": 1e3 * (step - compute.step_s),
+                    "overlap": 1 - (step - compute.step_s) / p.allreduce_s if p.allreduce_s > 0 else float("nan")})
     return pd.DataFrame(out, columns=cols), skipped

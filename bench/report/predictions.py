@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.errors import Status
 from bench.report.findings import Finding, num
-from bench.report.plots import _figure, _label, _style, plain_text
+from bench.report.plots import _figure, _label, plain_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -121,30 +121,41 @@ def prediction_findings(df: pd.DataFrame) -> list[Finding]:
 
 @plain_text
 def band_figure(df: pd.DataFrame, notes: list[str] | None = None) -> "Figure":
-    """Predicted step time (band and midpoint) against devices, one line per series, with the
-    measured points of the same configuration (median, 95% CI) on it; both axes logarithmic."""
-    fig = _figure(figsize=(7, 4.5))
+    """Predicted scaling efficiency (band and midpoint) against devices, one line per series, with
+    the measured points of the same configuration on it (the one-device step over the measured
+    median step, with its 95% CI); devices on a logarithmic axis."""
+    series = list(_series(df))
+    fig = _figure(figsize=(7.5, 4.2 + 0.22 * len(series)))
     ax = fig.subplots()
-    drawn = False
-    for g in _series(df):
+    for g in series:
         x = g["replicas"].astype(float).to_numpy()
-        line = ax.plot(x, 1e3 * g["step_time_median_s"].astype(float), marker=".", label=_label(label(g.iloc[-1])))[0]
-        ax.fill_between(x, 1e3 * g["pred_step_low_s"].astype(float), 1e3 * g["pred_step_high_s"].astype(float),
-                        color=line.get_color(), alpha=0.2)
+        line = ax.plot(x, g["pred_efficiency"].astype(float), marker=".", label=_label(label(g.iloc[-1])))[0]
+        ax.fill_between(x, g["pred_efficiency_low"].astype(float), g["pred_efficiency_high"].astype(float),
+                        color=line.get_color(), alpha=0.18)
         for r in g.to_dict("records"):
             m = measured_points(df, r)
-            if len(m):
-                step = 1e3 * float(m.iloc[0]["step_time_median_s"])
-                lo = 1e3 * float(m.iloc[0].get("step_time_median_ci95_low_s", np.nan))
-                hi = 1e3 * float(m.iloc[0].get("step_time_median_ci95_high_s", np.nan))
-                err = np.clip([[step - lo], [hi - step]], 0, None) if np.isfinite(lo) and np.isfinite(hi) else None
-                ax.errorbar([r["replicas"]], [step], yerr=err, color=line.get_color(), marker="s", ms=6,
-                            mec="black", capsize=3, ls="none")
-        drawn = True
-    if drawn:
+            if not len(m):
+                continue
+            base = float(r["pred_compute_s"])
+            step = float(m.iloc[0]["step_time_median_s"])
+            lo, hi = (float(m.iloc[0].get(c, np.nan)) for c in ("step_time_median_ci95_low_s",
+                                                                  "step_time_median_ci95_high_s"))
+            eff = base / step
+            err = np.clip([[eff - base / hi], [base / lo - eff]], 0, None) if np.isfinite(lo) and np.isfinite(hi) \
+                else None
+            ax.errorbar([r["replicas"]], [eff], yerr=err, color=line.get_color(), marker="s", ms=6, mec="black",
+                        capsize=3, ls="none")
+    if series:
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-    ax.set(xlabel="devices", ylabel="step time, ms",
-           title="PREDICTED step time: band (no to full overlap) and midpoint; squares: measured")
-    _style(ax, drawn)
+        # plain labels: with math text off (plain_text) the log axis' own would print as markup
+        ticks = sorted({int(n) for g in series for n in g["replicas"]})
+        ax.set_xticks(ticks, [str(n) for n in ticks])
+        ax.minorticks_off()
+        ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    ax.axhline(THRESHOLD, color="grey", lw=0.8, ls="--")
+    ax.set_ylim(0, 1.05)
+    ax.set(xlabel="devices", ylabel="scaling efficiency",
+           title="PREDICTED efficiency: band from no to full overlap; squares measured")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     return fig

@@ -85,8 +85,8 @@ PLOTS: dict[str, tuple[str, str, Callable[..., Any]]] = {
     "accuracy": ("accuracy.png", "test top-1 against wall time", plots.accuracy_figure),
     "collectives": ("collectives.png", "all-reduce bus bandwidth against message size (median, 95% CI)",
                     collectives.bus_bandwidth_figure),
-    "predictions": ("predicted_scaling.png", "PREDICTED step time against devices: band and midpoint, measured "
-                    "points on it", predictions.band_figure),
+    "predictions": ("predicted_scaling.png", "PREDICTED scaling efficiency against devices: band and midpoint, "
+                    "measured points on it", predictions.band_figure),
 }
 MD, HTML = "report.md", "report.html"
 

@@ -21,6 +21,15 @@ from bench.errors import Status
 SCHEMA_VERSION = 8
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
 PREDICTION_SOURCE = "prediction"
+
+
+def predicted(df: Any) -> Any:
+    """Which rows of a results DataFrame are predictions, not measurements (a boolean Series)."""
+    import pandas as pd
+
+    if "source" not in df:
+        return pd.Series(False, index=df.index)
+    return df["source"].astype(object).eq(PREDICTION_SOURCE)
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
 # columns and their types come from RunConfig's schema (bench.config).
 PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",

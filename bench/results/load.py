@@ -8,7 +8,7 @@ from typing import Iterable
 
 from bench.config.key import BOOL_CELLS, config_key
 from bench.errors import BenchInputError
-from bench.results.columns import COLLECTIVES, PREDICTION_SOURCE, REQUIRED, RUNS, Table
+from bench.results.columns import COLLECTIVES, REQUIRED, RUNS, Table, predicted
 from bench.results.store import OutputRefused, read_existing, unprotect_cell
 
 # ---- typed loading (reports, notebooks) ---------------------------------------------------------
@@ -151,10 +151,10 @@ def load_results(paths: Iterable[str | os.PathLike]):
         df = _load_one_empty()
     df = df.copy()  # defragmented once more after the concatenation
     df["config_key"] = [config_key(r) for r in df.to_dict("records")]
-    predicted = df["source"].astype(object).eq(PREDICTION_SOURCE)
-    if predicted.any():
-        predictions = df[predicted].reset_index(drop=True)
-        df = df[~predicted].reset_index(drop=True)
+    made = predicted(df)
+    if made.any():
+        predictions = df[made].reset_index(drop=True)
+        df = df[~made].reset_index(drop=True)
         df.attrs["predictions"] = predictions
     if collective:
         df.attrs["collectives"] = load_collectives(collective)

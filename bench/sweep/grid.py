@@ -13,6 +13,7 @@ from bench.config.key import config_key
 from bench.config.parse import parse_value, read_options, validate
 from bench.config.schema import DEFAULT_BACKEND, Opt, RunConfig, schema
 from bench.errors import BenchInputError, Status
+from bench.results.columns import predicted
 from bench.runner.validate import prepare
 from launch import Launch, get_strategy
 from launch.base import STRATEGY_OPTIONS
@@ -225,7 +226,7 @@ def _command(launch: Launch, cfg: RunConfig) -> list[str]:
 
 # ---- resuming ------------------------------------------------------------------------------
 def done_keys(rows) -> set[tuple]:
-    """The configuration keys that already have an ok row."""
+    """The configuration keys that already have an ok measured row (a prediction measured nothing)."""
     if rows is None or rows.empty:
         return set()
-    return {config_key(r) for r in rows[rows["status"] == Status.OK].to_dict("records")}
+    return {config_key(r) for r in rows[(rows["status"] == Status.OK) & ~predicted(rows)].to_dict("records")}
