@@ -43,9 +43,10 @@ def pytest_addoption(parser):
     g.addoption("--benchmark-warmup-rounds", type=int, default=3, help="untimed rounds after the compile step")
     g.addoption("--benchmark-csv", default=None, metavar="PATH",
                 help="append each benchmark as a row in bench/run.py's CSV schema (source=pytest)")
-    g.addoption("--benchmark-network", default=None, metavar="DIR",
-                help="tests/benchmarks/test_prediction.py: validate predictions against the rows scripts/network.sh "
-                     "left in DIR (runs.csv, collectives.csv) instead of measuring them anew")
+    g.addoption("--benchmark-network", default=None, metavar="DIR|new",
+                help="tests/benchmarks/test_prediction.py (skipped without it): validate predictions against the "
+                     "rows scripts/network.sh left in DIR (runs.csv, collectives.csv), or, with `new`, measure them "
+                     "first (as root, about 11 minutes)")
     g.addoption("--extra-large", action="store_true", default=False,
                 help="also run the tests marked extra_large (minutes each; the deepest models)")
 

@@ -20,7 +20,7 @@ from bench.predict.cli import main
 from bench.predict.model import Compute, Fabric, Link, device_counts, fit_link, predict_point
 from bench.predict.validate import validation_table
 from bench.report.render import build_report
-from bench.results.load import load_results
+from bench.results.load import apart, load_results
 from tests.helpers import emulated_hosts
 
 NETWORK = REPO / "docs" / "measurements" / "2026-12-03-network"
@@ -94,7 +94,7 @@ def test_measured_training_across_three_links_lies_in_its_predicted_band():
     100 Mbit/s, 1 Gbit/s and unshaped links between 2 hosts), each predicted from its unsynced twin and
     the collective rows measured at its place."""
     df = load_results([RUNS, COLL])
-    table, skipped = validation_table(df, df.attrs["collectives"])
+    table, skipped = validation_table(df, apart(df, "collectives"))
     assert len(table) == 12 and not skipped
     assert set(table["place"]) == {"2 hosts, 0.1 Gbit/s", "2 hosts, 1 Gbit/s", "2 hosts, unshaped"}
     assert (table["compute_from"] == "its unsynced twin").all()
@@ -111,7 +111,7 @@ def test_predictions_go_to_their_own_rows_and_reports_keep_them_apart(tmp_path, 
     assert "without gradient sync" in printed and "11,282,960 bytes" in printed
     df = load_results([RUNS, COLL, str(out)])
     assert len(df) == 24 and (df["source"] != "prediction").all()   # the measured rows, and only them
-    pred = df.attrs["predictions"]
+    pred = apart(df, "predictions")
     assert list(pred["replicas"]) == [1, 2, 4, 8] and (pred["source"] == "prediction").all()
     assert (pred["pred_step_low_s"] <= pred["step_time_median_s"]).all()
     assert (pred["step_time_median_s"] <= pred["pred_step_high_s"]).all()
@@ -137,7 +137,7 @@ def test_a_measured_csv_takes_predictions_only_when_asked(tmp_path, capsys):
     assert "holds 24 measured row(s)" in capsys.readouterr().err and measured.read_bytes() == before
     assert main([*args, "--output", str(measured), "--append"]) == 0
     df = load_results([str(measured)])
-    assert len(df) == 24 and len(df.attrs["predictions"]) == 3
+    assert len(df) == 24 and len(apart(df, "predictions")) == 3
     assert df[df["run_id"].isin(pd.read_csv(RUNS)["run_id"])].shape[0] == 24   # every measured row kept
 
 
@@ -145,7 +145,7 @@ def test_fp16_compression_halves_the_gradient_bytes(tmp_path, capsys):
     out = tmp_path / "p.csv"
     assert main(["resnet18", "--rows", RUNS, "--strategy", "horovod", "--hvd-compression", "fp16",
                  "--link-gbps", "1", "--latency-us", "100", "--max-devices", "2", "--output", str(out)]) == 0
-    pred = load_results([str(out)]).attrs["predictions"]
+    pred = apart(load_results([str(out)]), "predictions")
     assert (pred["gradient_bytes"] == 11282960 // 2).all() and (pred["hvd_compression"] == "fp16").all()
 
 
@@ -223,7 +223,7 @@ def test_a_prediction_from_fresh_rows_across_a_shaped_link(tmp_path):
             r = subprocess.run([*on_hosts, *cmd], cwd=REPO, capture_output=True, text=True, timeout=300, env=ENV)
             assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     df = load_results([runs, coll])
-    table, skipped = validation_table(df, df.attrs["collectives"])
+    table, skipped = validation_table(df, apart(df, "collectives"))
     assert not skipped and len(table) == 1, skipped
     row = table.iloc[0]
     assert row["compute_from"] == "its unsynced twin" and row["place"] == "2 hosts, 0.1 Gbit/s"
@@ -233,3 +233,18 @@ def test_a_prediction_from_fresh_rows_across_a_shaped_link(tmp_path):
     r = subprocess.run([PY, "-m", "bench.predict", "--validate", "--rows", str(runs), str(coll)], cwd=REPO,
                        capture_output=True, text=True, timeout=120, env=ENV)
     assert r.returncode == 0 and "1 measured row(s)" in r.stdout, r.stdout + r.stderr
+
+
+def test_two_loads_with_predictions_and_collectives_compare_and_concatenate(tmp_path):
+    """pandas compares the attrs of frames it joins: the rows kept apart must not make that fail."""
+    pred = tmp_path / "pred.csv"
+    assert main(["vgg13", "--rows", RUNS, "--link-gbps", "1", "--latency-us", "50", "--max-devices", "2",
+                 "--strategy", "horovod", "--output", str(pred)]) == 0
+    a, b = load_results([RUNS, COLL, str(pred)]), load_results([RUNS, COLL, str(pred)])
+    assert len(pd.concat([a, b])) == 48
+    r = subprocess.run([PY, "-m", "bench.report", "--compare", str(pred), str(pred), "--fail-on-regression"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120, env=ENV)
+    assert r.returncode == 1 and "nothing to compare" in r.stderr and "Traceback" not in r.stderr  # predictions only
+    r = subprocess.run([PY, "-m", "bench.report", "--compare", RUNS, RUNS], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env=ENV)
+    assert r.returncode == 0 and "Traceback" not in r.stderr

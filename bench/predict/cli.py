@@ -44,7 +44,7 @@ from bench.predict.model import device_counts as _device_counts
 from bench.predict.validate import validation_table
 from bench.report.render import markdown_table
 from bench.results.columns import PREDICTION_SOURCE, RUNS
-from bench.results.load import load_results
+from bench.results.load import apart, load_results
 from bench.results.provenance import provenance
 from bench.results.store import OutputRefused, append_rows, check_output, read_rows
 from launch import get_strategy
@@ -371,7 +371,7 @@ def _load(paths: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not paths:
         return pd.DataFrame(), pd.DataFrame()
     df = load_results(paths)
-    return df, df.attrs.get("collectives", pd.DataFrame())
+    return df, apart(df, "collectives")
 
 
 def predict(req: Request) -> int:

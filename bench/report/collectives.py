@@ -1,5 +1,5 @@
 """The report's collective-bandwidth part (rows of `python -m bench.collectives`, which
-load_results keeps in `df.attrs["collectives"]`): bus bandwidth against message size per series
+load_results keeps apart: `apart(df, "collectives")`): bus bandwidth against message size per series
 (strategy, backend, ranks, where they ran, dtype), its plot, and a finding per series naming the
 peak bus bandwidth and the smallest message that reaches half of it, as nccl-tests users read it."""
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pandas as pd
 
 from bench.report.findings import Finding, ci, num
 from bench.report.plots import _figure, _label, _style
+from bench.results.load import apart
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,8 +21,8 @@ SERIES = ["strategy", "transport", "backend", "ranks", "hosts", "link_gbps", "dt
 
 def rows(df: pd.DataFrame) -> pd.DataFrame:
     """The ok collective rows, the most recent per series and size."""
-    coll = df.attrs.get("collectives")
-    if coll is None or len(coll) == 0:
+    coll = apart(df, "collectives")
+    if len(coll) == 0:
         return pd.DataFrame()
     ok = coll[coll["status"] == "ok"].sort_values("timestamp_utc", kind="stable")
     return ok.drop_duplicates([*SERIES, "size_bytes"], keep="last").sort_values([*SERIES, "size_bytes"], kind="stable")

@@ -1,5 +1,5 @@
 """The report's predicted-scaling part (rows of `cnnbench predict`, which load_results keeps in
-`df.attrs["predictions"]`, apart from every measured row): per predicted series, the step band
+`apart(df, "predictions")`, away from every measured row): per predicted series, the step band
 against the device count with the measured points of the same configuration on it, a table, and
 a finding naming the largest device count whose efficiency stays at or above 90%."""
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pandas as pd
 from bench.errors import Status
 from bench.report.findings import Finding, num
 from bench.report.plots import _figure, _label, plain_text
+from bench.results.load import apart
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,8 +26,8 @@ SAME = ["model", "batch_size", "precision", "backend", "width", "image_size", "s
 
 def rows(df: pd.DataFrame) -> pd.DataFrame:
     """The prediction rows, the most recent per series and device count."""
-    pred = df.attrs.get("predictions")
-    if pred is None or len(pred) == 0:
+    pred = apart(df, "predictions")
+    if len(pred) == 0:
         return pd.DataFrame()
     pred = pred[pred["status"] == Status.OK].sort_values("timestamp_utc", kind="stable")
     pred = pred.drop_duplicates([*SERIES, "replicas"], keep="last")

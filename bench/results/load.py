@@ -1,10 +1,11 @@
 """Results files to one typed pandas DataFrame (every cell parsed by its column's type, old schemas migrated)."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from bench.config.key import BOOL_CELLS, config_key
 from bench.errors import BenchInputError
@@ -127,13 +128,30 @@ def load_collectives(paths: Iterable[str | os.PathLike]):
     return pd.concat(frames, ignore_index=True, sort=False)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Apart:
+    """Rows a results DataFrame carries beside its own, in its attrs. Held in this, not as a
+    DataFrame: pandas compares two frames' attrs with == when it concatenates or merges them, and
+    a DataFrame answers == with another DataFrame, not a truth value (this one: identity)."""
+    frame: Any
+
+
+def apart(df: Any, kind: str) -> Any:
+    """The rows of `kind` (collectives, predictions) that load_results kept beside `df`'s own; an
+    empty DataFrame where there are none."""
+    import pandas as pd
+
+    held = df.attrs.get(kind)
+    return held.frame if isinstance(held, Apart) else pd.DataFrame()
+
+
 def load_results(paths: Iterable[str | os.PathLike]):
     """One or more cnnbench CSVs as one DataFrame, each column typed by the schema (integers,
     floats, booleans, strings, UTC timestamps), with `source_file` and `config_key` added.
-    Collective-bandwidth CSVs among them (kind_of) are loaded apart, into
-    `df.attrs["collectives"]` (bench.report's collective section reads them there), and so are
-    predictions (source=prediction, `cnnbench predict`), into `df.attrs["predictions"]`: no table,
-    finding or comparison of measured rows ever sees a predicted one.
+    Collective-bandwidth CSVs among them (kind_of) are loaded apart, as `apart(df, "collectives")`
+    (bench.report's collective section reads them there), and so are predictions
+    (source=prediction, `cnnbench predict`), as `apart(df, "predictions")`: no table, finding or
+    comparison of measured rows ever sees a predicted one.
 
     Files from an older schema load with the newer columns empty. A file that is not a
     cnnbench CSV, is from a newer schema, or holds a cell that does not parse as its column's
@@ -155,9 +173,9 @@ def load_results(paths: Iterable[str | os.PathLike]):
     if made.any():
         predictions = df[made].reset_index(drop=True)
         df = df[~made].reset_index(drop=True)
-        df.attrs["predictions"] = predictions
+        df.attrs["predictions"] = Apart(predictions)
     if collective:
-        df.attrs["collectives"] = load_collectives(collective)
+        df.attrs["collectives"] = Apart(load_collectives(collective))
     return df
 
 
