@@ -117,6 +117,7 @@ def test_time_to_train_table_olympic_mean():
 
 
 # ---- real processes ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_sweep_repeats_interleave_and_resume_runs_only_the_missing(tmp_path):
     out = tmp_path / "runs.csv"
     grid = ["-m", "bench.sweep", "--no-progress", "--models", "lenet5", "--batch-sizes", "2,4", "--repeats", "2",
@@ -149,6 +150,7 @@ def three_ok(tmp_path_factory):
     return out, r
 
 
+@pytest.mark.slow
 def test_run_repeats_writes_one_row_each_in_one_group(three_ok):
     out, r = three_ok
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -158,6 +160,7 @@ def test_run_repeats_writes_one_row_each_in_one_group(three_ok):
     assert "repeats: 3 of 3 ok, 0 failed" in r.stdout and "median of 3 run medians (between-run 95% CI" in r.stdout
 
 
+@pytest.mark.slow
 def test_report_on_real_repeats(three_ok, tmp_path):
     out, _ = three_ok
     df = load_results([out])
@@ -183,6 +186,7 @@ def _kill_when_started(marker: str, out: str, stop: threading.Event) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_killed_repeat_is_a_failed_row_and_the_others_run(tmp_path):
     out = str(tmp_path / "runs.csv")
     stop = threading.Event()
@@ -222,7 +226,7 @@ def test_repeats_refused_under_a_launcher_and_as_a_sweep_run_option(tmp_path):
     toml = tmp_path / "sweep.toml"
     toml.write_text('models = ["lenet5"]\nbatch_sizes = [2]\n[run]\nrepeats = 2\n')
     r = _run("-m", "bench.sweep", "--no-progress", "--config", str(toml), "--output", str(out))
-    assert r.returncode == 2 and "--repeats" in r.stderr, r.stderr
+    assert r.returncode == 2 and "the sweep's own" in r.stderr, r.stderr
     r = _run("-m", "bench.sweep", "--no-progress", "--models", "lenet5", "--find-max-batch", "--repeats", "2",
              "--output", str(out))
     assert r.returncode == 2 and "--find-max-batch" in r.stderr, r.stderr

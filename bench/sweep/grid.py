@@ -179,6 +179,10 @@ def build_jobs(models: list[str], per_replica_batches: list[int | None], strateg
         if w < 1:
             raise BenchInputError(f"workers must be >= 1. Received: workers={w}")
     bad = sorted(set(shared) & set(OWNED))
+    if bad and bad[0].startswith("repeat"):
+        raise BenchInputError(f"{bad[0]} is the sweep's own: give --repeats N (or repeats = N) to the sweep, not as a "
+                              f"run option, which would make each child start its own copies. "
+                              f"Received: {bad[0]}={shared[bad[0]]}")
     if bad:
         raise BenchInputError(f"the sweep sets {_flag(bad[0])} itself; use --strategies/--backends/--batch-sizes/"
                               f"--workers/--output instead")
