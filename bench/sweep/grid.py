@@ -105,9 +105,9 @@ def _flag(name: str) -> str:
 
 
 # RunConfig fields the sweep sets itself: its own axes, or what it owns per configuration
-SWEEP_FIELDS = {"repeats": "--repeats", "repeat_index": "", "repeat_group": "", "model": "--models", "batch_size": "--batch-sizes", "strategy": "--strategies",
+SWEEP_FIELDS = {"model": "--models", "batch_size": "--batch-sizes", "strategy": "--strategies",
                 "backend": "--backends", "output": "--output", "run_id": "", "source": "",
-                "on_predicted_oom": "", "progress": "",
+                "on_predicted_oom": "", "progress": "", "repeats": "--repeats", "repeat_index": "", "repeat_group": "",
                 "summary": "", "find_max_batch": "--find-max-batch", "memory_cap_gb": "--memory-cap-gb"}
 Axes = list[tuple[str, list[Any]]]
 
