@@ -231,3 +231,18 @@ def test_repeats_refused_under_a_launcher_and_as_a_sweep_run_option(tmp_path):
              "--output", str(out))
     assert r.returncode == 2 and "--find-max-batch" in r.stderr, r.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_accuracy_repeats_give_each_time_to_target_and_the_olympic_mean(tmp_path):
+    out = tmp_path / "runs.csv"
+    r = _run("bench/run.py", "lenet5", "--data", "digits", "--epochs", "2", "--target-accuracy", "0.2",
+             "--batch-size", "64", *TINY[:2], "--no-progress", "--repeats", "3", "--output", str(out))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    df = load_results([out]).sort_values("repeat_index")
+    (row,) = tables.time_to_train_table(df).to_dict("records")
+    hit = df["target_reached"].astype(bool)
+    assert row["runs ok"] == 3 and row["reached"] == int(hit.sum())
+    times = [t if h else math.inf for t, h in zip(df["time_to_target_s"], hit)]
+    assert row["olympic mean (s)"] == pytest.approx(olympic_mean(times), nan_ok=True)
+    assert f"{int(hit.sum())} of 3 runs reached it" in r.stdout and "olympic mean" in r.stdout
