@@ -10,7 +10,7 @@ import sys
 import pytest
 from helpers import run_cli
 
-from bench.results.mllog import PREFIX, RULESET, RunLog, append_log
+from bench.results.mllog import PREFIX, RULESET, RunLog, append_log, split_runs
 
 # What the closed division's image-classification rules ask that cnnbench's runs cannot give
 # (docs/measuring.md, "MLPerf log"): the checker's complaints on a closed copy of an SGD run's log
@@ -72,14 +72,15 @@ def test_an_accuracy_run_writes_a_log_the_compliance_checker_accepts(tmp_path):
     assert after.startswith(before) and after.endswith("\n")
     second = _records(after[len(before):])
     assert second[0]["key"] == "cache_clear" and second[-1]["metadata"]["status"] == "aborted"
+    assert split_runs(after) == [before, after[len(before):]]
     only_second = tmp_path / "result_1.txt"
-    only_second.write_text(after[len(before):])
+    only_second.write_text(split_runs(after)[1])
     assert _checker(only_second, tmp_path).returncode == 0
 
 
 def test_without_mllog_nothing_is_recorded_and_the_package_is_not_imported():
     code = ("import sys; from bench.results.mllog import RunLog; r = RunLog(False); r.init_start(); "
-            "r.run_start({'seed': 0}); r.event('eval_accuracy', 0.5, epoch_num=1); r.run_stop(True, 1); "
+            "r.run_start({'seed': 0}); r.event('eval_accuracy', 0.5, epoch_num=1); r.run_stop(True); "
             "assert r.lines == [] and 'mlperf_logging' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("bench").REPO))
 
@@ -88,12 +89,25 @@ def test_lines_are_appended_whole_to_an_existing_log(tmp_path):
     run = RunLog(True)
     run.init_start()
     run.run_start({"seed": 3})
-    run.run_stop(False, 0)
+    run.start("epoch_start", epoch_num=1)  # a run that failed in its first epoch
+    run.run_stop(False)
     assert all(line.startswith(PREFIX) for line in run.lines)
     log = tmp_path / "run.log"
     log.write_text(run.lines[0])  # a last line without its newline: the next run starts on a line of its own
     append_log(str(log), run.lines)
     lines = log.read_text().splitlines()
     assert lines == [run.lines[0], *run.lines] and log.read_text().endswith("\n")
-    assert _records(lines[-1])[0]["metadata"]["status"] == "aborted"
+    assert _records(lines[-1])[0]["metadata"] | {"file": None, "lineno": None} == {
+        "status": "aborted", "epoch_num": 1, "file": None, "lineno": None}
     assert not list(tmp_path.glob(".run.log.*.tmp"))
+
+
+@pytest.mark.slow
+def test_a_diverged_run_logs_an_aborted_run_stop_in_its_epoch(tmp_path):
+    log = tmp_path / "result_0.txt"
+    r = run_cli("lenet5", "--data", "digits", "--epochs", "2", "--optimizer", "sgd", "--lr", "1e6", "--no-progress",
+                "--output", str(tmp_path / "runs.csv"), "--mllog", str(log))
+    assert r.returncode == 1, r.stderr[-2000:]  # a row with status diverged
+    stop = _records(log.read_text())[-1]
+    assert stop["key"] == "run_stop" and stop["metadata"]["status"] == "aborted" and stop["metadata"]["epoch_num"] == 1
+    assert "eval_accuracy" not in log.read_text()  # it diverged before its first evaluation

@@ -8,6 +8,7 @@ only the writing waits for the end."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +35,7 @@ class RunLog:
         self.enabled = enabled
         self.lines: list[str] = []
         self.run_started = False
+        self.epoch_num = 0  # the last epoch an event named: where run_stop says the run ended
         self._mllog = None
         if enabled:
             from mlperf_logging.mllog import mllog  # deferred: the package is needed only with --mllog
@@ -54,6 +56,7 @@ class RunLog:
     def _log(self, kind: str, key: str, value: Any, metadata: dict[str, Any]) -> None:
         """Every line goes through here, called from one method of this class that the runner
         called: stack offset 3 makes the line's metadata name the runner's call site."""
+        self.epoch_num = metadata.get("epoch_num", self.epoch_num)
         if self._mllog is not None:
             getattr(self._mllog, kind)(key, value, metadata=metadata or None, stack_offset=3)
 
@@ -80,9 +83,10 @@ class RunLog:
         self._log("start", "run_start", None, {})
         self.run_started = True
 
-    def run_stop(self, success: bool, epoch_num: int) -> None:
+    def run_stop(self, success: bool) -> None:
         if self.run_started:
-            self._log("end", "run_stop", None, {"status": "success" if success else "aborted", "epoch_num": epoch_num})
+            self._log("end", "run_stop", None, {"status": "success" if success else "aborted",
+                                                "epoch_num": self.epoch_num})
 
 
 def run_keys(*, platform: str, global_batch: int, train_samples: int, eval_samples: int, seed: int,
@@ -103,6 +107,17 @@ def run_keys(*, platform: str, global_batch: int, train_samples: int, eval_sampl
         keys.update(opt_adam_beta_1=hyper["beta_1"], opt_adam_beta_2=hyper["beta_2"],
                     opt_adam_epsilon=hyper["epsilon"], opt_weight_decay=weight_decay)
     return keys
+
+
+def split_runs(text: str) -> list[str]:
+    """An MLLOG file's text as one text per run, in order: MLPerf's checker takes one run per file,
+    and a file cnnbench appended several runs to starts each with its `cache_clear` line."""
+    runs: list[list[str]] = []
+    for line in text.splitlines(keepends=True):
+        if not runs or line.startswith(PREFIX) and json.loads(line[len(PREFIX):])["key"] == "cache_clear":
+            runs.append([])
+        runs[-1].append(line)
+    return ["".join(run) for run in runs]
 
 
 def _read_log(path: Path) -> str:

@@ -188,8 +188,7 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
     if finished:  # likewise a closing barrier
         dist.shutdown()
     # success: the run ended as it was asked to, at the target, or after every epoch where none was set
-    mlog.run_stop(outcome.status == Status.OK and accuracy is not None and accuracy.target_reached is not False,
-                  epoch_num=accuracy.epochs_run if accuracy is not None else 0)
+    mlog.run_stop(outcome.status == Status.OK and accuracy is not None and accuracy.target_reached is not False)
     return RunOutcome(row, dist.is_chief, ExitCode.OK if outcome.status == Status.OK else ExitCode.FAILED,
                       mllog=tuple(mlog.lines) if dist.is_chief and mlog.run_started else ())
 
