@@ -24,12 +24,13 @@ RULESET = "4.0.0"  # the last MLPerf Training ruleset with the image-classificat
 # the status for research and development systems; this project as the organisation
 SUBMISSION = {"submission_benchmark": "resnet", "submission_org": "cnnbench", "submission_division": "open",
               "submission_status": "research"}
+log = logging.getLogger(__name__)
 MAX_MLLOG_BYTES = 256 * 2**20  # far beyond any run's log (a few KiB per epoch); more is not ours
 
 
 class RunLog:
-    """One run's MLLOG lines, in memory. Disabled (`enabled=False`: no --mllog, or not the chief's
-    to write) it records nothing, so the runner calls it the same way either way."""
+    """One run's MLLOG lines, in memory (every rank records them; the chief's are written).
+    Disabled (no --mllog) it records nothing, so the runner calls it the same way either way."""
 
     def __init__(self, enabled: bool, root_dir: str | None = None):
         self.enabled = enabled
@@ -44,8 +45,13 @@ class RunLog:
 
             class _Keep(logging.Handler):
                 def emit(self, record: logging.LogRecord) -> None:
-                    # the package prefixes a newline to its own warnings (clear_line): one line each
-                    run_log.lines.extend(line for line in record.getMessage().splitlines() if line.strip())
+                    # the package's own complaints (an unencodable value) are not MLLOG lines: the
+                    # file keeps only those, and the complaint goes to the run's log
+                    for line in record.getMessage().splitlines():
+                        if line.startswith(PREFIX):
+                            run_log.lines.append(line)
+                        elif line.strip():
+                            log.warning("mlperf_logging: %s", line)
 
             logger = logging.Logger("cnnbench.mllog")  # unregistered: nothing propagates to the console
             logger.setLevel(logging.INFO)
