@@ -31,6 +31,7 @@ TOOLS = {"run": [PY, "bench/run.py"], "sweep": [PY, "-m", "bench.sweep", "--no-p
          "models": [PY, "-m", "models"], "cnnbench": [PY, "-m", "bench.cli"],
          "compare": ["bash", "scripts/compare_tf_cnn.sh"]}
 SWEEP = ["--models", "vgg11", "--batch-sizes", "8", "--dry-run"]
+MLLOG_RUN = ["lenet5", "--data", "digits", "--epochs", "1", "--mllog"]
 TF_CONFIG_OK = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
 
 # (id, tool, arguments, extra environment, exit code, a fragment the error line must hold).
@@ -273,6 +274,16 @@ CASES = [
      "cannot write --save-weights"),
     ("run-save-weights-read-only-folder-jax", "run", ["vgg11", "--backend", "jax", "--save-weights",
                                                       "{ro_dir}/w.weights.h5"], {}, 2, "cannot write --save-weights"),
+    # ---- bench/run.py: --mllog ----
+    ("run-mllog-device", "run", [*MLLOG_RUN, "{dev}"], {}, 2, "character device, not an MLLOG file"),
+    ("run-mllog-link-to-device", "run", [*MLLOG_RUN, "{link_dev}"], {}, 2, "character device"),
+    ("run-mllog-fifo", "run", [*MLLOG_RUN, "{fifo}"], {}, 2, "FIFO"),
+    ("run-mllog-directory", "run", [*MLLOG_RUN, "{dir}"], {}, 2, "is a directory, not an MLLOG file"),
+    ("run-mllog-not-an-mllog-file", "run", [*MLLOG_RUN, "{foreign}"], {}, 2, "is not an MLLOG file (line 1"),
+    ("run-mllog-not-utf8", "run", [*MLLOG_RUN, "{latin1}"], {}, 2, "not UTF-8"),
+    ("run-mllog-under-a-file", "run", [*MLLOG_RUN, "{foreign}/run.log"], {}, 2, "mllog={foreign}/run.log"),
+    ("run-mllog-read-only-folder", "run", [*MLLOG_RUN, "{ro_dir}/new/run.log"], {}, 2, "cannot write the MLLOG"),
+    ("run-mllog-throughput-run", "run", ["vgg11", "--mllog", "{tmp}/run.log"], {}, 2, "needs accuracy mode"),
     # ---- bench/run.py: --init-weights Keras cannot load ----
     ("run-init-weights-cannot-load", "run", ["vgg11", "--width", "0.125", "--num-classes", "10", "--init-weights",
                                              "{weights_strings}"], {}, 2, "cannot be loaded into vgg11"),

@@ -141,6 +141,9 @@ def validate(cfg: RunConfig) -> None:
         real = " or ".join(d.name for d in DATA_SETS.values() if d.real)
         raise BenchInputError(f"accuracy mode (--epochs) needs a real data set (--data {real}). "
                               f"Received: data={cfg.data}")
+    if cfg.mllog is not None and not cfg.accuracy_mode:
+        raise BenchInputError(f"--mllog writes MLPerf's time-to-train log, which needs accuracy mode (--epochs N). "
+                              f"Received: mllog={cfg.mllog}, epochs={cfg.epochs}")
     out = Path(cfg.output)
     if out.exists() and out.is_dir():
         raise BenchInputError(f"--output is a directory: output={cfg.output}")

@@ -178,6 +178,9 @@ class RunConfig:
                                     help="seconds a collective waits for a peer before the run fails "
                                     "(the strategy's collective timeout or stall shutdown)")
     output: str = opt(DEFAULT_OUTPUT, "str", group="output", help="CSV to append the result row to")
+    mllog: str | None = opt(None, "str", group="output",
+                            help="accuracy mode: append this run's MLPerf training log (MLLOG lines, through "
+                            "mlperf-logging) to this file")
     force: bool = opt(False, "bool", action="flag", group="where it runs",
                       help="run even where the memory estimate exceeds the memory available")
     summary: bool = opt(False, "bool", action="flag", group="output", help="print the model's layer table and exit")
