@@ -137,7 +137,7 @@ def test_fail_on_regression_fails_only_on_a_decided_regression_above_the_thresho
     same = _csv(tmp_path / "same.csv", _rows(base_row, _medians(100, seed=3), group="c", day=2))
     r = _gate(old, slow, "--fail-on-regression")
     assert r.returncode == 1 and "1 regression(s)" in r.stdout and "| slower |" in r.stdout, r.stdout + r.stderr
-    assert "Mann-Whitney U across run medians | 5 vs 5 |" in r.stdout
+    assert "| 0.008 | Mann-Whitney U across run medians | 5 vs 5 |" in r.stdout  # 2/252: all 5 below all 5
     assert _gate(old, slow).returncode == 0  # without the gate, a report
     assert _gate(old, slow, "--fail-on-regression", "--threshold", "0.3").returncode == 0  # 20% is within 30%
     r = _gate(old, same, "--fail-on-regression")

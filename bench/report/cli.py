@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.config.parse import OneLineParser
 from bench.errors import BenchInputError, ExitCode, input_error, one_line
 from bench.measure.stats import ACROSS_STEPS, ALPHA, FASTER, NO_DIFFERENCE, SLOWER, UNTESTED, is_regression
-from bench.report.findings import findings, p_text
+from bench.report.findings import findings
 from bench.report.output import ReportWriteError
 from bench.report.plots import plot_accuracy, plot_scaling, plot_throughput
 from bench.report.render import build_report, markdown_table
@@ -83,8 +83,7 @@ def _compare(old: str, new: str, fail_on_regression: bool, threshold: float) -> 
     table = compare(load_results([old]), load_results([new]))
     if table.empty:  # a gate that compared nothing must not pass, and a plain compare has nothing to say
         raise BenchInputError(f"nothing to compare: no configuration has an ok row in both {old} and {new}")
-    shown = table.drop(columns=["decisive"]).assign(
-        ratio=[f"{r:.3f}" for r in table["ratio"]], p_value=[p_text(p) for p in table["p_value"]])
+    shown = table.drop(columns=["decisive"]).assign(ratio=[f"{r:.3f}" for r in table["ratio"]])
     _say(markdown_table(shown, ".2f"))
     counts = table["verdict"].value_counts()
     _say(f"{len(table)} configuration(s) in both: {counts.get(SLOWER, 0)} {SLOWER}, {counts.get(FASTER, 0)} {FASTER}, "

@@ -68,11 +68,6 @@ def _setting(r: pd.Series | dict, extra: Iterable[str], skip: Iterable[str] = ()
     return ", ".join(parts + [tables.value_words(f, value[f]) for f in shown])
 
 
-def p_text(p: float) -> str:
-    """A p-value as reports print it."""
-    return "n/a" if not np.isfinite(p) else f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
-
-
 def significance(r: Any, than: str) -> str:
     """A comparison's test in words: its verdict at ALPHA against `than`, the p-value, the test and
     the runs on each side (tables.significance_cells)."""
@@ -82,7 +77,7 @@ def significance(r: Any, than: str) -> str:
         return "; untested: the rows have no step-time statistics"
     words = (f"no significant difference from {than}" if r["verdict"] == NO_DIFFERENCE
              else f"{r['verdict']} than {than}")
-    return f"; {words} at {ALPHA:.0%}: p = {p_text(r['p_value'])}, {r['test']}, {r['runs']} runs"
+    return f"; {words} at {ALPHA:.0%}: p = {tables.p_text(r['p_value'])}, {r['test']}, {r['runs']} runs"
 
 
 def _mode_word(mode: str) -> str:

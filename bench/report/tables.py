@@ -207,6 +207,11 @@ def throughput_comparison(a: pd.Series, b: pd.Series, runs: dict[Any, tuple[floa
 SIGNIFICANCE = ["p_value", "test", "runs", "verdict"]
 
 
+def p_text(p: float) -> str:
+    """A p-value as reports print it: three decimals, or two significant digits below 0.001."""
+    return "n/a" if not np.isfinite(p) else f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
 def significance_cells(c: Comparison) -> dict[str, Any]:
     """A comparison's p-value, test, run counts and verdict as table cells (SIGNIFICANCE)."""
     return dict(zip(SIGNIFICANCE, (c.p_value, c.test, f"{c.runs_old} vs {c.runs_new}", c.verdict)))
