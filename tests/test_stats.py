@@ -243,6 +243,7 @@ def test_mser5_drops_nothing_from_a_flat_series_and_the_minimum_applies():
     assert mser5(x) <= 5
     assert warmup_truncation(np.full(60, 0.1)) == (MIN_WARMUP, "mser5")
     assert mser5([0.3, 0.1, 0.1]) == 0  # under 2 batches: nothing to judge
+    assert mser5([0.3] * 5 + [0.1] * 5) == 0  # a lone batch left would have no spread: never chosen
 
 
 def test_the_maximum_bounds_the_warmup_and_says_so():

@@ -30,7 +30,7 @@ def mser5(series: Sequence[float], batch: int = MSER_BATCH) -> int:
     z = x[:k * batch].reshape(k, batch).mean(axis=1)
     best, best_j = math.inf, 0
     tie = 1e-12 * float(z.mean()) ** 2  # rounding noise: on a tie the shorter truncation wins
-    for j in range(k // 2 + 1):
+    for j in range(min(k // 2, k - 2) + 1):  # two batches left at least: one alone has no spread
         rest = z[j:]
         se2 = float(((rest - rest.mean()) ** 2).sum()) / rest.size ** 2
         if se2 < best - tie:
