@@ -22,6 +22,7 @@ from bench.report.tables import (
     throughput_tables,
     vgg_vs_resnet,
 )
+from bench.results.columns import SCHEMA_VERSION
 from bench.results.load import load_results
 
 FIXTURE = REPO / "tests" / "fixtures" / "report_runs.csv"
@@ -157,7 +158,7 @@ def test_bad_and_newer_files_fail_clearly(tmp_path):
     with pytest.raises(BenchInputError, match="not a cnnbench results"):
         load_results([notours])
     newer = tmp_path / "newer.csv"
-    newer.write_text(FIXTURE.read_text().replace("\n1,", "\n9,"))
+    newer.write_text(FIXTURE.read_text().replace("\n1,", f"\n{SCHEMA_VERSION + 1},"))
     with pytest.raises(BenchInputError, match="newer cnnbench"):
         load_results([newer])
     r = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "missing.csv")], cwd=REPO,

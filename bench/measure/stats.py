@@ -24,6 +24,7 @@ class StepStats:
     step_time_ci95_high_s: float
     step_time_median_ci95_low_s: float
     step_time_median_ci95_high_s: float
+    step_time_median_ci95_rel: float   # the median CI's half-width over the median (what --target-ci bounds)
     step_time_jitter_s: float
 
     def as_dict(self) -> dict:
@@ -60,6 +61,17 @@ def median_ci95(values: Sequence[float]) -> tuple[float, float]:
     return float(x[max(lo - 1, 0)]), float(x[min(hi, n - 1)])
 
 
+def median_ci_rel(values: Sequence[float]) -> float:
+    """The half-width of the median's 95% CI (median_ci95: asymmetric, so half its width) over the
+    median: the relative precision --target-ci asks for. NaN with no values."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return math.nan
+    lo, hi = median_ci95(x)
+    med = float(np.median(x))
+    return (hi - lo) / 2 / med if med > 0 else math.nan
+
+
 def jitter(values: Sequence[float]) -> float:
     """Robust spread: 1.4826 x the median absolute deviation from the median."""
     x = np.asarray(values, dtype=float)
@@ -88,6 +100,7 @@ def step_stats(step_times: Sequence[float]) -> StepStats:
         step_time_max_s=float(x.max()), step_time_std_s=float(x.std(ddof=1)) if x.size > 1 else 0.0,
         step_time_ci95_low_s=mean - half, step_time_ci95_high_s=mean + half,
         step_time_median_ci95_low_s=med_lo, step_time_median_ci95_high_s=med_hi,
+        step_time_median_ci95_rel=median_ci_rel(x),
         step_time_jitter_s=jitter(x))
 
 

@@ -18,7 +18,9 @@ from bench.errors import Status
 #    carried during the timed steps, and the gradient bytes a training step all-reduces
 # 8: predictions (`cnnbench predict`, source=prediction): the algorithm, the nodes' devices and
 #    links, and the predicted step's band, efficiency and communication share
-SCHEMA_VERSION = 8
+# 9: the warmup found rather than assumed and the timing until the CI is tight: warmup_dropped,
+#    warmup_rule, target_met, step_time_median_ci95_rel (older rows read them empty)
+SCHEMA_VERSION = 9
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
 PREDICTION_SOURCE = "prediction"
 
@@ -51,6 +53,9 @@ TIMING = {"compile_s": "float", "timed_steps": "int",
                                   "images_per_sec_ci95_high", "images_per_sec_median_ci95_low",
                                   "images_per_sec_median_ci95_high", "images_per_sec_per_replica",
                                   "images_per_sec_jitter", "tflops")}}
+# how the timed steps were chosen (bench.measure.steady): the warmup left out, the rule that set it,
+# whether --target-ci's precision was reached, and the precision reached
+STEADY = {"warmup_dropped": "int", "warmup_rule": "str", "target_met": "bool", "step_time_median_ci95_rel": "float"}
 LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
                                  "latency_per_image_ms")}
 INPUT = {"data_wait_ms": "float"}
@@ -68,7 +73,7 @@ PREDICTION = {"pred_algorithm": "str", "pred_gpus_per_node": "int", "pred_intra_
               "pred_step_high_s": "float", "pred_efficiency": "float", "pred_efficiency_low": "float",
               "pred_efficiency_high": "float", "pred_comm_share": "float", "pred_basis": "str"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **STEADY, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
                                  **ACCURACY, **PREDICTION, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = tuple(s.value for s in Status)

@@ -14,6 +14,7 @@ from bench.config.schema import RunConfig
 from bench.data.source import read_data
 from bench.errors import BenchInputError, ExitCode, PredictedOOM, Status, error_line
 from bench.measure.probes import MemoryGuard, NetCounter, memory_floor, process_peak_bytes
+from bench.measure.steady import Plan
 from bench.measure.timing import NonFiniteLoss, Timing, run_steps
 from bench.results.mllog import RunLog, run_keys
 from bench.results.provenance import new_run_id
@@ -147,14 +148,16 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
                     timeline.stop()
 
             step = session.step
-            timing = run_steps(step.run, warmup=cfg.warmup_steps, timed=cfg.steps,
+            warmup = cfg.fixed_warmup
+            plan = Plan(cfg.steps, find=warmup is None, target_ci=cfg.target_ci, max_steps=cfg.max_steps)
+            timing = run_steps(step.run, warmup=warmup or 0, timed=cfg.steps, plan=plan, gather=dist.gather,
                                global_batch=session.global_batch, progress=progress,
                                device_sync=step.device_sync, before_timed=before_timed,
                                after_timed=after_timed,
                                data_wait=None if session.source.fixed else session.data_wait,
                                profile=cfg.profile_range, tracer=session.tracer(), pipelined=step.pipelined,
                                keep_diverged=cfg.mode == "train")
-            timing.comm = session.comm_columns(cfg.steps)
+            timing.comm = session.comm_columns(timing.timed_run)  # a found warmup ran under the timeline too
             timing.net_tx_bytes, timing.net_rx_bytes = net.sent, net.received
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         timing.process_peak_mem_bytes = process_peak_bytes()
@@ -241,7 +244,7 @@ def _train_epochs(session: Session, progress, started: float, mlog: RunLog) -> t
     result = AccuracyResult(target_reached=False if cfg.target_accuracy else None)
     test_batch = max(global_batch, 256)  # each rank evaluates the whole test split, this many images at a time
     # the first epoch's first step compiles; warmup leaves it at least one step to time where it has two
-    warmup = max(0, min(cfg.warmup_steps, steps_per_epoch - 2))
+    warmup = max(0, min(cfg.fixed_warmup, steps_per_epoch - 2))
     if mlog.enabled:
         mlog.run_start(_mllog_keys(s))
     for epoch in progress("epochs", cfg.epochs):
