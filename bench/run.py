@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
 if __package__ in (None, ""):
     # Run as a script: put the repo root, not bench/, first on the path (bench/ holds modules
@@ -25,6 +26,7 @@ from bench.errors import (  # noqa: E402
     interrupted,
     one_line,
 )
+from bench.results.mllog import append_log, check_mllog  # noqa: E402
 from bench.results.store import OutputRefused, append_row, check_output  # noqa: E402
 from bench.runner.execute import execute  # noqa: E402
 from bench.runner.summary import summary_text  # noqa: E402
@@ -53,6 +55,8 @@ def _main(argv: list[str] | None) -> int:
                                   input_shape=(cfg.image_size, cfg.image_size, 3)).table())
             return ExitCode.OK
         check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains
+        if cfg.mllog is not None:
+            check_mllog(cfg.mllog)
         if cfg.repeats > 1 and cfg.repeat_index is None:  # the parent of N fresh runs, not one of them
             check_not_launched(cfg)
             return run_repeats(cfg)
@@ -62,15 +66,28 @@ def _main(argv: list[str] | None) -> int:
     except (BenchInputError, PredictedOOM) as e:
         return input_error(e)
     if outcome.is_chief:
-        try:
-            append_row(cfg.output, outcome.row)
-        except OutputRefused as e:  # the file became one that is not ours to grow while the run ran
-            return input_error(BenchInputError(f"no row written: {e}"))
-        except OSError as e:
-            print(f"error: could not write the result row to {cfg.output}: {one_line(e)}", file=sys.stderr)
-            return ExitCode.FAILED
+        failed = _write(lambda: append_row(cfg.output, outcome.row), "the result row", cfg.output, "no row written")
+        if failed is not None:
+            return failed
         print(summary_text(outcome.row, cfg.output))
+        if outcome.mllog:
+            failed = _write(lambda: append_log(cfg.mllog, outcome.mllog), "the MLLOG lines", cfg.mllog,
+                            "the row is written; no MLLOG lines written")
+            if failed is not None:
+                return failed
     return outcome.exit_code
+
+
+def _write(write: Callable[[], None], what: str, path: str, refused: str) -> int | None:
+    """Write one of the run's outputs (`write`): None once written, else the exit code, with one line."""
+    try:
+        write()
+    except OutputRefused as e:  # the file became one that is not ours to grow while the run ran
+        return input_error(BenchInputError(f"{refused}: {e}"))
+    except OSError as e:
+        print(f"error: could not write {what} to {path}: {one_line(e)}", file=sys.stderr)
+        return ExitCode.FAILED
+    return None
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 #
 # Usage: bash scripts/setup.sh [--gpu] [--cluster]
 #   Installs cnnbench editable with two extras: one framework build and the test tools (pytest,
-#   pytest-benchmark, hypothesis), so that both README commands work after it.
+#   pytest-benchmark, hypothesis,
+#   mlperf-logging for --mllog), so that both README commands work after it.
 #   default          extra "cpu": tensorflow-cpu and jax[cpu]
 #   --gpu            extra "gpu": tensorflow[and-cuda] and jax[cuda12] (both use the CUDA 12 wheels)
 #   --cluster        first the Debian packages the cluster paths need (CLUSTER_PACKAGES below: Open

@@ -35,6 +35,7 @@ TOOLS = {"run": [PY, "bench/run.py"], "sweep": [PY, "-m", "bench.sweep", "--no-p
          "models": [PY, "-m", "models"], "cnnbench": [PY, "-m", "bench.cli"],
          "compare": ["bash", "scripts/compare_tf_cnn.sh"]}
 SWEEP = ["--models", "vgg11", "--batch-sizes", "8", "--dry-run"]
+MLLOG_RUN = ["lenet5", "--data", "digits", "--epochs", "1", "--mllog"]
 TF_CONFIG_OK = {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker", "index": 0}}
 
 # (id, tool, arguments, extra environment, exit code, a fragment the error line must hold).
@@ -83,6 +84,13 @@ CASES = [
     ("run-abbreviated-option", "run", ["vgg11", "--out", "x.csv"], {}, 2, "--out"),
     ("run-unknown-option", "run", ["vgg11", "--bogus"], {}, 2, "--bogus"),
     ("run-warmup-without-scale", "run", ["vgg11", "--lr-warmup-epochs", "1"], {}, 2, "lr_warmup_epochs=1"),
+    ("run-target-ci-zero", "run", ["vgg11", "--target-ci", "0"], {}, 2, "target_ci=0"),
+    ("run-target-ci-one", "run", ["vgg11", "--target-ci", "1"], {}, 2, "target_ci=1"),
+    ("run-target-ci-word", "run", ["vgg11", "--target-ci", "tight"], {}, 2, "target_ci='tight'"),
+    ("run-max-steps-below-steps", "run", ["vgg11", "--steps", "20", "--target-ci", "0.02", "--max-steps", "10"], {}, 2,
+     "max_steps=10"),
+    ("run-max-steps-without-target", "run", ["vgg11", "--max-steps", "100"], {}, 2, "max_steps=100"),
+    ("run-warmup-steps-word", "run", ["vgg11", "--warmup-steps", "some"], {}, 2, "warmup_steps='some'"),
     ("run-epochs-on-synthetic", "run", ["vgg11", "--epochs", "2"], {}, 2, "data=synthetic"),
     ("run-data-dir-for-digits", "run", ["vgg11", "--data", "digits", "--data-dir", "{dir}"], {}, 2, "data=digits"),
     ("run-data-dir-missing", "run", ["vgg11", "--data", "cifar100", "--data-dir", "{dir}/nope"], {}, 2, "nope"),
@@ -234,8 +242,13 @@ CASES = [
     ("report-bad-format", "report", ["{csv}", "--format", "pdf", "--out", "{dir}/rep"], {}, 2, "format=pdf"),
     ("report-abbreviated-option", "report", ["{csv}", "--ou", "{dir}/rep"], {}, 2, "--ou"),
     ("report-out-is-a-file", "report", ["{csv}", "--out", "{foreign}"], {}, 2, "out="),
-    ("report-nothing-to-compare", "report", ["--compare", "{csv}", "{header_only}", "--fail-on-regression"], {}, 1,
+    ("report-nothing-to-compare", "report", ["--compare", "{csv}", "{header_only}", "--fail-on-regression"], {}, 2,
      "nothing to compare"),
+    ("report-nothing-to-compare-no-gate", "report", ["--compare", "{csv}", "{header_only}"], {}, 2, "nothing to compare"),
+    ("report-threshold-one", "report", ["--compare", "{csv}", "{csv}", "--fail-on-regression", "--threshold", "1"], {}, 2,
+     "threshold=1.0"),
+    ("report-threshold-negative", "report", ["--compare", "{csv}", "{csv}", "--threshold", "-0.05"], {}, 2,
+     "threshold=-0.05"),
     # ---- python -m launch.local_cluster --------------------------------------------------------
     ("cluster-timeout-negative", "cluster", ["-n", "2", "--timeout", "-5", "--", "true"], {}, 2, "timeout=-5"),
     ("cluster-timeout-nan", "cluster", ["-n", "2", "--timeout", "nan", "--", "true"], {}, 2, "timeout=nan"),
@@ -277,6 +290,16 @@ CASES = [
      "cannot write --save-weights"),
     ("run-save-weights-read-only-folder-jax", "run", ["vgg11", "--backend", "jax", "--save-weights",
                                                       "{ro_dir}/w.weights.h5"], {}, 2, "cannot write --save-weights"),
+    # ---- bench/run.py: --mllog ----
+    ("run-mllog-device", "run", [*MLLOG_RUN, "{dev}"], {}, 2, "character device, not an MLLOG file"),
+    ("run-mllog-link-to-device", "run", [*MLLOG_RUN, "{link_dev}"], {}, 2, "character device"),
+    ("run-mllog-fifo", "run", [*MLLOG_RUN, "{fifo}"], {}, 2, "FIFO"),
+    ("run-mllog-directory", "run", [*MLLOG_RUN, "{dir}"], {}, 2, "is a directory, not an MLLOG file"),
+    ("run-mllog-not-an-mllog-file", "run", [*MLLOG_RUN, "{foreign}"], {}, 2, "is not an MLLOG file (line 1"),
+    ("run-mllog-not-utf8", "run", [*MLLOG_RUN, "{latin1}"], {}, 2, "not UTF-8"),
+    ("run-mllog-under-a-file", "run", [*MLLOG_RUN, "{foreign}/run.log"], {}, 2, "mllog={foreign}/run.log"),
+    ("run-mllog-read-only-folder", "run", [*MLLOG_RUN, "{ro_dir}/new/run.log"], {}, 2, "cannot write the MLLOG"),
+    ("run-mllog-throughput-run", "run", ["vgg11", "--mllog", "{tmp}/run.log"], {}, 2, "needs accuracy mode"),
     # ---- bench/run.py: --init-weights Keras cannot load ----
     ("run-init-weights-cannot-load", "run", ["vgg11", "--width", "0.125", "--num-classes", "10", "--init-weights",
                                              "{weights_strings}"], {}, 2, "cannot be loaded into vgg11"),

@@ -381,3 +381,21 @@ def test_a_breakdown_sweep_gives_the_exposed_communication_with_its_ci_for_horov
         lo, hi = (float(x) for x in row["exposed_comm_ci95"].strip("[]").split(","))
         assert lo <= round(row["exposed_comm_ms"], 1) <= hi, (strategy, row)
         assert row["compute_ms"] + row["exposed_comm_ms"] + row["input_wait_ms"] == pytest.approx(row["step_ms"])
+
+
+@pytest.mark.parametrize("strategy", ["multiworker", "horovod"])
+def test_a_found_warmup_and_a_ci_target_end_alike_on_every_rank(tmp_path, strategy):
+    """Each rank's own clock differs; the warmup's end and the last timed step are decided from
+    every rank's slowest step, gathered, so both ranks run the same steps (else the collectives
+    hang): one row, with the rule, the steps dropped and whether the target was met."""
+    out = tmp_path / "runs.csv"
+    r = run([*launcher(strategy), PY, "bench/run.py", "lenet5", "--strategy", strategy, "--batch-size", "8",
+             "--steps", "10", "--target-ci", "0.001", "--max-steps", "25", "--no-progress", "--threads", "1",
+             "--output", str(out)])
+    df = read_rows(out)
+    assert len(df) == 1
+    row = df.iloc[0]
+    _assert_one_row_from_all_ranks(row, r.stdout, strategy)
+    assert row["warmup_rule"] in ("mser5", "mser5-max") and row["warmup_dropped"] >= 2
+    assert 10 <= row["timed_steps"] <= 25 + 1 and row["target_ci"] == 0.001 and row["max_steps"] == 25
+    assert row["target_met"] == (row["step_time_median_ci95_rel"] <= 0.001)

@@ -44,6 +44,7 @@ DEFERRED = {
     "jaxlib": "a framework (JAX's runtime)",
     "horovod": "a framework: only the horovod strategy loads it, and it loads TensorFlow",
     "matplotlib": "only the report's plots draw; ~0.5 s to import and a font cache on first use",
+    "mlperf_logging": "only --mllog writes MLPerf's log: a run without it needs no such package",
     "pandas": "only reading a CSV needs it; a run that appends its row skips ~0.7 s",
     "scipy": "only confidence intervals and tests of significance need scipy.stats (~1.5 s)",
     "sklearn": "only --data digits reads scikit-learn's data set (~2 s to import)",

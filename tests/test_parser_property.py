@@ -40,7 +40,7 @@ def test_any_numeric_value_is_accepted_in_bounds_or_refused_on_one_line(name, te
     assert isinstance(value, int if o.kind == "int" else float)
     assert math.isfinite(value)
     assert o.lo is None or (value > o.lo if o.lo_open else value >= o.lo)
-    assert o.hi is None or value <= o.hi
+    assert o.hi is None or (value < o.hi if o.hi_open else value <= o.hi)
 
 
 # ---- to_argv: the schema's inverse of the parser ---------------------------------------------
@@ -55,9 +55,10 @@ def _field_values(name: str, o):
     if o.kind == "bool":
         return st.booleans() | st.none() if o.action == "toggle" and name == "xla" else st.booleans()
     if o.kind == "int":
-        return st.integers(min_value=int(o.lo) + (1 if o.lo_open else 0), max_value=int(o.hi))
+        ints = st.integers(min_value=int(o.lo) + (1 if o.lo_open else 0), max_value=int(o.hi) - (1 if o.hi_open else 0))
+        return ints | st.none() if o.auto else ints
     if o.kind == "float":
-        return st.floats(min_value=o.lo, max_value=o.hi, exclude_min=o.lo_open, allow_nan=False)
+        return st.floats(min_value=o.lo, max_value=o.hi, exclude_min=o.lo_open, exclude_max=o.hi_open, allow_nan=False)
     # any text argparse can carry: no NUL, no lone surrogates, and not "--", which argparse drops
     # from an option's value in every spelling
     return st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),

@@ -244,7 +244,7 @@ def test_two_loads_with_predictions_and_collectives_compare_and_concatenate(tmp_
     assert len(pd.concat([a, b])) == 48
     r = subprocess.run([PY, "-m", "bench.report", "--compare", str(pred), str(pred), "--fail-on-regression"],
                        cwd=REPO, capture_output=True, text=True, timeout=120, env=ENV)
-    assert r.returncode == 1 and "nothing to compare" in r.stderr and "Traceback" not in r.stderr  # predictions only
+    assert r.returncode == 2 and "nothing to compare" in r.stderr and "Traceback" not in r.stderr  # predictions only
     r = subprocess.run([PY, "-m", "bench.report", "--compare", RUNS, RUNS], cwd=REPO, capture_output=True, text=True,
                        timeout=120, env=ENV)
     assert r.returncode == 0 and "Traceback" not in r.stderr

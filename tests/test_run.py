@@ -387,3 +387,24 @@ def test_weights_that_cannot_be_written_at_the_end_fail_the_row_but_keep_its_tim
     assert row["timed_steps"] == 2 and row["images_per_sec"] > 0
     assert w.read_bytes() == before
     assert sorted(p.name for p in disk.iterdir()) == ["w.weights.h5"]
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_the_warmup_is_found_by_default_and_a_ci_target_is_recorded(tmp_path, backend):
+    """No --warmup-steps: MSER-5 finds the warmup among the timed steps (JAX's pipelined loop
+    too) and the row says how many it dropped and why; --target-ci times on until the median's
+    CI is that tight or --max-steps are kept, and says whether it got there."""
+    out = tmp_path / "runs.csv"
+    r = run_cli("lenet5", "--backend", backend, "--width", "0.125", "--batch-size", "8", "--steps", "10",
+                "--no-progress", "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("lenet5", "--backend", backend, "--width", "0.125", "--batch-size", "8", "--steps", "10",
+                "--warmup-steps", "3", "--target-ci", "0.5", "--max-steps", "30", "--no-progress", "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    found, fixed = read_rows(out).iloc[0], read_rows(out).iloc[1]
+    assert found["status"] == "ok" and pd.isna(found["warmup_steps"]) and found["warmup_rule"] in ("mser5", "mser5-max")
+    assert 2 <= found["warmup_dropped"] <= 50 and found["timed_steps"] >= 10 and pd.isna(found["target_met"])
+    assert fixed["warmup_rule"] == "fixed" and fixed["warmup_dropped"] == 3 and fixed["warmup_steps"] == 3
+    assert 10 <= fixed["timed_steps"] <= 30 and fixed["target_ci"] == 0.5 and fixed["max_steps"] == 30
+    assert fixed["target_met"] == (fixed["step_time_median_ci95_rel"] <= 0.5)
+    assert fixed["target_met"] or fixed["timed_steps"] == 30

@@ -218,3 +218,108 @@ def test_the_intervals_quantiles_are_scipy_stats(n):
     if n >= 6:
         lo, hi = int(binom.ppf(0.025, n, 0.5)), int(binom.ppf(0.975, n, 0.5))
         assert median_ci95(x[::-1]) == (x[max(lo - 1, 0)], x[min(hi, n - 1)])
+
+
+# ---- the warmup found (MSER-5) and the CI target (bench.measure.steady) ----------------------------
+def _noisy(n: int, level: float = 0.1, seed: int = 0) -> np.ndarray:
+    return level * (1 + 0.02 * np.random.default_rng(seed).standard_normal(n))
+
+
+def test_mser5_drops_a_decaying_transient():
+    from bench.measure.steady import mser5, warmup_truncation
+
+    x = _noisy(100)
+    x[:20] += 0.1 * np.exp(-np.arange(20) / 4)  # 2x slower at first, settled within ~20 steps
+    d = mser5(x)
+    assert 10 <= d <= 25 and d % 5 == 0
+    assert warmup_truncation(x) == (d, "mser5")
+
+
+def test_mser5_drops_nothing_from_a_flat_series_and_the_minimum_applies():
+    from bench.config.schema import MIN_WARMUP
+    from bench.measure.steady import mser5, warmup_truncation
+
+    x = _noisy(100)
+    assert mser5(x) <= 5
+    assert warmup_truncation(np.full(60, 0.1)) == (MIN_WARMUP, "mser5")
+    assert mser5([0.3, 0.1, 0.1]) == 0  # under 2 batches: nothing to judge
+    assert mser5([0.3] * 5 + [0.1] * 5) == 0  # a lone batch left would have no spread: never chosen
+
+
+def test_the_maximum_bounds_the_warmup_and_says_so():
+    from bench.measure.steady import mser5, warmup_truncation
+
+    x = _noisy(200)
+    x[:80] += 0.2  # a level shift lasting 80 steps: drift, not warmup
+    assert 80 <= mser5(x) <= 100
+    assert warmup_truncation(x, hi=50) == (50, "mser5-max")
+    assert mser5(np.r_[np.full(90, 0.3), np.full(10, 0.1)]) <= 50  # the second half is never searched
+
+
+def test_a_plan_stops_once_enough_steps_follow_the_warmup_and_the_ci_is_tight():
+    from bench.measure.steady import Plan
+
+    x = _noisy(300)
+    x[:20] += 0.1 * np.exp(-np.arange(20) / 4)
+    plan = Plan(50, find=True)
+    assert plan.cap == 100 and not plan.decide(x[:51], ahead=1).stop  # the warmup found leaves too few
+    done = plan.decide(x[:100])
+    assert done.stop and done.rule == "mser5" and 100 - done.dropped >= 50
+    tight = Plan(20, target_ci=0.001, max_steps=200)  # the CI of 2% noise needs many steps for 0.1%
+    assert tight.cap == 200 and not tight.decide(x[100:160]).stop
+    assert tight.decide(x[100:300]).stop  # the cap
+    assert Plan(20, find=True, target_ci=0.001, max_steps=30).decide(x[:55]).stop  # 30 or more kept: the limit
+    loose = Plan(20, target_ci=0.5, max_steps=200)
+    d = loose.decide(x[100:120])
+    assert d.stop and d.dropped == 0 and d.rule == "fixed" and d.ci_rel <= 0.5
+
+
+def test_median_ci_rel_is_half_the_median_ci_over_the_median():
+    from bench.measure.stats import median_ci_rel
+
+    x = list(range(1, 21))
+    lo, hi = median_ci95(x)
+    assert median_ci_rel(x) == pytest.approx((hi - lo) / 2 / 10.5)
+    assert math.isnan(median_ci_rel([]))
+
+
+def test_an_adaptive_plan_times_until_it_stops_and_drops_the_warmup_it_found():
+    """A synthetic step whose first 8 steps after the compile step are slow: run_steps with a found
+    warmup keeps them out, pipelined (one step in flight) or not, and gathers at each decision."""
+    from bench.measure.steady import Plan
+    from bench.measure.timing import run_steps
+
+    for pipelined in (False, True):
+        count = iter(range(1000))
+        gathered: list[int] = []
+
+        def gather(values):
+            gathered.append(len(values))
+            return np.asarray(values, dtype=float)[None, :]
+
+        def step():
+            k = next(count)
+            import time
+            time.sleep(0.008 if 1 <= k <= 8 else 0.001)
+            return 0.5, 1.0
+
+        t = run_steps(step, warmup=0, timed=20, global_batch=2, plan=Plan(20, find=True), gather=gather,
+                      pipelined=pipelined)
+        assert t.warmup_rule == "mser5" and t.warmup_dropped >= 10  # the slow steps' batches
+        assert len(t.step_times) >= 20 and t.images == 2 * len(t.step_times)
+        assert t.timed_run == len(t.step_times) + t.warmup_dropped
+        assert len(gathered) <= t.timed_run // 5 + 2  # decisions every 5 steps, and the last at the end
+
+
+def test_a_decision_with_a_step_under_way_holds_whatever_that_step_takes():
+    """Pipelined, the judge stops with one step still running: the CI must be tight for any time
+    that step may take, or the row could keep a CI wider than the target."""
+    from bench.measure.steady import Plan
+
+    x = list(_noisy(40))
+    plan = Plan(10, target_ci=0.02, max_steps=100)
+    for ahead in (0, 1):
+        for n in range(10, 40):
+            if plan.decide(x[:n], ahead).stop:
+                for extra in ([0.0], [1e-9], [0.1], [10.0]):
+                    assert Plan(10, target_ci=0.02).decide(x[:n] + extra[:ahead]).ci_rel <= 0.02

@@ -40,7 +40,7 @@ def make_learning_rate(cfg: "RunConfig", num_replicas: int, steps_per_epoch: int
     elif steps_per_epoch:
         warmup = 5 * steps_per_epoch
     else:  # throughput mode: warm up over the first 10% of the run
-        warmup = max(1, (cfg.warmup_steps + cfg.steps) // 10)
+        warmup = max(1, ((cfg.fixed_warmup or 0) + cfg.steps) // 10)
 
     class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):

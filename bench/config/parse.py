@@ -34,21 +34,24 @@ def _bounds_text(o: Opt) -> str:
     if o.lo is not None:
         parts.append(f"{'>' if o.lo_open else '>='} {o.lo:g}")
     if o.hi is not None:
-        parts.append(f"<= {o.hi:g}")
+        parts.append(f"{'<' if o.hi_open else '<='} {o.hi:g}")
     return " and ".join(parts)
 
 
 def parse_value(name: str, o: Opt, text: str) -> Any:
     """One option's text -> its typed value; BenchInputError naming the value if it is bad."""
+    if o.auto and text == "auto":
+        return None
     if o.kind in ("int", "float"):
         try:
             value = int(text) if o.kind == "int" else float(text)
         except (TypeError, ValueError):
             article = "an integer" if o.kind == "int" else "a number"
+            article += " or auto" if o.auto else ""
             raise BenchInputError(f"{name} must be {article}. Received: {name}={text!r}") from None
         if o.kind == "float" and not math.isfinite(value):
             raise BenchInputError(f"{name} must be a finite number. Received: {name}={text}")
-        if (o.lo is not None and (value <= o.lo if o.lo_open else value < o.lo)) or (o.hi is not None and value > o.hi):
+        if (o.lo is not None and (value <= o.lo if o.lo_open else value < o.lo)) or (o.hi is not None and (value >= o.hi if o.hi_open else value > o.hi)):
             raise BenchInputError(f"{name} must be {_bounds_text(o)}. Received: {name}={text}")
         return value
     allowed = o.allowed()
@@ -141,6 +144,9 @@ def validate(cfg: RunConfig) -> None:
         real = " or ".join(d.name for d in DATA_SETS.values() if d.real)
         raise BenchInputError(f"accuracy mode (--epochs) needs a real data set (--data {real}). "
                               f"Received: data={cfg.data}")
+    if cfg.mllog is not None and not cfg.accuracy_mode:
+        raise BenchInputError(f"--mllog writes MLPerf's time-to-train log, which needs accuracy mode (--epochs N). "
+                              f"Received: mllog={cfg.mllog}, epochs={cfg.epochs}")
     out = Path(cfg.output)
     if out.exists() and out.is_dir():
         raise BenchInputError(f"--output is a directory: output={cfg.output}")
@@ -159,6 +165,7 @@ def validate(cfg: RunConfig) -> None:
                                   f"is not just the slowest batch. Received: steps={cfg.steps}")
     if cfg.profile_steps is not None:
         _check_profile_steps(cfg)
+    _check_target_ci(cfg)
     if cfg.lr_warmup_epochs is not None and not cfg.scale_lr:
         raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={cfg.lr_warmup_epochs}")
 
@@ -212,6 +219,20 @@ def _check_save_weights(path: str) -> None:
     except OSError as e:
         raise BenchInputError(f"cannot write --save-weights into {p.parent}: {e.strerror or one_line(e)}. "
                               f"Received: save_weights={path}") from None
+
+
+def _check_target_ci(cfg: RunConfig) -> None:
+    """--max-steps caps --target-ci's timed steps, from --steps (the fewest) up."""
+    if cfg.max_steps is not None and cfg.target_ci is None:
+        raise BenchInputError(f"--max-steps caps the steps --target-ci times: give --target-ci too. "
+                              f"Received: max_steps={cfg.max_steps}")
+    steps = cfg.steps or DEFAULT_STEPS[cfg.mode]
+    if cfg.max_steps is not None and cfg.max_steps < steps:
+        raise BenchInputError(f"--max-steps must be at least --steps (the fewest timed steps). "
+                              f"Received: max_steps={cfg.max_steps}, steps={steps}")
+    if cfg.target_ci is not None and cfg.accuracy_mode:
+        raise BenchInputError(f"--target-ci times a throughput run; --epochs fixes its steps. "
+                              f"Received: target_ci={cfg.target_ci}, epochs={cfg.epochs}")
 
 
 def _check_profile_steps(cfg: RunConfig) -> None:

@@ -20,6 +20,15 @@ HVD_COMPRESSION = ("none", "fp16")
 # p99 of fewer batches is only the slowest one: inference runs time at least this many
 MIN_LATENCY_STEPS = 100
 DEFAULT_STEPS = {"train": 50, "inference": MIN_LATENCY_STEPS}
+MAX_STEPS_FACTOR = 10  # --target-ci's default cap: 10 x --steps timed steps
+# the automatic warmup's bounds (bench.measure.steady). At least 2 steps after the compile step: the
+# first ones still grow the allocator and fill caches on every backend, and MSER-5's 5-step batches
+# cannot see a transient that short. At most 50: a transient longer than that is drift, not warmup,
+# and truncating it would hide it (the row then says mser5-max)
+MIN_WARMUP, MAX_WARMUP = 2, 50
+# the warmup where a fixed one is needed and --warmup-steps gives none: --epochs (the epoch fixes
+# the steps) and --profile-steps (numbered within the timed steps, so their start must be known)
+FIXED_WARMUP = 10
 SOURCES = ("cli", "sweep", "pytest", "tf_cnn_benchmarks")  # the last: the peer's rows (bench/lab/peer.py)
 # what a run does when its memory estimate exceeds the memory available: refuse on one line,
 # exit 2, no row (a person at the command line); or keep a row with status oom_predicted (a sweep)
@@ -50,6 +59,8 @@ class Opt:
     lo: float | None = None                 # bounds for numbers (inclusive unless lo_open)
     hi: float | None = None
     lo_open: bool = False
+    hi_open: bool = False
+    auto: bool = False                      # the word `auto` on the command line stands for None
     choices: tuple[str, ...] | Callable[[], tuple[str, ...]] | None = None
     key: bool = False                       # identifies a configuration (sweep resume, report, --compare)
     column: bool = False                    # recorded in the CSV's configuration columns
@@ -96,8 +107,16 @@ class RunConfig:
     steps: int | None = opt(None, **_key("int", lo=1, hi=10**9, group="what to measure",
                                          help=f"timed steps (default {DEFAULT_STEPS['train']}; with --mode inference "
                                          f"{DEFAULT_STEPS['inference']}, the fewest it takes)"))
-    warmup_steps: int = opt(10, **_key("int", lo=0, hi=10**9, group="what to measure",
-                                       help="untimed steps after the first (compile) step"))
+    warmup_steps: int | None = opt(None, **_key("int", lo=0, hi=10**9, auto=True, group="what to measure",
+                                                help="untimed steps after the first (compile) step; auto (the "
+                                                f"default): found by MSER-5 among the timed steps, {MIN_WARMUP} to "
+                                                f"{MAX_WARMUP} (with --epochs or --profile-steps: {FIXED_WARMUP})"))
+    target_ci: float | None = opt(None, "float", column=True, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+                                  group="what to measure",
+                                  help="time more steps than --steps until the 95%% CI half-width of the median "
+                                  "step time is within this share of it (e.g. 0.02), up to --max-steps")
+    max_steps: int | None = opt(None, "int", column=True, lo=1, hi=10**9, group="what to measure",
+                                help=f"with --target-ci: the most timed steps (default {MAX_STEPS_FACTOR} x --steps)")
     profile_steps: str | None = opt(None, **_key("str", group="what to measure",
                                                  help="A-B: capture a profiler trace of timed steps A to B (from 1; "
                                                  "TensorFlow's or JAX's profiler, readable in TensorBoard) into "
@@ -179,6 +198,9 @@ class RunConfig:
                                     help="seconds a collective waits for a peer before the run fails "
                                     "(the strategy's collective timeout or stall shutdown)")
     output: str = opt(DEFAULT_OUTPUT, "str", group="output", help="CSV to append the result row to")
+    mllog: str | None = opt(None, "str", group="output",
+                            help="accuracy mode: append this run's MLPerf training log (MLLOG lines, through "
+                            "mlperf-logging) to this file")
     force: bool = opt(False, "bool", action="flag", group="where it runs",
                       help="run even where the memory estimate exceeds the memory available")
     summary: bool = opt(False, "bool", action="flag", group="output", help="print the model's layer table and exit")
@@ -218,6 +240,14 @@ class RunConfig:
         return str(Path(self.output).parent / "traces" / str(self.run_id))
 
     @property
+    def fixed_warmup(self) -> int | None:
+        """The untimed warmup steps, or None where the run finds its warmup (MSER-5): --warmup-steps,
+        else FIXED_WARMUP where the steps are fixed in advance (--epochs) or numbered (--profile-steps)."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return FIXED_WARMUP if self.accuracy_mode or self.profile_steps is not None else None
+
+    @property
     def profile_range(self) -> tuple[int, int] | None:
         """--profile-steps as (first, last) timed step, counted from 1."""
         if self.profile_steps is None:
@@ -229,7 +259,8 @@ class RunConfig:
     def is_resolved(self) -> bool:
         """Whether the defaults that `resolved` fills are filled (what a run is built from)."""
         jax_ok = self.backend != "jax" or (self.xla is True and self.threads == 0)
-        return None not in (self.batch_size, self.steps, self.num_classes, self.xla) and jax_ok
+        capped = self.target_ci is None or self.max_steps is not None
+        return None not in (self.batch_size, self.steps, self.num_classes, self.xla) and jax_ok and capped
 
     def resolved(self, *, has_gpu: bool) -> "RunConfig":
         """Fill the defaults that depend on the hardware, the data set or the backend. On JAX,
@@ -237,10 +268,12 @@ class RunConfig:
         resolves its configuration once, before anything is built (bench.runner.validate.prepare);
         resolving a resolved configuration changes nothing."""
         jax = self.backend == "jax"
+        steps = self.steps or DEFAULT_STEPS[self.mode]
         return dataclasses.replace(
             self,
             batch_size=self.batch_size or (128 if has_gpu else 32),
-            steps=self.steps or DEFAULT_STEPS[self.mode],
+            steps=steps,
+            max_steps=self.max_steps or (MAX_STEPS_FACTOR * steps if self.target_ci is not None else None),
             num_classes=self.num_classes or DATA_SETS[self.data].classes,
             xla=True if jax else (has_gpu if self.xla is None else self.xla),
             threads=0 if jax else self.threads,

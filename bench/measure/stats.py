@@ -1,4 +1,5 @@
-"""Step-time statistics and the throughput figures derived from them. Pure numpy/scipy.special."""
+"""Step-time statistics, the throughput figures derived from them, and the test that compares two
+configurations. Pure numpy/scipy (scipy.stats only where a comparison is made)."""
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ class StepStats:
     step_time_ci95_high_s: float
     step_time_median_ci95_low_s: float
     step_time_median_ci95_high_s: float
+    step_time_median_ci95_rel: float   # the median CI's half-width over the median (what --target-ci bounds)
     step_time_jitter_s: float
 
     def as_dict(self) -> dict:
@@ -59,6 +61,17 @@ def median_ci95(values: Sequence[float]) -> tuple[float, float]:
     return float(x[max(lo - 1, 0)]), float(x[min(hi, n - 1)])
 
 
+def median_ci_rel(values: Sequence[float]) -> float:
+    """The half-width of the median's 95% CI (median_ci95: asymmetric, so half its width) over the
+    median: the relative precision --target-ci asks for. NaN with no values."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return math.nan
+    lo, hi = median_ci95(x)
+    med = float(np.median(x))
+    return (hi - lo) / 2 / med if med > 0 else math.nan
+
+
 def jitter(values: Sequence[float]) -> float:
     """Robust spread: 1.4826 x the median absolute deviation from the median."""
     x = np.asarray(values, dtype=float)
@@ -87,6 +100,7 @@ def step_stats(step_times: Sequence[float]) -> StepStats:
         step_time_max_s=float(x.max()), step_time_std_s=float(x.std(ddof=1)) if x.size > 1 else 0.0,
         step_time_ci95_low_s=mean - half, step_time_ci95_high_s=mean + half,
         step_time_median_ci95_low_s=med_lo, step_time_median_ci95_high_s=med_hi,
+        step_time_median_ci95_rel=median_ci_rel(x),
         step_time_jitter_s=jitter(x))
 
 
@@ -177,3 +191,116 @@ def olympic_mean(times: Sequence[float]) -> float:
         return math.nan
     kept = x[1:-1]
     return float(kept.mean()) if np.all(np.isfinite(kept)) else math.nan
+
+
+# ---- comparing two configurations ---------------------------------------------------------
+ALPHA = 0.05               # the significance level of every verdict
+BOOTSTRAP_RESAMPLES = 10_000
+BOOTSTRAP_SEED = 0         # a fixed seed: the same files give the same report
+FASTER, SLOWER, NO_DIFFERENCE, UNTESTED = "faster", "slower", "no significant difference", "untested"
+ACROSS_RUNS = "Mann-Whitney U across run medians"
+ACROSS_STEPS = "Welch's t across steps, ignoring between-run variance"
+NO_TEST = "none (no step-time statistics)"
+
+
+@dataclass(frozen=True)
+class Side:
+    """One configuration as measured: each run's median images/sec and, for the one-run test,
+    the latest run's step-time mean, std and count and its global batch."""
+    run_medians: tuple[float, ...]
+    step_mean_s: float = math.nan
+    step_std_s: float = math.nan
+    timed_steps: int = 0
+    global_batch: float = math.nan
+    median_ci95: tuple[float, float] = (math.nan, math.nan)  # the latest run's median images/sec CI
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """new / old images/sec, its 95% CI, the test's p-value and what it concludes at ALPHA.
+    `decisive`: the test looks across runs and its p-value can reach ALPHA at these run counts:
+    only such a comparison may fail a regression gate."""
+    ratio: float
+    ci95_low: float
+    ci95_high: float
+    p_value: float
+    test: str
+    runs_old: int
+    runs_new: int
+    verdict: str
+    decisive: bool
+
+    def regression(self, threshold: float) -> bool:
+        return is_regression(self.ratio, self.verdict, self.decisive, threshold)
+
+
+def is_regression(ratio: float, verdict: str, decisive: bool, threshold: float) -> bool:
+    """What fails a regression gate: a decisive, significant slowdown of more than `threshold`
+    (0.05: new runs at under 95% of the old images/sec)."""
+    return bool(decisive and verdict == SLOWER and ratio < 1.0 - threshold)
+
+
+def _verdict(ratio: float, p: float) -> str:
+    if not np.isfinite(p):
+        return UNTESTED
+    return NO_DIFFERENCE if p >= ALPHA else FASTER if ratio > 1 else SLOWER
+
+
+def smallest_p(n_old: int, n_new: int) -> float:
+    """The smallest two-sided p-value Mann-Whitney U can give with these counts (no ties): all
+    of one side above all of the other."""
+    return min(1.0, 2.0 / math.comb(n_old + n_new, n_old)) if n_old and n_new else 1.0
+
+
+def _across_runs(old: np.ndarray, new: np.ndarray) -> Comparison:
+    from scipy.stats import mannwhitneyu
+
+    ratio = float(np.median(new) / np.median(old))
+    p = float(mannwhitneyu(new, old, alternative="two-sided").pvalue)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    boot = (np.median(rng.choice(new, (BOOTSTRAP_RESAMPLES, new.size)), axis=1)
+            / np.median(rng.choice(old, (BOOTSTRAP_RESAMPLES, old.size)), axis=1))
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return Comparison(ratio, float(lo), float(hi), p, ACROSS_RUNS, old.size, new.size, _verdict(ratio, p),
+                      decisive=smallest_p(old.size, new.size) < ALPHA)
+
+
+def _per_image(s: Side) -> tuple[float, float, int] | None:
+    """A run's mean and std of seconds per image, and its step count; None without them."""
+    vals = (s.step_mean_s, s.step_std_s, s.global_batch)
+    if not all(np.isfinite(vals)) or s.step_mean_s <= 0 or s.global_batch <= 0 or s.timed_steps < 2:
+        return None
+    return s.step_mean_s / s.global_batch, s.step_std_s / s.global_batch, int(s.timed_steps)
+
+
+def _across_steps(old: Side, new: Side) -> Comparison:
+    """The latest runs' medians, their ratio's CI from each median's own CI, and Welch's t-test on
+    their mean seconds per image; untested where a run lacks step statistics."""
+    r, lo, hi = ratio_ci95(new.run_medians[-1], *new.median_ci95, old.run_medians[-1], *old.median_ci95)
+    a, b = _per_image(old), _per_image(new)
+    if a is None or b is None:
+        return Comparison(r, lo, hi, math.nan, NO_TEST, len(old.run_medians), len(new.run_medians), UNTESTED, False)
+    from scipy.stats import ttest_ind_from_stats
+
+    (ma, sa, na), (mb, sb, nb) = a, b
+    if sa == 0 and sb == 0:  # no spread: the t statistic is undefined, the answer is not
+        p = 1.0 if ma == mb else 0.0
+    else:
+        p = float(ttest_ind_from_stats(mb, sb, nb, ma, sa, na, equal_var=False).pvalue)
+    # the direction is the test's: fewer seconds per image on average is faster
+    return Comparison(r, lo, hi, p, ACROSS_STEPS, len(old.run_medians), len(new.run_medians),
+                      _verdict(ma / mb, p), decisive=False)
+
+
+def compare_runs(old: Side, new: Side) -> Comparison:
+    """Whether `new` is faster or slower than `old`. With at least 2 runs on each side: a
+    Mann-Whitney U test across run medians and a seeded bootstrap CI of the ratio of their
+    medians. With fewer: the latest runs' ratio of medians with a CI from their own CIs, and
+    Welch's t-test across their step times from their mean, std and count, per image (so that
+    global batches may differ); it ignores between-run variance, which is often the larger.
+    Without step statistics: the same ratio and CI, untested."""
+    o = np.asarray([x for x in old.run_medians if np.isfinite(x) and x > 0], dtype=float)
+    n = np.asarray([x for x in new.run_medians if np.isfinite(x) and x > 0], dtype=float)
+    if o.size >= 2 and n.size >= 2:
+        return _across_runs(o, n)
+    return _across_steps(old, new)

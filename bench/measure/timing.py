@@ -8,6 +8,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
+from bench.measure.stats import median_ci_rel, slowest_rank_per_step
+from bench.measure.steady import MSER_BATCH, RULE_FIXED, Decision, Plan
+
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the run ends with status 'diverged'."""
@@ -64,6 +69,10 @@ class Timing:
     net_rx_bytes: int | None = None
     # with run_steps(keep_diverged=True): the first step whose loss was non-finite, and that loss
     diverged: NonFiniteLoss | None = None
+    warmup_dropped: int = 0  # steps after the compile step left out as warmup, fixed or found
+    warmup_rule: str = RULE_FIXED  # what set warmup_dropped (bench.measure.steady)
+    target_met: bool | None = None  # with a CI target: whether the steps kept reached it
+    timed_run: int = 0  # steps run from `before_timed` on: timed, profiled, and warmup found among them
 
 
 def sync_step(step: Callable[[], tuple], index: int, device_sync: Callable[[], None] | None = None,
@@ -92,18 +101,65 @@ def _wait(outputs: tuple, index: int, device_sync: Callable[[], None] | None = N
     return loss, correct if isinstance(correct, float) else float(correct)
 
 
-def _timed_pipelined(step: Callable[[], tuple], steps: Iterable[int], timed: int, index: int, timing: Timing,
+class _Judge:
+    """The plan's decisions during the timed part: once `plan.steps` would be in, then every
+    `MSER_BATCH` steps (every step near the limit), on the series of every rank's slowest step
+    (`gather`, a collective: every rank calls it at the same step, and takes the same decision
+    from the same data). `ahead`: steps already under way when it decides (pipelined: one)."""
+
+    def __init__(self, plan: Plan | None, timed: int, gather: Callable[[list[float]], np.ndarray] | None,
+                 ahead: int = 0):
+        self.plan = plan if plan is not None and plan.adaptive else None
+        self.cap = self.plan.cap if self.plan is not None else timed
+        self.gather = gather or (lambda values: np.asarray(values, dtype=float)[None, :])
+        self.ahead = ahead
+        self.next_at = self.plan.steps - ahead if self.plan is not None else 0
+        self.final: Decision | None = None  # the decision that stopped the timing
+
+    def stop(self, series: list[float]) -> bool:
+        """After a timed step: whether timing ends once the steps under way are done."""
+        n = len(series)
+        if self.plan is None or n < self.next_at:
+            return n + self.ahead >= self.cap
+        decision = self.plan.decide(slowest_rank_per_step(self.gather(series)), self.ahead)
+        left = self.plan.limit - (n + self.ahead - decision.dropped)
+        self.next_at = n + max(1, min(MSER_BATCH, left))
+        if decision.stop:
+            self.final = decision
+        return decision.stop
+
+    def settle(self, timing: Timing, start: int, global_batch: int) -> None:
+        """Drop the warmup found from the timed steps (those from `start`): the one the stopping
+        decision found (so that --steps are left), or at the cap one found now; and note whether
+        the CI target was met by the steps the row keeps."""
+        if self.plan is None:
+            return
+        slowest = slowest_rank_per_step(self.gather(timing.step_times[start:]))
+        final = self.final or self.plan.decide(slowest)
+        d = final.dropped
+        if d:
+            del timing.step_times[start:start + d]
+            del timing.data_waits[start:start + d]
+            timing.images -= d * global_batch
+        timing.warmup_dropped += d
+        timing.warmup_rule = final.rule
+        if self.plan.target_ci is not None:
+            timing.target_met = bool(median_ci_rel(slowest[d:]) <= self.plan.target_ci)
+
+
+def _timed_pipelined(step: Callable[[], tuple], steps: Iterable[int], judge: _Judge, index: int, timing: Timing,
                      global_batch: int, device_sync: Callable[[], None] | None, data_wait: WaitClock | None,
                      keep: Timing | None) -> None:
     """Timed steps with the next one dispatched before the host waits for the current one, as
     Keras' `fit` runs them, so the device never idles while the host dispatches. A step's time
     is the interval between the completions of it and of its predecessor: in steady state the
     time the device (or, when host-bound, the host) spends per step. The last step also waits
-    for the whole state, so the intervals add up to the wall time of the timed part."""
+    for the whole state, so the intervals add up to the wall time of the timed part. The judge
+    decides after each step while the next one runs: when it stops, that one is the last."""
+    start = len(timing.step_times)
     t_prev = time.perf_counter()
-    pending = step()
-    for i in steps:  # 0 .. timed-1, through the progress bar
-        last = i == timed - 1
+    pending, last = step(), judge.cap == 1
+    for _ in steps:  # at most judge.cap, through the progress bar
         ahead = None if last else step()
         loss, correct = _wait(pending, index, device_sync if last else None, keep)
         t = time.perf_counter()
@@ -115,6 +171,9 @@ def _timed_pipelined(step: Callable[[], tuple], steps: Iterable[int], timed: int
         timing.correct += correct
         timing.images += global_batch
         index += 1
+        if last:
+            return
+        last = judge.stop(timing.step_times[start:])  # then the step now in flight is the last
 
 
 def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batch: int,
@@ -123,7 +182,8 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
               before_timed: Callable[[], None] | None = None, after_timed: Callable[[], None] | None = None,
               data_wait: WaitClock | None = None,
               profile: tuple[int, int] | None = None, tracer: "Tracer | None" = None,
-              pipelined: bool = False, keep_diverged: bool = False) -> Timing:
+              pipelined: bool = False, keep_diverged: bool = False,
+              plan: Plan | None = None, gather: Callable[[list[float]], np.ndarray] | None = None) -> Timing:
     """The first step (trace + compile) is timed apart as compile_s; then `warmup` untimed
     steps; then `before_timed` (e.g. a peak-memory reset); then `timed` steps whose seconds
     are kept, each with the part of it spent waiting for its batch where `data_wait` times
@@ -132,11 +192,16 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
     `after_timed` runs once the timed steps are done (e.g. to stop a communication timeline).
     `pipelined` (a backend whose steps dispatch asynchronously, and no profiled steps) keeps one
     step in flight during the timed part; otherwise each step is waited for in turn.
+    An adaptive `plan` (bench.measure.steady: a warmup found, a CI target) runs `plan.steps`
+    or more timed steps, decided through `gather` (the distribution's; every rank decides alike),
+    and then drops the leading ones it found to be warmup (timing.warmup_dropped, warmup_rule).
     A non-finite loss raises NonFiniteLoss at once, or with `keep_diverged` (a throughput run,
     as tf_cnn_benchmarks keeps timing) is noted in `timing.diverged` while every step still runs."""
     timing = timing or Timing()
     keep = timing if keep_diverged else None
     bar = progress or (lambda desc, n: range(n))
+    pipelined = pipelined and profile is None
+    judge = _Judge(plan, timed, gather, ahead=1 if pipelined else 0)
     index = 0
     if first_is_compile:
         timing.compile_s, loss, _ = sync_step(step, index, device_sync, keep)
@@ -146,18 +211,22 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
         _, loss, _ = sync_step(step, index, device_sync, keep)
         timing.losses.append(loss)
         index += 1
+    timing.warmup_dropped += warmup
     if before_timed is not None:
         before_timed()
     if data_wait is not None:
         data_wait.take()  # what the untimed steps waited
-    if pipelined and profile is None and timed > 0:
-        _timed_pipelined(step, bar("timed steps", timed), timed, index, timing, global_batch, device_sync, data_wait,
-                         keep)
+    start, ran = len(timing.step_times), len(timing.losses)
+    if pipelined and judge.cap > 0:
+        _timed_pipelined(step, bar("timed steps", judge.cap), judge, index, timing, global_batch, device_sync,
+                         data_wait, keep)
+        judge.settle(timing, start, global_batch)
+        timing.timed_run += len(timing.losses) - ran
         if after_timed is not None:
             after_timed()
         return timing
     first, last = profile or (0, -1)
-    for k in bar("timed steps", timed):
+    for k in bar("timed steps", judge.cap):
         k += 1
         if first <= k <= last:  # profiled: run (traced), but not measured
             if k == first and tracer is not None:
@@ -179,6 +248,10 @@ def run_steps(step: Callable[[], tuple], *, warmup: int, timed: int, global_batc
         timing.correct += correct
         timing.images += global_batch
         index += 1
+        if judge.plan is not None and k > last and judge.stop(timing.step_times[start:]):
+            break
+    judge.settle(timing, start, global_batch)
+    timing.timed_run += len(timing.losses) - ran
     if after_timed is not None:
         after_timed()
     return timing

@@ -1,7 +1,7 @@
 """Turn result CSVs into tables, plots and comparisons.
 
     python -m bench.report results/runs.csv [more.csv ...] [--out results/report] [--format md,html]
-    python -m bench.report --compare OLD.csv NEW.csv [--fail-on-regression]
+    python -m bench.report --compare OLD.csv NEW.csv [--fail-on-regression [--threshold 0.05]]
 
 --out is a folder that may hold other files: the report writes report.md, report.html, its
 plots and a manifest (.cnnbench-report) of the files it wrote, and overwrites or deletes only
@@ -13,6 +13,8 @@ In notebooks: `from bench.report.cli import load_results` -> a typed pandas Data
 
 When several ok rows share a configuration, tables use the most recent one; when it is one of a
 --repeats group with 3 or more ok runs, the median of those runs with a between-run 95% CI.
+--compare and the findings that compare two configurations test each difference, across the runs
+of a configuration's repeat group where it has one (docs/reports.md).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from bench.config.parse import OneLineParser
 from bench.errors import BenchInputError, ExitCode, input_error, one_line
+from bench.measure.stats import ACROSS_STEPS, ALPHA, FASTER, NO_DIFFERENCE, SLOWER, UNTESTED, is_regression
 from bench.report.findings import findings
 from bench.report.output import ReportWriteError
 from bench.report.plots import plot_accuracy, plot_scaling, plot_throughput
@@ -70,28 +73,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/report", help="folder for report.md/report.html and plots")
     p.add_argument("--format", default="md,html", help="md and/or html, comma-separated")
     p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"))
-    p.add_argument("--fail-on-regression", action="store_true")
+    p.add_argument("--fail-on-regression", action="store_true",
+                   help="exit 1 if a configuration is significantly slower by more than --threshold")
+    p.add_argument("--threshold", type=float, default=0.05,
+                   help="the slowdown --fail-on-regression tolerates, as a fraction in [0, 1) (default 0.05)")
     return p
 
 
-def _compare(old: str, new: str, fail_on_regression: bool) -> int:
+def _compare(old: str, new: str, fail_on_regression: bool, threshold: float) -> int:
     table = compare(load_results([old]), load_results([new]))
-    if table.empty and fail_on_regression:
-        # a regression gate that compared nothing must not pass
-        print(f"error: nothing to compare: no configuration has an ok row in both {old} and {new}", file=sys.stderr)
-        return ExitCode.FAILED
-    _say(markdown_table(table, ".2f"))
-    n_reg = int((table["verdict"] == "regression").sum())
-    _say(f"{len(table)} configuration(s) in both: {n_reg} regression(s), "
-          f"{int((table['verdict'] == 'improvement').sum())} improvement(s)")
-    return ExitCode.FAILED if n_reg and fail_on_regression else ExitCode.OK
+    if table.empty:  # a gate that compared nothing must not pass, and a plain compare has nothing to say
+        raise BenchInputError(f"nothing to compare: no configuration has an ok row in both {old} and {new}")
+    shown = table.drop(columns=["decisive"]).assign(ratio=[f"{r:.3f}" for r in table["ratio"]])
+    _say(markdown_table(shown, ".2f"))
+    counts = table["verdict"].value_counts()
+    _say(f"{len(table)} configuration(s) in both: {counts.get(SLOWER, 0)} {SLOWER}, {counts.get(FASTER, 0)} {FASTER}, "
+         f"{counts.get(NO_DIFFERENCE, 0)} {NO_DIFFERENCE} at {ALPHA:.0%}"
+         + (f", {counts[UNTESTED]} {UNTESTED} (no step-time statistics)" if counts.get(UNTESTED, 0) else ""))
+    if (table["test"] == ACROSS_STEPS).any():
+        _say("note: a one-run comparison tests step times within each run and ignores the variation between "
+             "runs, which is often larger: repeat each configuration (4 or more runs a side) for a test across runs")
+    regressions = [is_regression(r, v, d, threshold) for r, v, d in zip(table["ratio"], table["verdict"], table["decisive"])]
+    undecided = int(((table["verdict"] == SLOWER) & (table["ratio"] < 1.0 - threshold) & ~table["decisive"]).sum())
+    if fail_on_regression:
+        _say(f"{sum(regressions)} regression(s): significantly slower across runs by more than {threshold:.0%}")
+        if undecided:
+            print(f"warning: {undecided} configuration(s) slower by more than {threshold:.0%} without enough runs to "
+                  "decide (a one-run t-test across steps, or too few runs for Mann-Whitney U to reach 5%): "
+                  "not counted as regressions", file=sys.stderr)
+    return ExitCode.FAILED if fail_on_regression and any(regressions) else ExitCode.OK
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if not 0.0 <= args.threshold < 1.0:
+            raise BenchInputError(f"--threshold takes a fraction in [0, 1). Received: threshold={args.threshold}")
         if args.compare:
-            return _compare(*args.compare, args.fail_on_regression)
+            return _compare(*args.compare, args.fail_on_regression, args.threshold)
         if not args.csv:
             raise BenchInputError("give at least one results CSV (or --compare OLD NEW)")
         formats = [f.strip() for f in args.format.split(",") if f.strip()]

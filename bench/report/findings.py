@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.config.schema import RunConfig
 from bench.errors import Status
-from bench.measure.stats import MIN_RUNS_FOR_CI
+from bench.measure.stats import ALPHA, MIN_RUNS_FOR_CI, NO_DIFFERENCE, UNTESTED
 from bench.report import tables
 from models.registry import FAMILY_NAMES
 
@@ -66,6 +66,18 @@ def _setting(r: pd.Series | dict, extra: Iterable[str], skip: Iterable[str] = ()
     value = {f: (r[f] if pd.notna(r[f]) else None) for f in extra if f in r}  # an empty cell is None, not NA
     shown = [f for f in value if not (f in default and default[f] is not None and value[f] == default[f])]
     return ", ".join(parts + [tables.value_words(f, value[f]) for f in shown])
+
+
+def significance(r: Any, than: str) -> str:
+    """A comparison's test in words: its verdict at ALPHA against `than`, the p-value, the test and
+    the runs on each side (tables.significance_cells)."""
+    if r.get("verdict") in (None, "") or pd.isna(r.get("verdict")):
+        return ""
+    if r["verdict"] == UNTESTED:
+        return "; untested: the rows have no step-time statistics"
+    words = (f"no significant difference from {than}" if r["verdict"] == NO_DIFFERENCE
+             else f"{r['verdict']} than {than}")
+    return f"; {words} at {ALPHA:.0%}: p = {tables.p_text(r['p_value'])}, {r['test']}, {r['runs']} runs"
 
 
 def _mode_word(mode: str) -> str:
@@ -140,7 +152,8 @@ def family_ratios(df: pd.DataFrame) -> list[Finding]:
         out.append(Finding("family", (
             f"{name} vs ResNet{f' ({_mode_word(mode)})' if by_mode else ''}: {pick['model']} runs at {num(pick['images_per_sec_vs_resnet'])}× "
             f"{ci(pick['vs_resnet_ci95_low'], pick['vs_resnet_ci95_high'])} the images/sec of {resnet} "
-            f"({_setting(pick, extra)})" + _range(lo, hi, len(rows), "settings at equal batch size", "×") + "."),
+            f"({_setting(pick, extra)}{significance(pick, resnet)})"
+            + _range(lo, hi, len(rows), "settings at equal batch size", "×") + "."),
             "model-families"))
     return out
 
@@ -158,7 +171,8 @@ def scaling(df: pd.DataFrame) -> list[Finding]:
             f"{strategy} at {pick['replicas']} replicas: scaling efficiency {num(pick['efficiency'])} "
             f"{ci(pick['efficiency_ci95_low'], pick['efficiency_ci95_high'])} "
             f"({pick['model']}, {_setting(pick, extra, skip=['strategy'])}; "
-            f"{num(pick['images_per_sec'])} against {num(pick['baseline_images_per_sec'])} images/sec on one)"
+            f"{num(pick['images_per_sec'])} against {num(pick['baseline_images_per_sec'])} images/sec on one"
+            f"{significance(pick, 'one replica')})"
             + _range(lo, hi, len(rows), "configurations") + "."
             + (f" Its replicas shared CPU cores ({num(pick['cores_per_replica'])} per replica against "
                f"{num(pick['baseline_cores_per_replica'])} for the one): this measures their contention for the "
@@ -179,7 +193,7 @@ def backends(df: pd.DataFrame) -> list[Finding]:
     return [Finding("backend", (
         f"JAX vs TensorFlow: JAX runs at {num(pick['jax_tensorflow_ratio'])}× "
         f"{ci(pick['ratio_ci95_low'], pick['ratio_ci95_high'])} TensorFlow's images/sec "
-        f"({pick['model']}, {_setting(pick, [], skip=['backend'])}{xla})"
+        f"({pick['model']}, {_setting(pick, [], skip=['backend'])}{xla}{significance(pick, 'TensorFlow')})"
         + _range(lo, hi, len(rows), "pairs", "×") + "."), "tensorflow-vs-jax")]
 
 

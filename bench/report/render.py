@@ -184,6 +184,8 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     """The table as shown: a named index (model) becomes a column; config_key, a tuple of
     everything, is for code and is left out."""
     d = df.drop(columns=["config_key"], errors="ignore")
+    if "p_value" in d:  # a p-value needs its own precision: 0.000 would read as certainty
+        d = d.assign(p_value=[tables.p_text(p) if isinstance(p, float) and np.isfinite(p) else p for p in d["p_value"]])
     d = d.reset_index() if d.index.name else d
     d.columns = [str(c) for c in d.columns]
     return d

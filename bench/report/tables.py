@@ -21,7 +21,7 @@ from bench.config.key import TOPOLOGY_KEY, config_key
 from bench.config.schema import KEY_FIELDS
 from bench.errors import Status
 from bench.measure.memory import fits
-from bench.measure.stats import MIN_RUNS_FOR_CI, across_runs, olympic_mean, ratio_ci95
+from bench.measure.stats import MIN_RUNS_FOR_CI, Comparison, Side, across_runs, compare_runs, olympic_mean
 
 KEY_COLUMNS = [*KEY_FIELDS, *TOPOLOGY_KEY]  # the fields of a config_key, in its order
 # what a table's title spells out, in the order tables are listed
@@ -302,16 +302,52 @@ def _told_apart(out: pd.DataFrame, rows: pd.DataFrame, ident: list[str], shown: 
 
 
 # ---- tables -------------------------------------------------------------------------------
-def _median_ci(r: pd.Series) -> tuple[float, float, float]:
-    """A row's median images/sec and the ends of its 95% CI."""
-    return (float(r["images_per_sec_median"]), float(r["images_per_sec_median_ci95_low"]),
-            float(r["images_per_sec_median_ci95_high"]))
+def run_medians(df: pd.DataFrame, latest: pd.DataFrame) -> dict[Any, tuple[float, ...]]:
+    """For each row of `latest` (by label): the median images/sec of each run it rests on, oldest
+    first. A row with a repeat_group (--repeats) rests on the ok rows of its configuration in
+    that group (`repeat_groups`); a row without one on itself alone, as every table takes the
+    latest row (an older row may predate a fix, and pooling it would blur the comparison)."""
+    groups = repeat_groups(df, latest)
+    out = {}
+    for label, r in latest.iterrows():
+        members = groups.get(label)
+        if members is None:
+            out[label] = (float(r["images_per_sec_median"]),)
+            continue
+        ok = members[members["status"] == Status.OK].sort_values("timestamp_utc", kind="stable")
+        out[label] = tuple(ok["images_per_sec_median"].astype(float))
+    return out
 
 
-def throughput_ratio(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
-    """Row a's median images/sec over row b's, with its 95% CI (bench.measure.stats.ratio_ci95)."""
+def side(r: pd.Series, runs: tuple[float, ...]) -> Side:
+    """A row and its runs as bench.measure.stats compares them."""
+    def get(c: str) -> float:
+        v = r.get(c)
+        return float(v) if v is not None and pd.notna(v) else np.nan
 
-    return ratio_ci95(*_median_ci(a), *_median_ci(b))
+    steps = get("timed_steps")
+    return Side(runs, step_mean_s=get("step_time_mean_s"), step_std_s=get("step_time_std_s"),
+                timed_steps=int(steps) if np.isfinite(steps) else 0, global_batch=get("global_batch"),
+                median_ci95=(get("images_per_sec_median_ci95_low"), get("images_per_sec_median_ci95_high")))
+
+
+def throughput_comparison(a: pd.Series, b: pd.Series, runs: dict[Any, tuple[float, ...]]) -> Comparison:
+    """Row a's images/sec against row b's (a / b), tested (bench.measure.stats.compare_runs);
+    `runs` is run_medians' answer for the rows' frame."""
+    return compare_runs(side(b, runs[b.name]), side(a, runs[a.name]))
+
+
+SIGNIFICANCE = ["p_value", "test", "runs", "verdict"]
+
+
+def p_text(p: float) -> str:
+    """A p-value as reports print it: three decimals, or two significant digits below 0.001."""
+    return "n/a" if not np.isfinite(p) else f"{p:.1e}" if p < 0.001 else f"{p:.3f}"
+
+
+def significance_cells(c: Comparison) -> dict[str, Any]:
+    """A comparison's p-value, test, run counts and verdict as table cells (SIGNIFICANCE)."""
+    return dict(zip(SIGNIFICANCE, (c.p_value, c.test, f"{c.runs_old} vs {c.runs_new}", c.verdict)))
 
 
 def _pivot(g: pd.DataFrame, values: str) -> pd.DataFrame:
@@ -364,6 +400,7 @@ def vgg_vs_resnet(df: pd.DataFrame) -> pd.DataFrame:
     """For each VGG x ResNet pair (by registry family) in one setting and batch size: the ratio
     of images/sec and of test top-1 (VGG / ResNet)."""
     ok = latest_ok(df)
+    runs = run_medians(df, ok)
     family = {m: _family(m) for m in ok["model"].dropna().unique()}
     cols = ["strategy", "replicas", "data", "batch_size", "vgg", "resnet", "images_per_sec_ratio",
             "images_per_sec_ratio_ci95_low", "images_per_sec_ratio_ci95_high", "top1_ratio"]
@@ -373,7 +410,8 @@ def vgg_vs_resnet(df: pd.DataFrame) -> pd.DataFrame:
         for _, v in g[fam == "vgg"].iterrows():
             for _, r in g[fam == "resnet"].iterrows():
                 top1 = v["top1"] / r["top1"] if pd.notna(v["top1"]) and pd.notna(r["top1"]) and r["top1"] else np.nan
-                ratio, lo, hi = throughput_ratio(v, r)
+                c = throughput_comparison(v, r, runs)
+                ratio, lo, hi = c.ratio, c.ci95_low, c.ci95_high
                 rows.append({"strategy": v["strategy"], "replicas": v["replicas"], "data": v["data"],
                              "batch_size": v["batch_size"], "vgg": v["model"], "resnet": r["model"],
                              "images_per_sec_ratio": ratio, "images_per_sec_ratio_ci95_low": lo,
@@ -389,7 +427,9 @@ def family_comparison(df: pd.DataFrame) -> pd.DataFrame:
     training, 1 in inference), and its images/sec relative to ResNet's fastest model."""
     ok = latest_ok(df)
     cols = ["mode", "strategy", "replicas", "data", "batch_size", "family", "model", "images_per_sec", "top1",
-            "gflops_per_image", "gflop_per_sec", "images_per_sec_vs_resnet", "vs_resnet_ci95_low", "vs_resnet_ci95_high"]
+            "gflops_per_image", "gflop_per_sec", "images_per_sec_vs_resnet", "vs_resnet_ci95_low", "vs_resnet_ci95_high",
+            *SIGNIFICANCE]
+    runs = run_medians(df, ok)
     rows, used = [], []
     for _, g in groups(ok, exclude=["model"], lead=["batch_size", *TITLE_FIELDS]):
         g = g[g["images_per_sec_median"].notna()]  # a family's fastest model is one that was timed
@@ -400,13 +440,15 @@ def family_comparison(df: pd.DataFrame) -> pd.DataFrame:
         resnet = best.get("resnet")
         for f, r in sorted(best.items(), key=lambda kv: -kv[1]["images_per_sec_median"]):
             passes = 1 if r.get("mode") == "inference" else 3
-            vs, lo, hi = throughput_ratio(r, resnet) if resnet is not None else (np.nan,) * 3
+            c = throughput_comparison(r, resnet, runs) if resnet is not None and f != "resnet" else None
+            vs, lo, hi = (c.ratio, c.ci95_low, c.ci95_high) if c else (1.0, 1.0, 1.0) if f == "resnet" else (np.nan,) * 3
             rows.append({"mode": r["mode"], "strategy": r["strategy"], "replicas": r["replicas"], "data": r["data"],
                          "batch_size": r["batch_size"], "family": f, "model": r["model"],
                          "images_per_sec": r["images_per_sec_median"], "top1": r["top1"],
                          "gflops_per_image": r["gflops_per_image"],
                          "gflop_per_sec": r["images_per_sec_median"] * r["gflops_per_image"] * passes,
-                         "images_per_sec_vs_resnet": vs, "vs_resnet_ci95_low": lo, "vs_resnet_ci95_high": hi})
+                         "images_per_sec_vs_resnet": vs, "vs_resnet_ci95_low": lo, "vs_resnet_ci95_high": hi,
+                         **(significance_cells(c) if c else {})})
             used.append(r.name)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:7], shown=["model"])
 
@@ -417,7 +459,9 @@ def backend_comparison(df: pd.DataFrame) -> pd.DataFrame:
     TensorFlow row, with XLA or without, is paired with the JAX row of its configuration."""
     ok = latest_ok(df)
     cols = ["model", "strategy", "replicas", "batch_size", "precision", "data", "tensorflow_xla",
-            "tensorflow_images_per_sec", "jax_images_per_sec", "jax_tensorflow_ratio", "ratio_ci95_low", "ratio_ci95_high"]
+            "tensorflow_images_per_sec", "jax_images_per_sec", "jax_tensorflow_ratio", "ratio_ci95_low", "ratio_ci95_high",
+            *SIGNIFICANCE]
+    runs = run_medians(df, ok)
     rows, used = [], []
     for _, g in groups(ok, exclude=["backend", "xla"]):
         jax_rows = g[g["backend"] == "jax"]
@@ -425,11 +469,11 @@ def backend_comparison(df: pd.DataFrame) -> pd.DataFrame:
             continue
         j = jax_rows.iloc[-1]
         for _, t in g[g["backend"] == "tensorflow"].iterrows():
-            ratio, lo, hi = throughput_ratio(j, t)
-            rows.append({**{c: t[c] for c in cols[:6]}, "tensorflow_xla": t["xla"],
+            c = throughput_comparison(j, t, runs)
+            rows.append({**{f: t[f] for f in cols[:6]}, "tensorflow_xla": t["xla"],
                          "tensorflow_images_per_sec": t["images_per_sec_median"],
-                         "jax_images_per_sec": j["images_per_sec_median"], "jax_tensorflow_ratio": ratio,
-                         "ratio_ci95_low": lo, "ratio_ci95_high": hi})
+                         "jax_images_per_sec": j["images_per_sec_median"], "jax_tensorflow_ratio": c.ratio,
+                         "ratio_ci95_low": c.ci95_low, "ratio_ci95_high": c.ci95_high, **significance_cells(c)})
             used.append(t.name)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:7])
 
@@ -468,8 +512,9 @@ def scaling_efficiency(df: pd.DataFrame, baselines: bool = True) -> pd.DataFrame
     ok = latest_ok(df)
     ok = ok[ok["replicas"].notna() & (ok["replicas"] >= 1)]  # a row without replicas has no place on the scale
     cols = ["model", "strategy", "data", "batch_size", "replicas", "images_per_sec", "baseline_images_per_sec",
-            "speedup", "efficiency", "efficiency_ci95_low", "efficiency_ci95_high", *SHARED_CORES]
+            "speedup", "efficiency", "efficiency_ci95_low", "efficiency_ci95_high", *SHARED_CORES, *SIGNIFICANCE]
     base = _baselines(ok)
+    runs = run_medians(df, ok)
     rows, used = [], []
     for label, r in ok.loc[list(base)].sort_values(["model", "batch_size", "strategy", "replicas"],
                                                     kind="stable").iterrows():
@@ -478,13 +523,14 @@ def scaling_efficiency(df: pd.DataFrame, baselines: bool = True) -> pd.DataFrame
             continue
         one = ok.loc[base[label]]
         # a baseline is exactly its own: no CI around 1
-        speedup, lo, hi = (1.0, 1.0, 1.0) if base[label] == label else throughput_ratio(r, one)
+        c = None if base[label] == label else throughput_comparison(r, one, runs)
+        speedup, lo, hi = (c.ratio, c.ci95_low, c.ci95_high) if c else (1.0, 1.0, 1.0)
         rows.append({"model": r["model"], "strategy": r["strategy"], "data": r["data"], "batch_size": r["batch_size"],
                      "replicas": n, "images_per_sec": r["images_per_sec_median"],
                      "baseline_images_per_sec": one["images_per_sec_median"], "speedup": speedup,
                      "efficiency": speedup / n, "efficiency_ci95_low": lo / n, "efficiency_ci95_high": hi / n,
                      "cores_per_replica": r.get("cores_per_replica"),
-                     "baseline_cores_per_replica": one.get("cores_per_replica")})
+                     "baseline_cores_per_replica": one.get("cores_per_replica"), **(significance_cells(c) if c else {})})
         used.append(label)
     return _told_apart(pd.DataFrame(rows, columns=cols), ok.loc[used], cols[:5])
 
@@ -652,22 +698,29 @@ def provenance_summary(df: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
 # ---- comparison ---------------------------------------------------------------------------
 COMPARE_SHOWN = ["model", "strategy", "batch_size", "replicas", "workers", "data", "precision", "xla", "width",
                  "image_size", "num_classes"]
-_MEDIAN = ["images_per_sec_median", "images_per_sec_median_ci95_low", "images_per_sec_median_ci95_high"]
 
 
 def compare(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration (config_key) in both: change in median images/sec; a regression
-    (improvement) where the new median's 95% CI lies wholly below (above) the old one's.
-    Key fields needed to tell two rows apart follow the shown ones; config_key comes last."""
+    """Per configuration (config_key) in both: median images/sec on each side, the ratio new / old
+    with its 95% CI, the p-value, the test, the runs on each side and the verdict at 5%
+    (bench.measure.stats.compare_runs), and whether the test can decide a regression gate
+    (`decisive`). Key fields needed to tell two rows apart follow the shown ones; config_key
+    comes last."""
     a, b = latest_ok(old), latest_ok(new)
-    m = a[[*COMPARE_SHOWN, "config_key", *_MEDIAN]].merge(b[["config_key", *_MEDIAN]], on="config_key",
-                                                         suffixes=("_old", "_new"))
+    runs_a, runs_b = run_medians(old, a), run_medians(new, b)
+    b_by_key = {k: label for label, k in zip(b.index, b["config_key"])}
+    pairs = [(label, b_by_key[k]) for label, k in zip(a.index, a["config_key"]) if k in b_by_key]
+    m = a.loc[[p for p, _ in pairs]]
     out = _told_apart(m[COMPARE_SHOWN], m, COMPARE_SHOWN)
-    out["images_per_sec_old"] = m["images_per_sec_median_old"]
-    out["images_per_sec_new"] = m["images_per_sec_median_new"]
-    out["change_pct"] = 100.0 * (m["images_per_sec_median_new"] / m["images_per_sec_median_old"] - 1.0)
-    below = m["images_per_sec_median_ci95_high_new"] < m["images_per_sec_median_ci95_low_old"]
-    above = m["images_per_sec_median_ci95_low_new"] > m["images_per_sec_median_ci95_high_old"]
-    out["verdict"] = np.where(below, "regression", np.where(above, "improvement", "within noise"))
-    out["config_key"] = m["config_key"]
+    tests = [compare_runs(side(a.loc[i], runs_a[i]), side(b.loc[j], runs_b[j])) for i, j in pairs]
+    out["images_per_sec_old"] = [float(np.median(runs_a[i])) for i, _ in pairs]
+    out["images_per_sec_new"] = [float(np.median(runs_b[j])) for _, j in pairs]
+    out["ratio"] = [c.ratio for c in tests]
+    out["ratio_ci95"] = [f"[{c.ci95_low:.3f}, {c.ci95_high:.3f}]" for c in tests]
+    out["change_pct"] = [100.0 * (c.ratio - 1.0) for c in tests]
+    for col, values in zip(SIGNIFICANCE, zip(*[significance_cells(c).values() for c in tests]) if tests else
+                           [[] for _ in SIGNIFICANCE]):
+        out[col] = list(values)
+    out["decisive"] = [c.decisive for c in tests]
+    out["config_key"] = list(m["config_key"])
     return out.reset_index(drop=True)

@@ -18,6 +18,8 @@ from bench.errors import Status
 #    carried during the timed steps, and the gradient bytes a training step all-reduces
 # 8: predictions (`cnnbench predict`, source=prediction): the algorithm, the nodes' devices and
 #    links, and the predicted step's band, efficiency and communication share
+# 9: the warmup found rather than assumed and the timing until the CI is tight: warmup_dropped,
+#    warmup_rule, target_met, step_time_median_ci95_rel (older rows read them empty)
 # 9: repeats in fresh processes: the row's repeat index and group (the configuration column
 #    `repeats` comes with them); older rows read them empty (one plain run)
 SCHEMA_VERSION = 9
@@ -53,6 +55,9 @@ TIMING = {"compile_s": "float", "timed_steps": "int",
                                   "images_per_sec_ci95_high", "images_per_sec_median_ci95_low",
                                   "images_per_sec_median_ci95_high", "images_per_sec_per_replica",
                                   "images_per_sec_jitter", "tflops")}}
+# how the timed steps were chosen (bench.measure.steady): the warmup left out, the rule that set it,
+# whether --target-ci's precision was reached, and the precision reached
+STEADY = {"warmup_dropped": "int", "warmup_rule": "str", "target_met": "bool", "step_time_median_ci95_rel": "float"}
 LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
                                  "latency_per_image_ms")}
 INPUT = {"data_wait_ms": "float"}
@@ -73,7 +78,7 @@ PREDICTION = {"pred_algorithm": "str", "pred_gpus_per_node": "int", "pred_intra_
 # (repeats of one configuration share its key), so not among CONFIG's columns
 REPEAT = {"repeat_index": "int", "repeat_group": "str"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **STEADY, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
                                  **ACCURACY, **PREDICTION, **REPEAT, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = tuple(s.value for s in Status)

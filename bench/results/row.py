@@ -76,9 +76,13 @@ class Measurements:
     process_peak_mem_bytes: int | None = None
     net_tx_bytes: int | None = None            # the host's interface bytes over the timed steps, the largest over ranks
     net_rx_bytes: int | None = None
+    warmup_dropped: int | None = None          # steps after the compile step left out as warmup
+    warmup_rule: str = ""                      # what set them: fixed, mser5, mser5-max
+    target_met: bool | None = None             # with --target-ci: whether the median's CI got that tight
 
     def columns(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"compile_s": self.compile_s, **self.steps,
+        out: dict[str, Any] = {"compile_s": self.compile_s, "warmup_dropped": self.warmup_dropped,
+                               "warmup_rule": self.warmup_rule, "target_met": self.target_met, **self.steps,
                                "rank_step_time_means_s": ";".join(f"{m:.6g}" for m in self.rank_step_time_means_s),
                                "final_loss": self.final_loss, "train_accuracy": self.train_accuracy}
         if self.data_wait_ms is not None:

@@ -33,7 +33,7 @@ import re
 import stat
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from bench.config.parse import probe_write
 from bench.errors import BenchInputError
@@ -126,7 +126,7 @@ class OutputRefused(OSError):
     """The output path is not a file cnnbench may rewrite (a device, a foreign file, ...)."""
 
 
-def _not_regular(st: os.stat_result) -> str | None:
+def not_regular(st: os.stat_result) -> str | None:
     """What a non-regular file is, in words (None for a regular file)."""
     for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
@@ -141,25 +141,31 @@ def output_target(path: str | os.PathLike) -> Path:
     return p.resolve() if p.is_symlink() else p
 
 
-def read_existing(path: Path, table: Table = RUNS) -> str:
-    """An existing results file's text ('' if there is none). OutputRefused unless it is a
-    regular, UTF-8 cnnbench CSV of `table`'s kind (or empty) of a sane size whose header names
-    each column once: nothing else is ours to read or rewrite."""
+def read_text(path: Path, kind: str, max_bytes: int) -> str:
+    """An existing file's text ('' if there is none). OutputRefused, naming `kind` (what the file
+    should be: "a cnnbench results CSV"), unless it is a regular UTF-8 file of at most `max_bytes`."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return ""
-    what = _not_regular(st)
+    what = not_regular(st)
     if what:
-        raise OutputRefused(f"{path} is {what}, not a results CSV")
+        raise OutputRefused(f"{path} is {what}, not {kind}")
     with open(path, "rb") as f:
-        raw = f.read(MAX_CSV_BYTES + 1)
-    if len(raw) > MAX_CSV_BYTES:
-        raise OutputRefused(f"{path} is larger than {MAX_CSV_BYTES // 2**20} MiB: not a cnnbench results CSV")
+        raw = f.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise OutputRefused(f"{path} is larger than {max_bytes // 2**20} MiB: not {kind}")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise OutputRefused(f"{path} is not UTF-8 text (byte {e.start}): not a cnnbench results CSV") from None
+        raise OutputRefused(f"{path} is not UTF-8 text (byte {e.start}): not {kind}") from None
+
+
+def read_existing(path: Path, table: Table = RUNS) -> str:
+    """An existing results file's text ('' if there is none). OutputRefused unless it is a
+    regular, UTF-8 cnnbench CSV of `table`'s kind (or empty) of a sane size whose header names
+    each column once: nothing else is ours to read or rewrite."""
+    text = read_text(path, "a cnnbench results CSV", MAX_CSV_BYTES)
     if not text.strip():
         return text
     columns = next(csv.reader([text.split("\n", 1)[0]]), [])
@@ -272,19 +278,32 @@ def append_row(path: str | os.PathLike, row: Mapping[str, Any], table: Table = R
 def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]], table: Table = RUNS) -> None:
     """append_row for several rows at once: all of them or none."""
     path = output_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = "".join(format_row(row, table.columns) for row in rows)
+
+    def new_text() -> bytes:
+        old = read_existing(path, table)
+        _refuse_rewrite(old, path, table)
+        data = _merge(_repair_torn_tail(old, path), line, path, table).encode("utf-8")
+        if len(data) > MAX_CSV_BYTES:
+            size = path.stat().st_size if old else 0
+            raise OutputRefused(_too_large(path, size, f"this append ({len(data) - size} more bytes)"))
+        return data
+
+    replace_locked(path, new_text)
+
+
+def replace_locked(path: Path, new_text: Callable[[], bytes]) -> None:
+    """Replace `path` (its folder made if need be) with what `new_text()` returns, called under an
+    exclusive lock (`PATH.lock`) so that it reads the file no other writer is changing: written
+    beside it, synced and renamed over it, so the file is whole, old or new, whatever fails.
+    Whatever `new_text` raises (OutputRefused) leaves the file as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _remove_stale_temporaries(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
         try:
-            old = read_existing(path, table)
-            _refuse_rewrite(old, path, table)
-            data = _merge(_repair_torn_tail(old, path), line, path, table).encode("utf-8")
-            if len(data) > MAX_CSV_BYTES:
-                size = path.stat().st_size if old else 0
-                raise OutputRefused(_too_large(path, size, f"this append ({len(data) - size} more bytes)"))
+            data = new_text()
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()

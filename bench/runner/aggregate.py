@@ -51,7 +51,8 @@ def aggregate(timing: Timing, dist: Any, *, mode: str, global_batch: int, flops_
         mem_source=timing.mem_source,
         process_peak_mem_bytes=int(process_peak) if timing.process_peak_mem_bytes is not None else None,
         net_tx_bytes=int(tx) if timing.net_tx_bytes is not None else None,
-        net_rx_bytes=int(rx) if timing.net_rx_bytes is not None else None)
+        net_rx_bytes=int(rx) if timing.net_rx_bytes is not None else None,
+        warmup_dropped=timing.warmup_dropped, warmup_rule=timing.warmup_rule, target_met=timing.target_met)
 
 
 def _or_nan(value: float | None) -> float:

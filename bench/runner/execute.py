@@ -6,13 +6,17 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from bench.backends.keras_common import make_learning_rate
 from bench.config.schema import RunConfig
 from bench.data.source import read_data
 from bench.errors import BenchInputError, ExitCode, PredictedOOM, Status, error_line
 from bench.measure.probes import MemoryGuard, NetCounter, memory_floor, process_peak_bytes
+from bench.measure.steady import Plan
 from bench.measure.timing import NonFiniteLoss, Timing, run_steps
+from bench.results.mllog import RunLog, run_keys
 from bench.results.provenance import new_run_id
 from bench.results.row import AccuracyResult, Outcome, build_row
 from bench.results.store import append_row
@@ -23,6 +27,7 @@ from bench.runner.validate import require_resolved
 from launch import check_environment, get_strategy
 
 log = logging.getLogger("cnnbench")
+_REPO = str(Path(__file__).resolve().parents[2])  # MLLOG lines name their call sites relative to it
 
 
 @dataclasses.dataclass
@@ -30,6 +35,7 @@ class RunOutcome:
     row: dict[str, Any]
     is_chief: bool
     exit_code: ExitCode
+    mllog: tuple[str, ...] = ()  # the chief's MLLOG lines for --mllog (none before the run started)
 
 
 def _progress(enabled: bool) -> Callable[[str, int], Iterator[int]]:
@@ -97,8 +103,11 @@ def _memory_breach(progress: _Progress, message: str) -> None:
 def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
 
     check_environment(cfg.strategy)
-    if cfg.trace_dir is not None and cfg.run_id is None:  # the trace's folder is named by the row's id
+    # the trace's folder and the MLLOG's cnnbench_run_id name the row's id
+    if (cfg.trace_dir is not None or cfg.mllog is not None) and cfg.run_id is None:
         cfg = dataclasses.replace(cfg, run_id=new_run_id())
+    mlog = RunLog(cfg.mllog is not None, root_dir=_REPO)
+    mlog.init_start()
     progress_state.cfg = cfg
     started = time.perf_counter()
     # bad data is input: found with numpy before TensorFlow starts (and prints its start-up lines)
@@ -122,7 +131,7 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
         session.build_model()
         session.build_step()
         if cfg.accuracy_mode:
-            timing, accuracy = _train_epochs(session, progress, started)
+            timing, accuracy = _train_epochs(session, progress, started, mlog)
         else:
             timeline = session.comm_timeline()
             net = NetCounter()
@@ -139,14 +148,16 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
                     timeline.stop()
 
             step = session.step
-            timing = run_steps(step.run, warmup=cfg.warmup_steps, timed=cfg.steps,
+            warmup = cfg.fixed_warmup
+            plan = Plan(cfg.steps, find=warmup is None, target_ci=cfg.target_ci, max_steps=cfg.max_steps)
+            timing = run_steps(step.run, warmup=warmup or 0, timed=cfg.steps, plan=plan, gather=dist.gather,
                                global_batch=session.global_batch, progress=progress,
                                device_sync=step.device_sync, before_timed=before_timed,
                                after_timed=after_timed,
                                data_wait=None if session.source.fixed else session.data_wait,
                                profile=cfg.profile_range, tracer=session.tracer(), pipelined=step.pipelined,
                                keep_diverged=cfg.mode == "train")
-            timing.comm = session.comm_columns(cfg.steps)
+            timing.comm = session.comm_columns(timing.timed_run)  # a found warmup ran under the timeline too
             timing.net_tx_bytes, timing.net_rx_bytes = net.sent, net.received
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label
         timing.process_peak_mem_bytes = process_peak_bytes()
@@ -179,7 +190,10 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
         row["process_peak_mem_bytes"] = process_peak_bytes()
     if finished:  # likewise a closing barrier
         dist.shutdown()
-    return RunOutcome(row, dist.is_chief, ExitCode.OK if outcome.status == Status.OK else ExitCode.FAILED)
+    # success: the run ended as it was asked to, at the target, or after every epoch where none was set
+    mlog.run_stop(outcome.status == Status.OK and accuracy is not None and accuracy.target_reached is not False)
+    return RunOutcome(row, dist.is_chief, ExitCode.OK if outcome.status == Status.OK else ExitCode.FAILED,
+                      mllog=tuple(mlog.lines) if dist.is_chief and mlog.run_started else ())
 
 
 def _save_weights(session: Session, outcome: Outcome) -> Outcome:
@@ -201,8 +215,28 @@ def _startup_failure(cfg: RunConfig, error: BaseException, wall_s: float) -> Run
     return RunOutcome(row, get_strategy(cfg.strategy).env_rank() == 0, ExitCode.FAILED)
 
 
-def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, AccuracyResult]:
-    """Accuracy mode: whole epochs, test-split evaluation after each, stop at the target."""
+def _mllog_keys(session: Session) -> dict[str, Any]:
+    """The run's MLLOG keys (bench.results.mllog.run_keys), from what the session built: the
+    learning rate's peak and warmup as make_learning_rate made them, the optimizer's own settings."""
+    cfg, dist = session.cfg, session.dist
+    lr = make_learning_rate(cfg, dist.num_replicas, session.steps_per_epoch)
+    if isinstance(lr, float):
+        base_lr, warmup_epochs = lr, 0.0
+    else:  # --scale-lr's linear warmup to lr x replicas
+        sched = lr.get_config()
+        base_lr, warmup_epochs = sched["target"], sched["warmup_steps"] / session.steps_per_epoch
+    opt = getattr(session.optimizer, "inner_optimizer", session.optimizer)  # under a LossScaleOptimizer
+    hyper = {k: float(getattr(opt, k)) for k in ("momentum", "beta_1", "beta_2", "epsilon") if hasattr(opt, k)}
+    device = session.gpu_names[0] if session.gpu_names else "CPU"
+    return run_keys(platform=f"{dist.num_replicas}x{device}", global_batch=session.global_batch,
+                    train_samples=session.source.train_size, eval_samples=len(session.source.test.labels),
+                    seed=cfg.seed, optimizer=cfg.optimizer, base_lr=float(base_lr), warmup_epochs=warmup_epochs,
+                    weight_decay=cfg.weight_decay, hyper=hyper, run_id=cfg.run_id)
+
+
+def _train_epochs(session: Session, progress, started: float, mlog: RunLog) -> tuple[Timing, AccuracyResult]:
+    """Accuracy mode: whole epochs, test-split evaluation after each, stop at the target. `mlog`
+    records MLPerf's run_start, epoch and evaluation events (MLPerf counts epochs from 1)."""
     s = session
     cfg, step, dist = s.cfg, s.step, s.dist
     steps_per_epoch, global_batch = s.steps_per_epoch, s.global_batch
@@ -210,15 +244,22 @@ def _train_epochs(session: Session, progress, started: float) -> tuple[Timing, A
     result = AccuracyResult(target_reached=False if cfg.target_accuracy else None)
     test_batch = max(global_batch, 256)  # each rank evaluates the whole test split, this many images at a time
     # the first epoch's first step compiles; warmup leaves it at least one step to time where it has two
-    warmup = max(0, min(cfg.warmup_steps, steps_per_epoch - 2))
+    warmup = max(0, min(cfg.fixed_warmup, steps_per_epoch - 2))
+    if mlog.enabled:
+        mlog.run_start(_mllog_keys(s))
     for epoch in progress("epochs", cfg.epochs):
         first = epoch == 0
+        mlog.start("epoch_start", epoch_num=epoch + 1)
         run_steps(step.run, warmup=warmup if first else 0,
                   timed=steps_per_epoch - (1 + warmup if first else 0), global_batch=global_batch,
                   timing=timing, first_is_compile=first, device_sync=step.device_sync,
                   before_timed=s.memory.reset if first else None, data_wait=s.data_wait, pipelined=step.pipelined)
+        mlog.end("epoch_stop", epoch_num=epoch + 1)
+        mlog.start("eval_start", epoch_num=epoch + 1)
         # every rank evaluates its own weights on the whole test split; metrics are averaged
         top1, top5 = dist.gather(step.trainer.evaluate(s.backend.test_batches(s.source, test_batch))).mean(axis=0)
+        mlog.event("eval_accuracy", float(top1), epoch_num=epoch + 1)
+        mlog.end("eval_stop", epoch_num=epoch + 1)
         result.top1, result.top5, result.epochs_run = float(top1), float(top5), epoch + 1
         result.top1_by_epoch.append(float(top1))
         result.epoch_end_s.append(time.perf_counter() - started)

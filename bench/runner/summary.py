@@ -36,6 +36,11 @@ def summary_text(row: dict, output: str) -> str:
         f"  compile     {row['compile_s']:.2f} s    TFLOP/s {row['tflops']:.3f}    "
         f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    {loss}",
     ]
+    if row.get("target_ci") is not None:
+        lines.append(f"  target CI   the median's 95% CI half-width {row['step_time_median_ci95_rel']:.2%} of it over "
+                     f"{row['timed_steps']} steps: target {row['target_ci']:.2%} "
+                     f"{'met' if row.get('target_met') else 'not met by --max-steps ' + str(row['max_steps'])}; "
+                     f"warmup {row['warmup_dropped']} steps ({row['warmup_rule']})")
     trace = row.get("trace_dir")
     if row.get("profile_steps"):
         lines.append(f"  profiled    timed steps {row['profile_steps']} (left out of the statistics); trace in {trace} "
