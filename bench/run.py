@@ -31,10 +31,12 @@ from bench.results.store import OutputRefused, append_row, check_output  # noqa:
 from bench.runner.execute import execute  # noqa: E402
 from bench.runner.summary import summary_text  # noqa: E402
 from bench.runner.validate import prepare  # noqa: E402
+from bench.sweep.repeats import check_not_launched, run_repeats  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse, run, append the row (chief only), print a summary. Bad input, or a memory estimate
+    """Parse, run, append the row (chief only), print a summary; with --repeats N, start N fresh
+    runs of it one after another (bench.sweep.repeats) and print their spread. Bad input, or a memory estimate
     beyond the memory available (unless --on-predicted-oom row, as a sweep's child asks): one
     line, exit 2; Ctrl-C: one line, exit 130."""
     try:
@@ -55,6 +57,9 @@ def _main(argv: list[str] | None) -> int:
         check_output(cfg.output)  # refuse a device, a foreign file, ... before anything trains
         if cfg.mllog is not None:
             check_mllog(cfg.mllog)
+        if cfg.repeats > 1 and cfg.repeat_index is None:  # the parent of N fresh runs, not one of them
+            check_not_launched(cfg)
+            return run_repeats(cfg)
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("cnnbench").setLevel(logging.INFO)  # ours; the frameworks' INFO chatter stays off
         outcome = execute(cfg)

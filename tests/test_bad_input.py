@@ -23,6 +23,10 @@ from pathlib import Path
 import pytest
 from helpers import REPO, made_once, write_cifar100
 
+from bench.results.columns import SCHEMA_VERSION
+
+NEWER = SCHEMA_VERSION + 1  # a schema no cnnbench has written yet
+
 pytestmark = pytest.mark.slow  # each case starts a process
 PY = sys.executable
 TOOLS = {"run": [PY, "bench/run.py"], "sweep": [PY, "-m", "bench.sweep", "--no-progress"],
@@ -227,7 +231,7 @@ CASES = [
      "row 1, column batch_size: 'eight'"),
     ("report-fractional-schema", "report", ["{schema_1_5}", "--out", "{dir}/rep"], {}, 2,
      "column schema_version: '1.5'"),
-    ("report-newer-schema", "report", ["{schema_9}", "--out", "{dir}/rep"], {}, 2, "newer cnnbench"),
+    ("report-newer-schema", "report", ["{schema_newer}", "--out", "{dir}/rep"], {}, 2, "newer cnnbench"),
     ("report-targz-as-csv", "report", ["{garbage_tgz}", "--out", "{dir}/rep"], {}, 2, "not UTF-8"),
     ("report-real-targz-as-csv", "report", ["{real_tgz}", "--out", "{dir}/rep"], {}, 2, "not UTF-8"),
     ("report-foreign-csv", "report", ["{foreign}", "--out", "{dir}/rep"], {}, 2, "not a cnnbench results"),
@@ -256,11 +260,11 @@ CASES = [
     # ---- bench/run.py and python -m bench.sweep: results files they must not rewrite or overgrow ----
     # files the writer would have to rewrite wrongly, or grow past what readers accept: refused
     # before anything trains ({cap_dir} is a folder so that each case does not copy its 256 MiB)
-    ("run-output-newer-schema", "run", ["vgg11", "--output", "{schema_9}"], {}, 2, "newer schema (9 > "),
+    ("run-output-newer-schema", "run", ["vgg11", "--output", "{schema_newer}"], {}, 2, f"newer schema ({NEWER} > "),
     ("run-output-duplicated-column", "run", ["vgg11", "--output", "{dup_column}"], {}, 2, "'model' twice"),
     ("run-output-split-by-a-raw-cr", "run", ["vgg11", "--output", "{raw_cr}"], {}, 2, "not a readable CSV"),
     ("run-output-at-size-cap", "run", ["vgg11", "--output", "{cap_dir}/runs.csv"], {}, 2, "pass --output NEW.csv"),
-    ("sweep-output-newer-schema", "sweep", [*SWEEP, "--output", "{schema_9}"], {}, 2, "newer schema (9 > "),
+    ("sweep-output-newer-schema", "sweep", [*SWEEP, "--output", "{schema_newer}"], {}, 2, f"newer schema ({NEWER} > "),
     ("sweep-output-at-size-cap", "sweep", [*SWEEP, "--output", "{cap_dir}/runs.csv"], {}, 2,
      "pass --output NEW.csv"),
     ("report-duplicated-column", "report", ["{dup_column}", "--out", "{dir}/rep"], {}, 2, "'model' twice"),
@@ -472,7 +476,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     put("garbage.tar.gz", os.urandom(4096))
     put("corrupt_cell.csv", _csv_row_text(batch_size="eight"))
     put("schema_1_5.csv", _csv_row_text(schema_version="1.5"))
-    put("schema_9.csv", _csv_row_text(schema_version=9))
+    put("schema_newer.csv", _csv_row_text(schema_version=NEWER))
     put("header_only.csv", good.split("\n")[0] + "\n")
     put("empty.csv", "")
     # a duplicated column; a carriage return as older writers left it; a file

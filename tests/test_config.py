@@ -43,7 +43,8 @@ SCHEMA_7_ADDED = ["gradient_bytes", "hosts", "link_gbps", "cores_per_replica", "
 SCHEMA_8_ADDED = ["pred_algorithm", "pred_gpus_per_node", "pred_intra_gbps", "pred_compute_s", "pred_allreduce_s",
                   "pred_step_low_s", "pred_step_high_s", "pred_efficiency", "pred_efficiency_low",
                   "pred_efficiency_high", "pred_comm_share", "pred_basis"]
-SCHEMA_9_ADDED = ["target_ci", "max_steps", "warmup_dropped", "warmup_rule", "target_met", "step_time_median_ci95_rel"]
+SCHEMA_9_ADDED = ["target_ci", "max_steps", "warmup_dropped", "warmup_rule", "target_met", "step_time_median_ci95_rel",
+                  "repeats", "repeat_index", "repeat_group"]
 
 
 def test_columns_are_those_of_before_plus_the_backends_and_memory():
@@ -51,7 +52,7 @@ def test_columns_are_those_of_before_plus_the_backends_and_memory():
     initial weights; 4: the mode, latency, memory and max-batch probes; 5: the diagnostic and
     communication options, Horovod's timeline and autotuner; 6: the process's own peak memory; 7: where
     the replicas ran, the gradient bytes and the interfaces' bytes; 8: a prediction's own; 9: the
-    warmup found and the CI target);
+    warmup found, the CI target and repeats);
     every earlier column keeps its name and order."""
     cols = list(COLUMN_TYPES)
     added = (SCHEMA_3_ADDED + SCHEMA_4_ADDED + SCHEMA_5_ADDED + SCHEMA_6_ADDED + SCHEMA_7_ADDED + SCHEMA_8_ADDED

@@ -43,6 +43,7 @@ THROUGHPUT_LR = {"adam": 1e-3, "sgd": 1e-3}
 GROUPS = ("data and size", "what to measure", "model and training", "where it runs", "output")  # --help order
 WEIGHTS_SUFFIX = ".weights.h5"  # the only name Keras 3 reads and writes as weights alone
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which Keras' set_random_seed uses, takes no more
+MAX_REPEATS = 1000  # more fresh processes than anyone means: a typo, refused before any starts
 
 
 def _strategy_names() -> tuple[str, ...]:
@@ -208,6 +209,16 @@ class RunConfig:
     run_id: str | None = opt(None, "str", hidden=True, group="output")  # set by sweeps to find the child's row
     on_predicted_oom: str = opt("refuse", "str", choices=ON_PREDICTED_OOM, hidden=True, group="output")  # sweeps: row
     # set by `sweep --find-max-batch` on its probes: what "fits" meant for this row
+    # --repeats N: N fresh processes of one configuration (bench/run.py starts them; a sweep
+    # interleaves them across its configurations). Each repeat's row records N, its index (from 0)
+    # and its group (one id for the N repeats of one invocation and configuration); none of the
+    # three is part of the configuration's key: repeats of one configuration share its key
+    repeats: int = opt(1, "int", column=True, lo=1, hi=MAX_REPEATS, group="what to measure",
+                       help="run the configuration N times, each in a fresh process (its own row), and "
+                       "print the spread between the runs; the report then gives the median of the runs' "
+                       "medians with a between-run 95%% CI")
+    repeat_index: int | None = opt(None, "int", lo=0, hi=MAX_REPEATS - 1, hidden=True, group="output")
+    repeat_group: str | None = opt(None, "str", hidden=True, group="output")
     find_max_batch: bool = opt(False, "bool", action="flag", hidden=True, column=True, group="output")
     memory_cap_gb: float | None = opt(None, "float", lo=0.0, hi=1e6, lo_open=True, hidden=True, column=True,
                                       group="output")

@@ -11,9 +11,10 @@ at once: a full disk leaves the folder as it was (exit 1).
 
 In notebooks: `from bench.report.cli import load_results` -> a typed pandas DataFrame.
 
-When several ok rows share a configuration, tables use the most recent one; --compare and the
-findings that compare two configurations test each difference, across the runs of a
-configuration's repeat group where it has one (docs/reports.md).
+When several ok rows share a configuration, tables use the most recent one; when it is one of a
+--repeats group with 3 or more ok runs, the median of those runs with a between-run 95% CI.
+--compare and the findings that compare two configurations test each difference, across the runs
+of a configuration's repeat group where it has one (docs/reports.md).
 """
 from __future__ import annotations
 

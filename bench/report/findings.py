@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.config.schema import RunConfig
 from bench.errors import Status
-from bench.measure.stats import ALPHA, NO_DIFFERENCE, UNTESTED
+from bench.measure.stats import ALPHA, MIN_RUNS_FOR_CI, NO_DIFFERENCE, UNTESTED
 from bench.report import tables
 from models.registry import FAMILY_NAMES
 
@@ -29,7 +29,7 @@ MAX_NAMED_FAILURES = 6
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str      # best, family, scaling, backend, latency, failures, warning
+    kind: str      # best, family, scaling, backend, latency, repeats, failures, warning
     text: str      # one plain-text sentence
     section: str   # the id of the section it comes from ("" for none)
 
@@ -90,6 +90,17 @@ def _median_pick(rows: list[Any], ratio: str) -> tuple[Any, float, float]:
     return ordered[(len(ordered) - 1) // 2], ordered[0][ratio], ordered[-1][ratio]
 
 
+def runs_words(r: pd.Series | dict) -> str:
+    """' over N runs (between-run CI)' for a figure that is the median of N >= 3 repeats, with
+    how many of its group failed; '' for a single run's figure."""
+    n = r.get("runs") if hasattr(r, "get") else None
+    if n is None or pd.isna(n) or n < MIN_RUNS_FOR_CI:
+        return ""
+    failed = r.get("runs_failed")
+    return (f" over {int(n)} runs (between-run CI" + (f"; {int(failed)} more failed" if failed and failed > 0 else "")
+            + ")")
+
+
 def _range(lo: float, hi: float, n: int, what: str, unit: str = "") -> str:
     return f"; {num(lo)}{unit} to {num(hi)}{unit} over {n} {what}" if n > 1 else ""
 
@@ -106,8 +117,8 @@ def best_per_model(df: pd.DataFrame) -> list[Finding]:
         best = g.iloc[0]
         text = (f"{model}, {_mode_word(mode)}: fastest at "
                 f"{num(best['images_per_sec_median'])} images/sec "
-                f"{ci(best['images_per_sec_median_ci95_low'], best['images_per_sec_median_ci95_high'])} "
-                f"with {_setting(best, extra)}"
+                f"{ci(best['images_per_sec_median_ci95_low'], best['images_per_sec_median_ci95_high'])}"
+                f"{runs_words(best)} with {_setting(best, extra)}"
                 + (" (flagged: its loss went non-finite; every step was timed)"
                    if best["status"] == Status.DIVERGED else ""))
         if len(g) > 1:
@@ -214,12 +225,44 @@ def failure_count(df: pd.DataFrame) -> list[Finding]:
                     f"{'; '.join(named)}{more}.", "failures")]
 
 
+def across_runs(df: pd.DataFrame) -> list[Finding]:
+    """Whether a single run's CI held: over the configurations with at least MIN_RUNS_FOR_CI ok
+    repeats, how many had a between-run 95% CI of the median images/sec wider (relative
+    half-width) than a single run's own CI (the runs' median), naming the widest."""
+    ok = tables.latest_ok(df)
+    if "runs" not in ok:
+        return []
+    rep = ok[ok["runs"] >= MIN_RUNS_FOR_CI]
+    if rep.empty:
+        return []
+    between = (rep["images_per_sec_median_ci95_high"] - rep["images_per_sec_median_ci95_low"]) / 2.0 \
+        / rep["images_per_sec_median"]
+    wider = rep[between > rep["within_ci95_rel"]]
+    n, runs = len(rep), f"{int(rep['runs'].min())}" + (f" to {int(rep['runs'].max())}"
+                                                       if rep["runs"].max() > rep["runs"].min() else "")
+    if wider.empty:
+        return [Finding("repeats", f"Across runs: in all {n} configuration(s) with {runs} repeats, the spread "
+                        "between runs stayed within a single run's 95% CI.", "across-runs")]
+    worst = wider.loc[(between[wider.index] / wider["within_ci95_rel"]).idxmax()]
+    extra = _extras(rep)
+    return [Finding("repeats", f"Across runs: in {len(wider)} of {n} configuration(s) with {runs} repeats the "
+                    f"spread between runs exceeded a single run's 95% CI, so the single-run CI understated the "
+                    f"uncertainty; most of all {worst['model']} ({_setting(worst, extra)}): "
+                    f"{num(worst['images_per_sec_median'])} images/sec "
+                    f"{ci(worst['images_per_sec_median_ci95_low'], worst['images_per_sec_median_ci95_high'])} over "
+                    f"{int(worst['runs'])} runs (±{100 * between[worst.name]:.1f}%, CV "
+                    f"{100 * worst['cv_across_runs']:.1f}%) against ±{100 * worst['within_ci95_rel']:.1f}% within "
+                    f"one run. Figures over {MIN_RUNS_FOR_CI} or more repeats use the between-run CI.",
+                    "across-runs")]
+
+
 def mixed_provenance(df: pd.DataFrame) -> list[Finding]:
     _, warnings = tables.provenance_summary(df)
     return [Finding("warning", f"Compare with care: the {w}.", "provenance") for w in warnings]
 
 
-FINDERS = (best_per_model, family_ratios, scaling, backends, latency_at_batch_1, failure_count, mixed_provenance)
+FINDERS = (best_per_model, family_ratios, scaling, backends, latency_at_batch_1, across_runs, failure_count,
+           mixed_provenance)
 
 
 def findings(df: pd.DataFrame) -> list[Finding]:

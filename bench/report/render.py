@@ -132,6 +132,11 @@ def _section_specs(df: pd.DataFrame) -> list[tuple]:
         ("throughput", "Throughput", "Median images/sec with its 95% CI, model × per-replica batch size, "
          "one table per strategy, replica count and setting.", _tables(lambda: t.throughput_ci_tables(df)),
          "throughput"),
+        ("across-runs", "Across runs", "Configurations run with --repeats (each repeat a fresh process): the "
+         "median of the runs' median images/sec, its between-run 95% CI (order statistics of the median over "
+         "the runs: below 6 runs their whole range, which covers 75% at 3 runs, 88% at 4, 94% at 5) and the "
+         "coefficient of variation, beside a single run's own CI; runs ok and failed. From 3 ok runs, every "
+         "table and finding uses these figures.", _one(lambda: t.across_runs_table(df), ".1f")),
         ("step-time", "Step time", "Median step time in ms, same layout.", _tables(lambda: t.step_time_tables(df))),
         ("model-families", "Model families", "Each family's fastest model at equal batch size: images/sec, "
          "top-1, forward GFLOPs per image, the GFLOP/s it achieves (×3 passes in training), and images/sec "
@@ -156,6 +161,10 @@ def _section_specs(df: pd.DataFrame) -> list[tuple]:
          _one(lambda: t.best_batch_sizes(df), ".1f")),
         ("accuracy", "Accuracy", "Test top-1/top-5 and time to accuracy.", _one(lambda: t.accuracy_table(df), ".4f"),
          "accuracy"),
+        ("time-to-train", "Time to train", "Accuracy mode with --repeats and --target-accuracy: each run's "
+         "time to the target, how many reached it, and MLPerf's olympic mean (the fastest and the slowest run "
+         "dropped, a run that missed the target counting as the slowest; needs 3 runs).",
+         _one(lambda: t.time_to_train_table(df), ".1f")),
         ("collective-bandwidth", "Collective bandwidth", "All-reduce bus bandwidth in GB/s (size / median time × "
          "2(n−1)/n, nccl-tests' definition) by message size, one column per strategy, backend, rank count, place "
          "and dtype (python -m bench.collectives). On one host the ranks share its cores and talk over loopback.",

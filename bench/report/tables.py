@@ -2,7 +2,9 @@
 accuracy, failures, provenance and --compare, each a pandas DataFrame.
 
 A configuration is a `config_key` (bench.config): when several ok rows share one, the most
-recent is used. Tables never merge two configurations: rows are grouped by every key field
+recent is used, unless it is one of a --repeats group with at least 3 ok runs: then the
+configuration's figures are the median of those runs' figures, with a between-run 95% CI
+(`latest_ok`, the one place that choice is made). Tables never merge two configurations: rows are grouped by every key field
 the table does not lay out. A key field that varies across the data set is named in the title
 of each model x batch table; a table that lists rows gains a column for any key field needed
 to tell apart two rows that would otherwise look alike.
@@ -19,7 +21,7 @@ from bench.config.key import TOPOLOGY_KEY, config_key
 from bench.config.schema import KEY_FIELDS
 from bench.errors import Status
 from bench.measure.memory import fits
-from bench.measure.stats import Comparison, Side, compare_runs
+from bench.measure.stats import MIN_RUNS_FOR_CI, Comparison, Side, across_runs, compare_runs, olympic_mean
 
 KEY_COLUMNS = [*KEY_FIELDS, *TOPOLOGY_KEY]  # the fields of a config_key, in its order
 # what a table's title spells out, in the order tables are listed
@@ -43,13 +45,148 @@ def key_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(list(_keyed(df)["config_key"]), columns=KEY_COLUMNS, index=df.index, dtype=object)
 
 
-def latest_ok(df: pd.DataFrame, diagnostics: bool = False) -> pd.DataFrame:
-    """One row per configuration (config_key): the most recent ok row. Diagnostic runs
-    (--no-gradient-sync) are no training results: left out unless `diagnostics`."""
+def _latest_ok_rows(df: pd.DataFrame, diagnostics: bool = False) -> pd.DataFrame:
     ok = _keyed(df)[df["status"] == Status.OK].sort_values("timestamp_utc", kind="stable")
     if not diagnostics and "gradient_sync" in ok:
         ok = ok[ok["gradient_sync"].astype(object).ne(False)]
     return ok.drop_duplicates(subset="config_key", keep="last")
+
+
+def latest_ok(df: pd.DataFrame, diagnostics: bool = False) -> pd.DataFrame:
+    """One row per configuration (config_key): the most recent ok row; where that row is one
+    of a --repeats group with at least MIN_RUNS_FOR_CI ok runs, its figures (ACROSS_RUNS) are
+    the median over the group's ok runs, their CIs the between-run 95% CI of that median.
+    Every row gains `runs` and `runs_failed` (how many repeats its figures rest on, and how
+    many of its group did not end ok), `cv_across_runs` and `within_ci95_rel` (the runs'
+    median relative half-width of their own CI of the median images/sec). Diagnostic runs
+    (--no-gradient-sync) are no training results: left out unless `diagnostics`."""
+    latest = _latest_ok_rows(df, diagnostics)
+    return _across_runs(latest, repeat_groups(df, latest))
+
+
+# ---- repeats (--repeats N: one configuration in N fresh processes) ------------------------
+# the figures a group's median stands for, each with the columns of its 95% CI (None: no CI)
+ACROSS_RUNS = {"images_per_sec_median": ("images_per_sec_median_ci95_low", "images_per_sec_median_ci95_high"),
+               "images_per_sec": ("images_per_sec_ci95_low", "images_per_sec_ci95_high"),
+               "step_time_median_s": ("step_time_median_ci95_low_s", "step_time_median_ci95_high_s"),
+               "step_time_mean_s": ("step_time_ci95_low_s", "step_time_ci95_high_s"),
+               **{c: None for c in ("images_per_sec_per_replica", "tflops", "latency_p50_ms", "latency_p90_ms",
+                                    "latency_p95_ms", "latency_p99_ms", "latency_per_image_ms")}}
+
+
+def _group_ids(df: pd.DataFrame) -> pd.Series:
+    """Each row's repeat group as text ("" for a plain run, or a row older than schema 9)."""
+    if "repeat_group" not in df:
+        return pd.Series("", index=df.index, dtype=object)
+    g = df["repeat_group"].astype(object)
+    return g.where(g.notna(), "").astype(str)
+
+
+def repeat_groups(df: pd.DataFrame, latest: pd.DataFrame | None = None) -> dict[Any, pd.DataFrame]:
+    """For each configuration whose latest ok row (`latest`: one per config_key) is a repeat,
+    every row of its group (any status), keyed by that latest row's index."""
+    latest = _latest_ok_rows(df) if latest is None else latest
+    keyed = _keyed(df)
+    ids = _group_ids(keyed)
+    out = {}
+    for idx, gid in _group_ids(latest).items():
+        if gid:
+            key = latest.at[idx, "config_key"]
+            out[idx] = keyed[(ids == gid) & keyed["config_key"].map(lambda k: k == key)]
+    return out
+
+
+def _rel_halfwidth(median: Any, low: Any, high: Any) -> float:
+    m, lo, hi = (pd.to_numeric(pd.Series([median, low, high]), errors="coerce")).tolist()
+    return (hi - lo) / 2.0 / m if np.isfinite([m, lo, hi]).all() and m > 0 else np.nan
+
+
+def _across_runs(latest: pd.DataFrame, groups: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    out = latest.copy()
+    out["runs"], out["runs_failed"], out["cv_across_runs"] = 1, 0, np.nan
+    out["within_ci95_rel"] = [_rel_halfwidth(r.get("images_per_sec_median"), r.get("images_per_sec_median_ci95_low"),
+                                             r.get("images_per_sec_median_ci95_high")) for _, r in latest.iterrows()]
+    for idx, members in groups.items():
+        ok = members[members["status"] == Status.OK]
+        out.at[idx, "runs"], out.at[idx, "runs_failed"] = len(ok), len(members) - len(ok)
+        if len(ok) < MIN_RUNS_FOR_CI:
+            continue
+        out.at[idx, "within_ci95_rel"] = float(np.nanmedian([
+            _rel_halfwidth(r.get("images_per_sec_median"), r.get("images_per_sec_median_ci95_low"),
+                           r.get("images_per_sec_median_ci95_high")) for _, r in ok.iterrows()] or [np.nan]))
+        for col, ci_cols in ACROSS_RUNS.items():
+            if col not in ok:
+                continue
+            a = across_runs(pd.to_numeric(ok[col], errors="coerce").tolist())
+            out.at[idx, col] = a.median
+            if ci_cols is not None:
+                out.at[idx, ci_cols[0]], out.at[idx, ci_cols[1]] = a.low, a.high
+            if col == "images_per_sec_median":
+                out.at[idx, "cv_across_runs"] = a.cv
+    return out
+
+
+def across_runs_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration run with --repeats (its latest group): the runs ok and failed, the
+    median of the runs' median images/sec with its between-run 95% CI and the coefficient of
+    variation across runs, beside the relative half-widths of the between-run CI and of a
+    single run's own CI (the runs' median): where the first is wider, one run's CI understated
+    the uncertainty."""
+    latest = _latest_ok_rows(df)
+    rows = []
+    for idx, members in repeat_groups(df, latest).items():
+        r = latest.loc[idx]
+        ok = members[members["status"] == Status.OK]
+        a = across_runs(pd.to_numeric(ok["images_per_sec_median"], errors="coerce").tolist())
+        enough = a.runs >= MIN_RUNS_FOR_CI
+        within = np.nanmedian([_rel_halfwidth(x.get("images_per_sec_median"), x.get("images_per_sec_median_ci95_low"),
+                                              x.get("images_per_sec_median_ci95_high"))
+                               for _, x in ok.iterrows()] or [np.nan])
+        rows.append({"model": r["model"], "batch_size": r["batch_size"], "strategy": r["strategy"],
+                     "replicas": r["replicas"], "backend": r["backend"], "mode": r["mode"],
+                     "repeats": r.get("repeats"), "runs ok": a.runs, "runs failed": len(members) - len(ok),
+                     "images/sec (median of runs)": a.median,
+                     "between-run 95% CI": f"[{a.low:.1f}, {a.high:.1f}]" if enough else "n/a (< 3 runs)",
+                     "CV %": 100.0 * a.cv,
+                     "between-run ±%": 100.0 * (a.high - a.low) / 2.0 / a.median if enough else np.nan,
+                     "within-run ±%": 100.0 * within, "_row": idx})
+    if not rows:
+        return pd.DataFrame()
+    out = pd.DataFrame(rows)
+    idx = out.pop("_row")
+    return _told_apart(out, latest.loc[idx], ["model", "batch_size", "strategy", "replicas", "backend", "mode"])
+
+
+def time_to_train_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy mode with --repeats and a target (MLPerf-style time to train), per configuration's
+    latest group: how many runs reached the target, each run's time to it in run order, the
+    olympic mean (MLPerf: the fastest and the slowest run dropped, a run that missed the
+    target counting as the slowest; needs 3 runs) and the spread of the times that reached it."""
+    latest = _latest_ok_rows(df)
+    rows = []
+    for idx, members in repeat_groups(df, latest).items():
+        r = latest.loc[idx]
+        if "target_accuracy" not in r or pd.isna(pd.to_numeric(r["target_accuracy"], errors="coerce")):
+            continue
+        ok = members[members["status"] == Status.OK].sort_values("repeat_index", kind="stable")
+        times = [float(t) if str(hit) == "True" and pd.notna(t) else np.inf
+                 for t, hit in zip(pd.to_numeric(ok["time_to_target_s"], errors="coerce"), ok["target_reached"])]
+        reached = [t for t in times if np.isfinite(t)]
+        spread = across_runs(reached)
+        rows.append({"model": r["model"], "batch_size": r["batch_size"], "strategy": r["strategy"],
+                     "replicas": r["replicas"], "data": r["data"], "target_accuracy": r["target_accuracy"],
+                     "runs ok": len(ok), "runs failed": len(members) - len(ok), "reached": len(reached),
+                     "time to target per run (s)": "; ".join(f"{t:.1f}" if np.isfinite(t) else "missed"
+                                                             for t in times),
+                     "olympic mean (s)": olympic_mean(times),
+                     "fastest (s)": min(reached) if reached else np.nan,
+                     "slowest (s)": max(reached) if reached else np.nan,
+                     "CV %": 100.0 * spread.cv, "_row": idx})
+    if not rows:
+        return pd.DataFrame()
+    out = pd.DataFrame(rows)
+    idx = out.pop("_row")
+    return _told_apart(out, latest.loc[idx], ["model", "batch_size", "strategy", "replicas", "data"])
 
 
 def latest_timed(df: pd.DataFrame) -> pd.DataFrame:
@@ -168,22 +305,18 @@ def _told_apart(out: pd.DataFrame, rows: pd.DataFrame, ident: list[str], shown: 
 def run_medians(df: pd.DataFrame, latest: pd.DataFrame) -> dict[Any, tuple[float, ...]]:
     """For each row of `latest` (by label): the median images/sec of each run it rests on, oldest
     first. A row with a repeat_group (--repeats) rests on the ok rows of its configuration in
-    that group; a row without one on itself alone, as every table takes the latest row (an
-    older row may predate a fix, and pooling it would blur the comparison)."""
-    keyed = _keyed(df)
-    ok = keyed[keyed["status"] == Status.OK].sort_values("timestamp_utc", kind="stable")
-    runs: dict[tuple, list[float]] = {}
-    if "repeat_group" in ok:
-        for k, g, m in zip(ok["config_key"], ok["repeat_group"], ok["images_per_sec_median"].astype(float)):
-            if _group(g):
-                runs.setdefault((k, _group(g)), []).append(m)
-    return {label: tuple(runs.get((r["config_key"], _group(r.get("repeat_group"))), [float(r["images_per_sec_median"])]))
-            for label, r in latest.iterrows()}
-
-
-def _group(g: Any) -> str:
-    """A repeat_group cell as text: "" for none."""
-    return "" if g is None or g is pd.NA or (isinstance(g, float) and np.isnan(g)) else str(g)
+    that group (`repeat_groups`); a row without one on itself alone, as every table takes the
+    latest row (an older row may predate a fix, and pooling it would blur the comparison)."""
+    groups = repeat_groups(df, latest)
+    out = {}
+    for label, r in latest.iterrows():
+        members = groups.get(label)
+        if members is None:
+            out[label] = (float(r["images_per_sec_median"]),)
+            continue
+        ok = members[members["status"] == Status.OK].sort_values("timestamp_utc", kind="stable")
+        out[label] = tuple(ok["images_per_sec_median"].astype(float))
+    return out
 
 
 def side(r: pd.Series, runs: tuple[float, ...]) -> Side:
@@ -228,11 +361,13 @@ def throughput_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return {t: _pivot(g, "images_per_sec_median") for t, g in model_batch_groups(df)}
 
 
-def _ci_cell(median: float, low: float, high: float) -> str:
-    """'median [low, high]'; a missing CI is left out, a missing median leaves the cell empty."""
+def _ci_cell(median: float, low: float, high: float, runs: Any = 1) -> str:
+    """'median [low, high]'; a missing CI is left out, a missing median leaves the cell empty.
+    A figure over MIN_RUNS_FOR_CI or more runs (its CI between runs) says over how many."""
     if pd.isna(median):
         return ""
-    return f"{median:.1f} [{low:.1f}, {high:.1f}]" if pd.notna(low) and pd.notna(high) else f"{median:.1f}"
+    cell = f"{median:.1f} [{low:.1f}, {high:.1f}]" if pd.notna(low) and pd.notna(high) else f"{median:.1f}"
+    return cell + (f" ({int(runs)} runs)" if pd.notna(runs) and runs >= MIN_RUNS_FOR_CI else "")
 
 
 def throughput_ci_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -240,9 +375,10 @@ def throughput_ci_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     loss went non-finite (timed all the same)."""
     out = {}
     for t, g in model_batch_groups(df):
-        g = g.assign(cell=[_ci_cell(m, lo, hi) + (" diverged" if bad else "") for m, lo, hi, bad in
+        runs = g["runs"] if "runs" in g else pd.Series(1, index=g.index)
+        g = g.assign(cell=[_ci_cell(m, lo, hi, n) + (" diverged" if bad else "") for m, lo, hi, n, bad in
                            zip(g["images_per_sec_median"], g["images_per_sec_median_ci95_low"],
-                               g["images_per_sec_median_ci95_high"], is_diverged(g))])
+                               g["images_per_sec_median_ci95_high"], runs, is_diverged(g))])
         out[t] = _pivot(g, "cell")
     return out
 

@@ -20,6 +20,8 @@ from bench.errors import Status
 #    links, and the predicted step's band, efficiency and communication share
 # 9: the warmup found rather than assumed and the timing until the CI is tight: warmup_dropped,
 #    warmup_rule, target_met, step_time_median_ci95_rel (older rows read them empty)
+# 9: repeats in fresh processes: the row's repeat index and group (the configuration column
+#    `repeats` comes with them); older rows read them empty (one plain run)
 SCHEMA_VERSION = 9
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
 PREDICTION_SOURCE = "prediction"
@@ -72,9 +74,12 @@ PREDICTION = {"pred_algorithm": "str", "pred_gpus_per_node": "int", "pred_intra_
               "pred_compute_s": "float", "pred_allreduce_s": "float", "pred_step_low_s": "float",
               "pred_step_high_s": "float", "pred_efficiency": "float", "pred_efficiency_low": "float",
               "pred_efficiency_high": "float", "pred_comm_share": "float", "pred_basis": "str"}
+# which of a --repeats N group this row is (index from 0) and the group's id: not configuration
+# (repeats of one configuration share its key), so not among CONFIG's columns
+REPEAT = {"repeat_index": "int", "repeat_group": "str"}
 OUTCOME = {"status": "str", "error": "str"}
 COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **STEADY, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
-                                 **ACCURACY, **PREDICTION, **OUTCOME}
+                                 **ACCURACY, **PREDICTION, **REPEAT, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = tuple(s.value for s in Status)
 HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, of any schema, has these

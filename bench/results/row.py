@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 if TYPE_CHECKING:
     from bench.config.schema import RunConfig
 from bench.errors import Status
-from bench.results.columns import CONFIG
+from bench.results.columns import CONFIG, REPEAT
 from bench.results.provenance import provenance
 
 
@@ -131,7 +131,7 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, facts: RunFacts | None = No
         row.update(facts.backend_provenance)
         if facts.init_weights_sha256:
             row["init_weights_sha256"] = facts.init_weights_sha256
-    row.update({k: getattr(cfg, k) for k in CONFIG})
+    row.update({k: getattr(cfg, k) for k in (*CONFIG, *REPEAT)})
     if topology is not None:
         row.update(dataclasses.asdict(topology))
     if facts is not None:

@@ -4,6 +4,12 @@ r"""Run a grid of benchmark configurations, each in its own child process, into 
         --strategies STRATEGY,... --workers 1,2 [--backends tensorflow,jax] [RUN OPTIONS ...]
     python -m bench.sweep --config sweep.toml [--dry-run] [--force]
     python -m bench.sweep --models resnet18 --find-max-batch [--memory-cap-gb X] [--batch-granularity G]
+    python -m bench.sweep --models vgg13,resnet18 --batch-sizes 32 --repeats 5
+
+--repeats N runs every configuration N times, each in a fresh process, interleaved (all
+configurations once, then all again, ...: drift hits every configuration alike); each row
+records its repeat index (from 0) and its group (one id per configuration's N repeats). Resume
+counts repeats: a configuration whose latest group of N has k ok rows runs only the N - k missing.
 
 RUN OPTIONS are any bench/run.py options (e.g. --width 0.25 --steps 20), passed to every run.
 Each configuration runs through its strategy's launcher (see launch/) with a timeout; a crash, out-of-memory or hang becomes a row with status failed/oom/timeout
@@ -50,6 +56,7 @@ from bench.sweep.grid import (
     build_jobs,
     done_keys,
     parse_axis,
+    repeat_plan,
     toml_options,
     unsupported,
 )
@@ -97,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run each configuration of more than one replica twice: as asked, and with "
                    "--no-gradient-sync; the report then splits its step time into input wait, exposed "
                    "communication (their difference, with its CI) and compute")
+    p.add_argument("--repeats", help="run each configuration N times, each in a fresh process, interleaved "
+                   "across configurations (default 1)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and commands, run nothing")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p
@@ -113,6 +122,7 @@ _FILE_KEYS = {
     "output": (lambda v: isinstance(v, str), "a path string"),
     "find_max_batch": (lambda v: isinstance(v, bool), "true or false"),
     "breakdown": (lambda v: isinstance(v, bool), "true or false"),
+    "repeats": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "memory_cap_gb": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number of GiB"),
     "batch_granularity": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "axes": (lambda v: isinstance(v, dict) and all(isinstance(x, (list, str)) and
@@ -202,6 +212,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, Any]]:
     if args.breakdown and args.find_max_batch:
         raise BenchInputError("--breakdown and --find-max-batch are two kinds of sweep: run them apart. "
                               "Received: breakdown=True, find_max_batch=True")
+    repeats = args.repeats if args.repeats is not None else file.get("repeats", 1)
+    args.repeats = parse_value("repeats", schema()["repeats"], str(repeats))
+    if args.repeats > 1 and args.find_max_batch:
+        raise BenchInputError(f"--find-max-batch probes each batch once: drop --repeats. Received: repeats={repeats}")
     args.strategies = pick("strategies", str, [DEFAULT_STRATEGY])
     args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
     args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), [DEFAULT_BACKEND])
@@ -239,6 +253,8 @@ def _main(argv: list[str]) -> int:
         per_replica_batches = [None] if args.find_max_batch else args.batch_sizes
         # what "fits" means goes into each probe's row
         settings = {"find_max_batch": True, "memory_cap_gb": args.memory_cap_gb} if args.find_max_batch else {}
+        if args.repeats > 1:
+            settings["repeats"] = args.repeats
         jobs = build_jobs(args.models, per_replica_batches, args.strategies, args.workers, shared,
                           args.output, args.timeout, gpus, args.backends, args.axes, args.breakdown, settings)
         for strategy, backend in unsupported(args.strategies, args.backends):
@@ -250,12 +266,17 @@ def _main(argv: list[str]) -> int:
     log_dir = Path(args.output).parent / "logs"
     if args.find_max_batch:
         return _find_max_batch(args, jobs, rows, log_dir)
-    done = done_keys(rows)
-    todo = [(j, not args.force and j.key() in done) for j in jobs]
+    if args.repeats > 1:
+        todo = repeat_plan(jobs, args.repeats, rows, args.force)
+    else:
+        done = done_keys(rows)
+        todo = [(j, not args.force and j.key() in done) for j in jobs]
     if args.dry_run:
         for j, skip in todo:
             print(f"{'skip (ok row exists)' if skip else 'run'}: {j.label}\n    {shlex.join(j.command)}")
-        print(f"{len(jobs)} configuration(s): {sum(not s for _, s in todo)} to run, {sum(s for _, s in todo)} to skip")
+        runs = f" x {args.repeats} repeats" if args.repeats > 1 else ""
+        print(f"{len(jobs)} configuration(s){runs}: {sum(not s for _, s in todo)} to run, "
+              f"{sum(s for _, s in todo)} to skip")
         return ExitCode.OK
     results: list[tuple[Job, str, Any]] = []
     bar = None
@@ -294,7 +315,7 @@ def _main(argv: list[str]) -> int:
             bar.close()
     why = "interrupted; rerun to resume" if stop is not None else \
         "the CSV cannot be written" if unwritable is not None else ""
-    print(summary(results, len(jobs), args.output, why))
+    print(summary(results, len(todo), args.output, why))
     if stop is not None:
         return exit_code(stop)
     if _write_problems(unwritable, notes):

@@ -14,12 +14,14 @@ from bench.config.parse import parse_value, read_options, validate
 from bench.config.schema import DEFAULT_BACKEND, Opt, RunConfig, schema
 from bench.errors import BenchInputError, Status
 from bench.results.columns import predicted
+from bench.results.provenance import new_run_id
 from bench.runner.validate import prepare
 from launch import Launch, get_strategy
 from launch.base import STRATEGY_OPTIONS
 
 # bench/run.py options the sweep sets itself for every configuration (a strategy's launch may add more)
-OWNED = ("strategy", "backend", "batch_size", "output", "run_id", "source", "on_predicted_oom")
+OWNED = ("strategy", "backend", "batch_size", "output", "run_id", "source", "on_predicted_oom", "repeats",
+         "repeat_index", "repeat_group")
 
 
 @dataclass
@@ -52,6 +54,8 @@ class Job:
     @property
     def label(self) -> str:
         extra = "".join(f" {name}={value}" for name, value in self.axes)
+        if self.cfg.repeat_index is not None:
+            extra += f" #{self.cfg.repeat_index}"
         return f"{self.model} b{self.per_replica_batch} {self.strategy} x{self.workers} {self.backend}{extra}"
 
     @property
@@ -64,10 +68,16 @@ class Job:
         """The configuration key its row will have."""
         return config_key(self.cfg, workers=self.launch.processes, replicas=self.replicas)
 
+    def repeat(self, index: int, group: str) -> "Job":
+        """Repeat `index` (from 0) of this configuration in group `group`: the same key and command
+        line, plus the repeat's own index and group for its row."""
+        cfg = dataclasses.replace(self.cfg, repeat_index=index, repeat_group=group)
+        return dataclasses.replace(self, cfg=cfg, command=command_line(self.launch, cfg))
+
     def at_batch(self, per_replica_batch: int) -> "Job":
         """The same configuration at another per-replica batch (a --find-max-batch probe)."""
         cfg = dataclasses.replace(self.cfg, batch_size=per_replica_batch)
-        return dataclasses.replace(self, cfg=cfg, command=_command(self.launch, cfg))
+        return dataclasses.replace(self, cfg=cfg, command=command_line(self.launch, cfg))
 
 
 # ---- the grid ------------------------------------------------------------------------------
@@ -97,7 +107,7 @@ def _flag(name: str) -> str:
 # RunConfig fields the sweep sets itself: its own axes, or what it owns per configuration
 SWEEP_FIELDS = {"model": "--models", "batch_size": "--batch-sizes", "strategy": "--strategies",
                 "backend": "--backends", "output": "--output", "run_id": "", "source": "",
-                "on_predicted_oom": "", "progress": "",
+                "on_predicted_oom": "", "progress": "", "repeats": "--repeats", "repeat_index": "", "repeat_group": "",
                 "summary": "", "find_max_batch": "--find-max-batch", "memory_cap_gb": "--memory-cap-gb"}
 Axes = list[tuple[str, list[Any]]]
 
@@ -169,6 +179,10 @@ def build_jobs(models: list[str], per_replica_batches: list[int | None], strateg
         if w < 1:
             raise BenchInputError(f"workers must be >= 1. Received: workers={w}")
     bad = sorted(set(shared) & set(OWNED))
+    if bad and bad[0].startswith("repeat"):
+        raise BenchInputError(f"{bad[0]} is the sweep's own: give --repeats N (or repeats = N) to the sweep, not as a "
+                              f"run option, which would make each child start its own copies. "
+                              f"Received: {bad[0]}={shared[bad[0]]}")
     if bad:
         raise BenchInputError(f"the sweep sets {_flag(bad[0])} itself; use --strategies/--backends/--batch-sizes/"
                               f"--workers/--output instead")
@@ -217,10 +231,10 @@ def make_job(values: dict[str, Any], workers: int, shared: dict[str, Any], timeo
     cfg = RunConfig(**{"threads": launch.threads, **launched, **shared, **values})
     validate(cfg)
     cfg = prepare(cfg)
-    return Job(cfg, workers, launch, _command(launch, cfg), strategy.replicas(workers, gpus), axes)
+    return Job(cfg, workers, launch, command_line(launch, cfg), strategy.replicas(workers, gpus), axes)
 
 
-def _command(launch: Launch, cfg: RunConfig) -> list[str]:
+def command_line(launch: Launch, cfg: RunConfig) -> list[str]:
     return [*launch.prefix, sys.executable, str(REPO / "bench" / "run.py"), *cfg.to_argv()]
 
 
@@ -230,3 +244,33 @@ def done_keys(rows) -> set[tuple]:
     if rows is None or rows.empty:
         return set()
     return {config_key(r) for r in rows[(rows["status"] == Status.OK) & ~predicted(rows)].to_dict("records")}
+
+
+def repeat_plan(jobs: list[Job], repeats: int, rows, force: bool = False) -> list[tuple[Job, bool]]:
+    """Every repeat of every configuration, interleaved (A B C A B C ...: drift over the sweep
+    hits each configuration alike), each with whether it is already done. A repeat is done when
+    the configuration's latest group of `repeats` repeats (the same key and --repeats N) has an
+    ok measured row at that index: resume completes that group, under its own id, with only the
+    missing indices. Without such a group (or with `force`), a new group of all N."""
+    ok = None
+    if rows is not None and not rows.empty and not force and "repeat_group" in rows:
+        ok = rows[(rows["status"] == Status.OK) & ~predicted(rows) & rows["repeat_group"].notna()
+                  & (rows["repeat_group"].astype(object) != "")]
+        ok = ok[[_int(v) == repeats for v in ok["repeats"]]].sort_values("timestamp_utc", kind="stable")
+    plans = []
+    for job in jobs:
+        group, done = new_run_id(), set()
+        if ok is not None and not ok.empty:
+            mine = ok[[config_key(r) == job.key() for r in ok.to_dict("records")]]
+            if not mine.empty:
+                group = str(mine["repeat_group"].iloc[-1])
+                done = {_int(i) for i in mine.loc[mine["repeat_group"].astype(str) == group, "repeat_index"]}
+        plans.append((job, group, done))
+    return [(job.repeat(i, group), i in done) for i in range(repeats) for job, group, done in plans]
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
