@@ -107,10 +107,12 @@ class RunConfig:
     steps: int | None = opt(None, **_key("int", lo=1, hi=10**9, group="what to measure",
                                          help=f"timed steps (default {DEFAULT_STEPS['train']}; with --mode inference "
                                          f"{DEFAULT_STEPS['inference']}, the fewest it takes)"))
-    warmup_steps: int | None = opt(None, **_key("int", lo=0, hi=10**9, auto=True, group="what to measure",
-                                                help="untimed steps after the first (compile) step; auto (the "
-                                                f"default): found by MSER-5 among the timed steps, {MIN_WARMUP} to "
-                                                f"{MAX_WARMUP} (with --epochs or --profile-steps: {FIXED_WARMUP})"))
+    # recorded, not part of the key: how the run found its steady state, not what it measured, so a
+    # row of the found warmup and one of a fixed count (every row before schema 9) compare
+    warmup_steps: int | None = opt(None, "int", column=True, lo=0, hi=10**9, auto=True, group="what to measure",
+                                   help="untimed steps after the first (compile) step; auto (the "
+                                   f"default): found by MSER-5 among the timed steps, {MIN_WARMUP} to "
+                                   f"{MAX_WARMUP} (with --epochs or --profile-steps: {FIXED_WARMUP})")
     target_ci: float | None = opt(None, "float", column=True, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
                                   group="what to measure",
                                   help="time more steps than --steps until the 95%% CI half-width of the median "
