@@ -182,6 +182,9 @@ def test_what_if_from_the_h200_rows(capsys):
     (["resnet18", "--rows", "/nonexistent.csv"], "/nonexistent.csv"),
     (["nosuchnet", "--rows", RUNS], "nosuchnet"),
     (["resnet18", "--rows", RUNS, "--steps", "5"], "--steps is not an option"),
+    (["resnet18", "--rows", RUNS, "--batch-size", "16", "--compute-ms", "100", "--link-gbps", "1", "--latency-us", "5"],
+     "--compute-ms contradicts a measured compute row"),
+    (["resnet18", "--compute-ms", "100", "--link-gbps", "1", "--latency-us", "5"], "give --batch-size too"),
     (["resnet18", "--rows", H200, "--batch-size", "2048", "--strategy", "horovod", "--link-gbps", "1",
       "--latency-us", "5"], "horovod"),
 ])
@@ -248,3 +251,14 @@ def test_two_loads_with_predictions_and_collectives_compare_and_concatenate(tmp_
     r = subprocess.run([PY, "-m", "bench.report", "--compare", RUNS, RUNS], cwd=REPO, capture_output=True, text=True,
                        timeout=120, env=ENV)
     assert r.returncode == 0 and "Traceback" not in r.stderr
+
+
+def test_a_published_figure_stands_in_where_no_row_measured_the_compute(capsys):
+    """Horovod's 2017 ResNet-101 (batch 64, 224 px, 119.4 images/sec on one GPU): --compute-ms, and the
+    gradient bytes from our ResNet-101's description (44.5 M parameters)."""
+    assert main(["resnet101", "--compute-ms", "536.01", "--batch-size", "64", "--image-size", "224", "--num-classes",
+                 "1000", "--form", "imagenet", "--gpus-per-node", "4", "--intra-gbps", "96", "--intra-latency-us", "10",
+                 "--link-gbps", "25", "--latency-us", "5", "--devices", "16,512", "--output", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "compute 536.01 ms per step (given)" in out and "178,196,640 bytes" in out
+    assert "horovod/tensorflow" in out

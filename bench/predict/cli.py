@@ -224,9 +224,10 @@ def _compute(req: Request, runs: pd.DataFrame) -> tuple[dict[str, Any], pd.Serie
     if req.compute_ms is not None:
         try:
             inputs.compute_row(runs, req.model, wanted, req.run.get("strategy"))
-        except BenchInputError:
-            pass
-        else:
+            measured = True
+        except BenchInputError:  # no row fits: the figure given is the only compute there is
+            measured = False
+        if measured:
             raise BenchInputError(f"--compute-ms contradicts a measured compute row of {req.model} in --rows: drop "
                                   "one of them")
         step = req.compute_ms / 1e3
