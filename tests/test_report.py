@@ -740,3 +740,18 @@ def test_a_throughput_plot_of_very_many_settings_names_those_it_leaves_out(tmp_p
     md = (tmp_path / "rep" / "report.md").read_text("utf-8")
     assert "throughput.png" in {f.name for f in files} and "could not be made" not in md
     assert md.count(f"not plotted: the plot shows the first {MAX_PANELS} settings") == n - MAX_PANELS
+
+
+def test_the_scaling_plot_draws_one_line_per_setting():
+    """A column added to the scaling table (its test against the baseline: p_value, verdict, ...)
+    must not split each line into single points, which drew an empty plot."""
+    from bench.report.plots import scaling_figure
+    from bench.report.tables import scaling_efficiency
+
+    df = load_results([REPO / "results" / "examples" / "sweep" / "runs.csv"])
+    eff = scaling_efficiency(df)
+    # a line for each setting measured at more than one replica count
+    expected = int((eff.groupby(["model", "strategy", "batch_size"])["replicas"].nunique() > 1).sum())
+    assert expected == 6
+    labels = scaling_figure(df).axes[0].get_legend_handles_labels()[1]
+    assert len(labels) == expected, labels

@@ -23,6 +23,7 @@ import pandas as pd
 
 from bench.report.tables import (
     SHARED_CORES,
+    SIGNIFICANCE,
     latency_table,
     latest_ok,
     model_batch_groups,
@@ -165,9 +166,11 @@ def scaling_figure(df: pd.DataFrame, notes: list[str] | None = None) -> "Figure"
     eff = eff[finite]
     fig = _figure(figsize=(6, 4))
     ax = fig.subplots()
+    # a line per setting: every column that is a figure of one point (its test against the baseline
+    # included) would split the line into points
     extra = [c for c in eff.columns if c not in ("images_per_sec", "baseline_images_per_sec", "speedup",
                                                    "efficiency", "efficiency_ci95_low", "efficiency_ci95_high",
-                                                   "replicas", *SHARED_CORES)]
+                                                   "replicas", *SHARED_CORES, *SIGNIFICANCE)]
     drawn = False
     for values, g in eff.groupby(extra, sort=True, dropna=False):
         if len(g) > 1:  # a line needs more than the baseline point
