@@ -2,6 +2,7 @@
 RAPL counters through a fake powercap tree, a fake nvidia-smi driving a real run, and a real run
 on this machine, which has no power source."""
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import run_cli
+from helpers import REPO, run_cli
 
 from bench.measure import energy
 from bench.measure.energy import (
@@ -249,3 +250,23 @@ def test_a_window_the_samples_do_not_reach_over_gives_no_reading(tmp_path):
         meter.close()
     assert meter.reading is None
     assert gather_values(meter.reading, host=1.0)[0] == 0.0  # the row then says none
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_processes_on_one_host_count_its_gpus_once(tmp_path, fake_smi):
+    """Both ranks of a real two-process run see the same two (fake) GPUs: the row counts each once
+    (150 W, not 300), through the gather every rank takes part in."""
+    from launch import get_strategy
+
+    out = tmp_path / "runs.csv"
+    cmd = [*get_strategy("multiworker").launcher(2, timeout=240), sys.executable, "bench/run.py", "resnet18",
+           "--backend", "jax", "--strategy", "multiworker", *TINY, "--steps", "12", "--energy-interval-ms", "10",
+           "--output", str(out)]
+    env = {**os.environ, **fake_smi, "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = read_rows(out).iloc[0]
+    assert row["workers"] == 2 and row["energy_source"] == "nvidia-smi"
+    assert row["power_mean_w"] == pytest.approx(150.0, rel=1e-5)
