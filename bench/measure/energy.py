@@ -157,7 +157,7 @@ class _Polled(PowerSource):
 
 
 class NvmlSource(_Polled):
-    """Board power through NVML (the `nvidia-ml-py` package's pynvml), in milliwatts per GPU."""
+    """Board power through NVML (the `nvidia-ml-py` package's pynvml), read in milliwatts per GPU."""
 
     name = "nvml"
 
@@ -174,10 +174,10 @@ class NvmlSource(_Polled):
                 out[index] = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000.0
         return out
 
-    def _end(self) -> None:
+    def close(self) -> None:
         import pynvml
 
-        self._thread.join(timeout=5)
+        super().close()  # the thread has stopped polling: NVML can go
         with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
 
@@ -191,7 +191,8 @@ class NvidiaSmiSource(PowerSource):
     _proc: subprocess.Popen | None = None
 
     def start(self) -> "PowerSource":
-        self._proc = subprocess.Popen(["nvidia-smi", _SMI_QUERY, _SMI_FORMAT, "-lms", str(max(1, round(1000 * self.interval_s)))],
+        every_ms = str(max(1, round(1000 * self.interval_s)))
+        self._proc = subprocess.Popen(["nvidia-smi", _SMI_QUERY, _SMI_FORMAT, "-lms", every_ms],
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         return super().start()
 
