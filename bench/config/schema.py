@@ -119,6 +119,10 @@ class RunConfig:
                                   "step time is within this share of it (e.g. 0.02), up to --max-steps")
     max_steps: int | None = opt(None, "int", column=True, lo=1, hi=10**9, group="what to measure",
                                 help=f"with --target-ci: the most timed steps (default {MAX_STEPS_FACTOR} x --steps)")
+    # recorded, not part of the key: how finely energy was sampled, not what ran
+    energy_interval_ms: float = opt(100.0, "float", column=True, lo=10.0, hi=10_000.0, group="what to measure",
+                                    help="sample the power source (NVML, nvidia-smi, RAPL) every this many ms "
+                                    "during the timed steps (docs/measuring.md)")
     profile_steps: str | None = opt(None, **_key("str", group="what to measure",
                                                  help="A-B: capture a profiler trace of timed steps A to B (from 1; "
                                                  "TensorFlow's or JAX's profiler, readable in TensorBoard) into "

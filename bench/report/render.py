@@ -155,6 +155,10 @@ def _section_specs(df: pd.DataFrame) -> list[tuple]:
          "images/sec.", _one(lambda: t.latency_table(df), ".2f"), "latency"),
         ("memory", "Memory", "Peak memory beside images/sec (MiB), and the estimate made before the run.",
          _one(lambda: t.memory_table(df), ".1f")),
+        ("energy", "Energy", "Images per joule beside images/sec over the timed steps, with the mean power of the "
+         "devices measured (W: GPU boards, or the CPU packages through RAPL; the host outside them), joules per step "
+         "and the power source; only rows that measured energy (docs/measuring.md#energy).",
+         _one(lambda: t.energy_table(df), ".2f")),
         ("largest-batch", "Largest batch that fits", "Per sweep --find-max-batch search.",
          _one(lambda: t.max_batch_table(df), ".1f")),
         ("best-batch-size", "Best batch size", "The per-replica batch size with the most images/sec.",

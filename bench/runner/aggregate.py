@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bench.measure.energy import combine, energy_columns, gather_values
 from bench.measure.stats import (
     latency_columns,
     slowest_rank_per_step,
@@ -35,7 +36,10 @@ def aggregate(timing: Timing, dist: Any, *, mode: str, global_batch: int, flops_
     mean_wait = sum(timing.data_waits) / len(timing.data_waits) if timing.data_waits else float("nan")
     scalars = [timing.compile_s, mean_wait, _or_nan(timing.peak_mem_bytes), _or_nan(timing.process_peak_mem_bytes),
                _or_nan(timing.net_tx_bytes), _or_nan(timing.net_rx_bytes)]
-    compile_s, wait_s, peak, process_peak, tx, rx = (float(v) for v in dist.gather(scalars).max(axis=0))
+    # the energy readings ride in the same gather: each host's devices once, hosts summed
+    gathered = dist.gather(scalars + gather_values(timing.energy))
+    compile_s, wait_s, peak, process_peak, tx, rx = (float(v) for v in gathered[:, :len(scalars)].max(axis=0))
+    energy = energy_columns(combine(gathered[:, len(scalars):]), timing.timed_run, global_batch)
     return Measurements(
         compile_s=compile_s,
         steps={**stats.as_dict(),
@@ -52,7 +56,8 @@ def aggregate(timing: Timing, dist: Any, *, mode: str, global_batch: int, flops_
         process_peak_mem_bytes=int(process_peak) if timing.process_peak_mem_bytes is not None else None,
         net_tx_bytes=int(tx) if timing.net_tx_bytes is not None else None,
         net_rx_bytes=int(rx) if timing.net_rx_bytes is not None else None,
-        warmup_dropped=timing.warmup_dropped, warmup_rule=timing.warmup_rule, target_met=timing.target_met)
+        warmup_dropped=timing.warmup_dropped, warmup_rule=timing.warmup_rule, target_met=timing.target_met,
+        energy=energy)
 
 
 def _or_nan(value: float | None) -> float:

@@ -41,6 +41,10 @@ def summary_text(row: dict, output: str) -> str:
                      f"{row['timed_steps']} steps: target {row['target_ci']:.2%} "
                      f"{'met' if row.get('target_met') else 'not met by --max-steps ' + str(row['max_steps'])}; "
                      f"warmup {row['warmup_dropped']} steps ({row['warmup_rule']})")
+    if row.get("images_per_joule") is not None:
+        lines.append(f"  energy      {row['images_per_joule']:.2f} images/J: {row['power_mean_w']:.1f} W mean, "
+                     f"{row['energy_per_step_j']:.3f} J per step ({row['energy_source']}, {row['energy_samples']} "
+                     f"samples of each device over the timed steps)")
     trace = row.get("trace_dir")
     if row.get("profile_steps"):
         lines.append(f"  profiled    timed steps {row['profile_steps']} (left out of the statistics); trace in {trace} "
