@@ -22,7 +22,10 @@ from bench.errors import Status
 #    warmup_rule, target_met, step_time_median_ci95_rel (older rows read them empty)
 # 9: repeats in fresh processes: the row's repeat index and group (the configuration column
 #    `repeats` comes with them); older rows read them empty (one plain run)
-SCHEMA_VERSION = 9
+# 10: the input pipeline's parallelism (data_workers, a configuration column) and --mode input rows,
+#     the pipeline alone (model empty; their images/sec is the input ceiling); older rows read
+#     data_workers empty (the pipeline's default)
+SCHEMA_VERSION = 10
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
 PREDICTION_SOURCE = "prediction"
 
@@ -34,6 +37,19 @@ def predicted(df: Any) -> Any:
     if "source" not in df:
         return pd.Series(False, index=df.index)
     return df["source"].astype(object).eq(PREDICTION_SOURCE)
+
+
+# a row of --mode input: the pipeline alone, no model (bench.results.load keeps such rows apart)
+INPUT_MODE = "input"
+
+
+def input_only(df: Any) -> Any:
+    """Which rows of a results DataFrame timed the input pipeline alone (a boolean Series)."""
+    import pandas as pd
+
+    if "mode" not in df:
+        return pd.Series(False, index=df.index)
+    return df["mode"].astype(object).eq(INPUT_MODE)
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
 # columns and their types come from RunConfig's schema (bench.config).
 PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",
