@@ -247,3 +247,16 @@ def test_a_failed_input_row_is_named_under_the_section(rows, tmp_path):
     pd.concat([df, bad]).to_csv(csv, index=False)
     s = {x.id: x for x in sections(load_results([csv]))}["input-pipeline"]
     assert any("status failed: boom" in n for n in s.notes)
+
+
+@pytest.mark.slow
+def test_a_file_of_input_rows_alone_makes_a_report_of_that_section(rows, tmp_path):
+    from bench.report.render import build_report
+
+    csv = tmp_path / "runs.csv"
+    df = pd.read_csv(rows[1], dtype=str, keep_default_na=False)
+    df[df["mode"] == "input"].to_csv(csv, index=False)
+    build_report(load_results([csv]), tmp_path / "report", ["md", "html"])
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "0 row(s), 0 ok" in md and "Besides them, 1 input-pipeline row(s)" in md
+    assert "## Input pipeline" in md and "## Throughput" not in md

@@ -26,6 +26,7 @@ from bench.report import collectives, inputs, plots, predictions, tables
 from bench.report.findings import FINDERS, Finding
 from bench.report.output import check_out, write_files
 from bench.report.text import md_cell, md_text, visible
+from bench.results.load import apart
 
 NONE_MD = "_none_"
 FOLD_ROWS = 12  # a section with more table rows than this (or several tables) folds them away
@@ -319,7 +320,11 @@ def build_report(df: pd.DataFrame, out: Path, formats: Sequence[str] = ("md", "h
     pngs = {s.plot: png for s in secs if s.plot and s.tables for png in [_plot(s, df)] if png is not None}
     shared, warnings = tables.provenance_summary(df)
     n_ok = int((df["status"] == Status.OK).sum())
-    intro = f"{len(df)} row(s), {n_ok} ok, from {', '.join(sorted(df['source_file'].unique()))}."
+    held = apart(df, "inputs")  # kept beside df's own rows, for the Input pipeline section alone
+    files = sorted({*df["source_file"].unique(), *(held["source_file"].unique() if len(held) else ())})
+    intro = (f"{len(df)} row(s), {n_ok} ok, from {', '.join(files)}."
+             + (f" Besides them, {len(held)} input-pipeline row(s) (--mode input), used by that section alone."
+                if len(held) else ""))
     facts, failed = _findings(df)
     if failed:
         secs.append(Section("report-notes", "Report notes", "Parts of this report that could not be made.",
