@@ -25,6 +25,9 @@ from bench.errors import Status
 # 10: energy over the timed steps (bench.measure.energy): energy_source, power_mean_w, energy_per_step_j,
 #    images_per_joule, energy_samples, and the configuration column energy_interval_ms (older rows
 #    read them empty: not measured)
+# 10: also the input pipeline's parallelism (data_workers, a configuration column) and --mode input rows,
+#    the pipeline alone (model empty; their images/sec is the input ceiling); older rows read
+#    data_workers empty (the pipeline's default)
 SCHEMA_VERSION = 10
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
 PREDICTION_SOURCE = "prediction"
@@ -37,6 +40,19 @@ def predicted(df: Any) -> Any:
     if "source" not in df:
         return pd.Series(False, index=df.index)
     return df["source"].astype(object).eq(PREDICTION_SOURCE)
+
+
+# a row of --mode input: the pipeline alone, no model (bench.results.load keeps such rows apart)
+INPUT_MODE = "input"
+
+
+def input_only(df: Any) -> Any:
+    """Which rows of a results DataFrame timed the input pipeline alone (a boolean Series)."""
+    import pandas as pd
+
+    if "mode" not in df:
+        return pd.Series(False, index=df.index)
+    return df["mode"].astype(object).eq(INPUT_MODE)
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
 # columns and their types come from RunConfig's schema (bench.config).
 PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",

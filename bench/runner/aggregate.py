@@ -3,6 +3,7 @@ gather (a collective: every rank calls it, in step), and a session's plain facts
 The row builder (bench.results.row) then only formats values."""
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from bench.measure.energy import combine, energy_columns, gather_values
@@ -18,8 +19,9 @@ from bench.results.row import Measurements, RunFacts
 if TYPE_CHECKING:
     from bench.runner.session import Session
 
-# FLOPs per image of a step, in forward passes: backward costs about two more (activations, weights)
-PASSES = {"train": 3.0, "inference": 1.0}
+# FLOPs per image of a step, in forward passes: backward costs about two more (activations, weights);
+# an input step runs no model
+PASSES = {"train": 3.0, "inference": 1.0, "input": 0.0}
 # bytes per gradient element: variables stay float32 under every --precision (Keras' mixed policies)
 GRADIENT_BYTES = 4
 
@@ -67,8 +69,9 @@ def _or_nan(value: float | None) -> float:
 def session_measurements(session: "Session", timing: Timing) -> Measurements:
     """`aggregate` for a session's run (every rank calls it)."""
     cfg = session.cfg
+    flops = session.desc.flops if session.desc is not None else math.nan  # --mode input: no model
     return aggregate(timing, session.dist, mode=cfg.mode, global_batch=session.global_batch,
-                     flops_per_image=session.desc.flops, accuracy_mode=cfg.accuracy_mode)
+                     flops_per_image=flops, accuracy_mode=cfg.accuracy_mode)
 
 
 def run_facts(session: "Session") -> RunFacts:

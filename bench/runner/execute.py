@@ -127,10 +127,13 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
     timing = accuracy = None
     ran_all = False  # every rank ran every step: the row gathers its timing
     try:
-        session.describe()
-        session.check_memory()
-        session.build_model()
-        session.build_step()
+        if cfg.mode == "input":
+            session.build_input_step()
+        else:
+            session.describe()
+            session.check_memory()
+            session.build_model()
+            session.build_step()
         if cfg.accuracy_mode:
             timing, accuracy = _train_epochs(session, progress, started, mlog)
         else:
