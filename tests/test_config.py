@@ -45,6 +45,7 @@ SCHEMA_8_ADDED = ["pred_algorithm", "pred_gpus_per_node", "pred_intra_gbps", "pr
                   "pred_efficiency_high", "pred_comm_share", "pred_basis"]
 SCHEMA_9_ADDED = ["target_ci", "max_steps", "warmup_dropped", "warmup_rule", "target_met", "step_time_median_ci95_rel",
                   "repeats", "repeat_index", "repeat_group"]
+SCHEMA_10_ADDED = ["data_workers", "label_offset", "max_bad_images", "preprocess", "bad_images"]
 
 
 def test_columns_are_those_of_before_plus_the_backends_and_memory():
@@ -56,7 +57,7 @@ def test_columns_are_those_of_before_plus_the_backends_and_memory():
     every earlier column keeps its name and order."""
     cols = list(COLUMN_TYPES)
     added = (SCHEMA_3_ADDED + SCHEMA_4_ADDED + SCHEMA_5_ADDED + SCHEMA_6_ADDED + SCHEMA_7_ADDED + SCHEMA_8_ADDED
-             + SCHEMA_9_ADDED)
+             + SCHEMA_9_ADDED + SCHEMA_10_ADDED)
     assert [c for c in cols if c not in added] == V1_COLUMNS
     assert sorted(set(cols) - set(V1_COLUMNS)) == sorted(added)
 

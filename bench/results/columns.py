@@ -22,7 +22,9 @@ from bench.errors import Status
 #    warmup_rule, target_met, step_time_median_ci95_rel (older rows read them empty)
 # 9: repeats in fresh processes: the row's repeat index and group (the configuration column
 #    `repeats` comes with them); older rows read them empty (one plain run)
-SCHEMA_VERSION = 9
+# 10: real images streamed (imagefolder, tfrecord): the row's preprocess and bad_images, and the
+#     configuration columns data_workers, label_offset and max_bad_images (older rows read them empty)
+SCHEMA_VERSION = 10
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
 PREDICTION_SOURCE = "prediction"
 
@@ -61,6 +63,8 @@ STEADY = {"warmup_dropped": "int", "warmup_rule": "str", "target_met": "bool", "
 LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
                                  "latency_per_image_ms")}
 INPUT = {"data_wait_ms": "float"}
+# the input pipeline's preprocessing (bench.data.preprocess's names) and the corrupt images it skipped
+IMAGES = {"preprocess": "str", "bad_images": "int"}
 PROFILE = {"trace_dir": "str"}
 # from Horovod's timeline (mean ms per timed step, the chief's view) and autotuner
 COMM = {"hvd_negotiate_ms": "float", "hvd_allreduce_ms": "float", "hvd_queue_ms": "float", "hvd_autotune_best": "str",
@@ -78,7 +82,7 @@ PREDICTION = {"pred_algorithm": "str", "pred_gpus_per_node": "int", "pred_intra_
 # (repeats of one configuration share its key), so not among CONFIG's columns
 REPEAT = {"repeat_index": "int", "repeat_group": "str"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **STEADY, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **STEADY, **LATENCY, **INPUT, **IMAGES, **PROFILE, **COMM, **MEMORY,
                                  **ACCURACY, **PREDICTION, **REPEAT, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = tuple(s.value for s in Status)
