@@ -10,13 +10,13 @@ import itertools
 import multiprocessing
 import os
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
 from bench.data.arrays import DataSource
-from bench.data.host_decode import Item, decode_chunk, init_worker
+from bench.data.host_decode import Item, decode_chunk, decode_item, init_worker
 from bench.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, TRAIN, decision, epoch_order, eval_box
 from bench.data.sets.files import JPEG_HEAD, JPEG_TAIL, PNG_HEAD, PNG_TAIL, TAIL_WINDOW, Files, Stream
 from bench.errors import BenchInputError
@@ -45,6 +45,9 @@ class StreamSource(DataSource):
     workers: int | None = None        # None: tf.data's AUTOTUNE; on JAX resolved to the CPU count
     max_bad_images: int = 100
     bad_count: int = 0  # the pipelines count into it (TensorFlow's from its map threads)
+    # JAX's decoding processes, one pool for training and one for evaluation, shared by the shards of
+    # this process's replicas: --data-workers counts processes per training process, not per replica
+    _pools: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def fixed(self) -> bool:
@@ -252,45 +255,46 @@ class StreamSource(DataSource):
         """Chunks of `batch` items decoded by the workers (or inline with --data-workers 0), a
         bounded number ahead, in order; bad images dropped and counted; full batches out."""
         workers = self.resolved_workers("jax")
-        pool = None
-        if workers > 0:
-            # spawned, not forked: this process runs JAX's threads, which a fork would copy mid-flight
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=init_worker,
-                                                             initargs=(self._spec(train),))
-        else:
-            init_worker(self._spec(train))
+        pool = self._pool(workers, train)
         pending: deque = deque()
         images: list[np.ndarray] = []
         labels: list[int] = []
         chunks = iter(lambda: list(itertools.islice(items, batch)), [])
-        try:
-            while True:
-                while pool is not None and len(pending) < HOST_CHUNKS_AHEAD * workers:
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        break
-                    pending.append(pool.apply_async(decode_chunk, (chunk,)))
-                if pool is None:
-                    chunk = next(chunks, None)
-                    results = None if chunk is None else decode_chunk(chunk)
-                else:
-                    results = pending.popleft().get() if pending else None
-                if results is None:
+        while True:
+            while pool is not None and len(pending) < HOST_CHUNKS_AHEAD * workers:
+                chunk = next(chunks, None)
+                if chunk is None:
                     break
-                for image, label, why in results:
-                    if image is None:
-                        self._count_bad(why)
-                        continue
-                    images.append(image)
-                    labels.append(label)
-                while len(images) >= batch:
-                    yield np.stack(images[:batch]), np.asarray(labels[:batch], np.int32)
-                    del images[:batch], labels[:batch]
-            if images and not drop_remainder:
-                yield np.stack(images), np.asarray(labels, np.int32)
-        finally:
-            if pool is not None:
-                pool.terminate()
+                pending.append(pool.apply_async(decode_chunk, (chunk,)))
+            if pool is None:
+                chunk = next(chunks, None)
+                results = None if chunk is None else [decode_item(it, self._spec(train)) for it in chunk]
+            else:
+                results = pending.popleft().get() if pending else None
+            if results is None:
+                break
+            for image, label, why in results:
+                if image is None:
+                    self._count_bad(why)
+                    continue
+                images.append(image)
+                labels.append(label)
+            while len(images) >= batch:
+                yield np.stack(images[:batch]), np.asarray(labels[:batch], np.int32)
+                del images[:batch], labels[:batch]
+        if images and not drop_remainder:
+            yield np.stack(images), np.asarray(labels, np.int32)
+
+    def _pool(self, workers: int, train: bool):
+        """The shared worker pool for `train` (None with --data-workers 0: decode in this process)."""
+        if workers == 0:
+            return None
+        if train not in self._pools:
+            # spawned, not forked: this process runs JAX's threads, which a fork would copy mid-flight.
+            # multiprocessing ends the workers at exit
+            self._pools[train] = multiprocessing.get_context("spawn").Pool(
+                workers, initializer=init_worker, initargs=(self._spec(train),))
+        return self._pools[train]
 
 
 def _item(files: Files, epoch: int, i: int) -> Item:
