@@ -171,8 +171,10 @@ def test_the_generators_sets_read_by_tf_data_and_by_both_sources(tmp_path):
 @pytest.mark.slow
 def test_a_jax_run_on_tfrecords_never_imports_tensorflow(tmp_path):
     _tf_written_shards(tmp_path / "set", per_shard=4)
-    code = ("import sys, json\nfrom bench.run import main\n"
-            f"rc = main({json.dumps(['resnet18', '--backend', 'jax', '--data', 'tfrecord', '--data-dir', str(tmp_path / 'set'), '--label-offset', '1', '--num-classes', '3', '--data-workers', '2', '--output', str(tmp_path / 'r.csv'), *TINY])})\n"
+    argv = ["resnet18", "--backend", "jax", "--data", "tfrecord", "--data-dir", str(tmp_path / "set"),
+            "--label-offset", "1", "--num-classes", "3", "--data-workers", "2", "--output", str(tmp_path / "r.csv"),
+            *TINY]
+    code = (f"import sys, json\nfrom bench.run import main\nrc = main({json.dumps(argv)})\n"
             "print(json.dumps({'rc': rc, 'tf': sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')}))\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO)})
@@ -236,3 +238,22 @@ def test_labels_beyond_num_classes_are_refused_before_any_framework(tmp_path):
     write_image_folder(tmp_path, classes=3, per_class=1)
     with pytest.raises(BenchInputError, match=r"labels out of range.*num_classes=2"):
         _source(tmp_path, num_classes=2)
+
+
+def test_the_whole_image_check_is_one_rule_on_both_backends(tmp_path):
+    """bench.data.sets.files.looks_whole (numpy side) and its tf ops (TensorFlow's pipeline) agree."""
+    import tensorflow as tf
+
+    from bench.data.sets.files import looks_whole
+    from bench.data.stream import _tf_looks_whole
+
+    write_image_folder(tmp_path / "j", classes=1, per_class=1)
+    write_image_folder(tmp_path / "p", classes=1, per_class=1, fmt="PNG")
+    jpeg, png = (tmp_path / "j/class_0/img_0.jpg").read_bytes(), (tmp_path / "p/class_0/img_0.png").read_bytes()
+    cases = {"jpeg": (jpeg, True), "jpeg-zero-padded": (jpeg + b"\x00" * 5, True), "png": (png, True),
+             "jpeg-cut": (jpeg[:-7], False), "png-cut": (png[:-3], False),
+             "jpeg-padded-past-window": (jpeg + b"\x00" * 20, False),
+             "text": (b"hello", False), "empty": (b"", False), "two-bytes": (b"\xff\xd8", False)}
+    for name, (data, whole) in cases.items():
+        assert looks_whole(data) is whole, name
+        assert bool(_tf_looks_whole(tf.constant(data))) is whole, name

@@ -306,11 +306,12 @@ def _tf_looks_whole(data: "tf.Tensor") -> "tf.Tensor":
     import tensorflow as tf
 
     n = tf.strings.length(data)
-    tail = tf.io.decode_raw(tf.strings.substr(data, tf.maximum(n - TAIL_WINDOW, 0), TAIL_WINDOW), tf.uint8)
-    nonzero = tf.where(tail != 0)[:, 0]
-    last = tf.cond(tf.size(nonzero) > 0, lambda: tf.reduce_max(nonzero), lambda: tf.constant(-1, tf.int64))
-    jpeg_tail = tf.logical_and(last >= 1, tf.logical_and(
-        tf.gather(tail, tf.maximum(last, 0)) == JPEG_TAIL[1], tf.gather(tail, tf.maximum(last - 1, 0)) == JPEG_TAIL[0]))
+    window = tf.strings.substr(data, tf.maximum(n - TAIL_WINDOW, 0), TAIL_WINDOW)
+    # two zero bytes in front: every gather below has an index, even for an empty file
+    tail = tf.io.decode_raw(tf.strings.join([tf.constant(b"\x00\x00"), window]), tf.uint8)
+    last = tf.reduce_max(tf.concat([tf.constant([0], tf.int64), tf.where(tail != 0)[:, 0]], 0))
+    jpeg_tail = tf.logical_and(last >= 3, tf.logical_and(  # >= 2 bytes left after the zero padding
+        tf.gather(tail, last) == JPEG_TAIL[1], tf.gather(tail, tf.maximum(last - 1, 0)) == JPEG_TAIL[0]))
     jpeg = tf.logical_and(tf.strings.substr(data, 0, 2) == JPEG_HEAD, jpeg_tail)
     png = tf.logical_and(tf.strings.substr(data, 0, 8) == PNG_HEAD,
                          tf.strings.substr(data, tf.maximum(n - 8, 0), 8) == PNG_TAIL)

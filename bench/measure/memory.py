@@ -130,7 +130,8 @@ def estimate(desc: "ModelDescription", cfg: "RunConfig", terms: MemoryTerms, rep
         per_image = (t.act * kept + t.lrn * lrn + t.widest * widest + t.patches * patches
                      + (t.input + in_flight) * image)
         data_set = DATA_SETS[cfg.data]
-        runtime = t.base + t.per_layer * len(desc.layers) + t.weights * weights + DATA_SET_COPIES * data_set.resident_bytes
+        runtime = (t.base + t.per_layer * len(desc.layers) + t.weights * weights
+                   + DATA_SET_COPIES * data_set.resident_bytes)
         if data_set.streaming:  # no arrays resident: the pipeline's buffers and workers instead
             runtime += pipeline_bytes(cfg.backend, int(cfg.batch_size), cfg.image_size, cfg.data_workers, cfg.data)
     est = Estimate(int(state), int(per_image), int(cfg.batch_size), int(replicas), int(runtime))

@@ -69,6 +69,7 @@ def read_tfrecord(data_dir: str | None) -> Stream:
     return Stream("tfrecord", train, test, seen_labels=np.asarray(seen, np.int64))
 
 
-DATA_SET = DataSet("tfrecord", classes=IMAGENET_CLASSES, about="ImageNet-format TFRecord shards in --data-dir, streamed",
+DATA_SET = DataSet("tfrecord", classes=IMAGENET_CLASSES,
+                   about="ImageNet-format TFRecord shards in --data-dir, streamed",
                    stream=read_tfrecord, count_classes=count_classes, classes_about='1001 - --label-offset',
                    dir_help="a folder of train-* and validation-* TFRecord shards", order=4)
