@@ -188,6 +188,8 @@ CASES = [
                                          "--num-classes", "2"], {}, 2, "labels out of range"),
     ("run-tfrecord-label-offset-below", "run", ["vgg11", "--data", "tfrecord", "--data-dir", "{rec_good}",
                                                 "--label-offset", "9"], {}, 2, "label_offset=9"),
+    ("run-label-offset-for-folders", "run", ["vgg11", "--data", "imagefolder", "--data-dir", "{img_good}",
+                                             "--label-offset", "1"], {}, 2, "label_offset=1"),
     ("run-data-workers-negative", "run", ["vgg11", "--data-workers", "-1"], {}, 2, "data_workers=-1"),
     ("run-unknown-backend", "run", ["vgg11", "--backend", "pytorch"], {}, 2, "pytorch"),
     ("run-horovod-on-jax", "run", ["vgg11", "--backend", "jax", "--strategy", "horovod"], {}, 2,

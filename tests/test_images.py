@@ -67,7 +67,9 @@ def test_tf_and_host_pipelines_crop_and_flip_the_same_boxes_of_a_pillow_folder(t
         assert tx.shape == hx.shape == (4, 32, 32, 3) and tx.dtype == hx.dtype == np.uint8
         np.testing.assert_array_equal(ty, hy)  # the same images in the same order
         gap = np.abs(tx.astype(int) - hx.astype(int))
-        assert np.median(gap) <= 2 and gap.max() <= 24, (np.median(gap), gap.max())
+        # seen: median 0, max 2 levels (PNG: no decoder difference, only the resize filters'); with
+        # another seed's boxes the same comparison gave medians of 24-65 levels and maxima of 164-248
+        assert np.median(gap) <= 1 and gap.max() <= 8, (np.median(gap), gap.max())
     assert tf.__version__  # TensorFlow read it
 
 

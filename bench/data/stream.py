@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -48,6 +49,7 @@ class StreamSource(DataSource):
     # JAX's decoding processes, one pool for training and one for evaluation, shared by the shards of
     # this process's replicas: --data-workers counts processes per training process, not per replica
     _pools: dict = field(default_factory=dict, repr=False, compare=False)
+    _bad_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def fixed(self) -> bool:
@@ -95,9 +97,11 @@ class StreamSource(DataSource):
         return index
 
     def _count_bad(self, why: str) -> None:
-        self.bad_count += 1
-        if self.bad_count > self.max_bad_images:
-            raise TooManyBadImages(f"{self.bad_count} corrupt images, more than max_bad_images="
+        with self._bad_lock:  # tf.data's map threads call it concurrently
+            self.bad_count += 1
+            count = self.bad_count
+        if count > self.max_bad_images:
+            raise TooManyBadImages(f"{count} corrupt images, more than max_bad_images="
                                    f"{self.max_bad_images}; the last: {why}")
 
     # ---- TensorFlow: tf.data ---------------------------------------------------------------------
