@@ -43,7 +43,8 @@ class StreamSource(DataSource):
     """A streaming data set: its index (bench.data.sets.files) and how to read it."""
     stream: Stream | None = None
     label_offset: int = 0
-    workers: int | None = None        # None: tf.data's AUTOTUNE; on JAX resolved to the CPU count
+    # --data-workers; None: tf.data's AUTOTUNE, and on JAX the CPU count
+    data_workers: int | None = None
     max_bad_images: int = 100
     bad_count: int = 0  # the pipelines count into it (TensorFlow's from its map threads)
     # JAX's decoding processes, one pool for training and one for evaluation, shared by the shards of
@@ -75,9 +76,9 @@ class StreamSource(DataSource):
 
     def resolved_workers(self, backend: str) -> int | None:
         """--data-workers as run: on JAX auto is the CPU count; on TensorFlow AUTOTUNE (None)."""
-        if self.workers is None and backend == "jax":
+        if self.data_workers is None and backend == "jax":
             return os.cpu_count() or 1
-        return self.workers
+        return self.data_workers
 
     def shard(self, files: Files, num_shards: int, shard_index: int) -> np.ndarray:
         """The images a shard reads: those of every num_shards-th file (so each replica opens only
@@ -140,15 +141,15 @@ class StreamSource(DataSource):
     def _tf_parallel(self) -> int:
         import tensorflow as tf
 
-        return tf.data.AUTOTUNE if self.workers is None else max(self.workers, 1)
+        return tf.data.AUTOTUNE if self.data_workers is None else max(self.data_workers, 1)
 
     def _tf_finish(self, ds: "tf.data.Dataset") -> "tf.data.Dataset":
         import tensorflow as tf
 
         options = tf.data.Options()
         options.deterministic = True  # every run is seeded: the same images in the same batches
-        if self.workers:
-            options.threading.private_threadpool_size = self.workers
+        if self.data_workers:
+            options.threading.private_threadpool_size = self.data_workers
         return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
     def _tf_read_file(self, files: Files) -> Callable:
@@ -183,7 +184,7 @@ class StreamSource(DataSource):
             return tf.data.TFRecordDataset(path).enumerate().map(
                 lambda r, rec: (epoch, tf.gather(base, k) + r, rec, path))
         par = self._tf_parallel()
-        ds = file_ids.interleave(records, cycle_length=None if self.workers is None else max(self.workers, 1),
+        ds = file_ids.interleave(records, cycle_length=None if self.data_workers is None else max(self.data_workers, 1),
                                  num_parallel_calls=par, deterministic=True)
         if by_image:
             ds = ds.filter(lambda e, i, rec, path: i % num_shards == shard_index)
@@ -337,7 +338,7 @@ def stream_source(src: DataSource, stream: Stream, *, label_offset: int, workers
                   max_bad_images: int) -> StreamSource:
     """The array source's settings on a streaming data set's index."""
     return StreamSource(src.name, src.num_classes, src.image_size, normalize=src.normalize, augment=src.augment,
-                        seed=src.seed, stream=stream, label_offset=label_offset, workers=workers,
+                        seed=src.seed, stream=stream, label_offset=label_offset, data_workers=workers,
                         max_bad_images=max_bad_images)
 
 
