@@ -14,7 +14,8 @@ from bench.errors import BenchInputError, ExitCode, input_error
 COMMANDS = {"run": "bench.run", "sweep": "bench.sweep.cli", "report": "bench.report.cli",
             "traces": "bench.measure.traces", "cluster": "launch.local_cluster", "models": "models.__main__",
             "peer": "bench.lab.peer", "gpu-check": "bench.lab.gpu_check", "overhead": "bench.lab.overhead",
-            "bn-compare": "bench.lab.bn_compare", "predict": "bench.predict.cli"}
+            "bn-compare": "bench.lab.bn_compare", "predict": "bench.predict.cli",
+            "imagenet-like": "bench.data.imagenet_like"}
 USAGE = f"usage: cnnbench {{{','.join(COMMANDS)}}} ..."
 
 

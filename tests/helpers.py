@@ -142,3 +142,35 @@ def emulated_hosts(n: int = 2, link: str = "none"):
             assert not subprocess.run(["pgrep", "-f", str(hosts.STATE_DIR)], capture_output=True).stdout
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_image_folder(root: Path, classes: int = 2, per_class: int = 3, *, fmt: str = "JPEG",
+                       sizes: tuple[tuple[int, int], ...] = ((40, 30), (64, 48), (48, 64)), seed: int = 0) -> Path:
+    """A tiny class-folder image set written with Pillow (not by cnnbench's own generator), each
+    image a smooth gradient: red follows x, green follows y, blue the class, so a crop's place
+    and a flip show in its pixels. Returns `root`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    ext = {"JPEG": "jpg", "PNG": "png"}[fmt]
+    for c in range(classes):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            w, h = sizes[int(rng.integers(len(sizes)))]
+            x = np.zeros((h, w, 3), np.uint8)
+            x[..., 0] = np.linspace(0, 255, w)[None, :]
+            x[..., 1] = np.linspace(0, 255, h)[:, None]
+            x[..., 2] = 40 + 80 * c
+            Image.fromarray(x).save(folder / f"img_{k}.{ext}", fmt)
+    return root
+
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and folder under root: (size, mtime_ns) — what 'nothing written' is checked against."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (st.st_size if p.is_file() else 0, st.st_mtime_ns)
+    return out

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import REPO, made_once, write_cifar100
+from helpers import REPO, made_once, write_cifar100, write_image_folder
 
 from bench.results.columns import SCHEMA_VERSION
 
@@ -164,6 +164,33 @@ CASES = [
      "has no 'train' file"),
     ("run-cifar-unreadable-split", "run", ["vgg11", "--data", "cifar100", "--data-dir", "{unreadable}"], {}, 2,
      "cannot read CIFAR-100"),
+    # ---- bench/run.py: streaming data sets (imagefolder, tfrecord) -------------------------------
+    ("run-images-empty-folder", "run", ["vgg11", "--data", "imagefolder", "--data-dir", "{img_empty}"], {}, 2,
+     "image folder is empty"),
+    ("run-images-no-class-folders", "run", ["vgg11", "--data", "imagefolder", "--data-dir", "{img_flat}"], {}, 2,
+     "no class sub-folders"),
+    ("run-images-class-without-images", "run", ["vgg11", "--data", "imagefolder", "--data-dir", "{img_noimages}"],
+     {}, 2, "holds no"),
+    ("run-images-not-an-image", "run", ["vgg11", "--data", "imagefolder", "--data-dir", "{img_text}"], {}, 2,
+     "not a whole JPEG"),
+    ("run-images-truncated-jpeg", "run", ["vgg11", "--data", "imagefolder", "--data-dir", "{img_truncated}"], {}, 2,
+     "truncated"),
+    ("run-images-too-few-classes", "run", ["vgg11", "--data", "imagefolder", "--data-dir", "{img_good}",
+                                           "--num-classes", "1"], {}, 2, "num_classes=1"),
+    ("run-images-no-dir", "run", ["vgg11", "--data", "imagefolder"], {}, 2, "needs --data-dir"),
+    ("run-tfrecord-truncated", "run", ["vgg11", "--data", "tfrecord", "--data-dir", "{rec_truncated}"], {}, 2,
+     "truncated TFRecord shard"),
+    ("run-tfrecord-not-tfrecord", "run", ["vgg11", "--data", "tfrecord", "--data-dir", "{rec_garbage}"], {}, 2,
+     "not a TFRecord file"),
+    ("run-tfrecord-no-shards", "run", ["vgg11", "--data", "tfrecord", "--data-dir", "{img_empty}"], {}, 2,
+     "no TFRecord shards"),
+    ("run-tfrecord-label-range", "run", ["vgg11", "--data", "tfrecord", "--data-dir", "{rec_good}",
+                                         "--num-classes", "2"], {}, 2, "labels out of range"),
+    ("run-tfrecord-label-offset-below", "run", ["vgg11", "--data", "tfrecord", "--data-dir", "{rec_good}",
+                                                "--label-offset", "9"], {}, 2, "label_offset=9"),
+    ("run-label-offset-for-folders", "run", ["vgg11", "--data", "imagefolder", "--data-dir", "{img_good}",
+                                             "--label-offset", "1"], {}, 2, "label_offset=1"),
+    ("run-data-workers-negative", "run", ["vgg11", "--data-workers", "-1"], {}, 2, "data_workers=-1"),
     ("run-unknown-backend", "run", ["vgg11", "--backend", "pytorch"], {}, 2, "pytorch"),
     ("run-horovod-on-jax", "run", ["vgg11", "--backend", "jax", "--strategy", "horovod"], {}, 2,
      "Horovod has no JAX binding"),
@@ -519,6 +546,7 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     os.symlink("/proc/self/mem", unreadable / "train")
     os.symlink("/proc/self/mem", unreadable / "test")
     files["unreadable"] = str(unreadable.parent)
+    files.update(_image_sets(d))
     nojax = d / "nojax"
     nojax.mkdir()
     (nojax / "sitecustomize.py").write_text(
@@ -542,6 +570,31 @@ def corpus_dir(tmp_path_factory) -> dict[str, str]:
     sock.close()
     if files["ro_dir"]:
         subprocess.run(["umount", "-l", files["ro_dir"]], capture_output=True)
+
+
+def _image_sets(d: Path) -> dict[str, str]:
+    """The streaming sources' bad folders and shards (tiny Pillow JPEGs, framed records)."""
+    from bench.data.sets.records import encode_example, frame
+
+    sets = {name: d / name for name in ("img_empty", "img_flat", "img_noimages", "img_text", "img_truncated",
+                                        "img_good", "rec_truncated", "rec_garbage", "rec_good")}
+    for folder in sets.values():
+        folder.mkdir()
+    write_image_folder(sets["img_good"])
+    (sets["img_flat"] / "a.jpg").write_bytes((sets["img_good"] / "class_0" / "img_0.jpg").read_bytes())
+    write_image_folder(sets["img_noimages"])
+    (sets["img_noimages"] / "class_2").mkdir()
+    (sets["img_noimages"] / "class_2" / "notes.txt").write_text("no images here")
+    write_image_folder(sets["img_text"])
+    (sets["img_text"] / "class_0" / "img_0.jpg").write_text("not an image")
+    write_image_folder(sets["img_truncated"])
+    good = (sets["img_good"] / "class_0" / "img_0.jpg").read_bytes()
+    (sets["img_truncated"] / "class_0" / "img_0.jpg").write_bytes(good[: len(good) // 2])
+    record = frame(encode_example({"image/encoded": good, "image/class/label": 5}))
+    (sets["rec_good"] / "train-00000-of-00001").write_bytes(record * 3)
+    (sets["rec_truncated"] / "train-00000-of-00001").write_bytes(record * 2 + record[:40])
+    (sets["rec_garbage"] / "train-00000-of-00001").write_bytes(b"\x00\x01 not records " * 20)
+    return {name: str(path) for name, path in sets.items()}
 
 
 def _read_only_dir(path: Path) -> str:

@@ -45,8 +45,9 @@ SCHEMA_8_ADDED = ["pred_algorithm", "pred_gpus_per_node", "pred_intra_gbps", "pr
                   "pred_efficiency_high", "pred_comm_share", "pred_basis"]
 SCHEMA_9_ADDED = ["target_ci", "max_steps", "warmup_dropped", "warmup_rule", "target_met", "step_time_median_ci95_rel",
                   "repeats", "repeat_index", "repeat_group"]
-SCHEMA_10_ADDED = ["energy_interval_ms", "energy_source", "power_mean_w", "energy_per_step_j", "images_per_joule",
-                   "energy_samples", "data_workers"]
+SCHEMA_10_ADDED = ["data_workers", "label_offset", "max_bad_images", "energy_interval_ms", "preprocess",
+                   "bad_images", "energy_source", "power_mean_w", "energy_per_step_j", "images_per_joule",
+                   "energy_samples"]
 
 
 def test_columns_are_those_of_before_plus_the_backends_and_memory():

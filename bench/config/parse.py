@@ -145,6 +145,9 @@ def validate(cfg: RunConfig) -> None:
         raise BenchInputError(f"--data-dir needs --data {takes}. Received: data={cfg.data}, data_dir={cfg.data_dir}")
     if cfg.data_dir is not None and not Path(cfg.data_dir).exists():
         raise BenchInputError(f"data path does not exist: data_dir={cfg.data_dir}")
+    if cfg.label_offset and cfg.data != "tfrecord":  # only TFRecords store their labels
+        raise BenchInputError(f"--label-offset applies to --data tfrecord. Received: data={cfg.data}, "
+                              f"label_offset={cfg.label_offset}")
     if not data_set.real and cfg.epochs:
         real = " or ".join(d.name for d in DATA_SETS.values() if d.real)
         raise BenchInputError(f"accuracy mode (--epochs) needs a real data set (--data {real}). "

@@ -52,6 +52,9 @@ GROUPS = ("data and size", "what to measure", "model and training", "where it ru
 WEIGHTS_SUFFIX = ".weights.h5"  # the only name Keras 3 reads and writes as weights alone
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding, which Keras' set_random_seed uses, takes no more
 MAX_REPEATS = 1000  # more fresh processes than anyone means: a typo, refused before any starts
+# corrupt images a streaming run skips before it fails: a few bad files in a large set (ImageNet's
+# train split holds CMYK JPEGs and a PNG named .JPEG that some decoders refuse) must not end a run
+MAX_BAD_IMAGES = 100
 
 
 def _strategy_names() -> tuple[str, ...]:
@@ -107,9 +110,18 @@ class RunConfig:
     data_dir: str | None = opt(None, "str", group="data and size",
                                help="; ".join(f"{d.name}: {d.dir_help}" for d in DATA_SETS.values() if d.takes_dir))
     data_workers: int | None = opt(None, **_key("int", lo=0, hi=256, auto=True, group="data and size", help="input pipeline parallelism: tf.data's map/interleave threads on TensorFlow, decoding worker processes on JAX (auto: TensorFlow's AUTOTUNE; on JAX the CPU count)"))
+    # recorded, not part of the key: which labels a TFRecord set trains on, not how fast it goes
+    label_offset: int = opt(0, "int", column=True, lo=0, hi=1000, group="data and size",
+                            help="tfrecord: subtract this from every stored label (1: ImageNet's 1..1000 as "
+                            "0..999, as the TF models garden reads them; 0: 1001 classes with 0 for "
+                            "background, as tf_cnn_benchmarks does)")
+    max_bad_images: int = opt(MAX_BAD_IMAGES, "int", column=True, lo=0, hi=10**9, group="data and size",
+                              help="imagefolder, tfrecord: corrupt images met during the run are skipped and "
+                              "counted (the row's bad_images); one more than this fails the run, naming the file")
     num_classes: int | None = opt(None, **_key("int", lo=1, hi=100_000, group="data and size",
-                                               help="default: the data set's (" + ", ".join(f"{d.classes} for {d.name}"
-                                                                            for d in DATA_SETS.values()) + ")"))
+                                               help="default: the data set's (" + ", ".join(
+                                                   f"{d.classes_about or d.classes} for {d.name}"
+                                                   for d in DATA_SETS.values()) + ")"))
     image_size: int = opt(32, **_key("int", lo=1, hi=4096, group="data and size"))
     mode: str = opt("train", **_key("str", choices=MODES, group="what to measure",
                                     help="train: forward, backward and update; inference: the forward pass only "
@@ -301,7 +313,7 @@ class RunConfig:
             batch_size=self.batch_size or (128 if has_gpu else 32),
             steps=steps,
             max_steps=self.max_steps or (MAX_STEPS_FACTOR * steps if self.target_ci is not None else None),
-            num_classes=self.num_classes or DATA_SETS[self.data].classes,
+            num_classes=self.num_classes or DATA_SETS[self.data].default_classes(self.data_dir, self.label_offset),
             xla=None if self.mode == "input" else True if jax else (has_gpu if self.xla is None else self.xla),
             threads=0 if jax else self.threads,
         )

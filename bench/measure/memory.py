@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from bench.config.key import _missing
 from bench.data.sets import DATA_SETS
+from bench.data.stream import pipeline_bytes
 from bench.errors import PredictedOOM, Status
 
 if TYPE_CHECKING:
@@ -128,7 +129,11 @@ def estimate(desc: "ModelDescription", cfg: "RunConfig", terms: MemoryTerms, rep
         in_flight = REAL_DATA_BATCHES_IN_FLIGHT if cfg.data != "synthetic" else 0
         per_image = (t.act * kept + t.lrn * lrn + t.widest * widest + t.patches * patches
                      + (t.input + in_flight) * image)
-        runtime = t.base + t.per_layer * len(desc.layers) + t.weights * weights + DATA_SET_COPIES * DATA_SETS[cfg.data].resident_bytes
+        data_set = DATA_SETS[cfg.data]
+        runtime = (t.base + t.per_layer * len(desc.layers) + t.weights * weights
+                   + DATA_SET_COPIES * data_set.resident_bytes)
+        if data_set.streaming:  # no arrays resident: the pipeline's buffers and workers instead
+            runtime += pipeline_bytes(cfg.backend, int(cfg.batch_size), cfg.image_size, cfg.data_workers, cfg.data)
     est = Estimate(int(state), int(per_image), int(cfg.batch_size), int(replicas), int(runtime))
     if not (math.isfinite(est.total_bytes) and est.total_bytes > 0):
         raise AssertionError(f"memory estimate is not a positive finite number: {est}")  # a bug, never input

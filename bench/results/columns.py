@@ -28,6 +28,8 @@ from bench.errors import Status
 # 10: also the input pipeline's parallelism (data_workers, a configuration column) and --mode input rows,
 #    the pipeline alone (model empty; their images/sec is the input ceiling); older rows read
 #    data_workers empty (the pipeline's default)
+# 10: also real images streamed (imagefolder, tfrecord): the row's preprocess and bad_images, and the
+#    configuration columns data_workers, label_offset and max_bad_images (older rows read them empty)
 SCHEMA_VERSION = 10
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
 PREDICTION_SOURCE = "prediction"
@@ -80,6 +82,8 @@ STEADY = {"warmup_dropped": "int", "warmup_rule": "str", "target_met": "bool", "
 LATENCY = {c: "float" for c in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
                                  "latency_per_image_ms")}
 INPUT = {"data_wait_ms": "float"}
+# the input pipeline's preprocessing (bench.data.preprocess's names) and the corrupt images it skipped
+IMAGES = {"preprocess": "str", "bad_images": "int"}
 PROFILE = {"trace_dir": "str"}
 # from Horovod's timeline (mean ms per timed step, the chief's view) and autotuner
 COMM = {"hvd_negotiate_ms": "float", "hvd_allreduce_ms": "float", "hvd_queue_ms": "float", "hvd_autotune_best": "str",
@@ -102,7 +106,7 @@ REPEAT = {"repeat_index": "int", "repeat_group": "str"}
 ENERGY = {"energy_source": "str", "power_mean_w": "float", "energy_per_step_j": "float", "images_per_joule": "float",
           "energy_samples": "int"}
 OUTCOME = {"status": "str", "error": "str"}
-COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **STEADY, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
+COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **STEADY, **LATENCY, **INPUT, **IMAGES, **PROFILE, **COMM, **MEMORY,
                                  **ACCURACY, **PREDICTION, **REPEAT, **ENERGY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = tuple(s.value for s in Status)

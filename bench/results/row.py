@@ -57,6 +57,9 @@ class RunFacts:
     mem_estimate_bytes: int | None = None
     trace_dir: str | None = None
     placement: Placement | None = None
+    # the input pipeline as it ran: its preprocessing's name, the corrupt images it skipped, and
+    # --data-workers resolved (the IMAGES columns and the data_workers configuration column)
+    input_pipeline: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +150,7 @@ def build_row(cfg: "RunConfig", outcome: Outcome, *, facts: RunFacts | None = No
             row["trace_dir"] = facts.trace_dir
         if facts.placement is not None:
             row.update(dataclasses.asdict(facts.placement))
+        row.update({k: v for k, v in facts.input_pipeline.items() if v is not None})
     if measurements is not None:
         row.update(measurements.columns())
     if accuracy is not None:

@@ -86,4 +86,7 @@ def run_facts(session: "Session") -> RunFacts:
                     if desc is not None and session.cfg.mode == "train" else None,
                     mem_estimate_bytes=est.total_bytes if est is not None else None,
                     trace_dir=session.trace_dir,
-                    placement=session.placement)
+                    placement=session.placement,
+                    input_pipeline={"preprocess": session.source.preprocess_name(),
+                                    "bad_images": session.source.bad_images,
+                                    "data_workers": session.source.resolved_workers(session.cfg.backend)})

@@ -241,7 +241,7 @@ def _mllog_keys(session: Session) -> dict[str, Any]:
     hyper = {k: float(getattr(opt, k)) for k in ("momentum", "beta_1", "beta_2", "epsilon") if hasattr(opt, k)}
     device = session.gpu_names[0] if session.gpu_names else "CPU"
     return run_keys(platform=f"{dist.num_replicas}x{device}", global_batch=session.global_batch,
-                    train_samples=session.source.train_size, eval_samples=len(session.source.test.labels),
+                    train_samples=session.source.train_size, eval_samples=session.source.test_size,
                     seed=cfg.seed, optimizer=cfg.optimizer, base_lr=float(base_lr), warmup_epochs=warmup_epochs,
                     weight_decay=cfg.weight_decay, hyper=hyper, run_id=cfg.run_id)
 

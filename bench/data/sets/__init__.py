@@ -8,11 +8,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from bench.data.sets.split import Split
 
+if TYPE_CHECKING:
+    from bench.data.sets.files import Stream
+
 Reader = Callable[[str | None], tuple[Split, Split]]
+Streamer = Callable[[str | None], "Stream"]
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,12 @@ class DataSet:
     name: str                   # the --data value
     classes: int                # the natural class count: --num-classes' default
     about: str                  # one phrase for --data's help
-    read: Reader | None = None  # (data_dir) -> (train, test) at native size; None: synthetic, no splits
+    read: Reader | None = None  # (data_dir) -> (train, test) at native size; None: synthetic or streamed
+    # the streaming kind: (data_dir) -> the files indexed and checked, not decoded; the images are
+    # read, decoded and cropped per step by a pipeline per backend (bench.data.stream)
+    stream: Streamer | None = None
+    count_classes: Callable[[str | None, int], int] | None = None  # (data_dir, label_offset) -> default classes
+    classes_about: str = ""     # --num-classes' help where count_classes decides (default: `classes`)
     dir_help: str = ""          # what --data-dir may point at; empty: the data set takes no --data-dir
     resident_bytes: int = 0     # the read splits' arrays in memory (the memory estimate adds them)
     order: int = 100            # place in --data's choices (the default comes first)
@@ -28,7 +37,21 @@ class DataSet:
     @property
     def real(self) -> bool:
         """Has train and test splits, so accuracy mode (--epochs) and augmentation apply."""
-        return self.read is not None
+        return self.read is not None or self.stream is not None
+
+    @property
+    def streaming(self) -> bool:
+        return self.stream is not None
+
+    def default_classes(self, data_dir: str | None, label_offset: int = 0) -> int:
+        """--num-classes' default. A folder that cannot be counted gives the declared count: reading
+        the data set then names what is wrong with it."""
+        if self.count_classes is None:
+            return self.classes
+        try:
+            return self.count_classes(data_dir, label_offset) or 1
+        except Exception:  # noqa: BLE001 - reported by the reader, on one line
+            return max(self.classes, 1)
 
     @property
     def takes_dir(self) -> bool:
