@@ -2,11 +2,12 @@
 its sweep, and the report's Input pipeline section and input-bound finding (from real rows, and
 from real rows with their figures set to test the rule's edges)."""
 import shutil
+import subprocess
 import sys
 
 import pandas as pd
 import pytest
-from helpers import run_cli, run_once
+from helpers import REPO, run_cli, run_once
 
 from bench.config.key import config_key
 from bench.results.columns import COLUMNS, SCHEMA_VERSION
@@ -54,6 +55,31 @@ def test_an_input_run_writes_a_row_of_the_pipeline_alone(tmp_path, backend, extr
     else:
         assert pd.isna(row["data_workers"])
     assert "no model" in r.stdout and "first batch" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,data", [("tensorflow", "tfrecord"), ("jax", "imagefolder")])
+def test_the_ceiling_of_a_streamed_set_counts_decoded_cropped_images(tmp_path, backend, data):
+    """The streamed sources through the same seam: the row names the preprocessing and the
+    workers, no image was bad, and the data folder is left as it was."""
+    from helpers import tree_snapshot
+
+    made = tmp_path / "set"
+    subprocess.run([sys.executable, "-m", "bench.data.imagenet_like", str(made), "--classes", "2", "--per-class", "4"],
+                   check=True, capture_output=True, cwd=REPO)
+    data_dir = made / ("folders" if data == "imagefolder" else "tfrecord")
+    before = tree_snapshot(made)
+    out = tmp_path / "runs.csv"
+    extra = ["--label-offset", "1"] if data == "tfrecord" else []
+    r = run_cli("--mode", "input", "--data", data, "--data-dir", str(data_dir), *extra, "--image-size", "64",
+                "--batch-size", "4", "--data-workers", "1", "--backend", backend, "--no-progress",
+                "--output", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = _one_row(out)
+    assert row["status"] == "ok", row["error"]
+    assert row["data"] == data and row["preprocess"] == "inception_crop_flip" and row["bad_images"] == 0
+    assert row["data_workers"] == 1 and row["timed_steps"] >= 100 and row["images_per_sec_median"] > 0
+    assert tree_snapshot(made) == before
 
 
 # ---- bad input ---------------------------------------------------------------------------------------
