@@ -162,6 +162,19 @@ def test_tensorflow_and_jax_compute_the_same_training_steps(model, initial_weigh
     assert tf_run["losses"][-1] < tf_run["losses"][0]
 
 
+def test_jax_step_switches_compute_the_same_training_steps(initial_weights, tmp_path_factory):
+    """resnet18 (its stem max-pool, 20 BatchNorms) with the JAX step's switches on: the shifted
+    max-pool gradient (exact, ties included) and the one-reduction BatchNorm backward (the same
+    sums in another order) train as the plain path does, to float32 rounding."""
+    plain = _steps(tmp_path_factory, "jax", "resnet18", initial_weights["resnet18"])
+    fast = _steps(tmp_path_factory, "jax", "resnet18", initial_weights["resnet18"], "--jax-maxpool", "shifted",
+                  "--jax-batchnorm", "onepass")
+    np.testing.assert_allclose(fast["losses"], plain["losses"], rtol=LOSS_RTOL)
+    assert plain["losses"][-1] < plain["losses"][0]
+    for k in (k for k in plain if k.startswith("w")):
+        _assert_weights_agree(fast, plain, k)
+
+
 @pytest.mark.parametrize("model", ["vgg11", "resnet18"])
 def test_jax_mirrored_over_two_host_devices_equals_one_device(model, initial_weights, tmp_path_factory):
     """BatchNorm included: under jax.sharding the batch statistics are the global batch's."""
