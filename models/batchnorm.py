@@ -19,34 +19,25 @@ stop_gradient: they feed only the moving averages, which no loss differentiates.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Any, Iterator
+from typing import Any, ContextManager
+
+from .switches import set_while
 
 FUSED_MIN_EPSILON = 1.001e-5  # the fused kernel's (cuDNN's) lower bound
 _state = {"fused": True, "one_pass": False}
 
 
-@contextlib.contextmanager
-def fused(enabled: bool) -> Iterator[None]:
+def fused(enabled: bool) -> ContextManager[None]:
     """Layers made inside this block use the fused kernel (True, the default) or Keras' own ops
     (False): for side-by-side benchmarks (bench/lab/bn_compare.py) and equivalence tests."""
-    before, _state["fused"] = _state["fused"], enabled
-    try:
-        yield
-    finally:
-        _state["fused"] = before
+    return set_while(_state, "fused", enabled)
 
 
-@contextlib.contextmanager
-def one_pass(enabled: bool) -> Iterator[None]:
+def one_pass(enabled: bool) -> ContextManager[None]:
     """Layers made inside this block train through the one-reduction custom VJP on JAX (True) or
     through autodiff of Keras' own ops (False, the default)."""
-    before, _state["one_pass"] = _state["one_pass"], enabled
-    try:
-        yield
-    finally:
-        _state["one_pass"] = before
+    return set_while(_state, "one_pass", enabled)
 
 
 @functools.cache

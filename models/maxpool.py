@@ -18,22 +18,18 @@ the same config and no variables, so weights and saved models move between the t
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-from typing import Any, Iterator
+from typing import Any, ContextManager
+
+from .switches import set_while
 
 _state = {"shifted": False}
 
 
-@contextlib.contextmanager
-def shifted_grad(enabled: bool) -> Iterator[None]:
+def shifted_grad(enabled: bool) -> ContextManager[None]:
     """Max-pool layers made inside this block take the shifted-comparison gradient on JAX (True)
-    or Keras' own (False, the default): the run's --jax-maxpool (bench.backends.jax) and tests."""
-    before, _state["shifted"] = _state["shifted"], enabled
-    try:
-        yield
-    finally:
-        _state["shifted"] = before
+    or Keras' own (False, the default): the run's --jax-maxpool (models.common.step_switches) and tests."""
+    return set_while(_state, "shifted", enabled)
 
 
 @functools.cache

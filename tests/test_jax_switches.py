@@ -134,3 +134,11 @@ def test_xla_options_parse_on_this_jaxlib():
                        env={**ENV, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "3.0", r.stderr[-2000:]
+
+
+def test_gpu_check_refuses_a_bad_switch_setting_on_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bench.lab.gpu_check", "--switch-settings", "jax_maxpool=fast",
+                        "--output", str(tmp_path / "gpu.csv")], cwd=REPO, env=ENV, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == ExitCode.INPUT and "'jax_maxpool=fast'" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "gpu.csv").exists()
