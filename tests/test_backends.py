@@ -205,16 +205,26 @@ def test_the_gpu_check_runs_end_to_end_and_names_the_device_it_measured(tmp_path
     out = tmp_path / "gpu.csv"
     r = _run(["bash", "scripts/gpu_check.sh", "--models", "vgg11", "--batch-sizes", "8", "--width", "0.125",
               "--inference-batch-sizes", "1", "--steps", "2", "--warmup-steps", "1", "--peak-tflops", "1",
-              "--trace-batch", "4", "--output", str(out)], env={**no_tensorflow, "PYTHON": PY})
+              "--trace-batch", "4", "--output", str(out), "--switch-models", "resnet18", "--switch-batch-sizes", "4",
+              "--switch-settings", "jax_maxpool=shifted,jax_batchnorm=onepass;xla_command_buffer=off"],
+             env={**no_tensorflow, "PYTHON": PY}, timeout=600)
     assert "GPU check on cpu (cpu," in r.stdout
     lines = [l for l in r.stdout.splitlines() if l.startswith("| vgg11 |")]
     assert len(lines) == 2
     assert len(lines[0].split("|")) == 11 and len(lines[1].split("|")) == 9
     # the trace: 3 profiled steps, read without TensorFlow, summed by kind of op
     assert "trace of 3 step(s) on /host:CPU" in r.stdout and "| convolution |" in r.stdout
+    # the switch sweep: plain and each setting, a process each, their ratios, the fastest one traced
+    switches = [l.split("|")[3].strip() for l in r.stdout.splitlines() if l.startswith("| resnet18 | 4 |")]
+    assert switches == ["plain", "jax_maxpool=shifted,jax_batchnorm=onepass", "xla_command_buffer=off"], r.stdout
+    assert "where a step of the fastest configuration goes: resnet18 at batch 4" in r.stdout
     df = read_rows(out)
-    assert list(df["status"]) == ["ok"] * 3 and set(df["backend"]) == {"jax"}
-    assert df["trace_dir"].notna().tolist() == [False, False, True]
+    assert list(df["status"]) == ["ok"] * 7 and set(df["backend"]) == {"jax"}
+    assert df["trace_dir"].notna().tolist() == [False, False, True, False, False, False, True]
+    sweep = df.iloc[3:6]
+    assert list(sweep["jax_maxpool"]) == ["plain", "shifted", "plain"]
+    assert list(sweep["jax_batchnorm"]) == ["plain", "onepass", "plain"]
+    assert list(sweep["xla_command_buffer"]) == ["plain", "plain", "off"]
     df = df.iloc[:2]
     assert list(df["mode"]) == ["train", "inference"]
     assert (df[df["mode"] == "inference"]["timed_steps"] == 100).all()  # the p99 minimum
