@@ -38,7 +38,7 @@ def max_pool_layer() -> type:
     import keras
 
     @keras.saving.register_keras_serializable("cnnbench")
-    class MaxPool(keras.layers.MaxPooling2D):
+    class MaxPooling2D(keras.layers.MaxPooling2D):  # Keras' name: layer tables and summaries read the same
         """keras.layers.MaxPooling2D; on JAX, optionally with the shifted-comparison gradient."""
 
         def __init__(self, *args: Any, **kwargs: Any):
@@ -50,7 +50,7 @@ def max_pool_layer() -> type:
                 return super().call(inputs)
             return max_pool_shifted(inputs, tuple(self.pool_size), tuple(self.strides), self.padding)
 
-    return MaxPool
+    return MaxPooling2D
 
 
 def max_pool_shifted(x: Any, pool: tuple[int, int], strides: tuple[int, int], padding: str) -> Any:
