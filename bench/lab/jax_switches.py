@@ -5,6 +5,7 @@ in one process (bench.lab.overhead.alternated_rounds).
 
     python -m bench.lab.jax_switches [--models resnet18,vgg13] [--batch-size 64] [--width 0.5]
                                      [--steps 10] [--rounds 6] [--precision fp32]
+                                     [--contenders maxpool,batchnorm,both]
 
 A contender's images/sec for a round is steps x batch / the wall time of those steps; each ratio
 to plain is the median of the per-round ratios, with the 95% CI of their mean. What it measures
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--contenders", default=",".join(CONTENDERS), help="which of " + ", ".join(CONTENDERS))
     args = p.parse_args(argv)
+    chosen = {c: CONTENDERS[c] for c in ["plain", *args.contenders.split(",")] if c in CONTENDERS}
+    if set(args.contenders.split(",")) - set(CONTENDERS):
+        p.exit(2, f"jax_switches: --contenders takes {', '.join(CONTENDERS)}. Received: {args.contenders!r}\n")
 
     select("jax")
     import jax
@@ -51,19 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# the JAX step's model switches on {jax.devices()[0].device_kind}: batch {args.batch_size}, width "
           f"{args.width:g}, {args.precision}, {args.steps} steps x {args.rounds} rounds, JAX {jax.__version__}, "
           f"{os.cpu_count()} CPUs")
-    print("| model | " + " | ".join(f"{c} img/s" for c in CONTENDERS) + " | "
-          + " | ".join(f"{c}/plain [95% CI]" for c in list(CONTENDERS)[1:]) + " |")
-    print("|---|" + "---:|" * (2 * len(CONTENDERS) - 1))
+    print("| model | " + " | ".join(f"{c} img/s" for c in chosen) + " | "
+          + " | ".join(f"{c}/plain [95% CI]" for c in list(chosen)[1:]) + " |")
+    print("|---|" + "---:|" * (2 * len(chosen) - 1))
     for name in args.models.split(","):
         base = RunConfig(model=name, backend="jax", batch_size=args.batch_size, width=args.width,
                          precision=args.precision, progress=False)
         sessions = {c: open_session(prepare(dataclasses.replace(base, **{"jax_maxpool": "plain", "jax_batchnorm": "plain",
                                                                           **switches}))).build()
-                    for c, switches in CONTENDERS.items()}
+                    for c, switches in chosen.items()}
         res = alternated_rounds(sessions, rounds=args.rounds, steps=args.steps, warmup=args.warmup_steps,
                                 batch=args.batch_size)
-        speeds = " | ".join(f"{float(np.median(res[c])):.1f}" for c in CONTENDERS)
-        ratios = " | ".join(fmt(paired_ratio(res[c], res["plain"])) for c in list(CONTENDERS)[1:])
+        speeds = " | ".join(f"{float(np.median(res[c])):.1f}" for c in chosen)
+        ratios = " | ".join(fmt(paired_ratio(res[c], res["plain"])) for c in list(chosen)[1:])
         print(f"| {name} | {speeds} | {ratios} |", flush=True)
         del sessions
         keras.backend.clear_session()
