@@ -141,20 +141,27 @@ def gpu_count() -> int:
     return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
+def cuda_visible(listed: int) -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES's entries as CUDA reads them, for a machine with `listed` GPUs:
+    indices or UUIDs (GPU-..., MIG-...), up to the first invalid entry ("" or "-1" hides every
+    GPU); None where the variable is unset (every GPU visible)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return None
+    entries = []
+    for entry in (e.strip() for e in visible.split(",")):
+        if not (entry.startswith(("GPU-", "MIG-")) or (entry.isdigit() and int(entry) < listed)):
+            break
+        entries.append(entry)
+    return entries
+
+
 def visible_gpus() -> int:
     """The GPUs a framework started in this process would see: nvidia-smi's, narrowed by
-    CUDA_VISIBLE_DEVICES as CUDA reads it (indices or UUIDs, up to the first invalid entry:
-    "" or "-1" hides every GPU)."""
+    CUDA_VISIBLE_DEVICES (`cuda_visible`)."""
     n = gpu_count()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if n == 0 or visible is None:
-        return n
-    seen = 0
-    for entry in (e.strip() for e in visible.split(",")):
-        if not (entry.startswith(("GPU-", "MIG-")) or (entry.isdigit() and int(entry) < n)):
-            break
-        seen += 1
-    return min(seen, n)
+    entries = cuda_visible(n)
+    return n if n == 0 or entries is None else min(len(entries), n)
 
 
 def has_gpu(backend: str) -> bool:

@@ -211,12 +211,16 @@ def test_the_gpu_check_runs_end_to_end_and_names_the_device_it_measured(tmp_path
     assert "GPU check on cpu (cpu," in r.stdout
     lines = [l for l in r.stdout.splitlines() if l.startswith("| vgg11 |")]
     assert len(lines) == 2
-    assert len(lines[0].split("|")) == 11 and len(lines[1].split("|")) == 9
+    assert len(lines[0].split("|")) == 15 and len(lines[1].split("|")) == 9
+    # no power source on this machine: the energy cells are empty and say so
+    assert [c.strip() for c in lines[0].split("|")[10:14]] == ["", "", "", "none"]
     # the trace: 3 profiled steps, read without TensorFlow, summed by kind of op
     assert "trace of 3 step(s) on /host:CPU" in r.stdout and "| convolution |" in r.stdout
     # the switch sweep: plain and each setting, a process each, their ratios, the fastest one traced
-    switches = [l.split("|")[3].strip() for l in r.stdout.splitlines() if l.startswith("| resnet18 | 4 |")]
-    assert switches == ["plain", "jax_maxpool=shifted,jax_batchnorm=onepass", "xla_command_buffer=off"], r.stdout
+    switch_lines = [l.split("|") for l in r.stdout.splitlines() if l.startswith("| resnet18 | 4 |")]
+    assert [c[3].strip() for c in switch_lines] == ["plain", "jax_maxpool=shifted,jax_batchnorm=onepass",
+                                                    "xla_command_buffer=off"], r.stdout
+    assert all([c.strip() for c in cells[7:9]] == ["", "none"] for cells in switch_lines)  # no power source here
     assert "where a step of the fastest configuration goes: resnet18 at batch 4" in r.stdout
     df = read_rows(out)
     assert list(df["status"]) == ["ok"] * 7 and set(df["backend"]) == {"jax"}

@@ -45,7 +45,9 @@ SCHEMA_8_ADDED = ["pred_algorithm", "pred_gpus_per_node", "pred_intra_gbps", "pr
                   "pred_efficiency_high", "pred_comm_share", "pred_basis"]
 SCHEMA_9_ADDED = ["target_ci", "max_steps", "warmup_dropped", "warmup_rule", "target_met", "step_time_median_ci95_rel",
                   "repeats", "repeat_index", "repeat_group"]
-SCHEMA_10_ADDED = ["jax_maxpool", "jax_batchnorm", "xla_autotune", "xla_command_buffer"]
+SCHEMA_10_ADDED = ["energy_interval_ms", "energy_source", "power_mean_w", "energy_per_step_j", "images_per_joule",
+                   "energy_samples", "data_workers",
+                   "jax_maxpool", "jax_batchnorm", "xla_autotune", "xla_command_buffer"]
 
 
 def test_columns_are_those_of_before_plus_the_backends_and_memory():
@@ -53,7 +55,8 @@ def test_columns_are_those_of_before_plus_the_backends_and_memory():
     initial weights; 4: the mode, latency, memory and max-batch probes; 5: the diagnostic and
     communication options, Horovod's timeline and autotuner; 6: the process's own peak memory; 7: where
     the replicas ran, the gradient bytes and the interfaces' bytes; 8: a prediction's own; 9: the
-    warmup found, the CI target and repeats; 10: the JAX step's switches);
+    warmup found, the CI target and repeats; 10: energy over the timed steps, the input pipeline's
+    parallelism and the JAX step's switches);
     every earlier column keeps its name and order."""
     cols = list(COLUMN_TYPES)
     added = (SCHEMA_3_ADDED + SCHEMA_4_ADDED + SCHEMA_5_ADDED + SCHEMA_6_ADDED + SCHEMA_7_ADDED + SCHEMA_8_ADDED

@@ -50,6 +50,7 @@ DEFERRED = {
     "sklearn": "only --data digits reads scikit-learn's data set (~2 s to import)",
     "tqdm": "only a progress bar the user asked for needs it",
     "h5py": "only checking an --init-weights file opens HDF5 itself",
+    "pynvml": "only a GPU run's energy reads NVML (nvidia-ml-py), which CPU machines lack",
 }
 # every backend's framework too: a new backend (launch.base.BACKENDS) needs no line here
 DEFERRED.update({b: "a backend's framework: chosen per run" for b in BACKENDS if b not in DEFERRED})

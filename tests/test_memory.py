@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.backends import implementation
-from bench.config.schema import MODES, OPTIMIZERS, PRECISIONS, RunConfig
+from bench.config.schema import MODEL_MODES, OPTIMIZERS, PRECISIONS, RunConfig
 from bench.errors import BenchInputError, PredictedOOM
 from bench.measure.memory import Estimate, check, fits
 from bench.measure.memory import estimate as estimate_with
@@ -32,7 +32,7 @@ def descriptions(described):
 
 def test_the_estimate_is_finite_positive_and_grows_with_the_batch_for_every_model(descriptions):
     for name, desc in descriptions.items():
-        for mode in MODES:
+        for mode in MODEL_MODES:
             for precision in PRECISIONS:
                 for optimizer in OPTIMIZERS:
                     cfg = RunConfig(model=name, mode=mode, precision=precision, optimizer=optimizer)

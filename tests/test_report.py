@@ -755,3 +755,23 @@ def test_the_scaling_plot_draws_one_line_per_setting():
     assert expected == 6
     labels = scaling_figure(df).axes[0].get_legend_handles_labels()[1]
     assert len(labels) == expected, labels
+
+
+def test_images_per_joule_stands_beside_images_per_sec_only_where_rows_measured_energy(tmp_path):
+    from bench.report.tables import energy_table
+
+    plain = [{"model": "vgg13", "batch_size": 8, "images_per_sec_median": 100.0, "energy_source": "none"}]
+    df = _rows_csv(tmp_path / "none.csv", [dict(r) for r in plain])
+    assert energy_table(df).empty
+    build_report(df, tmp_path / "rep-none")
+    assert "## Energy" not in (tmp_path / "rep-none" / "report.md").read_text()
+
+    measured = {"model": "resnet18", "batch_size": 16, "images_per_sec_median": 400.0, "energy_source": "nvidia-smi",
+                "power_mean_w": 250.0, "energy_per_step_j": 10.0, "images_per_joule": 1.6, "energy_samples": 12}
+    df = _rows_csv(tmp_path / "some.csv", [dict(r) for r in plain] + [dict(measured)])
+    (row,) = energy_table(df).to_dict("records")
+    assert row["model"] == "resnet18" and row["images_per_sec"] == 400.0 and row["images_per_joule"] == 1.6
+    assert row["power_mean_w"] == 250.0 and row["energy_source"] == "nvidia-smi"
+    build_report(df, tmp_path / "rep-some")
+    md = (tmp_path / "rep-some" / "report.md").read_text()
+    assert "## Energy" in md and "images_per_joule" in md

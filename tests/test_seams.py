@@ -19,7 +19,7 @@ from bench.backends.distribution import (
 )
 from bench.backends.jax.trainer import JaxTrainer
 from bench.backends.tensorflow.trainer import TensorFlowTrainer
-from bench.config.schema import MODES, RunConfig
+from bench.config.schema import MODEL_MODES, RunConfig
 from bench.errors import BenchInputError
 from bench.measure.memory import MemoryTerms
 from launch import STRATEGIES
@@ -41,7 +41,7 @@ def test_each_backend_implements_the_declared_interface(name):
         if callable(declared):
             assert _shape(getattr(module, member)) == _shape(declared), f"{name}.{member}: {_shape(declared)}"
     # the memory estimate's terms come from the backend, for every mode a run can take
-    assert set(module.MEMORY) == set(MODES) and all(isinstance(t, MemoryTerms) for t in module.MEMORY.values())
+    assert set(module.MEMORY) == set(MODEL_MODES) and all(isinstance(t, MemoryTerms) for t in module.MEMORY.values())
 
 
 def test_a_module_missing_a_member_is_not_a_backend(monkeypatch):

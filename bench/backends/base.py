@@ -55,7 +55,7 @@ class Trainer(abc.ABC):
 class Step:
     """What `Backend.build_step` returns: the callable the harness times, and how to time it."""
     run: Callable[[], tuple]                    # one step on the next batch: (loss, #correct)
-    trainer: Trainer                            # its evaluation and state
+    trainer: Trainer | None                     # its evaluation and state (None: --mode input has no model)
     device_sync: Callable[[], None] | None = None  # waits for every queued device op (None: fetching suffices)
     pipelined: bool = False                     # keep one timed step in flight (bench.measure.timing.run_steps)
 
@@ -84,6 +84,12 @@ class Backend(Protocol):
                    optimizer: Any, *, global_batch: int, data_wait: WaitClock) -> Step:
         """Initial-state broadcast, the compiled step and the step callable, fed from `source`
         (`data_wait` times its waits for real batches); `optimizer` is None for inference."""
+
+    def input_step(self, cfg: "RunConfig", dist: Distribution, source: "DataSource", *,
+                   data_wait: WaitClock) -> Step:
+        """--mode input: a step that takes the next batch from `source` exactly as `build_step`'s
+        training step is fed (the same per-replica pipelines, the same prefetch) and waits until it
+        is where that step would read it; no model, no device compute. Returns (0, 0)."""
 
     def test_batches(self, source: "DataSource", test_batch: int) -> Iterable:
         """The test split in batches of `test_batch` images, as this backend's trainer evaluates them."""

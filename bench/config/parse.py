@@ -110,8 +110,8 @@ def build_parser(*, options_only: bool = False) -> argparse.ArgumentParser:
         if options_only:
             default = argparse.SUPPRESS
         if o.positional:
-            if not options_only:
-                g.add_argument(name, help=help_text)
+            if not options_only:  # optional here: --mode input names none, and validate says when one is needed
+                g.add_argument(name, nargs="?", default=None, help=help_text)
             continue
         flag = "--" + name.replace("_", "-")
         if o.action == "toggle":
@@ -130,7 +130,12 @@ def validate(cfg: RunConfig) -> None:
     """Rules between fields (the schema's, the model registry's and the strategy's). Raises
     BenchInputError naming the values."""
 
-    if cfg.model not in models.list_models():
+    if cfg.mode == "input":
+        _check_input_mode(cfg)
+    elif cfg.model is None:
+        raise BenchInputError(f"a model is needed (bench/run.py MODEL ...; only --mode input runs without one); "
+                              f"valid models: {', '.join(models.list_models())}")
+    elif cfg.model not in models.list_models():
         raise BenchInputError(f"unknown model {cfg.model!r}; valid models: {', '.join(models.list_models())}")
     check_config(cfg)
     if cfg.target_accuracy is not None and not cfg.epochs:
@@ -162,18 +167,35 @@ def validate(cfg: RunConfig) -> None:
         _check_init_weights(cfg.init_weights)
     if cfg.save_weights is not None:
         _check_save_weights(cfg.save_weights)
-    if cfg.mode == "inference":
+    if cfg.mode in ("inference", "input"):
         if cfg.accuracy_mode:
             raise BenchInputError(f"--epochs trains to an accuracy; --mode inference only runs the forward pass. "
                                   f"Received: mode=inference, epochs={cfg.epochs}")
         if cfg.steps is not None and cfg.steps < MIN_LATENCY_STEPS:
-            raise BenchInputError(f"--mode inference needs --steps >= {MIN_LATENCY_STEPS}, so that its p99 latency "
+            raise BenchInputError(f"--mode {cfg.mode} needs --steps >= {MIN_LATENCY_STEPS}, so that its p99 latency "
                                   f"is not just the slowest batch. Received: steps={cfg.steps}")
     if cfg.profile_steps is not None:
         _check_profile_steps(cfg)
     _check_target_ci(cfg)
     if cfg.lr_warmup_epochs is not None and not cfg.scale_lr:
         raise BenchInputError(f"--lr-warmup-epochs needs --scale-lr. Received: lr_warmup_epochs={cfg.lr_warmup_epochs}")
+
+
+def _check_input_mode(cfg: RunConfig) -> None:
+    """--mode input times the data pipeline alone: no model named, no option that needs one, and a
+    data set that has a pipeline."""
+    if cfg.model is not None:
+        raise BenchInputError(f"--mode input times the input pipeline alone and builds no model: leave the model "
+                              f"out. Received: model={cfg.model}")
+    given = cfg.model_options_given()
+    if given:
+        name = given[0]
+        raise BenchInputError(f"--{name.replace('_', '-')} needs a model, which --mode input does not build. "
+                              f"Received: mode=input, {name}={getattr(cfg, name)}")
+    if not DATA_SETS[cfg.data].real:
+        real = " or ".join(d.name for d in DATA_SETS.values() if d.real)
+        raise BenchInputError(f"--mode input times a data pipeline, and {cfg.data} has none (one batch made once "
+                              f"and reused): use --data {real}. Received: mode=input, data={cfg.data}")
 
 
 def probe_write(folder: Path) -> None:

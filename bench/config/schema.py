@@ -14,12 +14,20 @@ from models.common import FORMS  # the zoo imports no Keras until a model is bui
 DEFAULT_BACKEND = BACKENDS[0]
 PRECISIONS = ("fp32", "mixed_bf16", "mixed_fp16")
 OPTIMIZERS = ("adam", "sgd")
-MODES = ("train", "inference")
+MODEL_MODES = ("train", "inference")  # the modes that build a model (each backend's memory terms are per one)
+# input: the input pipeline alone, as the chosen backend feeds training from it (no model, no device compute)
+MODES = (*MODEL_MODES, "input")
 ALL_REDUCE = ("auto", "ring", "nccl", "hierarchical", "one-device")
 HVD_COMPRESSION = ("none", "fp16")
 # p99 of fewer batches is only the slowest one: inference runs time at least this many
 MIN_LATENCY_STEPS = 100
-DEFAULT_STEPS = {"train": 50, "inference": MIN_LATENCY_STEPS}
+DEFAULT_STEPS = {"train": 50, "inference": MIN_LATENCY_STEPS, "input": MIN_LATENCY_STEPS}
+# what --mode input leaves out: every option that shapes the model, its training or its
+# communication (a run with no model cannot honour them, so one given is refused, not ignored)
+MODEL_OPTIONS = ("width", "form", "precision", "xla", "optimizer", "lr", "momentum", "weight_decay", "init_weights",
+                 "save_weights", "epochs", "target_accuracy", "gradient_sync", "scale_lr", "lr_warmup_epochs",
+                 "summary", "profile_steps", "mllog", "all_reduce", "all_reduce_pack_mb", "hvd_compression",
+                 "hvd_fusion_mb", "hvd_cycle_ms", "hvd_hierarchical", "hvd_autotune", "hvd_timeline")
 MAX_STEPS_FACTOR = 10  # --target-ci's default cap: 10 x --steps timed steps
 # the automatic warmup's bounds (bench.measure.steady). At least 2 steps after the compile step: the
 # first ones still grow the allocator and fill caches on every backend, and MSER-5's 5-step batches
@@ -103,8 +111,9 @@ def _key(kind: str, **meta: Any) -> dict:  # a configuration column that identif
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one benchmark run. Recorded in full in the result row."""
-    model: str = opt(None, **_key("str", positional=True, group="",
-                                  help="model name (see `python -m models` for the list)"))
+    model: str | None = opt(None, **_key("str", positional=True, group="",
+                                         help="model name (see `python -m models` for the list); none with "
+                                         "--mode input"))
     strategy: str = opt(DEFAULT_STRATEGY, **_key("str", choices=_strategy_names, group="where it runs", cli_default=None,
                                          help="default: the strategy whose launcher started this process, else single"))
     backend: str = opt(DEFAULT_BACKEND, **_key("str", choices=BACKENDS, group="where it runs",
@@ -115,16 +124,19 @@ class RunConfig:
                                               help="per-replica batch size (default: 128 with a GPU, 32 on CPU-only machines)"))
     data_dir: str | None = opt(None, "str", group="data and size",
                                help="; ".join(f"{d.name}: {d.dir_help}" for d in DATA_SETS.values() if d.takes_dir))
+    data_workers: int | None = opt(None, **_key("int", lo=0, hi=256, auto=True, group="data and size", help="input pipeline parallelism: tf.data's map/interleave threads on TensorFlow, decoding worker processes on JAX (auto: TensorFlow's AUTOTUNE; on JAX the CPU count)"))
     num_classes: int | None = opt(None, **_key("int", lo=1, hi=100_000, group="data and size",
                                                help="default: the data set's (" + ", ".join(f"{d.classes} for {d.name}"
                                                                             for d in DATA_SETS.values()) + ")"))
     image_size: int = opt(32, **_key("int", lo=1, hi=4096, group="data and size"))
     mode: str = opt("train", **_key("str", choices=MODES, group="what to measure",
                                     help="train: forward, backward and update; inference: the forward pass only "
-                                    "(BatchNorm in inference mode), with per-batch latency percentiles"))
+                                    "(BatchNorm in inference mode), with per-batch latency percentiles; input: the "
+                                    "input pipeline alone, no model (its ceiling in images/sec, per-batch latency "
+                                    "percentiles)"))
     steps: int | None = opt(None, **_key("int", lo=1, hi=10**9, group="what to measure",
                                          help=f"timed steps (default {DEFAULT_STEPS['train']}; with --mode inference "
-                                         f"{DEFAULT_STEPS['inference']}, the fewest it takes)"))
+                                         f"or input {DEFAULT_STEPS['inference']}, the fewest they take)"))
     # recorded, not part of the key: how the run found its steady state, not what it measured, so a
     # row of the found warmup and one of a fixed count (every row before schema 9) compare
     warmup_steps: int | None = opt(None, "int", column=True, lo=0, hi=10**9, auto=True, group="what to measure",
@@ -137,6 +149,10 @@ class RunConfig:
                                   "step time is within this share of it (e.g. 0.02), up to --max-steps")
     max_steps: int | None = opt(None, "int", column=True, lo=1, hi=10**9, group="what to measure",
                                 help=f"with --target-ci: the most timed steps (default {MAX_STEPS_FACTOR} x --steps)")
+    # recorded, not part of the key: how finely energy was sampled, not what ran
+    energy_interval_ms: float = opt(100.0, "float", column=True, lo=10.0, hi=10_000.0, group="what to measure",
+                                    help="sample the power source (NVML, nvidia-smi, RAPL) every this many ms "
+                                    "during the timed steps (docs/measuring.md)")
     profile_steps: str | None = opt(None, **_key("str", group="what to measure",
                                                  help="A-B: capture a profiler trace of timed steps A to B (from 1; "
                                                  "TensorFlow's or JAX's profiler, readable in TensorBoard) into "
@@ -266,6 +282,12 @@ class RunConfig:
     def accuracy_mode(self) -> bool:
         return self.epochs > 0
 
+    def model_options_given(self) -> list[str]:
+        """The options of MODEL_OPTIONS that differ from their defaults (what --mode input refuses)."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return [name for name in MODEL_OPTIONS
+                if getattr(self, name) != (_implied_lr(self) if name == "lr" else defaults[name])]
+
     @property
     def trace_dir(self) -> str | None:
         """Where this run's traces and logs go (--profile-steps, --hvd-timeline,
@@ -293,15 +315,18 @@ class RunConfig:
     @property
     def is_resolved(self) -> bool:
         """Whether the defaults that `resolved` fills are filled (what a run is built from)."""
-        jax_ok = self.backend != "jax" or (self.xla is True and self.threads == 0)
+        compiles = self.mode != "input"  # an input run compiles no step: its xla stays unset
+        xla_ok = (self.xla is not None) if compiles else self.xla is None
+        jax_ok = self.backend != "jax" or ((self.xla is True or not compiles) and self.threads == 0)
         capped = self.target_ci is None or self.max_steps is not None
-        switches = tuple(getattr(self, name) for name in JAX_SWITCHES)
-        return None not in (self.batch_size, self.steps, self.num_classes, self.xla, *switches) and jax_ok and capped
+        switches = tuple(getattr(self, name) for name in JAX_SWITCHES) if compiles else ()
+        return None not in (self.batch_size, self.steps, self.num_classes, *switches) and xla_ok and jax_ok and capped
 
     def resolved(self, *, has_gpu: bool) -> "RunConfig":
         """Fill the defaults that depend on the hardware, the data set or the backend. On JAX,
         XLA is always on, and --threads does not apply (XLA:CPU sizes its own pool): 0. A run
         resolves its configuration once, before anything is built (bench.runner.validate.prepare);
+        --mode input compiles no step, so its xla stays unset;
         resolving a resolved configuration changes nothing."""
         jax = self.backend == "jax"
         steps = self.steps or DEFAULT_STEPS[self.mode]
@@ -311,14 +336,16 @@ class RunConfig:
             steps=steps,
             max_steps=self.max_steps or (MAX_STEPS_FACTOR * steps if self.target_ci is not None else None),
             num_classes=self.num_classes or DATA_SETS[self.data].classes,
-            xla=True if jax else (has_gpu if self.xla is None else self.xla),
+            xla=None if self.mode == "input" else True if jax else (has_gpu if self.xla is None else self.xla),
             threads=0 if jax else self.threads,
             **self.resolved_switches(has_gpu=has_gpu),
         )
 
     def resolved_switches(self, *, has_gpu: bool) -> dict[str, str]:
         """The JAX step's switches with `auto` resolved: the device kind's SWITCH_DEFAULTS on JAX,
-        plain on TensorFlow (which has no other value)."""
+        plain on TensorFlow (which has no other value); an input run has no step: as given."""
+        if self.mode == "input":
+            return {name: getattr(self, name) for name in JAX_SWITCHES}
         defaults = SWITCH_DEFAULTS["gpu" if has_gpu else "cpu"]
         return {name: getattr(self, name) or (defaults[name] if self.backend == "jax" else "plain")
                 for name in JAX_SWITCHES}
@@ -334,7 +361,7 @@ class RunConfig:
             if not o.cli:
                 continue
             if o.positional:
-                argv.append(str(value))
+                argv += [] if value is None else [str(value)]  # --mode input names no model
                 continue
             default = _implied_lr(self) if f.name == "lr" else f.default if o.cli_default == "<unset>" else o.cli_default
             if value is None or (value == default and type(value) is type(default) and f.name != "strategy"):

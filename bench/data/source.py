@@ -32,6 +32,7 @@ class DataSource:
     normalize: bool = False
     augment: bool = False
     seed: int = 0
+    data_workers: int | None = None   # --data-workers: None for the pipeline's own choice (tf.data's AUTOTUNE)
 
     @property
     def fixed(self) -> bool:
@@ -59,10 +60,17 @@ class DataSource:
         ds = ds.shuffle(shard_len, seed=self.seed + shard_index, reshuffle_each_iteration=True).repeat()
         if self.augment:
             # Augmentation is per image; the rest of the preprocessing runs per batch (cheaper).
-            ds = ds.map(_augment_fn(self.seed + shard_index), num_parallel_calls=tf.data.AUTOTUNE)
+            ds = ds.map(_augment_fn(self.seed + shard_index), num_parallel_calls=self._parallel_calls())
         ds = ds.batch(per_replica_batch, drop_remainder=True)
-        ds = ds.map(self._preprocess_fn(), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(self._preprocess_fn(), num_parallel_calls=self._parallel_calls())
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _parallel_calls(self) -> int | None:
+        """tf.data's map parallelism for --data-workers: AUTOTUNE unless set; 0 maps in the
+        iterator's own thread (None: tf.data's sequential map)."""
+        import tensorflow as tf
+
+        return tf.data.AUTOTUNE if self.data_workers is None else (self.data_workers or None)
 
     def test_dataset(self, test_batch: int) -> "tf.data.Dataset":
         """The whole test split, in order, for evaluation, `test_batch` images at a time (each
@@ -196,7 +204,7 @@ def read_data(cfg: "RunConfig") -> DataSource:
     """Read and validate the configured data set at its native size, with numpy alone: bad
     data is found before any framework starts. `cfg.num_classes` must be resolved."""
     src = DataSource(cfg.data, cfg.num_classes, cfg.image_size, normalize=cfg.normalize,
-                     augment=cfg.augment, seed=cfg.seed)
+                     augment=cfg.augment, seed=cfg.seed, data_workers=cfg.data_workers)
     data_set = DATA_SETS.get(cfg.data)
     if data_set is None:
         raise BenchInputError(f"unknown data set: data={cfg.data!r}")

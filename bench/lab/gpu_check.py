@@ -94,6 +94,14 @@ class _Peaks:
         return gib(peak, unit='') if own else f"≤{gib(peak, unit='')}"
 
 
+def _energy_cells(row: dict) -> str:
+    """The harness row's mean power, joules per step, images per joule and their source (empty
+    cells where it measured none: bench.measure.energy)."""
+    nums = [row.get(c) for c in ("power_mean_w", "energy_per_step_j", "images_per_joule")]
+    cells = ["" if v is None else f"{v:,.{d}f}" for v, d in zip(nums, (0, 3, 1))]
+    return " | ".join([*cells, str(row.get("energy_source") or "")])
+
+
 def _free() -> None:
     """Let the next configuration have the device's memory."""
     import keras
@@ -133,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# cnnbench GPU check on {device.device_kind} ({device.platform}, {jax.local_device_count()} local "
           f"device(s)), JAX {jax.__version__}, {args.precision}, width {args.width:g}, {args.steps} timed steps")
     print("| model | batch | harness img/s | model.fit img/s | harness/fit | harness TFLOP/s | % of bf16 peak "
-          "| peak GiB | estimate GiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| peak GiB | estimate GiB | W | J/step | img/J | energy |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     skipped = []
     peaks = _Peaks()
 
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             ips, tflops = row["images_per_sec_median"], 3.0 * row["gflops_per_image"] * row["images_per_sec_median"] / 1e3
             share = f"{100 * tflops / args.peak_tflops:.1f}%" if args.peak_tflops else "n/a"
             print(f"| {name} | {batch} | {ips:,.0f} | {fit:,.0f} | {ips / fit:.3f} | {tflops:.1f} | {share} "
-                  f"| {peak} | {gib(row['mem_estimate_bytes'], unit='')} |", flush=True)
+                  f"| {peak} | {gib(row['mem_estimate_bytes'], unit='')} | {_energy_cells(row)} |", flush=True)
             _free()
     print(f"\n# inference (forward only), {args.precision}: latency per batch")
     print("| model | batch | img/s | p50 ms | p99 ms | peak GiB | estimate GiB |")
@@ -239,8 +247,8 @@ def switch_sweep(args: argparse.Namespace, settings: dict[str, dict[str, str]]) 
     within --switch-budget-s; then the trace of the fastest configuration."""
     started, skipped, best = time.perf_counter(), [], None
     print(f"\n# the JAX step's switches, {args.precision}: images/sec per setting, each its own process")
-    print("| model | batch | setting | img/s | setting/plain | compile s |")
-    print("|---|---:|---|---:|---:|---:|")
+    print("| model | batch | setting | img/s | setting/plain | compile s | img/J | energy |")
+    print("|---|---:|---|---:|---:|---:|---:|---|")
     for name in args.switch_models.split(","):
         for batch in map(int, args.switch_batch_sizes.split(",")):
             plain_ips = None
@@ -253,13 +261,16 @@ def switch_sweep(args: argparse.Namespace, settings: dict[str, dict[str, str]]) 
                                 output=args.output, source="sweep", **switches)
                 row = _child_row(cfg, args.output)
                 if row["status"] != Status.OK:
-                    print(f"| {name} | {batch} | {label} | {row['status']}: {str(row['error'])[:80]} | | |", flush=True)
+                    print(f"| {name} | {batch} | {label} | {row['status']}: {str(row['error'])[:80]} | | | | |",
+                          flush=True)
                     continue
                 ips = float(row["images_per_sec_median"])
                 plain_ips = ips if label == "plain" else plain_ips
                 ratio = f"{ips / plain_ips:.3f}" if plain_ips else "n/a"
-                print(f"| {name} | {batch} | {label} | {ips:,.0f} | {ratio} | {float(row['compile_s']):.1f} |",
-                      flush=True)
+                ipj = row.get("images_per_joule")  # a row read back from the CSV: NaN where none was measured
+                ipj = "" if ipj is None or ipj != ipj else f"{ipj:,.1f}"
+                print(f"| {name} | {batch} | {label} | {ips:,.0f} | {ratio} | {float(row['compile_s']):.1f} | {ipj} "
+                      f"| {row.get('energy_source') or ''} |", flush=True)
                 if best is None or ips > best[0]:
                     best = (ips, label, cfg)
     if skipped:

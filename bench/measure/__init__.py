@@ -1,1 +1,1 @@
-"""Measurement: step timing, statistics, memory (estimate and probes), traces."""
+"""Measurement: step timing, statistics, memory (estimate and probes), energy, traces."""

@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from bench.measure.energy import EnergyReading
 from bench.measure.stats import median_ci_rel, slowest_rank_per_step
 from bench.measure.steady import MSER_BATCH, RULE_FIXED, Decision, Plan
 
@@ -73,6 +74,7 @@ class Timing:
     warmup_rule: str = RULE_FIXED  # what set warmup_dropped (bench.measure.steady)
     target_met: bool | None = None  # with a CI target: whether the steps kept reached it
     timed_run: int = 0  # steps run from `before_timed` on: timed, profiled, and warmup found among them
+    energy: EnergyReading | None = None  # this process's devices over the timed window (bench.measure.energy)
 
 
 def sync_step(step: Callable[[], tuple], index: int, device_sync: Callable[[], None] | None = None,

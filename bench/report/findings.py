@@ -29,7 +29,7 @@ MAX_NAMED_FAILURES = 6
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str      # best, family, scaling, backend, latency, repeats, failures, warning
+    kind: str      # best, family, scaling, backend, latency, input, repeats, failures, warning
     text: str      # one plain-text sentence
     section: str   # the id of the section it comes from ("" for none)
 

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import Status, one_line
-from bench.report import collectives, plots, predictions, tables
+from bench.report import collectives, inputs, plots, predictions, tables
 from bench.report.findings import FINDERS, Finding
 from bench.report.output import check_out, write_files
 from bench.report.text import md_cell, md_text, visible
+from bench.results.load import apart
 
 NONE_MD = "_none_"
 FOLD_ROWS = 12  # a section with more table rows than this (or several tables) folds them away
@@ -118,7 +119,7 @@ def sections(df: pd.DataFrame) -> list[Section]:
     each row a table must leave out."""
     secs = [_section(*args) for args in _section_specs(df)]
     try:
-        unusable = tables.unusable_rows(df)
+        unusable = {**tables.unusable_rows(df), inputs.SECTION: inputs.failed(df)}
     except Exception as e:  # noqa: BLE001
         unusable = {"failures": [failed_note("list of rows left out", e)]}
     for s in secs:
@@ -149,12 +150,21 @@ def _section_specs(df: pd.DataFrame) -> list[tuple]:
         ("where-the-time-goes", "Where the time goes", "Each distributed configuration's median step split "
          "into input wait, exposed communication (synced minus --no-gradient-sync, 95% CI) and compute.",
          _one(lambda: t.where_time_goes(df), ".3f")),
+        (inputs.SECTION, "Input pipeline", "Each input ceiling (--mode input: the pipeline alone, no model; "
+         "median images/sec with its 95% CI and p99 latency per batch) beside the training rows of the same pipeline "
+         "(data, image size, batch size, backend, data workers, preprocessing, strategy, replicas): training / "
+         f"ceiling with its 95% CI, the step's input wait as a share of the step, and the verdict ({inputs.RULE}). "
+         "No other section uses the input rows.", _one(lambda: inputs.table(df), ".3f")),
         ("tensorflow-vs-jax", "TensorFlow vs JAX", "images/sec of rows that differ only in backend, and "
          "the ratio JAX / TensorFlow with its 95% CI.", _one(lambda: t.backend_comparison(df), ".3f")),
         ("inference-latency", "Inference latency", "Per-batch latency percentiles (ms), per image, and "
          "images/sec.", _one(lambda: t.latency_table(df), ".2f"), "latency"),
         ("memory", "Memory", "Peak memory beside images/sec (MiB), and the estimate made before the run.",
          _one(lambda: t.memory_table(df), ".1f")),
+        ("energy", "Energy", "Images per joule beside images/sec over the timed steps, with the mean power of the "
+         "devices measured (W: GPU boards, or the CPU packages through RAPL; the host outside them), joules per step "
+         "and the power source; only rows that measured energy (docs/measuring.md#energy).",
+         _one(lambda: t.energy_table(df), ".2f")),
         ("largest-batch", "Largest batch that fits", "Per sweep --find-max-batch search.",
          _one(lambda: t.max_batch_table(df), ".1f")),
         ("best-batch-size", "Best batch size", "The per-replica batch size with the most images/sec.",
@@ -282,7 +292,7 @@ def render_html(intro: str, facts: list[Finding], secs: list[Section], pngs: dic
 def _findings(df: pd.DataFrame) -> tuple[list[Finding], list[str]]:
     """The findings, each kind on its own: one that fails becomes a note, the others stay."""
     facts, notes = [], []
-    for make in (*FINDERS, collectives.collective_findings, predictions.prediction_findings):
+    for make in (*FINDERS, inputs.input_findings, collectives.collective_findings, predictions.prediction_findings):
         try:
             facts += make(df)
         except Exception as e:  # noqa: BLE001 - a report shows what it can and names what it could not
@@ -314,7 +324,11 @@ def build_report(df: pd.DataFrame, out: Path, formats: Sequence[str] = ("md", "h
     pngs = {s.plot: png for s in secs if s.plot and s.tables for png in [_plot(s, df)] if png is not None}
     shared, warnings = tables.provenance_summary(df)
     n_ok = int((df["status"] == Status.OK).sum())
-    intro = f"{len(df)} row(s), {n_ok} ok, from {', '.join(sorted(df['source_file'].unique()))}."
+    held = apart(df, "inputs")  # kept beside df's own rows, for the Input pipeline section alone
+    files = sorted({*df["source_file"].unique(), *(held["source_file"].unique() if len(held) else ())})
+    intro = (f"{len(df)} row(s), {n_ok} ok, from {', '.join(files)}."
+             + (f" Besides them, {len(held)} input-pipeline row(s) (--mode input), used by that section alone."
+                if len(held) else ""))
     facts, failed = _findings(df)
     if failed:
         secs.append(Section("report-notes", "Report notes", "Parts of this report that could not be made.",

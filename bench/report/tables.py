@@ -630,6 +630,22 @@ def memory_table(df: pd.DataFrame) -> pd.DataFrame:
     return _told_apart(out, m, cols)
 
 
+def energy_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Images per joule beside images/sec, with the mean power, the joules per step and their
+    source, for the rows that measured energy (empty where none did: the section is then left out)."""
+    ok = latest_ok(df)
+    if "images_per_joule" not in ok:
+        return pd.DataFrame()
+    m = ok[ok["images_per_joule"].notna()]
+    m = m.sort_values(["mode", "model", "strategy", "backend", "replicas", "batch_size"], kind="stable")
+    cols = ["model", "mode", "strategy", "backend", "replicas", "batch_size"]
+    out = m[cols].assign(device_kind=m["device_kind"], images_per_sec=m["images_per_sec_median"],
+                         images_per_joule=m["images_per_joule"], power_mean_w=m["power_mean_w"],
+                         energy_per_step_j=m["energy_per_step_j"], energy_source=m["energy_source"],
+                         energy_samples=m["energy_samples"])
+    return _told_apart(out, m, cols)
+
+
 def max_batch_table(df: pd.DataFrame) -> pd.DataFrame:
     """`sweep --find-max-batch`: per searched configuration, the largest batch that fit, its
     images/sec and peak memory, and the smallest larger batch that did not fit, with why."""

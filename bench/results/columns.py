@@ -22,7 +22,13 @@ from bench.errors import Status
 #    warmup_rule, target_met, step_time_median_ci95_rel (older rows read them empty)
 # 9: repeats in fresh processes: the row's repeat index and group (the configuration column
 #    `repeats` comes with them); older rows read them empty (one plain run)
-# 10: the JAX step's switches, configuration columns: jax_maxpool, jax_batchnorm, xla_autotune,
+# 10: energy over the timed steps (bench.measure.energy): energy_source, power_mean_w, energy_per_step_j,
+#    images_per_joule, energy_samples, and the configuration column energy_interval_ms (older rows
+#    read them empty: not measured)
+# 10: also the input pipeline's parallelism (data_workers, a configuration column) and --mode input rows,
+#    the pipeline alone (model empty; their images/sec is the input ceiling); older rows read
+#    data_workers empty (the pipeline's default)
+# 10: also the JAX step's switches, configuration columns: jax_maxpool, jax_batchnorm, xla_autotune,
 #     xla_command_buffer (older rows ran the plain path: they read plain)
 SCHEMA_VERSION = 10
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
@@ -36,6 +42,19 @@ def predicted(df: Any) -> Any:
     if "source" not in df:
         return pd.Series(False, index=df.index)
     return df["source"].astype(object).eq(PREDICTION_SOURCE)
+
+
+# a row of --mode input: the pipeline alone, no model (bench.results.load keeps such rows apart)
+INPUT_MODE = "input"
+
+
+def input_only(df: Any) -> Any:
+    """Which rows of a results DataFrame timed the input pipeline alone (a boolean Series)."""
+    import pandas as pd
+
+    if "mode" not in df:
+        return pd.Series(False, index=df.index)
+    return df["mode"].astype(object).eq(INPUT_MODE)
 # Every column and its type (int, float, bool, str, time), in CSV order. The configuration
 # columns and their types come from RunConfig's schema (bench.config).
 PROVENANCE = {"schema_version": "int", "run_id": "str", "timestamp_utc": "time", "source": "str",
@@ -79,9 +98,14 @@ PREDICTION = {"pred_algorithm": "str", "pred_gpus_per_node": "int", "pred_intra_
 # which of a --repeats N group this row is (index from 0) and the group's id: not configuration
 # (repeats of one configuration share its key), so not among CONFIG's columns
 REPEAT = {"repeat_index": "int", "repeat_group": "str"}
+# the job's energy over the timed window (bench.measure.energy): its source (none: not measured),
+# the mean power of every device it covers together, joules per step, images per joule, and the
+# fewest samples a device had inside the window
+ENERGY = {"energy_source": "str", "power_mean_w": "float", "energy_per_step_j": "float", "images_per_joule": "float",
+          "energy_samples": "int"}
 OUTCOME = {"status": "str", "error": "str"}
 COLUMN_TYPES: dict[str, str] = {**PROVENANCE, **CONFIG, **MODEL, **TOPOLOGY, **PLACEMENT, **TIMING, **STEADY, **LATENCY, **INPUT, **PROFILE, **COMM, **MEMORY,
-                                 **ACCURACY, **PREDICTION, **REPEAT, **OUTCOME}
+                                 **ACCURACY, **PREDICTION, **REPEAT, **ENERGY, **OUTCOME}
 COLUMNS = list(COLUMN_TYPES)
 STATUSES = tuple(s.value for s in Status)
 HEADER_MARKS = ["schema_version", "model", "status"]  # every cnnbench header, of any schema, has these

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from bench.config.key import BOOL_CELLS, config_key
 from bench.errors import BenchInputError
-from bench.results.columns import COLLECTIVES, REQUIRED, RUNS, Table, predicted
+from bench.results.columns import COLLECTIVES, REQUIRED, RUNS, Table, input_only, predicted
 from bench.results.store import OutputRefused, read_existing, unprotect_cell
 
 # ---- typed loading (reports, notebooks) ---------------------------------------------------------
@@ -137,7 +137,7 @@ class Apart:
 
 
 def apart(df: Any, kind: str) -> Any:
-    """The rows of `kind` (collectives, predictions) that load_results kept beside `df`'s own; an
+    """The rows of `kind` (collectives, predictions, inputs) that load_results kept beside `df`'s own; an
     empty DataFrame where there are none."""
     import pandas as pd
 
@@ -151,7 +151,9 @@ def load_results(paths: Iterable[str | os.PathLike]):
     Collective-bandwidth CSVs among them (kind_of) are loaded apart, as `apart(df, "collectives")`
     (bench.report's collective section reads them there), and so are predictions
     (source=prediction, `cnnbench predict`), as `apart(df, "predictions")`: no table, finding or
-    comparison of measured rows ever sees a predicted one.
+    comparison of measured rows ever sees a predicted one; and so are the input pipeline's own
+    runs (--mode input, no model), as `apart(df, "inputs")`: an input ceiling is no model's
+    throughput (bench.report.inputs sets them beside training).
 
     Files from an older schema load with the newer columns empty. A file that is not a
     cnnbench CSV, is from a newer schema, or holds a cell that does not parse as its column's
@@ -169,13 +171,15 @@ def load_results(paths: Iterable[str | os.PathLike]):
         df = _load_one_empty()
     df = df.copy()  # defragmented once more after the concatenation
     df["config_key"] = [config_key(r) for r in df.to_dict("records")]
-    made = predicted(df)
-    if made.any():
-        predictions = df[made].reset_index(drop=True)
-        df = df[~made].reset_index(drop=True)
-        df.attrs["predictions"] = Apart(predictions)
+    held = {}
+    for kind, which in (("predictions", predicted), ("inputs", input_only)):
+        rows = which(df)
+        if rows.any():
+            held[kind] = Apart(df[rows].reset_index(drop=True))
+            df = df[~rows].reset_index(drop=True)
     if collective:
-        df.attrs["collectives"] = Apart(load_collectives(collective))
+        held["collectives"] = Apart(load_collectives(collective))
+    df.attrs.update(held)
     return df
 
 

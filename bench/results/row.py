@@ -79,6 +79,7 @@ class Measurements:
     warmup_dropped: int | None = None          # steps after the compile step left out as warmup
     warmup_rule: str = ""                      # what set them: fixed, mser5, mser5-max
     target_met: bool | None = None             # with --target-ci: whether the median's CI got that tight
+    energy: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the job's (bench.measure.energy)
 
     def columns(self) -> dict[str, Any]:
         out: dict[str, Any] = {"compile_s": self.compile_s, "warmup_dropped": self.warmup_dropped,
@@ -94,6 +95,7 @@ class Measurements:
             out["process_peak_mem_bytes"] = self.process_peak_mem_bytes
         if self.net_tx_bytes is not None:
             out.update(net_tx_bytes=self.net_tx_bytes, net_rx_bytes=self.net_rx_bytes)
+        out.update(self.energy)
         return out
 
 

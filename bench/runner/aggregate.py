@@ -3,8 +3,10 @@ gather (a collective: every rank calls it, in step), and a session's plain facts
 The row builder (bench.results.row) then only formats values."""
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
+from bench.measure.energy import combine, energy_columns, gather_values
 from bench.measure.stats import (
     latency_columns,
     slowest_rank_per_step,
@@ -17,8 +19,9 @@ from bench.results.row import Measurements, RunFacts
 if TYPE_CHECKING:
     from bench.runner.session import Session
 
-# FLOPs per image of a step, in forward passes: backward costs about two more (activations, weights)
-PASSES = {"train": 3.0, "inference": 1.0}
+# FLOPs per image of a step, in forward passes: backward costs about two more (activations, weights);
+# an input step runs no model
+PASSES = {"train": 3.0, "inference": 1.0, "input": 0.0}
 # bytes per gradient element: variables stay float32 under every --precision (Keras' mixed policies)
 GRADIENT_BYTES = 4
 
@@ -35,7 +38,10 @@ def aggregate(timing: Timing, dist: Any, *, mode: str, global_batch: int, flops_
     mean_wait = sum(timing.data_waits) / len(timing.data_waits) if timing.data_waits else float("nan")
     scalars = [timing.compile_s, mean_wait, _or_nan(timing.peak_mem_bytes), _or_nan(timing.process_peak_mem_bytes),
                _or_nan(timing.net_tx_bytes), _or_nan(timing.net_rx_bytes)]
-    compile_s, wait_s, peak, process_peak, tx, rx = (float(v) for v in dist.gather(scalars).max(axis=0))
+    # the energy readings ride in the same gather: each host's devices once, hosts summed
+    gathered = dist.gather(scalars + gather_values(timing.energy))
+    compile_s, wait_s, peak, process_peak, tx, rx = (float(v) for v in gathered[:, :len(scalars)].max(axis=0))
+    energy = energy_columns(combine(gathered[:, len(scalars):]), timing.timed_run, global_batch)
     return Measurements(
         compile_s=compile_s,
         steps={**stats.as_dict(),
@@ -52,7 +58,8 @@ def aggregate(timing: Timing, dist: Any, *, mode: str, global_batch: int, flops_
         process_peak_mem_bytes=int(process_peak) if timing.process_peak_mem_bytes is not None else None,
         net_tx_bytes=int(tx) if timing.net_tx_bytes is not None else None,
         net_rx_bytes=int(rx) if timing.net_rx_bytes is not None else None,
-        warmup_dropped=timing.warmup_dropped, warmup_rule=timing.warmup_rule, target_met=timing.target_met)
+        warmup_dropped=timing.warmup_dropped, warmup_rule=timing.warmup_rule, target_met=timing.target_met,
+        energy=energy)
 
 
 def _or_nan(value: float | None) -> float:
@@ -62,8 +69,9 @@ def _or_nan(value: float | None) -> float:
 def session_measurements(session: "Session", timing: Timing) -> Measurements:
     """`aggregate` for a session's run (every rank calls it)."""
     cfg = session.cfg
+    flops = session.desc.flops if session.desc is not None else math.nan  # --mode input: no model
     return aggregate(timing, session.dist, mode=cfg.mode, global_batch=session.global_batch,
-                     flops_per_image=session.desc.flops, accuracy_mode=cfg.accuracy_mode)
+                     flops_per_image=flops, accuracy_mode=cfg.accuracy_mode)
 
 
 def run_facts(session: "Session") -> RunFacts:

@@ -13,6 +13,7 @@ from bench.backends.keras_common import make_learning_rate
 from bench.config.schema import RunConfig
 from bench.data.source import read_data
 from bench.errors import BenchInputError, ExitCode, PredictedOOM, Status, error_line
+from bench.measure.energy import EnergyMeter, choose_source
 from bench.measure.probes import MemoryGuard, NetCounter, memory_floor, process_peak_bytes
 from bench.measure.steady import Plan
 from bench.measure.timing import NonFiniteLoss, Timing, run_steps
@@ -126,23 +127,30 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
     timing = accuracy = None
     ran_all = False  # every rank ran every step: the row gathers its timing
     try:
-        session.describe()
-        session.check_memory()
-        session.build_model()
-        session.build_step()
+        if cfg.mode == "input":
+            session.build_input_step()
+        else:
+            session.describe()
+            session.check_memory()
+            session.build_model()
+            session.build_step()
         if cfg.accuracy_mode:
             timing, accuracy = _train_epochs(session, progress, started, mlog)
         else:
             timeline = session.comm_timeline()
             net = NetCounter()
+            # sampling from before the compile step: samples already flow when the window opens
+            meter = EnergyMeter(choose_source(bool(session.gpu_names), cfg.energy_interval_ms / 1000.0)).open()
 
             def before_timed() -> None:
                 session.memory.reset()
                 net.start()
+                meter.start()
                 if timeline is not None:
                     timeline.start()
 
             def after_timed() -> None:
+                meter.stop()
                 net.stop()
                 if timeline is not None:
                     timeline.stop()
@@ -150,13 +158,17 @@ def _execute(cfg: RunConfig, progress_state: _Progress) -> RunOutcome:
             step = session.step
             warmup = cfg.fixed_warmup
             plan = Plan(cfg.steps, find=warmup is None, target_ci=cfg.target_ci, max_steps=cfg.max_steps)
-            timing = run_steps(step.run, warmup=warmup or 0, timed=cfg.steps, plan=plan, gather=dist.gather,
-                               global_batch=session.global_batch, progress=progress,
-                               device_sync=step.device_sync, before_timed=before_timed,
-                               after_timed=after_timed,
-                               data_wait=None if session.source.fixed else session.data_wait,
-                               profile=cfg.profile_range, tracer=session.tracer(), pipelined=step.pipelined,
-                               keep_diverged=cfg.mode == "train")
+            try:
+                timing = run_steps(step.run, warmup=warmup or 0, timed=cfg.steps, plan=plan, gather=dist.gather,
+                                   global_batch=session.global_batch, progress=progress,
+                                   device_sync=step.device_sync, before_timed=before_timed,
+                                   after_timed=after_timed,
+                                   data_wait=None if session.source.fixed else session.data_wait,
+                                   profile=cfg.profile_range, tracer=session.tracer(), pipelined=step.pipelined,
+                                   keep_diverged=cfg.mode == "train")
+            finally:
+                meter.close()
+            timing.energy = meter.reading
             timing.comm = session.comm_columns(timing.timed_run)  # a found warmup ran under the timeline too
             timing.net_tx_bytes, timing.net_rx_bytes = net.sent, net.received
         timing.peak_mem_bytes, timing.mem_source = session.memory.peak(), session.memory.label

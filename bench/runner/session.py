@@ -170,6 +170,13 @@ class Session:
                                             global_batch=self.global_batch, data_wait=self.data_wait)
         return self
 
+    def build_input_step(self) -> "Session":
+        """--mode input: no description, model or estimate; the memory probe (what the pipeline
+        itself holds) and the backend's input step over the same pipelines training reads."""
+        self.memory = self.backend.memory_probe(self.dist)
+        self.step = self.backend.input_step(self.cfg, self.dist, self.source, data_wait=self.data_wait)
+        return self
+
     def save_weights(self, path: str) -> None:
         """The trained weights as a Keras .weights.h5 file (readable by either backend)."""
 

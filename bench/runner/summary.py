@@ -7,7 +7,7 @@ from bench.errors import Status
 def summary_text(row: dict, output: str) -> str:
     """A short human summary of the row just written."""
     if row.get("status") != Status.OK:
-        head = f"{row['model']}: status {row.get('status')}: {row.get('error')}"
+        head = f"{row['model'] or row.get('mode')}: status {row.get('status')}: {row.get('error')}"
         if row.get("images_per_sec_median") is None:
             return head
         return (f"{head}\n  images/sec  {row['images_per_sec_median']:.1f} median (95% CI "
@@ -17,9 +17,11 @@ def summary_text(row: dict, output: str) -> str:
     mib = lambda k: f"{row[k] / 2**20:,.0f} MiB" if row.get(k) is not None else "n/a"  # noqa: E731
     loss = f"final loss {row['final_loss']:.4f}" if row.get("final_loss") is not None else "forward only"
     lines = [
-        f"{row['model']} | {row['mode']} | {row['strategy']} | {row['workers']} worker(s), {row['replicas']} replica(s) | "
-        f"batch {row['per_replica_batch']}x{row['replicas']}={row['global_batch']} | {row['data']} | "
-        f"{row['precision']}{' xla' if row['xla'] else ''} | width {row['width']:g}",
+        f"{row['model'] or 'no model'} | {row['mode']} | {row['strategy']} | {row['workers']} worker(s), {row['replicas']} replica(s) | "
+        f"batch {row['per_replica_batch']}x{row['replicas']}={row['global_batch']} | {row['data']}"
+        + (f" | data workers {row['data_workers'] if row.get('data_workers') is not None else 'auto'}"
+           if row.get("mode") == "input" else
+           f" | {row['precision']}{' xla' if row['xla'] else ''} | width {row['width']:g}"),
         f"  images/sec  {row['images_per_sec_median']:.1f} median (95% CI {row['images_per_sec_median_ci95_low']:.1f}-"
         f"{row['images_per_sec_median_ci95_high']:.1f}), {row['images_per_sec']:.1f} mean (95% CI "
         f"{row['images_per_sec_ci95_low']:.1f}-{row['images_per_sec_ci95_high']:.1f}), jitter "
@@ -34,13 +36,20 @@ def summary_text(row: dict, output: str) -> str:
         f"  memory      peak {mib('peak_mem_bytes')} over the timed steps ({row.get('mem_source') or 'not measured'}), "
         f"process peak {mib('process_peak_mem_bytes')}, estimate {mib('mem_estimate_bytes')} (of the process)",
         f"  compile     {row['compile_s']:.2f} s    TFLOP/s {row['tflops']:.3f}    "
-        f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    {loss}",
+        f"params {row['params']:,}    GFLOPs/img {row['gflops_per_image']:.3f}    {loss}"
+        if row.get("mode") != "input" else
+        f"  first batch {row['compile_s']:.2f} s (the pipeline's start, timed apart); no model: the input "
+        f"pipeline's own ceiling",
     ]
     if row.get("target_ci") is not None:
         lines.append(f"  target CI   the median's 95% CI half-width {row['step_time_median_ci95_rel']:.2%} of it over "
                      f"{row['timed_steps']} steps: target {row['target_ci']:.2%} "
                      f"{'met' if row.get('target_met') else 'not met by --max-steps ' + str(row['max_steps'])}; "
                      f"warmup {row['warmup_dropped']} steps ({row['warmup_rule']})")
+    if row.get("images_per_joule") is not None:
+        lines.append(f"  energy      {row['images_per_joule']:.2f} images/J: {row['power_mean_w']:.1f} W mean, "
+                     f"{row['energy_per_step_j']:.3f} J per step ({row['energy_source']}, {row['energy_samples']} "
+                     f"samples of each device over the timed steps)")
     trace = row.get("trace_dir")
     if row.get("profile_steps"):
         lines.append(f"  profiled    timed steps {row['profile_steps']} (left out of the statistics); trace in {trace} "

@@ -48,6 +48,7 @@ from bench.config.parse import OneLineParser, parse_value, read_options
 from bench.config.schema import DEFAULT_BACKEND, DEFAULT_OUTPUT, Opt, schema
 from bench.errors import BenchInputError, ExitCode, Status, input_error
 from bench.procs import exit_code, gpu_count, stop_on_signals
+from bench.results.columns import INPUT_MODE
 from bench.results.store import check_output, read_rows
 from bench.sweep import max_batch
 from bench.sweep.children import Unwritable, run_job
@@ -219,13 +220,18 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, dict[str, Any]]:
     args.strategies = pick("strategies", str, [DEFAULT_STRATEGY])
     args.workers = pick("workers", lambda x: parse_value("workers", WORKERS, x), [1])
     args.backends = pick("backends", lambda x: parse_value("backend", schema()["backend"], x), [DEFAULT_BACKEND])
-    if not args.models or not (args.batch_sizes or args.find_max_batch):
-        raise BenchInputError("a sweep needs --models and --batch-sizes or --find-max-batch "
-                              "(or models/batch_sizes in --config)")
     timeout = args.timeout if args.timeout is not None else file.get("timeout", 1800)
     args.timeout = parse_value("timeout", TIMEOUT, str(timeout))
     args.output = args.output or file.get("output", DEFAULT_OUTPUT)
     shared = {**toml_options(file.get("run", {})), **read_options(run_args)}  # the command line's win
+    if shared.get("mode") == INPUT_MODE:  # the pipeline alone: its configurations name no model
+        if args.models:
+            raise BenchInputError(f"--mode input times the input pipeline alone, with no model: drop --models. "
+                                  f"Received: models={','.join(args.models)}")
+        args.models = [None]
+    if not args.models or not (args.batch_sizes or args.find_max_batch):
+        raise BenchInputError("a sweep needs --models and --batch-sizes or --find-max-batch "
+                              "(or models/batch_sizes in --config)")
     if args.breakdown and ("gradient_sync" in [n for n, _ in axes] or "gradient_sync" in shared):
         raise BenchInputError("--breakdown runs each configuration with and without gradient sync itself: "
                               "drop the gradient_sync axis or option. Received: breakdown=True")

@@ -37,7 +37,7 @@ class Job:
 
     @property
     def model(self) -> str:
-        return self.cfg.model
+        return self.cfg.model or "input"  # --mode input: the pipeline alone
 
     @property
     def per_replica_batch(self) -> int:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from bench.backends.base import AdapterFactory, Step
 from bench.backends.distribution import Distribution, MeshDistribution
 from bench.backends.jax import mesh
-from bench.backends.jax.trainer import JaxTrainer, make_step, versions
+from bench.backends.jax.trainer import JaxTrainer, make_input_step, make_step, versions
 from bench.measure.memory import HostTerms, MemoryTerms, MiB
 from bench.measure.probes import DevicePeak, HostPeak, Peak
 from bench.measure.timing import Tracer, WaitClock
@@ -101,6 +101,13 @@ def build_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", model
     # one, as Keras' fit does (an inference step is waited for alone: its time is its latency)
     return Step(make_step(trainer, dist, source, cfg.batch_size, data_wait), trainer, device_sync=trainer.sync,
                 pipelined=cfg.mode == "train")
+
+
+def input_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", *, data_wait: WaitClock) -> Step:
+    """The host pipeline as the trainer takes it, transfer included: a training step cannot start
+    before its batch is on the devices, so that is where an input step waits for it."""
+    assert isinstance(dist, MeshDistribution), dist
+    return Step(make_input_step(dist, source, cfg.batch_size, data_wait), None)
 
 
 def test_batches(source: "DataSource", test_batch: int) -> Iterable:

@@ -202,10 +202,28 @@ def make_step(trainer: JaxTrainer, dist: MeshDistribution, source: "DataSource",
     if source.fixed:
         batch = fixed_batch(dist, source, per_replica_batch)
         return lambda: trainer.step(batch)
-    feed = prefetched_batches(dist, source, per_replica_batch)
-    if data_wait is not None:
-        feed = data_wait.wrap(feed)
+    feed = _fed(dist, source, per_replica_batch, data_wait)
     return lambda: trainer.step(next(feed))
+
+
+def make_input_step(dist: MeshDistribution, source: "DataSource", per_replica_batch: int,
+                    data_wait: "WaitClock | None" = None) -> Callable[[], tuple]:
+    """--mode input: the next batch the step would take, waited for until it is on the devices."""
+    import jax
+
+    feed = _fed(dist, source, per_replica_batch, data_wait)
+
+    def run() -> tuple:
+        jax.block_until_ready(next(feed))
+        return 0.0, 0.0
+    return run
+
+
+def _fed(dist: MeshDistribution, source: "DataSource", per_replica_batch: int,
+         data_wait: "WaitClock | None") -> Iterator[tuple]:
+    """The prefetched device batches a step takes, their waits timed where `data_wait` is given."""
+    feed = prefetched_batches(dist, source, per_replica_batch)
+    return data_wait.wrap(feed) if data_wait is not None else feed
 
 
 def versions() -> dict[str, Any]:

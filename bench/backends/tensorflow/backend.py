@@ -3,7 +3,7 @@ tf.data feeding, tf.distribute or Horovod adapters (bench.backends.tensorflow.di
 fused momentum SGD. Implements bench.backends.base.Backend."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from bench.backends.base import AdapterFactory, Step
 from bench.backends.distribution import Distribution, ReplicaDistribution
@@ -62,8 +62,6 @@ def sgd() -> type:
 def build_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", model: "keras.Model", optimizer: Any, *,
                global_batch: int, data_wait: WaitClock) -> Step:
     """Initial-state broadcast, the compiled step, and the step callable (fixed or fed data)."""
-    import tensorflow as tf
-
     assert isinstance(dist, ReplicaDistribution), dist  # this backend's ADAPTERS make no other kind
     dist.broadcast_initial_state(model, optimizer)
     trainer = TensorFlowTrainer(model, optimizer, dist, global_batch=global_batch, xla=cfg.xla,
@@ -72,9 +70,34 @@ def build_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", model
         fixed = dist.distribute_fixed(source.train_dataset, cfg.batch_size)
         run = lambda: trainer.step(fixed)  # noqa: E731
     else:
-        batches = data_wait.wrap(iter(dist.distribute(source.train_dataset, cfg.batch_size)))
+        batches = _fed(cfg, dist, source, data_wait)
         run = lambda: trainer.step(next(batches))  # noqa: E731
-    return Step(run, trainer, device_sync=tf.experimental.sync_devices if gpu_names() else None)
+    return Step(run, trainer, device_sync=_device_sync())
+
+
+def input_step(cfg: "RunConfig", dist: Distribution, source: "DataSource", *, data_wait: WaitClock) -> Step:
+    """The batches the training step would take, taken alone: on CPUs each replica's own tf.data
+    iterator (an eager batch is ready when `next` returns), on GPUs the distributed iterator,
+    whose copies onto the devices the device sync waits for."""
+    assert isinstance(dist, ReplicaDistribution), dist
+    batches = _fed(cfg, dist, source, data_wait)
+
+    def run() -> tuple:
+        next(batches)
+        return 0.0, 0.0
+    return Step(run, None, device_sync=_device_sync())
+
+
+def _fed(cfg: "RunConfig", dist: ReplicaDistribution, source: "DataSource", data_wait: WaitClock) -> Iterator:
+    """The per-replica batches a step takes, their waits timed."""
+    return data_wait.wrap(iter(dist.distribute(source.train_dataset, cfg.batch_size)))
+
+
+def _device_sync() -> Callable[[], None] | None:
+    """What waits for the device queues: on GPUs a step's work (or a batch's copies) may still be in flight."""
+    import tensorflow as tf
+
+    return tf.experimental.sync_devices if gpu_names() else None
 
 
 def test_batches(source: "DataSource", test_batch: int) -> Iterable:
