@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import adaptive_avg_pool_layer, check_window, local_response_norm_layer, resolve_variant, scale_channels
+from .common import (
+    adaptive_avg_pool_layer,
+    check_window,
+    local_response_norm_layer,
+    max_pool,
+    resolve_variant,
+    scale_channels,
+)
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -43,7 +50,7 @@ def build_alexnet(*, num_classes: int, input_shape: tuple[int, int, int], width:
     for spec in ALEXNET_FEATURES[form_used]:
         if len(spec) == 1:
             check_window(x, 3, 2, pad, spec[0], name, form)
-            x = layers.MaxPool2D(3, 2, padding=pad, name=spec[0])(x)
+            x = max_pool(3, 2, padding=pad, name=spec[0])(x)
             continue
         layer, maps, kernel, stride, padding = spec
         if pad == "valid":  # torchvision pads each convolution explicitly

@@ -1,10 +1,12 @@
 """Small helpers and layers shared by the model families."""
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any
+from typing import Any, Iterator
 
-from .batchnorm import batch_norm_layer
+from .batchnorm import batch_norm_layer, one_pass
+from .maxpool import max_pool_layer, shifted_grad
 from .shapes import conv_output_size
 
 # Moving-statistics momentum of every BatchNorm layer: 0.9 (PyTorch's 0.1) rather than Keras'
@@ -72,6 +74,21 @@ def bn_layer(name: str) -> Any:
     """Every model's BatchNorm layer: Keras' semantics, TensorFlow's fused kernel on TensorFlow
     (models.batchnorm)."""
     return batch_norm_layer()(momentum=BN_MOMENTUM, name=name)
+
+
+def max_pool(pool: int, stride: int | None = None, padding: str = "valid", name: str | None = None) -> Any:
+    """Every model's max-pool: keras.layers.MaxPooling2D, with the shifted-comparison gradient on
+    JAX where `step_switches` asks for it (models.maxpool)."""
+    return max_pool_layer()(pool, stride, padding=padding, name=name)
+
+
+@contextlib.contextmanager
+def step_switches(*, shifted_maxpool: bool = False, one_pass_batchnorm: bool = False) -> Iterator[None]:
+    """Models built inside this block take the JAX step's switches (bench.config.schema.JAX_SWITCHES):
+    max-pools with the shifted-comparison gradient, BatchNorm with the one-reduction backward.
+    Both are the plain layers on TensorFlow."""
+    with shifted_grad(shifted_maxpool), one_pass(one_pass_batchnorm):
+        yield
 
 
 @functools.cache

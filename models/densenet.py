@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import bn_layer, resolve_variant, scale_channels
+from .common import bn_layer, max_pool, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def build_densenet(depth: int, *, num_classes: int, input_shape: tuple[int, int,
     if resolve_variant(form, input_shape, "form") == "imagenet":
         x = layers.Conv2D(scale_channels(INIT_MAPS, width), 7, strides=2, padding="same", use_bias=False,
                           name="stem_conv")(inputs)
-        x = layers.MaxPool2D(3, 2, padding="same", name="stem_pool")(_bn_relu(x, "stem"))
+        x = max_pool(3, 2, padding="same", name="stem_pool")(_bn_relu(x, "stem"))
     else:
         x = layers.Conv2D(2 * growth, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
     blocks = DENSENET_SPECS[depth]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import adaptive_avg_pool_layer, conv_bn, resolve_variant, scale_channels
+from .common import adaptive_avg_pool_layer, conv_bn, max_pool, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ def inception(x, widths: tuple[int, ...], width: float, name: str):
     b1 = conv_bn(x, c1, 1, 1, f"{name}_1x1")
     b2 = conv_bn(conv_bn(x, c3r, 1, 1, f"{name}_3x3_reduce"), c3, 3, 1, f"{name}_3x3")
     b3 = conv_bn(conv_bn(x, c5r, 1, 1, f"{name}_5x5_reduce"), c5, 3, 1, f"{name}_5x5")
-    b4 = layers.MaxPool2D(3, 1, padding="same", name=f"{name}_pool")(x)
+    b4 = max_pool(3, 1, padding="same", name=f"{name}_pool")(x)
     b4 = conv_bn(b4, pool, 1, 1, f"{name}_pool_proj")
     return layers.Concatenate(name=f"{name}_concat")([b1, b2, b3, b4])
 
@@ -70,16 +70,16 @@ def build_googlenet(*, num_classes: int, input_shape: tuple[int, int, int], widt
     inputs = keras.Input(shape=input_shape, name="input")
     if form_used == "imagenet":
         x = conv_bn(inputs, scale_channels(64, width), 7, 2, "conv1")
-        x = layers.MaxPool2D(3, 2, padding="same", name="pool1")(x)
+        x = max_pool(3, 2, padding="same", name="pool1")(x)
         x = conv_bn(x, scale_channels(64, width), 1, 1, "conv2")
         x = conv_bn(x, scale_channels(192, width), 3, 1, "conv3")
-        x = layers.MaxPool2D(3, 2, padding="same", name="pool2")(x)
+        x = max_pool(3, 2, padding="same", name="pool2")(x)
     else:
         x = conv_bn(inputs, scale_channels(192, width), 3, 1, "conv1")
     aux = []
     for item in BODY:
         if isinstance(item, tuple):
-            x = layers.MaxPool2D(item[1], 2, padding="same", name=item[0])(x)
+            x = max_pool(item[1], 2, padding="same", name=item[0])(x)
             continue
         x = inception(x, INCEPTION[item], width, f"inception{item}")
         if aux_heads and item in AUX_AFTER:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import check_window, scale_channels
+from .common import check_window, max_pool, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def build_lenet(*, num_classes: int, input_shape: tuple[int, int, int], width: f
         else:
             pool += 1
             check_window(x, spec[1], spec[1], "valid", f"pool{pool}", name, form)
-            x = layers.MaxPool2D(spec[1], name=f"pool{pool}")(x)
+            x = max_pool(spec[1], name=f"pool{pool}")(x)
     x = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(LENET5_HIDDEN, start=1):
         x = layers.Dense(scale_channels(units, width), activation="relu", name=f"fc{i}")(x)

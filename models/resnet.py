@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .common import conv_bn, resolve_variant, scale_channels
+from .common import conv_bn, max_pool, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -55,10 +55,10 @@ def build_resnet(depth: int, *, num_classes: int, input_shape: tuple[int, int, i
     inputs = keras.Input(shape=input_shape, name="input")
     if stem == "cifar":
         x = conv_bn(inputs, scale_channels(64, width), 3, 1, "stem", relu=True)
-        x = layers.MaxPool2D(2, 1, padding="same", name="stem_pool")(x)
+        x = max_pool(2, 1, padding="same", name="stem_pool")(x)
     else:
         x = conv_bn(inputs, scale_channels(64, width), 7, 2, "stem", relu=True)
-        x = layers.MaxPool2D(3, 2, padding="same", name="stem_pool")(x)
+        x = max_pool(3, 2, padding="same", name="stem_pool")(x)
     for stage, (filters, blocks) in enumerate(zip(STAGE_FILTERS, depths), start=1):
         for b in range(1, blocks + 1):
             stride = 2 if (stage > 1 and b == 1) else 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Union
 
-from .common import bn_layer, local_response_norm_layer, resolve_variant, scale_channels
+from .common import bn_layer, local_response_norm_layer, max_pool, resolve_variant, scale_channels
 from .registry import register_model
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def build_vgg(config: str, *, num_classes: int, input_shape: tuple[int, int, int
     conv_i, unit = 0, 1
     for spec in VGG_CONFIGS[config]:
         if spec == "M":
-            x = layers.MaxPool2D(2, 2, padding="same", name=f"unit{unit}_pool")(x)
+            x = max_pool(2, 2, padding="same", name=f"unit{unit}_pool")(x)
             unit, conv_i = unit + 1, 0
             continue
         if spec == "LRN":

@@ -162,6 +162,19 @@ def test_tensorflow_and_jax_compute_the_same_training_steps(model, initial_weigh
     assert tf_run["losses"][-1] < tf_run["losses"][0]
 
 
+def test_jax_step_switches_compute_the_same_training_steps(initial_weights, tmp_path_factory):
+    """resnet18 (its stem max-pool, 20 BatchNorms) with the JAX step's switches on: the shifted
+    max-pool gradient (exact, ties included) and the one-reduction BatchNorm backward (the same
+    sums in another order) train as the plain path does, to float32 rounding."""
+    plain = _steps(tmp_path_factory, "jax", "resnet18", initial_weights["resnet18"])
+    fast = _steps(tmp_path_factory, "jax", "resnet18", initial_weights["resnet18"], "--jax-maxpool", "shifted",
+                  "--jax-batchnorm", "onepass")
+    np.testing.assert_allclose(fast["losses"], plain["losses"], rtol=LOSS_RTOL)
+    assert plain["losses"][-1] < plain["losses"][0]
+    for k in (k for k in plain if k.startswith("w")):
+        _assert_weights_agree(fast, plain, k)
+
+
 @pytest.mark.parametrize("model", ["vgg11", "resnet18"])
 def test_jax_mirrored_over_two_host_devices_equals_one_device(model, initial_weights, tmp_path_factory):
     """BatchNorm included: under jax.sharding the batch statistics are the global batch's."""
@@ -192,7 +205,9 @@ def test_the_gpu_check_runs_end_to_end_and_names_the_device_it_measured(tmp_path
     out = tmp_path / "gpu.csv"
     r = _run(["bash", "scripts/gpu_check.sh", "--models", "vgg11", "--batch-sizes", "8", "--width", "0.125",
               "--inference-batch-sizes", "1", "--steps", "2", "--warmup-steps", "1", "--peak-tflops", "1",
-              "--trace-batch", "4", "--output", str(out)], env={**no_tensorflow, "PYTHON": PY})
+              "--trace-batch", "4", "--output", str(out), "--switch-models", "resnet18", "--switch-batch-sizes", "4",
+              "--switch-settings", "jax_maxpool=shifted,jax_batchnorm=onepass;xla_command_buffer=off"],
+             env={**no_tensorflow, "PYTHON": PY}, timeout=600)
     assert "GPU check on cpu (cpu," in r.stdout
     lines = [l for l in r.stdout.splitlines() if l.startswith("| vgg11 |")]
     assert len(lines) == 2
@@ -201,9 +216,19 @@ def test_the_gpu_check_runs_end_to_end_and_names_the_device_it_measured(tmp_path
     assert [c.strip() for c in lines[0].split("|")[10:14]] == ["", "", "", "none"]
     # the trace: 3 profiled steps, read without TensorFlow, summed by kind of op
     assert "trace of 3 step(s) on /host:CPU" in r.stdout and "| convolution |" in r.stdout
+    # the switch sweep: plain and each setting, a process each, their ratios, the fastest one traced
+    switch_lines = [l.split("|") for l in r.stdout.splitlines() if l.startswith("| resnet18 | 4 |")]
+    assert [c[3].strip() for c in switch_lines] == ["plain", "jax_maxpool=shifted,jax_batchnorm=onepass",
+                                                    "xla_command_buffer=off"], r.stdout
+    assert all([c.strip() for c in cells[7:9]] == ["", "none"] for cells in switch_lines)  # no power source here
+    assert "where a step of the fastest configuration goes: resnet18 at batch 4" in r.stdout
     df = read_rows(out)
-    assert list(df["status"]) == ["ok"] * 3 and set(df["backend"]) == {"jax"}
-    assert df["trace_dir"].notna().tolist() == [False, False, True]
+    assert list(df["status"]) == ["ok"] * 7 and set(df["backend"]) == {"jax"}
+    assert df["trace_dir"].notna().tolist() == [False, False, True, False, False, False, True]
+    sweep = df.iloc[3:6]
+    assert list(sweep["jax_maxpool"]) == ["plain", "shifted", "plain"]
+    assert list(sweep["jax_batchnorm"]) == ["plain", "onepass", "plain"]
+    assert list(sweep["xla_command_buffer"]) == ["plain", "plain", "off"]
     df = df.iloc[:2]
     assert list(df["mode"]) == ["train", "inference"]
     assert (df[df["mode"] == "inference"]["timed_steps"] == 100).all()  # the p99 minimum

@@ -45,9 +45,9 @@ SCHEMA_8_ADDED = ["pred_algorithm", "pred_gpus_per_node", "pred_intra_gbps", "pr
                   "pred_efficiency_high", "pred_comm_share", "pred_basis"]
 SCHEMA_9_ADDED = ["target_ci", "max_steps", "warmup_dropped", "warmup_rule", "target_met", "step_time_median_ci95_rel",
                   "repeats", "repeat_index", "repeat_group"]
-SCHEMA_10_ADDED = ["data_workers", "label_offset", "max_bad_images", "energy_interval_ms", "preprocess",
-                   "bad_images", "energy_source", "power_mean_w", "energy_per_step_j", "images_per_joule",
-                   "energy_samples"]
+SCHEMA_10_ADDED = ["data_workers", "label_offset", "max_bad_images", "energy_interval_ms", "jax_maxpool", "jax_batchnorm",
+                   "xla_autotune", "xla_command_buffer", "preprocess", "bad_images", "energy_source", "power_mean_w",
+                   "energy_per_step_j", "images_per_joule", "energy_samples"]
 
 
 def test_columns_are_those_of_before_plus_the_backends_and_memory():
@@ -55,7 +55,8 @@ def test_columns_are_those_of_before_plus_the_backends_and_memory():
     initial weights; 4: the mode, latency, memory and max-batch probes; 5: the diagnostic and
     communication options, Horovod's timeline and autotuner; 6: the process's own peak memory; 7: where
     the replicas ran, the gradient bytes and the interfaces' bytes; 8: a prediction's own; 9: the
-    warmup found, the CI target and repeats; 10: energy over the timed steps and the input pipeline's parallelism);
+    warmup found, the CI target and repeats; 10: energy over the timed steps, the input pipeline's
+    parallelism, the streamed images' columns and the JAX step's switches);
     every earlier column keeps its name and order."""
     cols = list(COLUMN_TYPES)
     added = (SCHEMA_3_ADDED + SCHEMA_4_ADDED + SCHEMA_5_ADDED + SCHEMA_6_ADDED + SCHEMA_7_ADDED + SCHEMA_8_ADDED
@@ -120,8 +121,12 @@ def test_the_key_tells_rows_apart_by_every_key_field_and_nothing_else(tmp_path):
                     "hvd_compression", "profile_steps", "form"):
             continue  # choices: covered by lr below and the strategy registry tests
         value = getattr(base.resolved(has_gpu=False), name)
-        other = (not value) if isinstance(value, bool) or value is None and name == "xla" else \
-            (0.5 if value is None else value * 2 + 1)
+        allowed = schema()[name].allowed()
+        if allowed and value in allowed:  # a choice (the JAX step's switches): another of them
+            other = next(a for a in allowed if a != value)
+        else:
+            other = (not value) if isinstance(value, bool) or value is None and name == "xla" else \
+                (0.5 if value is None else value * 2 + 1)
         changed = dataclasses.replace(base, **{name: other})
         assert config_key(_row(changed, 1.0)) != k, name
     # environment and measurement are not part of it

@@ -16,6 +16,7 @@ import models
 from bench.config.schema import (
     DEFAULT_STEPS,
     GROUPS,
+    JAX_SWITCHES,
     MIN_LATENCY_STEPS,
     WEIGHTS_SUFFIX,
     Opt,
@@ -160,6 +161,11 @@ def validate(cfg: RunConfig) -> None:
         raise BenchInputError(f"--output is a directory: output={cfg.output}")
     if cfg.backend == "jax" and cfg.xla is False:
         raise BenchInputError("XLA is always on under --backend jax (jax.jit compiles every step). Received: --no-xla")
+    for name in JAX_SWITCHES:
+        value = getattr(cfg, name)
+        if cfg.backend != "jax" and value not in (None, "plain"):
+            raise BenchInputError(f"--{name.replace('_', '-')} {value} is a switch of the JAX step; --backend "
+                                  f"{cfg.backend} takes only plain or auto. Received: {name}={value}")
     if cfg.init_weights is not None:
         _check_init_weights(cfg.init_weights)
     if cfg.save_weights is not None:

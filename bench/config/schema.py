@@ -55,6 +55,24 @@ MAX_REPEATS = 1000  # more fresh processes than anyone means: a typo, refused be
 # corrupt images a streaming run skips before it fails: a few bad files in a large set (ImageNet's
 # train split holds CMYK JPEGs and a PNG named .JPEG that some decoders refuse) must not end a run
 MAX_BAD_IMAGES = 100
+# The JAX training step's switches (docs/backends.md): each field's values, "plain" first (the step
+# as Keras and XLA lower it, the only value on TensorFlow). `auto` (the default) takes the value of
+# SWITCH_DEFAULTS for the device kind the run resolves for.
+JAX_SWITCHES: dict[str, tuple[str, ...]] = {
+    "jax_maxpool": ("plain", "shifted"),          # models.maxpool: the gradient without select_and_scatter
+    "jax_batchnorm": ("plain", "onepass"),        # models.batchnorm: one reduction in the backward
+    "xla_autotune": ("plain", "0", "1", "2", "3", "4"),  # --xla_gpu_autotune_level (XLA's default: 4)
+    "xla_command_buffer": ("plain", "off"),       # --xla_gpu_enable_command_buffer= (off: none)
+}
+# a switch is on by default only where it was measured faster there. CPU: bench/lab/jax_switches.py,
+# docs/measurements/2026-12-03-cpu-jax-switches.md: the shifted max-pool 1.07-1.29x plain (95% CIs
+# above 1) on resnet18 and vgg13; onepass BatchNorm not faster; the XLA options are GPU options. GPU:
+# not yet measured (no GPU was lent since these switches exist), so every GPU default stays on the
+# plain path until gpu_check's switch table says otherwise
+SWITCH_DEFAULTS: dict[str, dict[str, str]] = {
+    "cpu": {"jax_maxpool": "shifted", "jax_batchnorm": "plain", "xla_autotune": "plain", "xla_command_buffer": "plain"},
+    "gpu": {"jax_maxpool": "plain", "jax_batchnorm": "plain", "xla_autotune": "plain", "xla_command_buffer": "plain"},
+}
 
 
 def _strategy_names() -> tuple[str, ...]:
@@ -189,6 +207,21 @@ class RunConfig:
     lr_warmup_epochs: float | None = opt(None, **_key("float", lo=0.0, hi=1e6, group="where it runs",
                                                       help="with --scale-lr: linear warmup length (default 5 epochs, "
                                                       "or 10%% of steps)"))
+    # the JAX step's switches (JAX_SWITCHES, SWITCH_DEFAULTS): key columns, since they change what is measured
+    jax_maxpool: str | None = opt(None, **_key("str", choices=JAX_SWITCHES["jax_maxpool"], auto=True,
+                                               help="JAX: the max-pool's gradient: plain (autodiff, XLA's "
+                                               "select_and_scatter) or shifted (shifted comparisons, the same "
+                                               "gradient, ties included); auto (the default): the device's default"))
+    jax_batchnorm: str | None = opt(None, **_key("str", choices=JAX_SWITCHES["jax_batchnorm"], auto=True,
+                                                 help="JAX: BatchNorm's training gradient: plain (autodiff of Keras' "
+                                                 "ops) or onepass (a custom VJP with one reduction); auto: the "
+                                                 "device's default"))
+    xla_autotune: str | None = opt(None, **_key("str", choices=JAX_SWITCHES["xla_autotune"], auto=True,
+                                                help="JAX on a GPU: XLA's autotuning level (--xla_gpu_autotune_level; "
+                                                "plain: XLA's own); auto: the device's default"))
+    xla_command_buffer: str | None = opt(None, **_key("str", choices=JAX_SWITCHES["xla_command_buffer"], auto=True,
+                                                      help="JAX on a GPU: off turns XLA's CUDA-graph command buffers "
+                                                      "off (plain: XLA's own); auto: the device's default"))
     # environment, not configuration: recorded, but two runs differing only here measure the same thing
     threads: int = opt(0, "int", column=True, lo=0, hi=4096, group="where it runs",
                        help="intra-op threads (0: TensorFlow's default)")
@@ -298,7 +331,8 @@ class RunConfig:
         xla_ok = (self.xla is not None) if compiles else self.xla is None
         jax_ok = self.backend != "jax" or ((self.xla is True or not compiles) and self.threads == 0)
         capped = self.target_ci is None or self.max_steps is not None
-        return None not in (self.batch_size, self.steps, self.num_classes) and xla_ok and jax_ok and capped
+        switches = tuple(getattr(self, name) for name in JAX_SWITCHES) if compiles else ()
+        return None not in (self.batch_size, self.steps, self.num_classes, *switches) and xla_ok and jax_ok and capped
 
     def resolved(self, *, has_gpu: bool) -> "RunConfig":
         """Fill the defaults that depend on the hardware, the data set or the backend. On JAX,
@@ -316,7 +350,17 @@ class RunConfig:
             num_classes=self.num_classes or DATA_SETS[self.data].default_classes(self.data_dir, self.label_offset),
             xla=None if self.mode == "input" else True if jax else (has_gpu if self.xla is None else self.xla),
             threads=0 if jax else self.threads,
+            **self.resolved_switches(has_gpu=has_gpu),
         )
+
+    def resolved_switches(self, *, has_gpu: bool) -> dict[str, str]:
+        """The JAX step's switches with `auto` resolved: the device kind's SWITCH_DEFAULTS on JAX,
+        plain on TensorFlow (which has no other value); an input run has no step: as given."""
+        if self.mode == "input":
+            return {name: getattr(self, name) for name in JAX_SWITCHES}
+        defaults = SWITCH_DEFAULTS["gpu" if has_gpu else "cpu"]
+        return {name: getattr(self, name) or (defaults[name] if self.backend == "jax" else "plain")
+                for name in JAX_SWITCHES}
 
     def to_argv(self) -> list[str]:
         """The bench/run.py command line of this configuration, the inverse of

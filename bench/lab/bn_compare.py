@@ -19,8 +19,7 @@ import numpy as np
 
 from bench.backends import select
 from bench.config.schema import RunConfig
-from bench.lab.overhead import fmt, paired_ratio
-from bench.measure.timing import run_steps
+from bench.lab.overhead import alternated_rounds, fmt, paired_ratio
 from bench.runner.session import open_session
 from bench.runner.validate import prepare
 from models.batchnorm import fused
@@ -58,16 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("fused", "keras"):
             with fused(kind == "fused"):
                 sessions[kind] = open_session(prepare(cfg)).build()
-        for s in sessions.values():  # untimed: tracing, compilation, warmup
-            run_steps(s.step.run, warmup=args.warmup_steps, timed=0, global_batch=args.batch_size,
-                      device_sync=s.step.device_sync)
-        res = {k: [] for k in sessions}
-        for r in range(args.rounds):
-            order = list(sessions) if r % 2 == 0 else list(sessions)[::-1]  # drift hits both alike
-            for k in order:
-                t = run_steps(sessions[k].step.run, warmup=0, timed=args.steps, global_batch=args.batch_size,
-                              first_is_compile=False, device_sync=sessions[k].step.device_sync)
-                res[k].append(t.images / sum(t.step_times))
+        res = alternated_rounds(sessions, rounds=args.rounds, steps=args.steps, warmup=args.warmup_steps,
+                                batch=args.batch_size)
         f, k = (float(np.median(res[c])) for c in ("fused", "keras"))
         print(f"| {name} | {f:.1f} | {k:.1f} | {fmt(paired_ratio(res['fused'], res['keras']))} |", flush=True)
         del sessions

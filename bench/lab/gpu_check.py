@@ -13,27 +13,43 @@ its peak device memory beside the estimate made before the run. A second table g
 inference rows: images/sec, p50 and p99 latency per batch, peak memory and the estimate.
 The device kind heads the table: a run on a CPU says so, and gives no GPU figure. A time
 budget stops it cleanly, naming what it skipped.
+
+Then the switch sweep (`switch_sweep`): the JAX step's switches (bench.config.schema.JAX_SWITCHES)
+for --switch-models at --switch-batch-sizes, the plain path and each --switch-settings entry,
+every configuration a fresh `bench/run.py` process (XLA reads its flags once per process), within
+--switch-budget-s; a table of images/sec per setting with its ratio to plain, then the trace of
+the fastest configuration, summed by op.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import sys
 import time
+from pathlib import Path
 
 import models
 from bench.backends import load, select
 from bench.backends.keras_common import apply_precision_policy, make_optimizer
-from bench.config.schema import MIN_LATENCY_STEPS, RunConfig
+from bench.config.schema import JAX_SWITCHES, MIN_LATENCY_STEPS, RunConfig
 from bench.data.source import synthetic_arrays
-from bench.errors import Status
+from bench.errors import ExitCode, Status
 from bench.lab.overhead import epoch_clock, repeat
 from bench.measure.probes import gib
 from bench.measure.traces import summarize
 from bench.results.store import append_row, check_output
 from bench.runner.execute import execute
 from bench.runner.validate import prepare
+from bench.sweep.children import run_job
+from bench.sweep.grid import Job, command_line
+from launch import Launch
+
+# each switch on alone, then the model switches together (the plain path always comes first)
+SWITCH_SETTINGS = ("jax_maxpool=shifted;jax_batchnorm=onepass;xla_autotune=0;xla_command_buffer=off;"
+                   "jax_maxpool=shifted,jax_batchnorm=onepass")
+CHILD_TIMEOUT_S = 900
 
 
 def fit_images_per_sec(name: str, batch: int, width: float, precision: str, steps: int, warmup: int) -> float:
@@ -109,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace-batch", type=int, default=512,
                    help="then trace timed steps 5-7 of the first model at this batch and list its top ops (0: no trace)")
     p.add_argument("--output", default="results/gpu_check.csv")
+    add_switch_options(p)
     args = p.parse_args(argv)
+    try:
+        settings = switch_settings(args.switch_settings)
+    except ValueError as e:
+        p.exit(ExitCode.INPUT, f"gpu_check: {e}\n")
 
     select("jax")
     import jax
@@ -177,17 +198,97 @@ def main(argv: list[str] | None = None) -> int:
                         profile_steps="5-7")
         row = execute(prepare(cfg)).row
         append_row(args.output, row)
-        if row["status"] == Status.OK:
-
-            print(f"\n# where a {name} step goes at batch {args.trace_batch}, {args.precision} "
-                  f"(trace in {row['trace_dir']})\n")
-            print(summarize(row["trace_dir"]).table(top=15))
-        else:
-            print(f"\ntrace of {name}/{args.trace_batch}: {row['status']}: {str(row['error'])[:120]}")
+        show_trace(row, f"a {name} step goes at batch {args.trace_batch}, {args.precision}", f"{name}/{args.trace_batch}")
     if skipped:
         print(f"\nbudget of {args.budget_s:g} s spent: skipped {', '.join(skipped)}")
+    if args.switch_budget_s > 0:
+        switch_sweep(args, settings)
     print(f"\nrows in {args.output}; {time.perf_counter() - started:.0f} s in all")
     return 0
+
+
+def add_switch_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--switch-models", default="resnet18,vgg13", help="the switch sweep's models")
+    p.add_argument("--switch-batch-sizes", default="512,2048", help="the switch sweep's batch sizes")
+    p.add_argument("--switch-settings", default=SWITCH_SETTINGS,
+                   help="';'-separated settings beside plain, each ','-separated SWITCH=VALUE "
+                   f"(switches: {', '.join(JAX_SWITCHES)}); the switches a setting leaves out are plain")
+    p.add_argument("--switch-budget-s", type=float, default=300.0,
+                   help="stop starting new switch configurations after this (0: no switch sweep)")
+
+
+def switch_settings(text: str) -> dict[str, dict[str, str]]:
+    """--switch-settings as {label: every switch's value}, plain first; ValueError naming a bad
+    name or value."""
+    plain = {name: "plain" for name in JAX_SWITCHES}
+    settings = {"plain": plain}
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        setting = dict(plain)
+        for pair in entry.split(","):
+            name, _, value = pair.strip().partition("=")
+            if value not in JAX_SWITCHES.get(name, ()):
+                raise ValueError(f"--switch-settings: {pair.strip()!r} is not SWITCH=VALUE with a switch of "
+                        f"{', '.join(JAX_SWITCHES)} and one of its values. Received: {text!r}")
+            setting[name] = value
+        settings[entry.replace(" ", "")] = setting
+    return settings
+
+
+def _child_row(cfg: RunConfig, output: str) -> dict:
+    """One configuration in a `bench/run.py` process of its own (its row, or the failure's)."""
+    child = dataclasses.replace(cfg, progress=False, on_predicted_oom="row")  # as a sweep's children
+    launch = Launch(prefix=[], env={}, run_args=[], processes=1, threads=child.threads)
+    job = Job(child, 1, launch, command_line(launch, child), replicas=1)
+    return run_job(job, output, CHILD_TIMEOUT_S, Path(output).parent / "logs")
+
+
+def switch_sweep(args: argparse.Namespace, settings: dict[str, dict[str, str]]) -> None:
+    """Images/sec of each switch setting against plain per model and batch, each in a fresh process,
+    within --switch-budget-s; then the trace of the fastest configuration."""
+    started, skipped, best = time.perf_counter(), [], None
+    print(f"\n# the JAX step's switches, {args.precision}: images/sec per setting, each its own process")
+    print("| model | batch | setting | img/s | setting/plain | compile s | img/J | energy |")
+    print("|---|---:|---|---:|---:|---:|---:|---|")
+    for name in args.switch_models.split(","):
+        for batch in map(int, args.switch_batch_sizes.split(",")):
+            plain_ips = None
+            for label, switches in settings.items():
+                if time.perf_counter() - started > args.switch_budget_s:
+                    skipped.append(f"{name}/{batch}/{label}")
+                    continue
+                cfg = RunConfig(model=name, batch_size=batch, precision=args.precision, backend="jax",
+                                width=args.width, steps=args.steps, warmup_steps=args.warmup_steps,
+                                output=args.output, source="sweep", **switches)
+                row = _child_row(cfg, args.output)
+                if row["status"] != Status.OK:
+                    print(f"| {name} | {batch} | {label} | {row['status']}: {str(row['error'])[:80]} | | | | |",
+                          flush=True)
+                    continue
+                ips = float(row["images_per_sec_median"])
+                plain_ips = ips if label == "plain" else plain_ips
+                ratio = f"{ips / plain_ips:.3f}" if plain_ips else "n/a"
+                ipj = row.get("images_per_joule")  # a row read back from the CSV: NaN where none was measured
+                ipj = "" if ipj is None or ipj != ipj else f"{ipj:,.1f}"
+                print(f"| {name} | {batch} | {label} | {ips:,.0f} | {ratio} | {float(row['compile_s']):.1f} | {ipj} "
+                      f"| {row.get('energy_source') or ''} |", flush=True)
+                if best is None or ips > best[0]:
+                    best = (ips, label, cfg)
+    if skipped:
+        print(f"\nswitch budget of {args.switch_budget_s:g} s spent: skipped {', '.join(skipped)}")
+    if best is not None and args.trace_batch:
+        ips, label, cfg = best
+        row = _child_row(dataclasses.replace(cfg, steps=max(args.steps, 8), profile_steps="5-7"), args.output)
+        show_trace(row, f"a step of the fastest configuration goes: {cfg.model} at batch {cfg.batch_size}, {label} "
+                   f"({ips:,.0f} img/s), {args.precision}", f"{cfg.model}/{cfg.batch_size}/{label}")
+
+
+def show_trace(row: dict, where: str, label: str) -> None:
+    """A traced row's step time by op (bench/measure/traces.py), or why there is none."""
+    if row["status"] == Status.OK:
+        print(f"\n# where {where} (trace in {row['trace_dir']})\n")
+        print(summarize(row["trace_dir"]).table(top=15))
+    else:
+        print(f"\ntrace of {label}: {row['status']}: {str(row['error'])[:120]}")
 
 
 if __name__ == "__main__":

@@ -161,6 +161,21 @@ def epoch_clock():
     return EpochClock()
 
 
+def alternated_rounds(sessions: dict, *, rounds: int, steps: int, warmup: int, batch: int) -> dict[str, list[float]]:
+    """Images/sec of each built session per round: an untimed warmup (tracing, compilation) each,
+    then `rounds` rounds of `steps` timed steps each, the order reversed every other round so
+    that drift hits every contender alike."""
+    for s in sessions.values():
+        run_steps(s.step.run, warmup=warmup, timed=0, global_batch=batch, device_sync=s.step.device_sync)
+    res: dict[str, list[float]] = {k: [] for k in sessions}
+    for r in range(rounds):
+        for k in (list(sessions) if r % 2 == 0 else list(sessions)[::-1]):
+            t = run_steps(sessions[k].step.run, warmup=0, timed=steps, global_batch=batch, first_is_compile=False,
+                          device_sync=sessions[k].step.device_sync)
+            res[k].append(t.images / sum(t.step_times))
+    return res
+
+
 def paired_ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """Median of the per-round ratios a/b, with the 95% CI of their mean."""
     r = np.asarray(a) / np.asarray(b)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from bench.config.schema import CONFIG_COLUMNS, schema
+from bench.config.schema import CONFIG_COLUMNS, JAX_SWITCHES, schema
 from bench.errors import Status
 
 # 2: the status of a run whose loss went non-finite is "diverged" (was "nan")
@@ -30,6 +30,8 @@ from bench.errors import Status
 #    data_workers empty (the pipeline's default)
 # 10: also real images streamed (imagefolder, tfrecord): the row's preprocess and bad_images, and the
 #    configuration columns data_workers, label_offset and max_bad_images (older rows read them empty)
+# 10: also the JAX step's switches, configuration columns: jax_maxpool, jax_batchnorm, xla_autotune,
+#    xla_command_buffer (older rows ran the plain path: they read plain)
 SCHEMA_VERSION = 10
 # a row that no run measured: `cnnbench predict` made it (bench.results.load keeps such rows apart)
 PREDICTION_SOURCE = "prediction"
@@ -115,10 +117,11 @@ REQUIRED = [*HEADER_MARKS, "strategy", "batch_size"]  # what the report needs
 OLD_STATUS_NAMES = {"nan": "diverged"}  # schema 1 called a non-finite loss "nan", which CSV readers take for missing
 # what rows of older schemas meant by the columns they lack: TensorFlow before 3; training, and the
 # strategies' own all-reduce without compression, before 4; gradients synced, none of Horovod's
-# hierarchical all-reduce, autotune or timeline, and the automatic form, before 5; one host before 7
+# hierarchical all-reduce, autotune or timeline, and the automatic form, before 5; one host before 7;
+# the JAX step as Keras and XLA lower it (every switch plain) before 10
 OLD_DEFAULTS = {"backend": "tensorflow", "mode": "train", "all_reduce": "auto", "hvd_compression": "none",
                 "gradient_sync": True, "hvd_hierarchical": False, "hvd_autotune": False, "hvd_timeline": False,
-                "form": "auto", "hosts": 1}
+                "form": "auto", "hosts": 1, **{name: "plain" for name in JAX_SWITCHES}}
 
 
 def migrate(df: Any) -> Any:

@@ -103,7 +103,9 @@ class Session:
         cfg, dist = self.cfg, self.dist
         self.memory = self.backend.memory_probe(dist)  # a CPU's baseline: the RSS before the model exists
         keras.utils.set_random_seed(cfg.seed)  # after describe(), whose layers may draw seeds
-        with dist.scope():
+        switches = models.step_switches(shifted_maxpool=cfg.jax_maxpool == "shifted",
+                                        one_pass_batchnorm=cfg.jax_batchnorm == "onepass")
+        with dist.scope(), switches:
             self.model = models.build_model(cfg.model, **self._model_args())
             if cfg.init_weights:
                 self.init_weights_sha256 = load_initial_weights(self.model, cfg.init_weights)

@@ -27,6 +27,8 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--keras-batchnorm", action="store_true",
                    help="on TensorFlow, Keras' own BatchNorm ops instead of the fused kernel (models.batchnorm)")
+    for name in ("jax_maxpool", "jax_batchnorm"):  # the JAX step's switches (bench.config.schema.JAX_SWITCHES)
+        p.add_argument("--" + name.replace("_", "-"), default="plain")
     args = p.parse_args()
 
     from bench.backends import select
@@ -40,7 +42,8 @@ def main() -> int:
     per_replica = args.global_batch // args.cpu_replicas  # one device per replica, in one process
     cfg = RunConfig(model=args.model, backend=args.backend, strategy=args.strategy, cpu_replicas=args.cpu_replicas,
                     batch_size=per_replica, width=0.125, num_classes=10, optimizer="sgd", lr=0.05, momentum=0.9,
-                    threads=1, init_weights=args.init_weights, progress=False)
+                    threads=1, init_weights=args.init_weights, progress=False, jax_maxpool=args.jax_maxpool,
+                    jax_batchnorm=args.jax_batchnorm)
     from models.batchnorm import fused
     with fused(not args.keras_batchnorm):
         s = open_session(prepare(cfg)).build()

@@ -3,6 +3,7 @@
 Implements bench.backends.base.Backend."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Iterable
 
 from bench.backends.base import AdapterFactory, Step
@@ -40,6 +41,41 @@ def configure(cfg: "RunConfig") -> None:
     from keras.src.utils import module_utils
 
     module_utils.tensorflow._available = False
+    set_xla_flags(cfg)
+
+
+# The XLA options of the JAX step's switches (bench.config.schema.JAX_SWITCHES): each value's flag in
+# XLA_FLAGS ("plain": none, XLA's own setting). They are GPU options, but the CPU jaxlib parses them
+# too (jaxlib 0.10.2: an unknown flag in XLA_FLAGS aborts the process; these start it), so a CPU run
+# with them set runs, and records them, unchanged.
+XLA_SWITCH_FLAGS: dict[str, dict[str, str]] = {
+    "xla_autotune": {level: f"--xla_gpu_autotune_level={level}" for level in ("0", "1", "2", "3", "4")},
+    "xla_command_buffer": {"off": "--xla_gpu_enable_command_buffer="},
+}
+
+
+def xla_flags(cfg: "RunConfig") -> list[str]:
+    """The XLA_FLAGS entries the run's switches ask for (none where every switch is plain)."""
+    return [XLA_SWITCH_FLAGS[name][getattr(cfg, name)] for name in XLA_SWITCH_FLAGS
+            if getattr(cfg, name) not in (None, "plain")]
+
+
+def set_xla_flags(cfg: "RunConfig") -> None:
+    """Put the switches' flags into XLA_FLAGS, which XLA reads once, when JAX starts its first
+    backend (after this, in the adapter). A process whose backend already started cannot take other
+    flags: that is a programming error (bench/lab/gpu_check.py runs such configurations in children)."""
+    from jax._src import xla_bridge
+
+    wanted = xla_flags(cfg)
+    names = [f.split("=")[0] for flags in XLA_SWITCH_FLAGS.values() for f in flags.values()]
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.split("=")[0] not in names]
+    value = " ".join([*kept, *wanted])
+    if value == os.environ.get("XLA_FLAGS", ""):
+        return
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError(f"XLA already started in this process; the XLA flags {wanted or 'of the plain path'} "
+                           f"need a process of their own")
+    os.environ["XLA_FLAGS"] = value
 
 
 def gpu_names() -> list[str]:
