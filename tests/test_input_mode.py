@@ -90,6 +90,9 @@ def test_the_ceiling_of_a_streamed_set_counts_decoded_cropped_images(tmp_path, b
     ([*INPUT, "--optimizer", "sgd"], "--optimizer needs a model"),
     ([*INPUT, "--epochs", "1"], "--epochs needs a model"),
     ([*INPUT, "--xla"], "--xla needs a model"),
+    # the JAX step's switches shape the model's step: an input row's pipeline pairs with training
+    # rows whatever switches they ran with (bench.report.inputs), so none is taken here
+    ([*INPUT, "--backend", "jax", "--jax-maxpool", "shifted"], "--jax-maxpool needs a model"),
     ([*INPUT, "--init-weights", "w.weights.h5"], "--init-weights needs a model"),
     ([*INPUT, "--steps", "10"], "--mode input needs --steps >= 100"),
     (["--mode", "input", "--batch-size", "8"], "synthetic has none"),

@@ -22,12 +22,6 @@ HVD_COMPRESSION = ("none", "fp16")
 # p99 of fewer batches is only the slowest one: inference runs time at least this many
 MIN_LATENCY_STEPS = 100
 DEFAULT_STEPS = {"train": 50, "inference": MIN_LATENCY_STEPS, "input": MIN_LATENCY_STEPS}
-# what --mode input leaves out: every option that shapes the model, its training or its
-# communication (a run with no model cannot honour them, so one given is refused, not ignored)
-MODEL_OPTIONS = ("width", "form", "precision", "xla", "optimizer", "lr", "momentum", "weight_decay", "init_weights",
-                 "save_weights", "epochs", "target_accuracy", "gradient_sync", "scale_lr", "lr_warmup_epochs",
-                 "summary", "profile_steps", "mllog", "all_reduce", "all_reduce_pack_mb", "hvd_compression",
-                 "hvd_fusion_mb", "hvd_cycle_ms", "hvd_hierarchical", "hvd_autotune", "hvd_timeline")
 MAX_STEPS_FACTOR = 10  # --target-ci's default cap: 10 x --steps timed steps
 # the automatic warmup's bounds (bench.measure.steady). At least 2 steps after the compile step: the
 # first ones still grow the allocator and fill caches on every backend, and MSER-5's 5-step batches
@@ -64,6 +58,12 @@ JAX_SWITCHES: dict[str, tuple[str, ...]] = {
     "xla_autotune": ("plain", "0", "1", "2", "3", "4"),  # --xla_gpu_autotune_level (XLA's default: 4)
     "xla_command_buffer": ("plain", "off"),       # --xla_gpu_enable_command_buffer= (off: none)
 }
+# what --mode input leaves out: every option that shapes the model, its training or its
+# communication (a run with no model cannot honour them, so one given is refused, not ignored)
+MODEL_OPTIONS = ("width", "form", "precision", "xla", "optimizer", "lr", "momentum", "weight_decay", "init_weights",
+                 "save_weights", "epochs", "target_accuracy", "gradient_sync", "scale_lr", "lr_warmup_epochs",
+                 "summary", "profile_steps", "mllog", "all_reduce", "all_reduce_pack_mb", "hvd_compression",
+                 "hvd_fusion_mb", "hvd_cycle_ms", "hvd_hierarchical", "hvd_autotune", "hvd_timeline", *JAX_SWITCHES)
 # a switch is on by default only where it was measured faster there. CPU: bench/lab/jax_switches.py,
 # docs/measurements/2026-12-03-cpu-jax-switches.md: the shifted max-pool 1.07-1.29x plain (95% CIs
 # above 1) on resnet18 and vgg13; onepass BatchNorm not faster; the XLA options are GPU options. GPU:
