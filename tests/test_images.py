@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -209,31 +208,27 @@ def test_a_corrupt_image_mid_run_is_skipped_and_counted_then_past_the_limit_fail
 
 @pytest.mark.slow
 def test_a_folder_the_user_cannot_read_is_one_line(tmp_path):
-    """Root reads every folder, so the run is started as `nobody` (setpriv)."""
+    """Root reads every folder through CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, so the run is
+    started as root without them (setpriv): permission bits then hold for it, while it still owns
+    and reads the checkout, wherever that is (a fresh clone in a 0700 temporary folder included)."""
     setpriv = shutil.which("setpriv")
     if setpriv is None or os.geteuid() != 0:
-        pytest.skip("needs root and setpriv to run a child as nobody (root reads every folder)")
-    base = Path(tempfile.mkdtemp(prefix="cnnbench-unreadable-"))
+        pytest.skip("needs root and setpriv to run a child without root's read-anything capabilities")
+    base = tmp_path / "unreadable"
+    write_image_folder(base / "set")
+    (base / "set" / "class_1").chmod(0o000)
+    caps = "-dac_override,-dac_read_search"
     try:
-        base.chmod(0o777)
-        write_image_folder(base / "set")
-        (base / "set" / "class_1").chmod(0o000)
-        as_nobody = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-        probe = subprocess.run([*as_nobody, sys.executable, "-c", "import bench"], cwd=REPO, capture_output=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
-        if probe.returncode != 0:
-            pytest.skip(f"nobody cannot run this checkout's Python: {probe.stderr.decode()[-200:]}")
-        r = subprocess.run([*as_nobody, sys.executable, "bench/run.py", "resnet18", "--data", "imagefolder",
+        r = subprocess.run([setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}", "--",
+                            sys.executable, "bench/run.py", "resnet18", "--data", "imagefolder",
                             "--data-dir", str(base / "set"), "--output", str(base / "out" / "runs.csv"), *TINY],
                            cwd=REPO, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
-                                "HOME": str(base)})
+                           env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"})
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "cannot read the class folder" in r.stderr and "class_1" in r.stderr
         assert not (base / "out").exists()
     finally:
         (base / "set" / "class_1").chmod(0o755)
-        shutil.rmtree(base)
 
 
 def test_labels_beyond_num_classes_are_refused_before_any_framework(tmp_path):
