@@ -274,6 +274,23 @@ def test_a_plan_stops_once_enough_steps_follow_the_warmup_and_the_ci_is_tight():
     assert d.stop and d.dropped == 0 and d.rule == "fixed" and d.ci_rel <= 0.5
 
 
+def test_a_stopping_decision_never_keeps_more_than_the_limit_when_the_warmup_found_shrinks():
+    """Between two decisions MSER-5 may find a shorter warmup on the longer series, so the steps
+    after it can outnumber --max-steps (a multiworker run kept 28 of a limit of 25): the extra
+    leading steps are dropped too, and exactly the limit is kept."""
+    from bench.measure.steady import Plan
+
+    plan = Plan(10, find=True, target_ci=0.001, max_steps=25)
+    x = _noisy(40)
+    kept = []
+    for n in range(26, 41):
+        d = plan.decide(x[:n - 1], ahead=1)
+        assert n - d.dropped <= 25, (n, d)
+        if d.stop:
+            kept.append(n - d.dropped)
+    assert kept and set(kept) == {25}  # a flat series stops within these steps, keeping exactly the limit
+
+
 def test_median_ci_rel_is_half_the_median_ci_over_the_median():
     from bench.measure.stats import median_ci_rel
 

@@ -87,6 +87,10 @@ class Plan:
         n = len(series) + ahead
         dropped, rule = warmup_truncation(series) if self.find else (0, RULE_FIXED)
         kept = n - dropped
+        if self.find and kept > self.limit:
+            # the warmup found can shrink between two decisions (MSER-5 on a longer series), which
+            # would keep more steps than the limit: the extra leading ones, nearest the warmup, go too
+            dropped, kept = n - self.limit, self.limit
         rel = median_ci_rel(series[dropped:])
         tight = self.target_ci is None or _tight_whatever_comes(series[dropped:], ahead, self.target_ci)
         stop = n >= self.cap or kept >= self.limit or (kept >= self.steps and tight)
